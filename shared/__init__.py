@@ -1,0 +1,1 @@
+"""Ferry's common package: event contracts, the Kafka edge, settings, telemetry and the local stack."""

@@ -1,0 +1,149 @@
+"""The ``ferry`` command: the local stack, topics, event schemas, and (through the services) training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.settings import FerrySettings
+
+Command = Callable[[argparse.Namespace, FerrySettings], int]
+
+
+def _stack_up(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.stack import Stack
+
+    stack = Stack(settings)
+    started = time.monotonic()
+    stack.up()
+    print(f"stack up in {time.monotonic() - started:.1f}s")
+    for name, state in stack.status().items():
+        print(f"  {name:9} {state}")
+    print(f"  database  {stack.database_url}")
+    return 0
+
+
+def _stack_down(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.stack import Stack
+
+    stopped = Stack(settings).down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _stack_status(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.stack import Stack
+
+    status = Stack(settings).status()
+    for name, state in status.items():
+        print(f"{name:9} {state}")
+    return 0 if all(state.startswith(("running", "external")) for state in status.values()) else 1
+
+
+def _topics(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.topics import all_topic_names, ensure_topics
+
+    created = ensure_topics(settings)
+    for name in all_topic_names(settings):
+        print(f"{name}{'  (created)' if name in created else ''}")
+    return 0
+
+
+def _schemas(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.events import json_schemas
+
+    schemas = json_schemas()
+    if args.out:
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for type_name, schema in schemas.items():
+            (folder / f"{type_name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+        print(f"wrote {len(schemas)} schemas to {folder}")
+    else:
+        print(json.dumps(schemas, indent=2))
+    return 0
+
+
+def _roundtrip(args: argparse.Namespace, settings: FerrySettings) -> int:
+    """Publish one event and read it back: proof that the broker and the envelope work."""
+    from shared.envelope import decode
+    from shared.events import TrainingStatus
+    from shared.kafka import KafkaPublisher, make_consumer
+
+    request_id = f"roundtrip-{uuid.uuid4().hex[:8]}"
+    consumer = make_consumer(settings, f"roundtrip-{request_id}", [TrainingStatus.topic], auto_offset_reset="latest")
+    while not consumer.assignment():
+        consumer.poll(timeout_ms=200)
+    publisher = KafkaPublisher(settings, source="ferry/cli")
+    publisher.publish(TrainingStatus(model_name="roundtrip", request_id=request_id, state="started"))
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    decoded = decode(record.headers, record.key, record.value)
+                    if getattr(decoded.event, "request_id", None) == request_id:
+                        print(f"round trip ok: {decoded.meta.type_name} id={decoded.meta.event_id}")
+                        print(f"  headers: {sorted(name for name, _ in record.headers)}")
+                        return 0
+        print("round trip failed: the event did not come back within 30s", file=sys.stderr)
+        return 1
+    finally:
+        consumer.close()
+        publisher.close()
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = argparse.ArgumentParser(prog="ferry", description="Ferry: models from a training request to traffic")
+    commands: dict[str, Command] = {}
+    sub = parser.add_subparsers(dest="command", required=True)
+    stack = sub.add_parser("stack", help="the local Kafka + PostgreSQL stack").add_subparsers(dest="action", required=True)
+    for action, function, text in (
+        ("up", _stack_up, "start Kafka and PostgreSQL (idempotent)"),
+        ("down", _stack_down, "stop what 'up' started"),
+        ("status", _stack_status, "show what runs"),
+    ):
+        stack.add_parser(action, help=text)
+        commands[f"stack.{action}"] = function
+    sub.add_parser("topics", help="create and list Ferry's topics")
+    commands["topics"] = _topics
+    schemas = sub.add_parser("schemas", help="print (or write) the JSON Schema of every event")
+    schemas.add_argument("--out", help="folder to write one file per event type")
+    commands["schemas"] = _schemas
+    sub.add_parser("roundtrip", help="publish an event and consume it back")
+    commands["roundtrip"] = _roundtrip
+    _add_service_commands(sub, commands)
+    return parser, commands
+
+
+def _add_service_commands(sub: argparse._SubParsersAction, commands: dict[str, Command]) -> None:
+    """Commands that services contribute (``ferry train``), when they are installed."""
+    try:
+        from services.trainer.cli import add_train_parser, run_train
+    except ImportError:
+        return
+    add_train_parser(sub)
+    commands["train"] = lambda args, settings: run_train(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    key = f"{args.command}.{args.action}" if getattr(args, "action", None) else args.command
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = FerrySettings()
+    except ValueError as error:
+        print(f"invalid FERRY_* settings: {error}", file=sys.stderr)
+        return 2
+    return commands[key](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

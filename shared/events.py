@@ -1,0 +1,237 @@
+"""Every event of Ferry's design, as frozen pydantic models: the contract between the services.
+
+Each class names its CloudEvents ``type`` (the schema version is part of it) and the design topic
+it travels on. Services build and receive these models; nobody hand-builds a dict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelName = str  # validated by MODEL_NAME_PATTERN where it enters the system
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+def new_id() -> str:
+    """A fresh identifier for requests and events."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Frozen(BaseModel):
+    """Base of every schema: immutable, and unknown fields are an error, not silence."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Frozen):
+    """Base of the events. ``type_name`` is the CloudEvents type, ``topic`` the design topic."""
+
+    type_name: ClassVar[str]
+    topic: ClassVar[str]
+
+    model_name: str = Field(pattern=MODEL_NAME_PATTERN)
+
+    def partition_key(self) -> str:
+        """Kafka key: the model name, so one model's events stay in order."""
+        return self.model_name
+
+
+# --- parts -------------------------------------------------------------------------------------
+
+
+class TensorSpec(Frozen):
+    """One named tensor of a model's signature, in Open Inference Protocol terms."""
+
+    name: str
+    datatype: str = Field(description="OIP v2 datatype, e.g. FP32, INT64")
+    shape: list[int] = Field(description="-1 marks a dynamic axis (the batch)")
+
+
+class Signature(Frozen):
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class ArtifactRef(Frozen):
+    """A content-addressed artifact in the store."""
+
+    uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    format: str = Field(description="onnx, onnx-int8, ...")
+
+
+class Hyperparameters(Frozen):
+    epochs: int = Field(default=30, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 128])
+    seed: int = Field(default=0, ge=0)
+    patience: int = Field(default=5, ge=1, description="early stopping: epochs without validation gain")
+
+
+class Compression(Frozen):
+    quantize: Literal["int8"] | None = None
+    prune: float | None = Field(default=None, gt=0, lt=1, description="fraction of weights zeroed")
+    distill_from: str | None = Field(default=None, description="teacher model name (its champion)")
+
+
+# --- the events --------------------------------------------------------------------------------
+
+
+class TrainingRequested(Event):
+    """Train this model on this dataset with these settings."""
+
+    type_name: ClassVar[str] = "ferry.training.requested.v1"
+    topic: ClassVar[str] = "training.requested"
+
+    request_id: str = Field(default_factory=new_id, min_length=1, max_length=200)
+    dataset: str = Field(min_length=1, description="sklearn:digits, csv:PATH, ...")
+    arch: Literal["mlp", "cnn"] = "mlp"
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    compression: Compression = Field(default_factory=Compression)
+    label_column: str | None = Field(default=None, description="for csv datasets; default 'label'")
+    world_size: int = Field(default=1, ge=1, le=64, description="DDP processes")
+    requested_by: str | None = None
+
+
+class TrainingStatus(Event):
+    """Progress of one training request."""
+
+    type_name: ClassVar[str] = "ferry.training.status.v1"
+    topic: ClassVar[str] = "training.status"
+
+    request_id: str
+    state: Literal["started", "progress", "completed", "failed"]
+    epoch: int | None = None
+    epochs: int | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    reason: str | None = None
+    artifact_sha256: str | None = None
+
+    def partition_key(self) -> str:
+        return self.request_id
+
+
+class ModelTrained(Event):
+    """An exported, verified artifact exists for a training request."""
+
+    type_name: ClassVar[str] = "ferry.model.trained.v1"
+    topic: ClassVar[str] = "model.trained"
+
+    request_id: str
+    artifact: ArtifactRef
+    signature: Signature
+    metrics: dict[str, float] = Field(default_factory=dict)
+    dataset: str
+    split_id: str = Field(description="fingerprint of the deterministic split")
+    arch: str
+    hyperparameters: Hyperparameters
+    compression: Compression = Field(default_factory=Compression)
+    teacher_version: int | None = None
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
+
+
+class ModelRegistered(Event):
+    """Version N of the model now exists in the registry."""
+
+    type_name: ClassVar[str] = "ferry.model.registered.v1"
+    topic: ClassVar[str] = "model.registered"
+
+    version: int = Field(ge=1)
+    artifact: ArtifactRef
+    signature: Signature
+    dataset: str
+    split_id: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    training_request_id: str | None = None
+
+
+class ModelDecided(Event):
+    """The evaluator's (or a user's) decision about a version."""
+
+    type_name: ClassVar[str] = "ferry.model.decided.v1"
+    topic: ClassVar[str] = "model.decided"
+
+    version: int = Field(ge=1, description="the candidate, or the version rolled back from")
+    decision: Literal["promote", "reject", "rollback"]
+    stage: Literal["canary", "champion"] | None = Field(default=None, description="for promote")
+    canary_weight: float | None = Field(default=None, ge=0, le=1)
+    baseline_version: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    reason: str = Field(min_length=1)
+    actor: str = "evaluator"
+
+
+class DeployedVersion(Frozen):
+    version: int = Field(ge=1)
+    artifact: ArtifactRef
+    signature: Signature
+
+
+class DeploymentChanged(Event):
+    """The deployment of a model after a change: what the gateway must serve."""
+
+    type_name: ClassVar[str] = "ferry.deployment.changed.v1"
+    topic: ClassVar[str] = "deployment.changed"
+
+    revision: int = Field(ge=1)
+    champion: DeployedVersion | None = None
+    challenger: DeployedVersion | None = None
+    canary_weight: float = Field(default=0.0, ge=0, le=1)
+    shadow: bool = False
+    reason: str = ""
+    actor: str = ""
+
+
+class AlertChanged(Event):
+    """An alert rule fired or resolved for a model."""
+
+    type_name: ClassVar[str] = "ferry.alert.v1"
+    topic: ClassVar[str] = "alert"
+
+    rule: str
+    state: Literal["fired", "resolved"]
+    version: int | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    action: Literal["notify", "rollback"] = "notify"
+    value: float
+    threshold: float
+    labels: dict[str, str] = Field(default_factory=dict)
+    since: datetime = Field(default_factory=utc_now)
+
+    def partition_key(self) -> str:
+        return f"{self.rule}:{self.model_name}"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name: cls
+    for cls in (
+        TrainingRequested,
+        TrainingStatus,
+        ModelTrained,
+        ModelRegistered,
+        ModelDecided,
+        DeploymentChanged,
+        AlertChanged,
+    )
+}
+
+TOPICS: tuple[str, ...] = tuple(dict.fromkeys(cls.topic for cls in EVENT_TYPES.values()))
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every event, keyed by its type: the documentation is generated from here."""
+    return {name: cls.model_json_schema() for name, cls in EVENT_TYPES.items()}

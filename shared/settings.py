@@ -1,0 +1,62 @@
+"""Settings shared by every Ferry process (environment prefix ``FERRY_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FerrySettings(BaseSettings):
+    """What every service and the CLI need to find the stack. Validated when built."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path(".ferry"), description="State folder: Kafka logs, pgdata, artifacts, logs")
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    topic_prefix: str = Field(default="ferry.", description="Prefix of every topic name")
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; when unset the embedded server is started and used"
+    )
+    postgres_port: int = Field(default=55432, ge=1, le=65535, description="Port of the embedded PostgreSQL")
+    artifact_root: str | None = Field(
+        default=None, description="Artifact store: a folder or an fsspec URI; default <home>/artifacts"
+    )
+    cache_dir: Path | None = Field(default=None, description="Download cache (Kafka jars); default <home>/cache")
+    log_level: str = Field(default="INFO")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"kafka_bootstrap entries must be host:port, got {server!r}")
+        return value
+
+    @property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server: the one the local broker listens on."""
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL: FERRY_DATABASE_URL, or the embedded server's."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql+psycopg://ferry@127.0.0.1:{self.postgres_port}/ferry"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str((self.home / "artifacts").absolute())
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a design topic name such as ``model.trained``."""
+        return f"{self.topic_prefix}{name}"

@@ -1,0 +1,292 @@
+"""The local stack: a real Kafka broker (KRaft, from Maven Central jars) and a real PostgreSQL.
+
+One implementation serves ``make up``, ``make demo``, ``ferry stack`` and the test fixtures. Every
+file lives under the settings' home folder; processes are tracked by pid files there.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.settings import FerrySettings
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; the message says what to do."""
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _wait(condition: object, what: str, timeout_s: float, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    tail = ""
+    if log_file and log_file.exists():
+        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+    raise StackError(f"{what} was not ready after {timeout_s:.0f}s{tail}")
+
+
+def _terminate(pid_file: Path, name: str, timeout_s: float = 30) -> bool:
+    pid = _read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        log.warning("%s (pid %s) ignored SIGTERM; killing it", name, pid)
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+@dataclass
+class KafkaBroker:
+    """A single-node Kafka broker in KRaft combined mode (broker + controller)."""
+
+    settings: FerrySettings
+
+    @property
+    def folder(self) -> Path:
+        return self.settings.home.absolute() / "kafka"
+
+    @property
+    def lib(self) -> Path:
+        return self.settings.resolved_cache_dir.absolute() / "kafka-lib"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.settings.home.absolute() / "logs" / "kafka.log"
+
+    def ensure_jars(self) -> None:
+        """Resolve the broker's jars from Maven Central into the cache, once."""
+        marker = self.lib / ".complete"
+        if marker.exists() and marker.read_text() == KAFKA_POM.read_text():
+            return
+        if shutil.which("mvn") is None:
+            raise StackError("Maven (mvn) is needed to fetch Kafka's jars: install maven and Java 17+")
+        log.info("resolving Kafka jars from Maven Central into %s", self.lib)
+        shutil.rmtree(self.lib, ignore_errors=True)
+        command = [
+            "mvn", "-B", "-q", "-f", str(KAFKA_POM),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.7.1:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={self.lib}",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"mvn could not resolve Kafka's jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        marker.write_text(KAFKA_POM.read_text())
+
+    def _java(self, main_class: str, *args: str, log_config: bool = True) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise StackError("Java 17+ is needed to run Kafka")
+        command = [java, "-Xmx512m", "-Xms512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+        if log_config:
+            command.append(f"-Dlog4j2.configurationFile={self.folder / 'log4j2.properties'}")
+        return command + ["-cp", f"{self.lib}/*", main_class, *args]
+
+    def write_config(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        port = self.settings.kafka_port
+        controller = self.settings.kafka_controller_port
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
+            "log.dirs": str(self.folder / "data"),
+            "num.partitions": str(self.settings.topic_partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "168",
+            # A lone node has no one to hand leadership to; controlled shutdown would only wait.
+            "controlled.shutdown.enable": "false",
+        }
+        config = self.folder / "server.properties"
+        config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        (self.folder / "log4j2.properties").write_text(
+            "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
+            "appender.out.layout.type = PatternLayout\nappender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.org.name = org.apache.kafka\nlogger.org.level = WARN\n"
+            "logger.started.name = kafka.server.KafkaRaftServer\nlogger.started.level = INFO\n"
+            "logger.state.name = state.change.logger\nlogger.state.level = WARN\n"
+        )
+        return config
+
+    def format_storage(self, config: Path) -> None:
+        """Format the log directory once, as a standalone KRaft controller."""
+        if (self.folder / "data" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        command = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone")
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def is_running(self) -> bool:
+        return _read_pid(self.pid_file) is not None
+
+    def start(self, timeout_s: float = 90) -> None:
+        """Start the broker unless it runs; return once it answers metadata requests."""
+        if self.is_running():
+            log.info("Kafka already running (pid %s)", _read_pid(self.pid_file))
+        else:
+            self.ensure_jars()
+            config = self.write_config()
+            self.format_storage(config)
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_file.open("ab") as out:
+                process = subprocess.Popen(
+                    self._java("kafka.Kafka", str(config)),
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+            self.pid_file.write_text(str(process.pid))
+            log.info("Kafka starting on %s (pid %s)", self.settings.kafka_bootstrap, process.pid)
+        _wait(self.answers, "Kafka", timeout_s, self.log_file)
+
+    def answers(self) -> bool:
+        """True when the broker answers a metadata request (the readiness check)."""
+        if not self.is_running():
+            raise StackError("Kafka exited during start-up; see " + str(self.log_file) + self._log_tail())
+        return kafka_answers(self.settings.kafka_bootstrap)
+
+    def _log_tail(self) -> str:
+        if not self.log_file.exists():
+            return ""
+        return "\n" + "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+
+    def stop(self) -> bool:
+        return _terminate(self.pid_file, "Kafka")
+
+
+def kafka_answers(bootstrap: str) -> bool:
+    """Ask the broker for its cluster metadata; True when it answers."""
+    import socket
+
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:  # a cheap check first: the admin client's reconnect back-off grows to seconds
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="ferry-probe")
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+@dataclass
+class Stack:
+    """Kafka and PostgreSQL together: what ``ferry stack up`` and the test fixtures start."""
+
+    settings: FerrySettings
+
+    def __post_init__(self) -> None:
+        from shared.postgres import EmbeddedPostgres
+
+        self.kafka = KafkaBroker(self.settings)
+        # With FERRY_DATABASE_URL set, that server is used and none is started.
+        self.postgres = None if self.settings.database_url else EmbeddedPostgres(self.settings)
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url if self.postgres else self.settings.resolved_database_url
+
+    def up(self) -> None:
+        """Start what is not running, then create the topics."""
+        from shared.topics import ensure_topics
+
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        if self.postgres:
+            self.postgres.start()
+        self.kafka.start()
+        ensure_topics(self.settings)
+
+    def down(self) -> list[str]:
+        """Stop what ``up`` started; returns the names of what was stopped."""
+        stopped = []
+        if self.kafka.stop():
+            stopped.append("kafka")
+        if self.postgres and self.postgres.stop():
+            stopped.append("postgres")
+        return stopped
+
+    def status(self) -> dict[str, str]:
+        kafka = "running" if self.kafka.is_running() and kafka_answers(self.settings.kafka_bootstrap) else "stopped"
+        if self.postgres is None:
+            postgres = f"external ({self.settings.database_url})"
+        else:
+            postgres = "running" if self.postgres.is_running() else "stopped"
+        return {"kafka": f"{kafka} ({self.settings.kafka_bootstrap})", "postgres": postgres}

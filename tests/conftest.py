@@ -1,0 +1,85 @@
+"""Test fixtures: one real Kafka broker and one real PostgreSQL for the whole session.
+
+They are started by the same code as ``make up`` (shared.stack), on free ports, under
+``.ferry-test/`` so that a running ``make up`` stack is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.settings import FerrySettings
+from shared.stack import PROJECT_ROOT, Stack
+from shared.topics import ensure_topics
+
+TEST_ROOT = PROJECT_ROOT / ".ferry-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The real broker and database, started once for the session and stopped after it."""
+    _stop_leftovers()
+    home = TEST_ROOT / str(os.getpid())  # one folder per session: sessions may run side by side
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    settings = FerrySettings(
+        home=home,
+        kafka_bootstrap=f"127.0.0.1:{_free_port()}",
+        kafka_controller_port=_free_port(),
+        postgres_port=_free_port(),
+        cache_dir=PROJECT_ROOT / ".ferry" / "cache",
+        topic_prefix="base.",
+    )
+    (home / "settings.json").write_text(settings.model_dump_json())
+    running = Stack(settings)
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _stop_leftovers() -> None:
+    """Stop the stacks of earlier sessions that were killed before their clean-up."""
+    for saved in TEST_ROOT.glob("*/settings.json"):
+        session_pid = int(saved.parent.name) if saved.parent.name.isdigit() else None
+        if session_pid and _alive(session_pid):
+            continue
+        Stack(FerrySettings.model_validate_json(saved.read_text())).down()
+        shutil.rmtree(saved.parent, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def ferry_settings(stack: Stack, tmp_path: Path) -> FerrySettings:
+    """Settings pointing at the session's stack, with a topic prefix of this test's own (topics created)."""
+    settings = stack.settings.model_copy(
+        update={
+            "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+            "database_url": stack.database_url,
+            "artifact_root": str(tmp_path / "artifacts"),
+        }
+    )
+    ensure_topics(settings)
+    return settings
