@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) ## create .venv and install Ferry with its pinned dependencies
 
 demo: $(STAMP) ## start the stack and the services, then run the whole loop
-	$(BIN)/python -m deploy.demo
+	$(BIN)/ferry demo
 
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
 	$(BIN)/python -m pytest

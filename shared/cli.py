@@ -99,6 +99,12 @@ def _roundtrip(args: argparse.Namespace, settings: FerrySettings) -> int:
         publisher.close()
 
 
+def _demo(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.demo import demo_command
+
+    return demo_command(args, settings)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(prog="ferry", description="Ferry: models from a training request to traffic")
     commands: dict[str, Command] = {}
@@ -118,6 +124,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     commands["schemas"] = _schemas
     sub.add_parser("roundtrip", help="publish an event and consume it back")
     commands["roundtrip"] = _roundtrip
+    demo = sub.add_parser("demo", help="start everything and run the whole loop")
+    demo.add_argument("--keep-running", action="store_true", help="leave the services running afterwards")
+    commands["demo"] = _demo
     _add_service_commands(sub, commands)
     return parser, commands
 

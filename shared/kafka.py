@@ -9,6 +9,7 @@ naming the reason and the loop moves on.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -252,6 +253,12 @@ class ConsumerLoop:
         self._dlq.send(dlq_topic(record.topic), key=record.key, value=record.value, headers=headers).get(timeout=30)
         self._dead_lettered.add(1, {"topic": record.topic, "group": self._group})
         self._consumed.add(1, {"topic": record.topic, "group": self._group, "outcome": "dead_lettered"})
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: the loop finishes the message in hand, commits, and returns."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
 
 
 def dlq_topic(topic: str) -> str:

