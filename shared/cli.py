@@ -109,7 +109,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(prog="ferry", description="Ferry: models from a training request to traffic")
     commands: dict[str, Command] = {}
     sub = parser.add_subparsers(dest="command", required=True)
-    stack = sub.add_parser("stack", help="the local Kafka + PostgreSQL stack").add_subparsers(dest="action", required=True)
+    stack = sub.add_parser("stack", help="the local Kafka + PostgreSQL stack").add_subparsers(
+        dest="action", required=True
+    )
     for action, function, text in (
         ("up", _stack_up, "start Kafka and PostgreSQL (idempotent)"),
         ("down", _stack_down, "stop what 'up' started"),

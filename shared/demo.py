@@ -122,4 +122,3 @@ def _train_and_inspect(settings: FerrySettings, processes: ServiceProcesses, ser
 
 def demo_command(args: Namespace, settings: FerrySettings) -> int:
     return run_demo(settings, keep_running=args.keep_running)
-

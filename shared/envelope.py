@@ -62,9 +62,7 @@ def current_traceparent() -> str:
     return carrier.get("traceparent") or _fresh_traceparent()
 
 
-def encode(
-    event: Event, *, source: str, event_id: str | None = None, traceparent: str | None = None
-) -> Encoded:
+def encode(event: Event, *, source: str, event_id: str | None = None, traceparent: str | None = None) -> Encoded:
     """Event → Kafka key, value and headers (binary content mode)."""
     attributes = {
         "type": event.type_name,
@@ -77,7 +75,8 @@ def encode(
     message = to_binary(cloud_event, data_marshaller=lambda data: json.dumps(data).encode())
     headers: Headers = list(message.headers.items())
     headers.append(("traceparent", (traceparent or current_traceparent()).encode()))
-    return Encoded(key=event.partition_key().encode(), value=message.value, headers=headers)
+    value = message.value if isinstance(message.value, bytes) else message.value.encode()
+    return Encoded(key=event.partition_key().encode(), value=value, headers=headers)
 
 
 def _header_dict(headers: Headers | None) -> dict[str, bytes]:

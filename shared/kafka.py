@@ -192,7 +192,9 @@ class ConsumerLoop:
         return finished
 
     def _commit(self, partition: TopicPartition, offset: int, leader_epoch: int | None) -> None:
-        self._consumer.commit({partition: OffsetAndMetadata(offset, "", leader_epoch if leader_epoch is not None else -1)})
+        self._consumer.commit(
+            {partition: OffsetAndMetadata(offset, "", leader_epoch if leader_epoch is not None else -1)}
+        )
 
     def _process(self, record: Any) -> None:
         try:

@@ -91,7 +91,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(service: str, *, level: str = "INFO", json_logs: bool = True) -> None:
     """Route the root logger to stderr, as JSON lines by default."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service) if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter(service) if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer
 from opentelemetry import trace
 
-from shared.envelope import EventMeta, decode, encode
+from shared.envelope import EventMeta, encode
 from shared.events import TrainingStatus
 from shared.kafka import ConsumerLoop, KafkaPublisher, RetryPolicy, TransientError, make_consumer, make_producer
 from shared.settings import FerrySettings

@@ -79,8 +79,10 @@ def _message(**overrides):
         ({"value": b"{not json"}, "not valid JSON"),
         ({"value": json.dumps({"model_name": "m"}).encode()}, "request_id: Field required"),
         ({"value": json.dumps({"model_name": "m", "request_id": "r", "state": "exploded"}).encode()}, "state"),
-        ({"value": json.dumps({"model_name": "bad name!", "request_id": "r", "state": "started"}).encode()},
-         "model_name"),
+        (
+            {"value": json.dumps({"model_name": "bad name!", "request_id": "r", "state": "started"}).encode()},
+            "model_name",
+        ),
         ({"value": None}, "no value"),
     ],
 )
