@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import metrics, propagate, trace
 
@@ -39,6 +45,7 @@ class PermanentError(Exception):
     """An event that can never succeed: dead-letter it with this reason."""
 
 
+REBALANCE_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError, KafkaError)
 
 
@@ -106,10 +113,17 @@ def make_consumer(settings: FerrySettings, group: str, topics: Sequence[str], **
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 50,
+        # Notice new partitions (and topics created after the join) within seconds, not kafka-python's 5 minutes.
+        "metadata_max_age_ms": 5_000,
     }
     options.update(overrides)
     consumer = KafkaConsumer(**options)
-    consumer.subscribe([settings.topic(name) for name in topics])
+    names = [settings.topic(name) for name in topics]
+    for name in names:
+        # Load the topics' metadata before the group join: a leader that assigns partitions before it
+        # knows a topic assigns none of it (a known race with freshly created topics).
+        consumer.partitions_for_topic(name)
+    consumer.subscribe(names)
     return consumer
 
 
@@ -152,6 +166,7 @@ class ConsumerLoop:
         self._transient = transient
         self.stop_event = stop or threading.Event()
         self._closed = False
+        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
         meter = metrics.get_meter("ferry.kafka")
         self._consumed = meter.create_counter("ferry.events.consumed", unit="1", description="events by outcome")
         self._dead_lettered = meter.create_counter("ferry.events.dead_lettered", unit="1")
@@ -171,11 +186,13 @@ class ConsumerLoop:
         """Leave the group and release the consumer (offsets were committed as messages finished)."""
         if not self._closed:
             self._closed = True
+            self._flush_commits()
             self._consumer.close(autocommit=False)
 
     def poll_once(self, timeout_ms: int = 500) -> int:
-        """Handle one poll's worth of messages; returns how many were finished and committed."""
+        """Handle one poll's worth of messages; returns how many were finished (their offsets committed or pending)."""
         batches = self._consumer.poll(timeout_ms=timeout_ms)
+        self._flush_commits()  # what a rebalance kept us from committing last time
         finished = 0
         for partition, records in batches.items():
             for record in records:
@@ -187,14 +204,30 @@ class ConsumerLoop:
                     # Leave this offset uncommitted and fetch it again on a later poll.
                     self._consumer.seek(partition, record.offset)
                     break
-                self._commit(partition, record.offset + 1, record.leader_epoch)
+                epoch = record.leader_epoch if record.leader_epoch is not None else -1
+                self._pending[partition] = OffsetAndMetadata(record.offset + 1, "", epoch)
+                self._flush_commits()
                 finished += 1
         return finished
 
-    def _commit(self, partition: TopicPartition, offset: int, leader_epoch: int | None) -> None:
-        self._consumer.commit(
-            {partition: OffsetAndMetadata(offset, "", leader_epoch if leader_epoch is not None else -1)}
-        )
+    def _flush_commits(self) -> None:
+        """Commit the finished offsets of the partitions we own.
+
+        During a rebalance the commit is refused; the offsets stay pending and are committed after the
+        next poll has rejoined the group. A partition that moved to another member meanwhile is
+        re-read from its last committed offset there: at-least-once, and the handlers are idempotent.
+        """
+        if not self._pending:
+            return
+        owned = self._consumer.assignment()
+        offsets = {partition: offset for partition, offset in self._pending.items() if partition in owned}
+        try:
+            if offsets:
+                self._consumer.commit(offsets)
+        except REBALANCE_ERRORS as error:
+            log.warning("offset commit deferred by a group rebalance: %s", error)
+            return
+        self._pending.clear()
 
     def _process(self, record: Any) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -37,6 +38,24 @@ def ensure_topics(settings: FerrySettings) -> list[str]:
                 pass  # another process created it first: that is the state we want
         if created:
             log.info("created topics %s", created)
+        _wait_until_led(admin, all_topic_names(settings))
         return created
     finally:
         admin.close()
+
+
+def _wait_until_led(admin: KafkaAdminClient, names: list[str], timeout_s: float = 30) -> None:
+    """Return once every topic's partitions have a leader: a consumer that joins earlier is assigned nothing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = admin.describe_topics(names)
+        pending = [
+            topic["name"]
+            for topic in described
+            if topic["error_code"] or not topic["partitions"] or any(p["leader_id"] < 0 for p in topic["partitions"])
+        ]
+        if not pending and len(described) == len(names):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without a leader after {timeout_s:.0f}s: {pending}")
+        time.sleep(0.1)
