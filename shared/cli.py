@@ -140,7 +140,7 @@ def _add_service_commands(sub: argparse._SubParsersAction, commands: dict[str, C
     except ImportError:
         return
     add_train_parser(sub)
-    commands["train"] = lambda args, settings: run_train(args)
+    commands["train"] = lambda args, settings: run_train(args, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

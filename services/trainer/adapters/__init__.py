@@ -1,0 +1,1 @@
+"""Adapters of the trainer: torch, ONNX, the registry, the artifact store."""

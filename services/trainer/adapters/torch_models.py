@@ -1,0 +1,112 @@
+"""The torch networks the trainer builds: an MLP and a small CNN, both taking raw flat features.
+
+Standardization (fitted on the training rows) is a layer of the network, so it is exported with
+the graph and the served model takes raw features like the dataset's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from services.trainer.domain import TrainingPlan
+
+CNN_CHANNELS = (16, 32)
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with constants from the training rows."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+
+class ImageCNN(nn.Module):
+    """Two 3×3 convolutions and a dense head; reshapes the flat vector into one image channel."""
+
+    def __init__(self, image_shape: tuple[int, int], hidden_sizes: list[int], num_classes: int) -> None:
+        super().__init__()
+        height, width = image_shape
+        self.image_shape = image_shape
+        first, second = CNN_CHANNELS
+        self.features = nn.Sequential(
+            nn.Conv2d(1, first, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(first, second, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.head = _dense_stack(second * (height // 2) * (width // 2), hidden_sizes, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        images = features.reshape(-1, 1, *self.image_shape)
+        return self.head(self.features(images))
+
+
+def _dense_stack(inputs: int, hidden_sizes: list[int], outputs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(inputs, size), nn.ReLU()]
+        inputs = size
+    layers.append(nn.Linear(inputs, outputs))
+    return nn.Sequential(*layers)
+
+
+class Classifier(nn.Module):
+    """Standardize, then the body; ``forward`` gives logits (what the losses want)."""
+
+    def __init__(self, standardize: Standardize, body: nn.Module) -> None:
+        super().__init__()
+        self.standardize = standardize
+        self.body = body
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.body(self.standardize(features))
+
+
+class ProbabilityModel(nn.Module):
+    """What is exported: the classifier followed by a softmax, so clients get probabilities."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(features), dim=1)
+
+
+def standardization(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the training rows; constant columns get std 1 so they map to 0, not NaN."""
+    mean = train_features.astype(np.float64).mean(axis=0)
+    std = train_features.astype(np.float64).std(axis=0)
+    std[std < 1e-8] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def build_classifier(plan: TrainingPlan, mean: np.ndarray, std: np.ndarray, seed: int) -> Classifier:
+    """A freshly initialised network for the plan; the seed alone decides the initial weights."""
+    hidden = list(plan.hyperparameters.hidden_sizes)
+    # fork_rng: seed the initialisation without changing the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if plan.arch == "cnn":
+            assert plan.image_shape is not None  # plan_training guarantees it
+            body: nn.Module = ImageCNN(plan.image_shape, hidden, plan.num_classes)
+        else:
+            body = _dense_stack(plan.num_features, hidden, plan.num_classes)
+    return Classifier(Standardize(mean, std), body)
+
+
+def prunable_layers(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
+    """Layers whose weights pruning may zero (linear and convolutional)."""
+    return [module for module in model.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]

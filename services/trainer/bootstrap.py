@@ -1,0 +1,110 @@
+"""The one place that builds the trainer's real adapters (or takes fakes from a test)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from opentelemetry import metrics
+
+from services.trainer.adapters.completed import CompletedRequests
+from services.trainer.adapters.teachers import RegistryTeachers, TeacherSource
+from services.trainer.handlers import TrainerDeps, build_handlers
+from services.trainer.pipeline import JobLimits
+from services.trainer.settings import TrainerSettings
+from shared.artifacts import ArtifactStore
+from shared.events import TrainingRequested
+from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
+
+SOURCE = "ferry/trainer"
+
+
+@dataclass
+class TrainerService:
+    """A wired trainer: its consumer loop and what must be closed after it."""
+
+    settings: TrainerSettings
+    deps: TrainerDeps
+    loop: ConsumerLoop
+    closers: list[Callable[[], Any]]
+
+    def stop(self) -> None:
+        self.loop.stop_event.set()
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def outcome_recorder() -> Callable[[str, float], None]:
+    """Counts runs by outcome and times them (``ferry_training_runs_total``, ``..._seconds``)."""
+    meter = metrics.get_meter("ferry.trainer")
+    runs = meter.create_counter("ferry.training.runs", unit="1", description="training requests by outcome")
+    seconds = meter.create_histogram("ferry.training.time", unit="s", description="time per training request")
+
+    def record(outcome: str, elapsed_s: float) -> None:
+        runs.add(1, {"outcome": outcome})
+        seconds.record(elapsed_s, {"outcome": outcome})
+
+    return record
+
+
+def build_deps(
+    settings: TrainerSettings,
+    *,
+    publisher: KafkaPublisher,
+    teachers: TeacherSource | None = None,
+    store: ArtifactStore | None = None,
+) -> TrainerDeps:
+    """The handlers' dependencies: the store, the publisher, the teachers and the completed record."""
+    store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
+    return TrainerDeps(
+        store=store,
+        publish=publisher.publish,
+        teachers=teachers or RegistryTeachers(settings.registry_url, store, timeout_s=settings.registry_timeout_s),
+        completed=CompletedRequests(settings.ferry.resolved_artifact_root),
+        work_root=settings.resolved_work_dir,
+        limits=JobLimits(budget_s=settings.budget_s, max_world_size=settings.max_world_size),
+        record_outcome=outcome_recorder(),
+    )
+
+
+def bootstrap(
+    settings: TrainerSettings | None = None,
+    *,
+    teachers: TeacherSource | None = None,
+    consumer: KafkaConsumer | None = None,
+    producer: KafkaProducer | None = None,
+    stop: threading.Event | None = None,
+) -> TrainerService:
+    """Build the trainer from settings; tests may pass a teacher source, consumer or producer."""
+    settings = settings or TrainerSettings()
+    import torch  # here, not at the top: importing torch is slow and `ferry --help` needs none of it
+
+    torch.set_num_threads(settings.torch_threads)
+    producer = producer or make_producer(settings.ferry)
+    publisher = KafkaPublisher(settings.ferry, source=SOURCE, producer=producer)
+    deps = build_deps(settings, publisher=publisher, teachers=teachers)
+    # One request per poll, and a poll deadline longer than a training run: a long run must not
+    # look like a dead consumer and trigger a rebalance that hands its request to another trainer.
+    consumer = consumer or make_consumer(
+        settings.ferry,
+        settings.consumer_group,
+        [TrainingRequested.topic],
+        max_poll_records=1,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+    )
+    loop = ConsumerLoop(
+        consumer=consumer,
+        dlq_producer=producer,
+        group=settings.consumer_group,
+        handlers=build_handlers(deps),
+        stop=stop,
+    )
+    closers: list[Callable[[], Any]] = [publisher.close]
+    if isinstance(deps.teachers, RegistryTeachers):
+        closers.append(deps.teachers.close)
+    return TrainerService(settings=settings, deps=deps, loop=loop, closers=closers)

@@ -1,0 +1,217 @@
+"""The trainer's own types and rules: plans, early stopping, budgets, failures, metrics.
+
+Pure logic: no torch, no ONNX Runtime, no I/O. The adapters do the work; this module decides.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.datasets import Dataset
+from shared.events import Compression, Hyperparameters, TrainingRequested
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+"""The served graph ends in a softmax: clients get class probabilities, no post-processing."""
+OPSET = 17
+MAX_HIDDEN_SIZE = 8192
+MAX_HIDDEN_LAYERS = 8
+DISTILL_TEMPERATURE = 4.0
+DISTILL_ALPHA = 0.5  # weight of the teacher's soft targets; the rest goes to the hard labels
+VERIFY_ATOL = 1e-4  # probabilities: float32 torch vs ORT differ by ~1e-7; a wrong graph by far more
+QUANTIZED_MIN_AGREEMENT = 0.95  # share of validation rows where int8 and fp32 pick the same class
+FORMAT_FP32 = "onnx"
+FORMAT_INT8 = "onnx-int8"
+
+
+class TrainingFailed(Exception):
+    """A training request that cannot succeed; ``str()`` is the reason shown to the person."""
+
+
+class InvalidRequest(TrainingFailed):
+    """The request itself is wrong: unknown dataset, impossible hyper-parameters, ..."""
+
+
+class LossDiverged(TrainingFailed):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, value: float) -> None:
+        kind = "NaN" if math.isnan(value) else "infinite"
+        super().__init__(f"loss became {kind} at epoch {epoch}; lower the learning rate")
+        self.epoch = epoch
+
+
+class BudgetExceeded(TrainingFailed):
+    """Training ran past its time budget."""
+
+    def __init__(self, budget_s: float, epoch: int) -> None:
+        super().__init__(
+            f"training exceeded its {budget_s:g} s budget at epoch {epoch}; use fewer epochs or a smaller model"
+        )
+
+
+class ExportCheckFailed(TrainingFailed):
+    """The exported ONNX model does not compute what the trained model computes."""
+
+
+class TeacherUnavailable(TrainingFailed):
+    """Distillation was asked for, but the teacher model cannot be used."""
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the progress callback receives after each epoch."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+
+
+ProgressCallback = Callable[[EpochReport], None]
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher for distillation: its registry version and its ONNX file on local disk."""
+
+    model_name: str
+    version: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything the adapters need to train one model, already validated."""
+
+    arch: str
+    num_features: int
+    num_classes: int
+    image_shape: tuple[int, int] | None
+    hyperparameters: Hyperparameters
+    compression: Compression = field(default_factory=Compression)
+    world_size: int = 1
+    budget_s: float = 1800.0
+
+    @property
+    def finetune_epochs(self) -> int:
+        """Epochs of training after pruning, so the surviving weights can recover."""
+        if self.compression.prune is None:
+            return 0
+        return min(self.hyperparameters.epochs, max(2 * self.hyperparameters.patience, 10))
+
+    @property
+    def total_epochs(self) -> int:
+        return self.hyperparameters.epochs + self.finetune_epochs
+
+
+def plan_training(
+    request: TrainingRequested, dataset: Dataset, *, budget_s: float, max_world_size: int
+) -> TrainingPlan:
+    """Check the request against the dataset and the trainer's limits; raise InvalidRequest."""
+    hyper = request.hyperparameters
+    if request.arch == "cnn" and dataset.image_shape is None:
+        raise InvalidRequest(
+            f"arch 'cnn' needs image-shaped data (like sklearn:digits); {request.dataset!r} is tabular, use 'mlp'"
+        )
+    if request.arch == "mlp" and not hyper.hidden_sizes:
+        raise InvalidRequest("hidden_sizes is empty; an mlp needs at least one hidden layer, e.g. [256, 128]")
+    if len(hyper.hidden_sizes) > MAX_HIDDEN_LAYERS:
+        raise InvalidRequest(f"hidden_sizes has {len(hyper.hidden_sizes)} layers; at most {MAX_HIDDEN_LAYERS}")
+    bad_sizes = [size for size in hyper.hidden_sizes if not 1 <= size <= MAX_HIDDEN_SIZE]
+    if bad_sizes:
+        raise InvalidRequest(f"hidden_sizes {bad_sizes} must each be between 1 and {MAX_HIDDEN_SIZE}")
+    if request.world_size > max_world_size:
+        raise InvalidRequest(f"world_size {request.world_size} exceeds this trainer's limit of {max_world_size}")
+    return TrainingPlan(
+        arch=request.arch,
+        num_features=dataset.num_features,
+        num_classes=dataset.num_classes,
+        image_shape=dataset.image_shape,
+        hyperparameters=hyper,
+        compression=request.compression,
+        world_size=request.world_size,
+        budget_s=budget_s,
+    )
+
+
+class EarlyStopping:
+    """Tracks the best validation loss; says when patience has run out."""
+
+    def __init__(self, patience: int, min_delta: float = 1e-6) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = math.inf
+        self.best_epoch = 0
+        self._epochs_without_gain = 0
+
+    def update(self, epoch: int, val_loss: float) -> bool:
+        """Record an epoch's validation loss; True when it is the best so far."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch = val_loss, epoch
+            self._epochs_without_gain = 0
+            return True
+        self._epochs_without_gain += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self._epochs_without_gain >= self.patience
+
+
+class Budget:
+    """A wall-clock budget for training; the clock is injectable so tests need not wait."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._start = clock()
+
+    def exceeded(self) -> bool:
+        return self._clock() - self._start > self.seconds
+
+    def check(self, epoch: int) -> None:
+        """Raise BudgetExceeded when the time is spent."""
+        if self.exceeded():
+            raise BudgetExceeded(self.seconds, epoch)
+
+
+def check_finite(epoch: int, *losses: float) -> None:
+    """Raise LossDiverged when any loss is NaN or infinite."""
+    for value in losses:
+        if not math.isfinite(value):
+            raise LossDiverged(epoch, value)
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose most probable class is the label."""
+    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean cross-entropy of predicted probabilities against the labels."""
+    chosen = probabilities[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(chosen, eps, 1.0))))
+
+
+def soft_targets(teacher_output: np.ndarray, temperature: float) -> np.ndarray:
+    """Teacher outputs (probabilities, or logits) softened by a temperature, as probabilities."""
+    rows_sum_to_one = np.allclose(teacher_output.sum(axis=1), 1.0, atol=1e-3) and (teacher_output >= 0).all()
+    # log p is a valid logit vector (softmax ignores constant shifts), so both kinds work.
+    logits = np.log(np.clip(teacher_output, 1e-12, 1.0)) if rows_sum_to_one else teacher_output
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def artifact_format(compression: Compression) -> str:
+    """The ArtifactRef.format of what ships."""
+    return FORMAT_INT8 if compression.quantize == "int8" else FORMAT_FP32

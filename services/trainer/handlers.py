@@ -1,0 +1,150 @@
+"""The trainer's handlers: one per event, dependencies passed in by bootstrap (or a test)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from services.trainer.adapters.completed import CompletedRequests
+from services.trainer.adapters.teachers import TeacherSource
+from services.trainer.domain import EpochReport, Teacher, TrainingFailed
+from services.trainer.pipeline import JobLimits, TrainedModel, run_training
+from shared.artifacts import ArtifactStore
+from shared.envelope import EventMeta
+from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, TrainingStatus
+from shared.kafka import DEFAULT_TRANSIENT
+
+log = logging.getLogger(__name__)
+
+State = Literal["started", "progress", "completed", "failed"]
+
+
+class Publish(Protocol):
+    def __call__(self, event: Event, *, event_id: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainerDeps:
+    """What the handlers need from the outside world; bootstrap builds it, tests fake parts of it."""
+
+    store: ArtifactStore
+    publish: Publish
+    teachers: TeacherSource
+    completed: CompletedRequests
+    work_root: Path
+    limits: JobLimits = JobLimits()
+    record_outcome: Callable[[str, float], None] = lambda outcome, seconds: None
+    """Called once per request with its outcome (completed, failed, republished, error) and seconds."""
+
+
+def model_trained_event_id(request_id: str) -> str:
+    """One event id per request: a re-published ModelTrained is the same event to the registry."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ferry:model.trained:{request_id}"))
+
+
+def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, *, deps: TrainerDeps) -> None:
+    """Train, store and announce a model; a bad request ends as TrainingStatus failed, not an error."""
+    started = time.monotonic()
+    done = deps.completed.get(event.request_id)
+    if done is not None and deps.store.exists(done.artifact.uri):
+        log.info("request %s already completed; re-publishing its ModelTrained", event.request_id)
+        _announce(done, deps)
+        deps.record_outcome("republished", time.monotonic() - started)
+        return
+    deps.publish(_status(event, "started", epochs=event.hyperparameters.epochs))
+    try:
+        trained = _train(event, deps)
+    except TrainingFailed as failure:
+        log.info("training request %s failed: %s", event.request_id, failure)
+        deps.publish(_status(event, "failed", reason=str(failure)))
+        deps.record_outcome("failed", time.monotonic() - started)
+        return
+    except DEFAULT_TRANSIENT:
+        raise  # the consumer loop retries: the broker or the registry may come back
+    except Exception as error:
+        # A bug, not the request's fault: tell the requester, then let the loop dead-letter it.
+        deps.publish(_status(event, "failed", reason=f"trainer error: {type(error).__name__}: {error}"))
+        deps.record_outcome("error", time.monotonic() - started)
+        raise
+    _announce(trained, deps)
+    log.info("trained request %s: artifact %s", event.request_id, trained.artifact.sha256)
+    deps.record_outcome("completed", time.monotonic() - started)
+
+
+def _train(event: TrainingRequested, deps: TrainerDeps) -> ModelTrained:
+    """Run the job in a scratch folder, store the artifact, record the request as completed."""
+    deps.work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=deps.work_root, prefix="run-") as folder:
+        workdir = Path(folder)
+        teacher = None
+        if event.compression.distill_from is not None:
+            teacher = deps.teachers.fetch(event.compression.distill_from, workdir)
+        progress = partial(_report_progress, event, deps.publish)
+        trained = run_training(event, workdir=workdir, progress=progress, teacher=teacher, limits=deps.limits)
+        model_trained = _model_trained(event, trained, teacher, deps.store)
+    deps.completed.put(model_trained)
+    return model_trained
+
+
+def _model_trained(
+    event: TrainingRequested, trained: TrainedModel, teacher: Teacher | None, store: ArtifactStore
+) -> ModelTrained:
+    uri, sha256, size = store.put_file(trained.path, suffix=".onnx")
+    return ModelTrained(
+        model_name=event.model_name,
+        request_id=event.request_id,
+        artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format=trained.format),
+        signature=trained.signature,
+        metrics=trained.metrics,
+        dataset=event.dataset,
+        split_id=trained.split_id,
+        arch=event.arch,
+        hyperparameters=event.hyperparameters,
+        compression=event.compression,
+        teacher_version=teacher.version if teacher else None,
+        timings=trained.timings,
+    )
+
+
+def _announce(model_trained: ModelTrained, deps: TrainerDeps) -> None:
+    deps.publish(model_trained, event_id=model_trained_event_id(model_trained.request_id))
+    deps.publish(
+        TrainingStatus(
+            model_name=model_trained.model_name,
+            request_id=model_trained.request_id,
+            state="completed",
+            val_accuracy=model_trained.metrics.get("val_accuracy"),
+            val_loss=model_trained.metrics.get("val_loss"),
+            artifact_sha256=model_trained.artifact.sha256,
+        )
+    )
+
+
+def _report_progress(event: TrainingRequested, publish: Publish, report: EpochReport) -> None:
+    publish(
+        _status(
+            event,
+            "progress",
+            epoch=report.epoch,
+            epochs=report.epochs,
+            train_loss=report.train_loss,
+            val_loss=report.val_loss,
+            val_accuracy=report.val_accuracy,
+        )
+    )
+
+
+def _status(event: TrainingRequested, state: State, **fields: Any) -> TrainingStatus:
+    return TrainingStatus(model_name=event.model_name, request_id=event.request_id, state=state, **fields)
+
+
+def build_handlers(deps: TrainerDeps) -> Mapping[type[Event], Sequence[Callable[[Any, EventMeta], None]]]:
+    """The routing table, with the dependencies bound."""
+    return {TrainingRequested: [partial(handle_training_requested, deps=deps)]}

@@ -1,0 +1,41 @@
+"""The trainer's settings: environment prefix ``FERRY_TRAINER_``, plus the shared ``FERRY_`` ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import FerrySettings
+
+
+class TrainerSettings(BaseSettings):
+    """What a trainer process needs; the stack's own settings are nested under ``ferry``."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_TRAINER_", extra="ignore", frozen=True, populate_by_name=True)
+
+    ferry: FerrySettings = Field(default_factory=FerrySettings, description="The shared FERRY_ settings")
+    registry_url: str = Field(
+        default="http://127.0.0.1:8081",
+        validation_alias=AliasChoices("FERRY_REGISTRY_URL", "FERRY_TRAINER_REGISTRY_URL", "registry_url"),
+        description="Registry REST base URL, for the champion a distillation learns from",
+    )
+    registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    consumer_group: str = Field(default="trainer", min_length=1)
+    budget_s: float = Field(default=1800.0, gt=0, description="Wall-clock limit of one training run")
+    max_world_size: int = Field(default=8, ge=1, le=64, description="Largest DDP world a request may ask for")
+    work_dir: Path | None = Field(default=None, description="Scratch folder for runs; default <home>/trainer/work")
+    metrics_port: int = Field(default=8083, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off")
+    # One intra-op thread by default: Ferry's models are small, trainers scale out as processes, and
+    # on a shared machine torch's spinning thread pool slows a run down 5-10x when cores are busy.
+    torch_threads: int = Field(default=1, ge=1, le=256, description="torch intra-op threads of the process")
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.ferry.home / "trainer" / "work"
+
+    @property
+    def max_poll_interval_ms(self) -> int:
+        """Kafka's poll deadline: a run may take its whole budget before the next poll."""
+        return int((self.budget_s + 600) * 1000)

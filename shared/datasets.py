@@ -1,0 +1,252 @@
+"""Named datasets and the one deterministic split every service uses.
+
+``load_dataset("sklearn:digits")`` or ``load_dataset("csv:/data/x.csv")`` gives a :class:`Dataset`;
+``split(dataset)`` cuts it into train / validation / test the same way on every machine, so the
+evaluator's test rows are exactly the rows no trainer has read. Only sklearn's bundled data is
+used: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_SEED = 20240601
+"""The seed of the one split: changing it changes every split_id, so it never changes."""
+
+TRAIN_FRACTION, VALIDATION_FRACTION, TEST_FRACTION = 0.70, 0.15, 0.15
+MIN_ROWS = 20
+MIN_ROWS_PER_CLASS = 3  # one row for each part of the split
+DEFAULT_LABEL_COLUMN = "label"
+_SPLIT_VERSION = "v1"  # bump when the algorithm changes, so old split ids are never reused
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be loaded or split; the message tells a person what to fix."""
+
+    def __init__(self, dataset: str, reason: str) -> None:
+        super().__init__(f"dataset {dataset!r}: {reason}")
+        self.dataset = dataset
+        self.reason = reason
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Features (float32, n×d), labels (int64 class ids), class names and a content fingerprint."""
+
+    name: str
+    features: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int] | None
+    fingerprint: str
+
+    @property
+    def num_features(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One part of a split: rows of features and their labels."""
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Train / validation / test parts of one dataset; ``split_id`` names exactly this cut."""
+
+    split_id: str
+    dataset: Dataset
+    train: Part
+    validation: Part
+    test: Part
+
+
+def fingerprint(features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> str:
+    """sha256 of the content (shapes, little-endian values, class names), not of the file name."""
+    digest = hashlib.sha256()
+    digest.update(f"{features.shape}|{labels.shape}|".encode())
+    digest.update(np.ascontiguousarray(features, dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    digest.update("\x1f".join(class_names).encode())
+    return digest.hexdigest()
+
+
+def _make(
+    name: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    image_shape: tuple[int, int] | None = None,
+) -> Dataset:
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    _check_shape(name, features, labels, classes)
+    features.flags.writeable = False  # shared by every split part: nobody edits it in place
+    labels.flags.writeable = False
+    return Dataset(name, features, labels, classes, image_shape, fingerprint(features, labels, classes))
+
+
+def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+    if features.ndim != 2 or features.shape[1] == 0:
+        raise DatasetError(name, "has no feature columns")
+    if not np.isfinite(features).all():
+        raise DatasetError(name, "has missing or infinite feature values")
+    if len(labels) < MIN_ROWS:
+        raise DatasetError(name, f"has {len(labels)} rows; at least {MIN_ROWS} are needed to train and evaluate")
+    if len(classes) < 2:
+        raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
+    counts = np.bincount(labels, minlength=len(classes))
+    rare = [classes[index] for index, count in enumerate(counts) if count < MIN_ROWS_PER_CLASS]
+    if rare:
+        raise DatasetError(
+            name, f"classes {rare} have fewer than {MIN_ROWS_PER_CLASS} rows; each split part needs one of each"
+        )
+
+
+def _sklearn(loader_name: str, image_shape: tuple[int, int] | None = None) -> Callable[[str], Dataset]:
+    def load(name: str) -> Dataset:
+        # Imported here: sklearn is heavy, and only the bundled loaders are needed (no download).
+        from sklearn import datasets as sk_datasets
+
+        bunch = getattr(sk_datasets, loader_name)()
+        classes = tuple(str(target) for target in bunch.target_names)
+        return _make(name, bunch.data, bunch.target, classes, image_shape)
+
+    return load
+
+
+_SKLEARN: dict[str, Callable[[str], Dataset]] = {
+    "sklearn:digits": _sklearn("load_digits", (8, 8)),
+    "sklearn:breast_cancer": _sklearn("load_breast_cancer"),
+    "sklearn:wine": _sklearn("load_wine"),
+    "sklearn:iris": _sklearn("load_iris"),
+}
+
+
+def known_datasets() -> list[str]:
+    """Names that load_dataset understands (besides csv:PATH)."""
+    return [*_SKLEARN, "csv:PATH"]
+
+
+def load_dataset(name: str, *, label_column: str | None = None) -> Dataset:
+    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris`` or ``csv:PATH``."""
+    if name in _SKLEARN:
+        if label_column is not None:
+            raise DatasetError(name, "label_column applies only to csv datasets")
+        return _SKLEARN[name](name)
+    if name.startswith("csv:"):
+        return _load_csv(name, name[len("csv:") :], label_column or DEFAULT_LABEL_COLUMN)
+    raise DatasetError(name, f"unknown dataset; known: {', '.join(known_datasets())}")
+
+
+def _read_rows(name: str, location: str) -> tuple[list[str], list[list[str]]]:
+    if not location.strip():
+        raise DatasetError(name, "csv: needs a path, e.g. csv:/data/flowers.csv")
+    path = Path(location)
+    if not path.is_file():
+        raise DatasetError(name, f"file {str(path)!r} does not exist or is not a file")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DatasetError(name, f"cannot read {str(path)!r}: {error}") from error
+    if not rows:
+        raise DatasetError(name, "the csv file is empty; it needs a header row and data rows")
+    header = [cell.strip() for cell in rows[0]]
+    return header, rows[1:]
+
+
+def _load_csv(name: str, location: str, label_column: str) -> Dataset:
+    header, rows = _read_rows(name, location)
+    if label_column not in header:
+        raise DatasetError(name, f"has no label column {label_column!r}; its columns are {header}")
+    label_index = header.index(label_column)
+    feature_columns = [column for index, column in enumerate(header) if index != label_index]
+    features = np.empty((len(rows), len(feature_columns)), dtype=np.float64)
+    raw_labels: list[str] = []
+    for row_number, row in enumerate(rows, start=2):  # line 1 is the header
+        if len(row) != len(header):
+            raise DatasetError(name, f"line {row_number} has {len(row)} cells, the header has {len(header)}")
+        raw_labels.append(row[label_index].strip())
+        cells = [cell for index, cell in enumerate(row) if index != label_index]
+        for column, cell in enumerate(cells):
+            features[row_number - 2, column] = _number(name, cell, row_number, feature_columns[column])
+    labels, classes = _class_ids(raw_labels)
+    return _make(name, features, labels, classes)
+
+
+def _number(name: str, cell: str, row_number: int, column: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DatasetError(
+            name, f"feature column {column!r} is not numeric (line {row_number}: {cell.strip()!r})"
+        ) from None
+    if not math.isfinite(value):
+        raise DatasetError(name, f"feature column {column!r} has a missing or infinite value on line {row_number}")
+    return value
+
+
+def _class_ids(raw_labels: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class ids in sorted order: numerically when every label is a number, else as text."""
+    distinct = set(raw_labels)
+    try:
+        ordered = sorted(distinct, key=float)
+    except ValueError:
+        ordered = sorted(distinct)
+    index = {label: class_id for class_id, label in enumerate(ordered)}
+    return np.array([index[label] for label in raw_labels], dtype=np.int64), tuple(ordered)
+
+
+def split(dataset: Dataset, *, seed: int = SPLIT_SEED) -> Split:
+    """The deterministic, stratified 70/15/15 split; every service that cuts a dataset calls this."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
+    for class_id in range(dataset.num_classes):
+        rows = np.flatnonzero(dataset.labels == class_id)
+        rows = rows[rng.permutation(len(rows))]
+        n_test = max(1, round(len(rows) * TEST_FRACTION))
+        n_validation = max(1, round(len(rows) * VALIDATION_FRACTION))
+        parts["test"].append(rows[:n_test])
+        parts["validation"].append(rows[n_test : n_test + n_validation])
+        parts["train"].append(rows[n_test + n_validation :])
+    chosen = {part: np.sort(np.concatenate(indices)) for part, indices in parts.items()}
+    return Split(
+        split_id=split_id(dataset, seed=seed),
+        dataset=dataset,
+        train=_part(dataset, chosen["train"]),
+        validation=_part(dataset, chosen["validation"]),
+        test=_part(dataset, chosen["test"]),
+    )
+
+
+def _part(dataset: Dataset, rows: np.ndarray) -> Part:
+    features = dataset.features[rows]
+    labels = dataset.labels[rows]
+    features.flags.writeable = False  # a part is read, never edited in place
+    labels.flags.writeable = False
+    return Part(features, labels)
+
+
+def split_id(dataset: Dataset, *, seed: int = SPLIT_SEED) -> str:
+    """Identifier of a split: the dataset fingerprint plus the split parameters, hashed."""
+    parameters = f"{_SPLIT_VERSION}|{seed}|{TRAIN_FRACTION}/{VALIDATION_FRACTION}/{TEST_FRACTION}|stratified"
+    digest = hashlib.sha256(f"{dataset.fingerprint}|{parameters}".encode()).hexdigest()
+    return f"{_SPLIT_VERSION}-{digest[:24]}"

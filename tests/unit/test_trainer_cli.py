@@ -1,0 +1,127 @@
+"""``ferry train``: arguments to a request, and following a request to its registered version."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+
+from services.trainer.cli import add_train_parser, build_request, follow
+from services.trainer.settings import TrainerSettings
+from shared.events import (
+    ArtifactRef,
+    Event,
+    ModelRegistered,
+    Signature,
+    TrainingRequested,
+    TrainingStatus,
+)
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ferry")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["train", *argv])
+
+
+def test_arguments_become_a_training_request() -> None:
+    request = build_request(
+        _parse(
+            "--model",
+            "digits",
+            "--dataset",
+            "sklearn:digits",
+            "--arch",
+            "cnn",
+            "--epochs",
+            "12",
+            "--quantize",
+            "int8",
+            "--prune",
+            "0.3",
+            "--distill-from",
+            "big",
+            "--world-size",
+            "2",
+            "--hidden-sizes",
+            "64,32",
+        )
+    )
+    assert (request.model_name, request.dataset, request.arch) == ("digits", "sklearn:digits", "cnn")
+    assert request.world_size == 2
+    assert request.hyperparameters.epochs == 12 and request.hyperparameters.hidden_sizes == [64, 32]
+    compression = request.compression
+    assert (compression.quantize, compression.prune, compression.distill_from) == ("int8", 0.3, "big")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("--prune", "1.5"), "prune"),
+        (("--epochs", "0"), "epochs"),
+        (("--hidden-sizes", "64,wide"), "comma-separated integers"),
+    ],
+)
+def test_invalid_arguments_are_explained(argv: tuple[str, ...], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        build_request(_parse("--model", "m", "--dataset", "sklearn:iris", *argv))
+
+
+def _request() -> TrainingRequested:
+    return TrainingRequested(model_name="m", dataset="sklearn:iris", request_id="r1")
+
+
+def _status(state: str, request_id: str = "r1", **fields: object) -> TrainingStatus:
+    return TrainingStatus(model_name="m", request_id=request_id, state=state, **fields)  # type: ignore[arg-type]
+
+
+def _registered(request_id: str, version: int) -> ModelRegistered:
+    artifact = ArtifactRef(uri="/a.onnx", sha256="b" * 64, size_bytes=1, format="onnx")
+    return ModelRegistered(
+        model_name="m",
+        version=version,
+        artifact=artifact,
+        signature=Signature(inputs=[], outputs=[]),
+        dataset="sklearn:iris",
+        split_id="v1-x",
+        metrics={"val_accuracy": 0.97},
+        training_request_id=request_id,
+    )
+
+
+def test_follow_ends_at_the_registered_version_of_this_request() -> None:
+    events: list[Event] = [
+        _status("started"),
+        _status("progress", epoch=1, epochs=30, val_loss=0.5, val_accuracy=0.8, train_loss=0.7),
+        _status("failed", request_id="someone-else", reason="not ours"),
+        _status("completed", artifact_sha256="b" * 64),
+        _registered("someone-else", 2),
+        _registered("r1", 3),
+    ]
+    out = io.StringIO()
+    assert follow(events, _request(), out=out) == 0
+    assert "registered m version 3" in out.getvalue() and "not ours" not in out.getvalue()
+
+
+def test_follow_reports_a_failure() -> None:
+    out = io.StringIO()
+    assert follow([_status("started"), _status("failed", reason="loss became NaN")], _request(), out=out) == 1
+    assert "training failed: loss became NaN" in out.getvalue()
+
+
+def test_follow_gives_up_when_nothing_is_registered() -> None:
+    out = io.StringIO()
+    assert follow([_status("completed")], _request(), out=out) == 1
+    assert "gave up" in out.getvalue()
+
+
+def test_settings_read_their_prefix_and_the_shared_registry_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_REGISTRY_URL", "http://registry:9000")
+    monkeypatch.setenv("FERRY_TRAINER_BUDGET_S", "42")
+    monkeypatch.setenv("FERRY_HOME", "/srv/ferry")
+    settings = TrainerSettings()
+    assert settings.registry_url == "http://registry:9000"
+    assert settings.budget_s == 42
+    assert str(settings.resolved_work_dir) == "/srv/ferry/trainer/work"
+    assert settings.max_poll_interval_ms > 42_000
