@@ -77,11 +77,22 @@ def get_json(url: str) -> object:
         return json.load(response)
 
 
+def post_json(url: str, body: dict[str, object], token: str) -> object:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
 def run_demo(settings: FerrySettings, *, keep_running: bool = False) -> int:
     """The whole loop; returns the process exit code."""
     from shared.cli import main as ferry
     from shared.stack import Stack
 
+    # The demo's registry accepts writes with this token unless the user brought one.
+    os.environ.setdefault("FERRY_API_TOKEN", "ferry-demo-token")
     print("1. the stack: Kafka (KRaft) and PostgreSQL")
     Stack(settings).up()
     print("2. a Kafka round trip through the CloudEvents envelope")
@@ -113,11 +124,23 @@ def _train_and_inspect(settings: FerrySettings, processes: ServiceProcesses, ser
     code = ferry(["train", "--model", "digits", "--dataset", "sklearn:digits", "--epochs", "40", "--wait"])
     if code != 0:
         return code
-    print("5. what the registry now knows")
-    versions = get_json(f"{registry}/api/v1/models/digits/versions?limit=3")
-    print(json.dumps(versions, indent=2)[:3000])
+    print("5. what the registry now knows (newest version)")
+    page = get_json(f"{registry}/api/v1/models/digits/versions?limit=1")
+    newest = page["items"][0]  # type: ignore[index]
+    print(json.dumps({key: newest[key] for key in ("version", "status", "artifact", "metrics")}, indent=2))
+    if "evaluator" not in services:
+        print(f"6. no evaluator yet: promote version {newest['version']} by hand through the registry's API")
+        body = {"action": "promote", "version": newest["version"], "stage": "champion", "reason": "ferry demo"}
+        post_json(f"{registry}/api/v1/models/digits/deployment", body, settings_token())
     print(json.dumps(get_json(f"{registry}/api/v1/models/digits/deployment"), indent=2))
+    history = get_json(f"{registry}/api/v1/models/digits/deployment/history?limit=3")
+    print(json.dumps(history["items"][:1], indent=2))  # type: ignore[index]
     return 0
+
+
+def settings_token() -> str:
+    """The registry's write token: FERRY_API_TOKEN, set by run_demo when the user has none."""
+    return os.environ["FERRY_API_TOKEN"]
 
 
 def demo_command(args: Namespace, settings: FerrySettings) -> int:
