@@ -52,6 +52,10 @@ DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (TransientError, Connection
 class Publisher(Protocol):
     def publish(self, event: Event, *, event_id: str | None = None) -> None: ...
 
+    def publish_batch(self, items: Sequence[tuple[Event, str | None]]) -> list[Exception | None]:
+        """Send every (event, event_id) at once, then wait: one result per item, None when acked."""
+        ...
+
 
 class KafkaPublisher:
     """Publishes events in CloudEvents binary mode; acks=all and idempotence, waits for the ack."""
@@ -63,12 +67,38 @@ class KafkaPublisher:
 
     def publish(self, event: Event, *, event_id: str | None = None, wait: bool = True) -> None:
         """Send one event; with ``wait`` it returns once the broker has it durably."""
-        message = encode(event, source=self._source, event_id=event_id)
-        future = self._producer.send(
-            self._settings.topic(event.topic), key=message.key, value=message.value, headers=message.headers
-        )
+        future = self._send(event, event_id)
         if wait:
             future.get(timeout=30)
+
+    def publish_batch(self, items: Sequence[tuple[Event, str | None]]) -> list[Exception | None]:
+        """Send all, then wait for every ack: a batch costs one round trip, not one per event.
+
+        Order within a partition is kept: the producer is idempotent, so its retries never reorder.
+        """
+        sent: list[Any] = []
+        for event, event_id in items:
+            try:
+                sent.append(self._send(event, event_id))
+            except Exception as error:  # noqa: BLE001 - reported per item, like a failed ack
+                sent.append(error)
+        results: list[Exception | None] = []
+        for future in sent:
+            if isinstance(future, Exception):
+                results.append(future)
+                continue
+            try:
+                future.get(timeout=30)
+                results.append(None)
+            except Exception as error:  # noqa: BLE001 - the caller decides what a failed ack means
+                results.append(error)
+        return results
+
+    def _send(self, event: Event, event_id: str | None) -> Any:
+        message = encode(event, source=self._source, event_id=event_id)
+        return self._producer.send(
+            self._settings.topic(event.topic), key=message.key, value=message.value, headers=message.headers
+        )
 
     def flush(self) -> None:
         self._producer.flush(timeout=30)
@@ -87,6 +117,16 @@ class ListPublisher:
     def publish(self, event: Event, *, event_id: str | None = None) -> None:
         self.events.append(event)
         self.event_ids.append(event_id)
+
+    def publish_batch(self, items: Sequence[tuple[Event, str | None]]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        for event, event_id in items:
+            try:
+                self.publish(event, event_id=event_id)
+                results.append(None)
+            except Exception as error:  # noqa: BLE001 - a subclass may fail like a broker would
+                results.append(error)
+        return results
 
     def of_type(self, event_class: type[Event]) -> list[Any]:
         return [event for event in self.events if isinstance(event, event_class)]
@@ -113,6 +153,8 @@ def make_consumer(settings: FerrySettings, group: str, topics: Sequence[str], **
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 50,
+        # A consumer that died hands its partitions on after 10 s, not kafka-python's 45 s.
+        "session_timeout_ms": 10_000,
         # Notice new partitions (and topics created after the join) within seconds, not kafka-python's 5 minutes.
         "metadata_max_age_ms": 5_000,
     }

@@ -181,7 +181,10 @@ class KafkaBroker:
         if (self.folder / "data" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        command = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone")
+        # "--cluster-id=ID": an id may start with "-", which as a separate argument reads as an option.
+        command = self._java(
+            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), "--standalone"
+        )
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")

@@ -1,0 +1,155 @@
+"""The registry's HTTP face: create_app(settings, deps) builds the FastAPI app. Routes live in routes.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry import metrics
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.registry.adapters.repository import UnitOfWork
+from services.registry.domain import DecisionNotApplicable, ModelNotFound, RegistryError, VersionNotFound
+from services.registry.entrypoints.routes import models_router
+from services.registry.entrypoints.schemas import InvalidCursor
+from services.registry.settings import RegistrySettings
+from shared.artifacts import ArtifactStore
+from shared.kafka import PermanentError, TransientError
+from shared.telemetry import metrics_payload
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Ferry's system of record: models, versions, evaluations, deployments and their history.
+
+Reads are open. Writes (`POST /api/v1/models/{name}/deployment`) need `Authorization: Bearer <FERRY_API_TOKEN>`.
+Errors are JSON: `{"error": "..."}`."""
+
+
+@dataclass
+class ApiDeps:
+    """What the API needs from the outside, built by bootstrap (or by a test)."""
+
+    read_sessions: sessionmaker[Session]
+    uow_factory: Callable[[], UnitOfWork]
+    artifacts: ArtifactStore
+    readiness: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
+
+
+def create_app(settings: RegistrySettings, deps: ApiDeps) -> FastAPI:
+    """The FastAPI application: /api/v1 routes, /healthz, /readyz, /metrics, OpenAPI at /docs."""
+    app = FastAPI(title="Ferry registry", version="1.0.0", description=DESCRIPTION)
+    _install_error_handlers(app)
+    app.add_middleware(LatencyMiddleware)
+    app.include_router(models_router(settings, deps), prefix="/api/v1")
+    _add_operations_routes(app, deps)
+    return app
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, **extra})
+
+
+DOMAIN_STATUS: dict[type[RegistryError], int] = {ModelNotFound: 404, VersionNotFound: 404, DecisionNotApplicable: 409}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)},
+                            headers=getattr(error, "headers", None))  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = jsonable_encoder(error.errors(), custom_encoder={bytes: lambda raw: raw.decode(errors="replace")})
+        summary = "; ".join(f"{'.'.join(str(part) for part in p.get('loc', ()))}: {p.get('msg')}" for p in problems)
+        return _error(422, f"invalid request: {summary}"[:2000], detail=problems)
+
+    @app.exception_handler(RegistryError)
+    async def domain_error(request: Request, error: RegistryError) -> Response:
+        return _error(DOMAIN_STATUS.get(type(error), 409), str(error))
+
+    @app.exception_handler(InvalidCursor)
+    async def invalid_cursor(request: Request, error: InvalidCursor) -> Response:
+        return _error(422, str(error), detail=[{"loc": ["query", "cursor"], "msg": str(error)}])
+
+    @app.exception_handler(PermanentError)
+    async def contradiction(request: Request, error: PermanentError) -> Response:
+        return _error(409, str(error))
+
+    async def unavailable(request: Request, error: Exception) -> Response:
+        log.warning("database unavailable while serving %s: %s", request.url.path, error)
+        return _error(503, "the registry's database is unavailable; retry later")
+
+    for kind in (OperationalError, InterfaceError, PoolTimeout, TransientError):
+        app.add_exception_handler(kind, unavailable)
+
+
+def _add_operations_routes(app: FastAPI, deps: ApiDeps) -> None:
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: database and broker reachable",
+             responses={503: {"description": "a dependency is unreachable"}})  # fmt: skip
+    def readyz() -> Response:
+        checks = {name: _safe_check(check) for name, check in deps.readiness.items()}
+        ready = all(checks.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        if not ready:
+            body["error"] = "not ready: " + ", ".join(name for name, ok in checks.items() if not ok)
+        return JSONResponse(status_code=200 if ready else 503, content=body)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    def metrics_endpoint() -> Response:
+        payload, content_type = metrics_payload()
+        return Response(content=payload, media_type=content_type)
+
+
+def _safe_check(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception as error:  # noqa: BLE001 - a failing probe means "not ready", never a 500
+        log.warning("readiness check failed: %s", error)
+        return False
+
+
+class LatencyMiddleware:
+    """Records every request's latency (ms) by method, route template and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        meter = metrics.get_meter("ferry.registry")
+        self._latency = meter.create_histogram(
+            "ferry.registry.http.request.latency", unit="ms", description="HTTP request latency"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            attributes = {"method": scope["method"], "route": getattr(route, "path", "unmatched"), "status": status}
+            self._latency.record((time.perf_counter() - started) * 1000, attributes)

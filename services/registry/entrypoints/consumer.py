@@ -1,0 +1,83 @@
+"""The registry's Kafka edge: its handlers bound to real dependencies and run by the shared consumer loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from opentelemetry import metrics
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from services.registry.adapters.repository import retry_conflicts
+from services.registry.domain import RegistryError
+from services.registry.handlers import HANDLERS, Registration, handle_model_decided
+from shared.envelope import EventMeta
+from shared.events import Event
+from shared.kafka import (
+    DEFAULT_TRANSIENT,
+    ConsumerLoop,
+    Handler,
+    PermanentError,
+    RetryPolicy,
+    make_consumer,
+    make_producer,
+)
+
+if TYPE_CHECKING:
+    from services.registry.bootstrap import Registry
+
+TOPICS = ("model.trained", "model.decided")
+# The database being away is a transient fault: retried, re-polled, never dead-lettered.
+TRANSIENT: tuple[type[BaseException], ...] = (*DEFAULT_TRANSIENT, OperationalError, InterfaceError, PoolTimeout)
+
+
+def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
+    """HANDLERS with their dependencies bound: each call gets a fresh unit of work."""
+    counter = metrics.get_meter("ferry.registry").create_counter(
+        "ferry.registry.events.applied", unit="1", description="consumed events by outcome (applied, duplicate)"
+    )
+    extra: dict[Callable[..., Any], dict[str, Any]] = {
+        handle_model_decided: {"default_canary_weight": registry.settings.default_canary_weight}
+    }
+
+    def bind(handler: Callable[..., Any]) -> Handler:
+        def run(event: Event, meta: EventMeta) -> None:
+            try:
+                result = retry_conflicts(lambda: handler(event, meta, uow=registry.uow(), **extra.get(handler, {})))
+            except RegistryError as error:  # the event contradicts the registry: it can never apply
+                raise PermanentError(str(error)) from error
+            duplicate = result is None or (isinstance(result, Registration) and not result.created)
+            counter.add(1, {"type": meta.type_name, "outcome": "duplicate" if duplicate else "applied"})
+
+        return run
+
+    return {event_type: [bind(handler) for handler in handlers] for event_type, handlers in HANDLERS.items()}
+
+
+def build_consumer_loop(
+    registry: Registry,
+    *,
+    consumer: KafkaConsumer | None = None,
+    dlq_producer: KafkaProducer | None = None,
+    retry: RetryPolicy | None = None,
+) -> tuple[ConsumerLoop, KafkaProducer]:
+    """The consumer loop of group ``registry`` (and its DLQ producer, for the caller to close)."""
+    settings = registry.settings
+    session_timeout_ms = settings.consumer_session_timeout_ms
+    consumer = consumer or make_consumer(
+        settings.ferry, settings.consumer_group, TOPICS,
+        session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
+    )  # fmt: skip
+    dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
+    loop = ConsumerLoop(
+        consumer=consumer,
+        dlq_producer=dlq_producer,
+        group=settings.consumer_group,
+        handlers=bind_handlers(registry),
+        retry=retry or RetryPolicy(),
+        transient=TRANSIENT,
+        stop=registry.stop,
+    )
+    return loop, dlq_producer

@@ -1,0 +1,245 @@
+"""The /api/v1 routes: thin — parse, call a view or the decision handler, map to the response body.
+
+No ``from __future__ import annotations`` here: FastAPI must resolve the endpoints' annotations,
+some of which name objects local to the router's builder.
+"""
+
+import hmac
+import json
+from collections.abc import Callable, Iterator
+from itertools import chain
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.registry.adapters import views
+from services.registry.adapters.repository import retry_conflicts
+from services.registry.domain import Decision, VersionStatus, actor_for
+from services.registry.entrypoints.schemas import (
+    MAX_INT32,
+    DeploymentAction,
+    DeploymentChangeOut,
+    DeploymentOut,
+    ErrorOut,
+    EvaluationOut,
+    HistoryEntryOut,
+    HistoryPage,
+    LineageOut,
+    ModelOut,
+    ModelPage,
+    PromoteAction,
+    RollbackAction,
+    TrainingOut,
+    ValidationErrorOut,
+    VersionOut,
+    VersionPage,
+    decode_cursor,
+    decode_name_cursor,
+    encode_cursor,
+    encode_name_cursor,
+)
+from services.registry.handlers import artifact_of, handle_deployment_command
+from services.registry.settings import RegistrySettings
+from shared.artifacts import ArtifactError, ArtifactNotFound
+from shared.events import MODEL_NAME_PATTERN, Signature
+
+if TYPE_CHECKING:
+    from services.registry.entrypoints.api import ApiDeps
+
+ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the model's name")]
+VersionPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="the version number, from 1")]
+Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+User = Annotated[str | None, Header(alias="X-Ferry-User", pattern=r"^[A-Za-z0-9_.@-]{1,100}$",
+                                    description="credited in the history as user:<name>")]  # fmt: skip
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "unknown model or version"},
+    422: {"model": ValidationErrorOut, "description": "invalid parameters"},
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorOut, "description": "no bearer token"},
+    403: {"model": ErrorOut, "description": "wrong token, or writes disabled (FERRY_API_TOKEN unset)"},
+    409: {"model": ErrorOut, "description": "the decision cannot apply to the current deployment"},
+}
+
+
+def models_router(settings: RegistrySettings, deps: "ApiDeps") -> APIRouter:
+    """The router of models, versions, artifacts, evaluations, lineage and deployments."""
+    router = APIRouter(tags=["models"], responses=ERRORS)
+    _add_model_routes(router, deps)
+    _add_version_routes(router, deps)
+    _add_version_detail_routes(router, deps)
+    _add_deployment_routes(router, settings, deps)
+    return router
+
+
+def _page_position(cursor: str | None) -> int | None:
+    return decode_cursor(cursor) if cursor is not None else None
+
+
+def _add_model_routes(router: APIRouter, deps: "ApiDeps") -> None:
+    @router.get("/models", summary="List models by name")
+    def list_models(limit: Limit = 50, cursor: Cursor = None) -> ModelPage:
+        after = decode_name_cursor(cursor) if cursor is not None else None
+        with deps.read_sessions() as session:
+            rows = views.list_models(session, after=after, limit=limit + 1)
+            items = [ModelOut.of(model, deployment) for model, deployment in rows[:limit]]
+        next_cursor = encode_name_cursor(items[-1].name) if len(rows) > limit else None
+        return ModelPage(items=items, next_cursor=next_cursor)
+
+    @router.get("/models/{name}", summary="One model, with its current champion and challenger")
+    def get_model(name: ModelName) -> ModelOut:
+        with deps.read_sessions() as session:
+            model = views.model_by_name(session, name)
+            return ModelOut.of(model, views.get_deployment(session, model))
+
+
+def _add_version_routes(router: APIRouter, deps: "ApiDeps") -> None:
+    # The two hottest reads send the JSON documents PostgreSQL built (views._document) as they are;
+    # response_model documents them, and a test holds the documents to that model.
+    @router.get("/models/{name}/versions", summary="Versions of a model, newest first", response_model=VersionPage)
+    def list_versions(
+        name: ModelName, status: VersionStatus | None = None, limit: Limit = 50, cursor: Cursor = None
+    ) -> Response:
+        before = _page_position(cursor)
+        with deps.read_sessions() as session:
+            rows = views.version_documents(session, name, status=status, before=before, limit=limit + 1)
+        next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+        items = ",".join(document for _, document in rows[:limit])
+        body = f'{{"items":[{items}],"next_cursor":{json.dumps(next_cursor)}}}'
+        return Response(body, media_type="application/json")
+
+    @router.get("/models/{name}/versions/{version}", summary="One version", response_model=VersionOut)
+    def get_version(name: ModelName, version: VersionPath) -> Response:
+        with deps.read_sessions() as session:
+            document = views.version_document(session, name, version)
+        return Response(document, media_type="application/json")
+
+
+def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
+    @router.get(
+        "/models/{name}/versions/{version}/artifact",
+        summary="The version's artifact, streamed; ETag and X-Ferry-Sha256 carry its sha256",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "ETag matched"},
+                   502: {"model": ErrorOut, "description": "the artifact store failed"}},
+    )  # fmt: skip
+    def get_artifact(
+        name: ModelName, version: VersionPath, if_none_match: Annotated[str | None, Header()] = None
+    ) -> Response:
+        with deps.read_sessions() as session:
+            artifact = artifact_of(views.get_version(session, name, version))
+        etag = f'"{artifact.sha256}"'
+        headers = {"ETag": etag, "X-Ferry-Sha256": artifact.sha256}
+        if if_none_match is not None and etag in [tag.strip() for tag in if_none_match.split(",")]:
+            return Response(status_code=304, headers=headers)
+        chunks = _open_stream(deps, name, version, artifact.uri, artifact.sha256)
+        filename = f"{name}-v{version}.{artifact.format}"
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+
+    @router.get("/models/{name}/versions/{version}/evaluations", summary="Evaluations of a version, newest first")
+    def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> list[EvaluationOut]:
+        with deps.read_sessions() as session:
+            model_id = views.get_version(session, name, version).model_id
+            return [EvaluationOut.of(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
+
+    @router.get("/models/{name}/versions/{version}/lineage",
+                summary="Training request → artifact → evaluations → deployments")  # fmt: skip
+    def get_lineage(name: ModelName, version: VersionPath) -> LineageOut:
+        with deps.read_sessions() as session:
+            found = views.get_version(session, name, version)
+            evaluations = views.list_evaluations(session, found.model_id, version, limit=200)
+            history = views.list_history(session, found.model_id, version=version, limit=200)
+            return _lineage(name, found, evaluations, history)
+
+
+def _lineage(name: str, found: Any, evaluations: list[Any], history: list[Any]) -> LineageOut:
+    training = TrainingOut(
+        request_id=found.training_request_id, dataset=found.dataset, split_id=found.split_id, arch=found.arch,
+        hyperparameters=found.hyperparameters, compression=found.compression, timings=found.timings,
+        parent_model=found.parent_model, parent_version=found.parent_version, source_event_id=found.source_event_id,
+    )  # fmt: skip
+    return LineageOut(
+        model_name=name, version=found.number, status=found.status, training=training, artifact=artifact_of(found),
+        signature=Signature(**found.signature), metrics=found.metrics,
+        evaluations=[EvaluationOut.of(row) for row in evaluations],
+        deployments=[HistoryEntryOut.of(row) for row in reversed(history)],
+    )  # fmt: skip
+
+
+def _open_stream(deps: "ApiDeps", name: str, version: int, uri: str, sha256: str) -> Iterator[bytes]:
+    """Open the artifact before answering, so that a missing file is a 404 rather than a broken stream."""
+    chunks = deps.artifacts.stream(uri, sha256)
+    try:
+        first = next(chunks, b"")
+    except ArtifactNotFound as error:
+        raise HTTPException(404, f"the artifact of {name} v{version} is missing from the store") from error
+    except (ArtifactError, OSError, ValueError) as error:
+        raise HTTPException(502, f"the artifact store failed: {error}") from error
+    return chain([first], chunks)
+
+
+def writer_guard(settings: RegistrySettings) -> Callable[..., None]:
+    """The dependency that lets a write through only with ``Authorization: Bearer <FERRY_API_TOKEN>``."""
+    bearer = HTTPBearer(auto_error=False, description="the registry's FERRY_API_TOKEN")
+
+    def require_writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        expected = settings.token
+        if expected is None:
+            raise HTTPException(403, "writes are disabled: set FERRY_API_TOKEN on the registry to enable them")
+        if credentials is None:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise HTTPException(403, "invalid token")
+
+    return require_writer
+
+
+def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: "ApiDeps") -> None:
+    @router.get("/models/{name}/deployment", summary="What the model serves now")
+    def get_deployment(name: ModelName) -> DeploymentOut:
+        with deps.read_sessions() as session:
+            model = views.model_by_name(session, name)
+            return DeploymentOut.of(name, views.get_deployment(session, model))
+
+    @router.get("/models/{name}/deployment/history", summary="Deployment changes, newest first")
+    def get_history(name: ModelName, limit: Limit = 50, cursor: Cursor = None) -> HistoryPage:
+        before = _page_position(cursor)
+        with deps.read_sessions() as session:
+            model = views.model_by_name(session, name)
+            rows = views.list_history(session, model.id, before=before, limit=limit + 1)
+            items = [HistoryEntryOut.of(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].revision) if len(rows) > limit else None
+        return HistoryPage(items=items, next_cursor=next_cursor)
+
+    @router.post("/models/{name}/deployment", summary="Promote, set the canary weight, or roll back",
+                 dependencies=[Depends(writer_guard(settings))], responses=WRITE_ERRORS)  # fmt: skip
+    def change_deployment(
+        name: ModelName, action: Annotated[DeploymentAction, Body()], user: User = None
+    ) -> DeploymentChangeOut:
+        decision = decision_of(name, action, actor_for(user))
+        outcome = retry_conflicts(
+            lambda: handle_deployment_command(
+                decision, uow=deps.uow_factory(), default_canary_weight=settings.default_canary_weight
+            )
+        )
+        with deps.read_sessions() as session:
+            model = views.model_by_name(session, name)
+            current = DeploymentOut.of(name, views.get_deployment(session, model))
+        return DeploymentChangeOut(**current.model_dump(), changed=outcome.deployment_changed)
+
+
+def decision_of(name: str, action: Any, actor: str) -> Decision:
+    """The domain decision a request body asks for."""
+    if isinstance(action, PromoteAction):
+        return Decision(model_name=name, kind="promote", reason=action.reason, actor=actor, version=action.version,
+                        stage=action.stage, canary_weight=action.canary_weight, shadow=action.shadow)  # fmt: skip
+    if isinstance(action, RollbackAction):
+        return Decision(model_name=name, kind="rollback", reason=action.reason, actor=actor, version=action.version)
+    return Decision(model_name=name, kind="set_canary_weight", reason=action.reason, actor=actor,
+                    canary_weight=action.canary_weight, shadow=action.shadow)  # fmt: skip

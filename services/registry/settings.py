@@ -1,0 +1,42 @@
+"""The registry's settings: environment prefix ``FERRY_REGISTRY_``, plus the shared ``FERRY_`` ones."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import FerrySettings
+
+
+class RegistrySettings(BaseSettings):
+    """What the registry process needs; the stack's own settings are nested under ``ferry``."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_REGISTRY_", extra="ignore", frozen=True, populate_by_name=True)
+
+    ferry: FerrySettings = Field(default_factory=FerrySettings, description="The shared FERRY_ settings")
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on")
+    port: int = Field(default=8081, ge=1, le=65535, description="Port of the HTTP API")
+    api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FERRY_API_TOKEN", "FERRY_REGISTRY_API_TOKEN"),
+        description="Bearer token that write requests must carry; writes are refused while unset",
+    )
+    consumer_group: str = Field(default="registry", min_length=1)
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, le=300_000, description="How soon a dead registry's partitions move to another"
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=20, ge=0, le=200)
+    migrate_on_start: bool = Field(default=True, description="Run `alembic upgrade head` at start-up")
+    default_canary_weight: float = Field(default=0.1, ge=0, le=1, description="Canary weight when none is given")
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_idle_s: float = Field(default=0.2, gt=0, le=60, description="Outbox poll interval when idle")
+    outbox_retention_hours: float = Field(default=24.0, gt=0, description="How long sent outbox rows are kept")
+    shutdown_timeout_s: float = Field(default=15.0, gt=0)
+
+    @property
+    def token(self) -> str | None:
+        """The configured API token, or None when writes are disabled."""
+        if self.api_token is None or not self.api_token.get_secret_value():
+            return None
+        return self.api_token.get_secret_value()
