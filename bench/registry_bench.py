@@ -26,8 +26,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 from pydantic import SecretStr
-from sqlalchemy import create_engine, insert, make_url, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +39,7 @@ from services.registry.settings import RegistrySettings  # noqa: E402
 from shared.envelope import EventMeta  # noqa: E402
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id, utc_now  # noqa: E402
 from shared.kafka import KafkaPublisher, ListPublisher  # noqa: E402
+from shared.postgres import temporary_database  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 from shared.stack import PROJECT_ROOT, Stack  # noqa: E402
 from shared.topics import ensure_topics  # noqa: E402
@@ -110,21 +110,6 @@ def stack_settings(args: argparse.Namespace) -> Iterator[FerrySettings]:
         yield settings.model_copy(update={"database_url": stack.database_url})
     finally:
         stack.down()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    server = make_url(server_url)
-    name = f"registry_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def bench_registrations(registry: Registry, count: int) -> float:
@@ -236,7 +221,7 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--kafka", help="bootstrap servers of a running broker")
     args = parser.parse_args()
-    with stack_settings(args) as ferry, fresh_database(str(ferry.database_url)) as url:
+    with stack_settings(args) as ferry, temporary_database(str(ferry.database_url), prefix="registry_bench") as url:
         settings = RegistrySettings(ferry=ferry.model_copy(update={"database_url": url}), api_token=SecretStr("bench"))
         registry = bootstrap(settings, publisher=ListPublisher() if args.no_kafka else None)
         try:

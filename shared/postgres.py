@@ -16,6 +16,9 @@ import pwd
 import shutil
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +158,22 @@ class EmbeddedPostgres:
             return False
         self._pg("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w")
         return True
+
+
+@contextmanager
+def temporary_database(server_url: str, prefix: str = "scratch") -> Iterator[str]:
+    """Create an empty database on the server of ``server_url``; yields its URL and drops it after."""
+    from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
+
+    server = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.postgres import temporary_database
 from shared.settings import FerrySettings
 from shared.stack import PROJECT_ROOT, Stack
 from shared.topics import ensure_topics
@@ -88,17 +89,5 @@ def ferry_settings(stack: Stack, tmp_path: Path) -> FerrySettings:
 @pytest.fixture
 def fresh_database_url(stack: Stack) -> Iterator[str]:
     """The URL of a new, empty database on the session's PostgreSQL; dropped after the test."""
-    from sqlalchemy import create_engine, make_url, text
-    from sqlalchemy.pool import NullPool
-
-    server = make_url(stack.database_url)
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(stack.database_url, prefix="test") as url:
+        yield url

@@ -36,36 +36,45 @@ class InvalidCursor(ValueError):
     """A pagination cursor that this API did not hand out."""
 
 
+def _encode(tag: str, value: str) -> str:
+    return base64.urlsafe_b64encode(f"{tag}{value}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, tag: str) -> str:
+    """The value inside a cursor of this kind (``tag``); InvalidCursor when it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError) as error:
+        raise InvalidCursor("invalid cursor") from error
+    if not text.startswith(tag):
+        raise InvalidCursor("invalid cursor")
+    return text[len(tag) :]
+
+
 def encode_cursor(position: int) -> str:
     """An opaque cursor for the page after ``position``."""
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+    return _encode("p", str(position))
 
 
 def decode_cursor(cursor: str) -> int:
     """The position a cursor stands for; InvalidCursor when it is not one of ours."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError) as error:
-        raise InvalidCursor("invalid cursor") from error
-    if not text.startswith("p") or not text[1:].isdigit() or len(text) > 12:
+    value = _decode(cursor, "p")
+    if not value.isdigit() or len(value) > 11:
         raise InvalidCursor("invalid cursor")
-    return int(text[1:])
+    return int(value)
 
 
 def encode_name_cursor(name: str) -> str:
     """An opaque cursor for the page after the model ``name``."""
-    return base64.urlsafe_b64encode(f"n{name}".encode()).decode().rstrip("=")
+    return _encode("n", name)
 
 
 def decode_name_cursor(cursor: str) -> str:
     """The model name a cursor stands for; InvalidCursor when it is not one of ours."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError) as error:
-        raise InvalidCursor("invalid cursor") from error
-    if not text.startswith("n") or not re.fullmatch(MODEL_NAME_PATTERN, text[1:]):
+    value = _decode(cursor, "n")
+    if not re.fullmatch(MODEL_NAME_PATTERN, value):
         raise InvalidCursor("invalid cursor")
-    return text[1:]
+    return value
 
 
 class Out(BaseModel):
