@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ferry-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-unit up down status lint install clean
+.PHONY: demo test test-unit up down services status lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-unit: $(STAMP)
 
 up: $(STAMP) ## start Kafka and PostgreSQL under .ferry/
 	$(BIN)/ferry stack up
+
+services: $(STAMP) ## run the services in the foreground (after 'make up'); Ctrl-C stops them
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f deploy/Procfile -d . start
 
 down: ## stop what 'make up' started
 	@if test -x $(BIN)/ferry; then $(BIN)/ferry stack down; fi
