@@ -91,3 +91,14 @@ def fresh_database_url(stack: Stack) -> Iterator[str]:
     """The URL of a new, empty database on the session's PostgreSQL; dropped after the test."""
     with temporary_database(stack.database_url, prefix="test") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """As the trainer service runs: one intra-op thread (a busy 2-core machine thrashes with more)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.teachers import StaticTeachers
@@ -23,6 +21,8 @@ from shared.envelope import EventMeta
 from shared.events import Compression, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus, utc_now
 from shared.kafka import ListPublisher, TransientError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 META = EventMeta(event_id="e1", source="test", time=utc_now(), traceparent=None, type_name=TrainingRequested.type_name)
 QUICK = Hyperparameters(epochs=25, hidden_sizes=[16], learning_rate=1e-2)
 
@@ -35,15 +35,6 @@ class FailingTeachers:
 
     def fetch(self, model_name: str, workdir: Path) -> Teacher:
         raise self.error
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """As the trainer service runs: one intra-op thread (a busy 2-core machine thrashes with more)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _deps(root: Path, publisher: ListPublisher, teachers: object | None = None) -> TrainerDeps:

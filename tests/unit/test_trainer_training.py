@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +32,11 @@ from services.trainer.pipeline import JobLimits, TrainedModel, load_split, run_t
 from shared.datasets import Split
 from shared.events import Compression, Hyperparameters, Signature, TensorSpec, TrainingRequested
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 # The "within 30 s of CPU" requirement, as a guard inside training (CPU time, so a busy machine
 # does not fail it): a run that needs longer raises BudgetExceeded.
 CPU_BUDGET = JobLimits(budget_s=30.0, budget_clock=time.process_time)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """As the trainer service runs: one intra-op thread (a busy 2-core machine thrashes with more)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _request(dataset: str = "sklearn:digits", **fields: object) -> TrainingRequested:
