@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +59,10 @@ def _read_pid(pid_file: Path) -> int | None:
     return pid if _pid_alive(pid) else None
 
 
-def _wait(condition: object, what: str, timeout_s: float, log_file: Path | None = None) -> None:
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float, log_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         time.sleep(0.2)
     tail = ""
