@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from shared.settings import FerrySettings
@@ -133,14 +134,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     return parser, commands
 
 
+COMMAND_ENTRY_POINTS = "ferry.commands"
+"""Entry-point group through which services contribute verbs (``ferry train``, ``ferry compare``).
+
+Each entry point names a function ``register(subparsers) -> dict[str, Command]``: it adds its parsers and
+returns the commands by key (the verb, or ``verb.action`` for a verb with actions). ``shared`` never
+imports a service; it only finds what is installed.
+"""
+
+
 def _add_service_commands(sub: argparse._SubParsersAction, commands: dict[str, Command]) -> None:
-    """Commands that services contribute (``ferry train``), when they are installed."""
-    try:
-        from services.trainer.cli import add_train_parser, run_train
-    except ImportError:
-        return
-    add_train_parser(sub)
-    commands["train"] = lambda args, settings: run_train(args, settings)
+    """Commands that installed services contribute through the ``ferry.commands`` entry points."""
+    for entry in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda found: found.name):
+        try:
+            register = entry.load()
+        except ImportError as error:  # a service whose dependencies are missing: the rest still work
+            logging.getLogger(__name__).warning("ferry %s is unavailable: %s", entry.name, error)
+            continue
+        commands.update(register(sub))
 
 
 def main(argv: list[str] | None = None) -> int:

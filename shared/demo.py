@@ -7,7 +7,6 @@ Services keep running only for the demo; their logs are under ``<home>/logs``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,10 +16,8 @@ import urllib.request
 from argparse import Namespace
 from dataclasses import dataclass, field
 
+from shared.services import installed_services
 from shared.settings import FerrySettings
-
-# In start order: the registry first, since the trainer publishes into its topic.
-SERVICES = ("registry", "trainer", "evaluator", "gateway", "monitor")
 
 
 @dataclass
@@ -54,10 +51,6 @@ class ServiceProcesses:
             except subprocess.TimeoutExpired:
                 print(f"  {name} did not stop on SIGTERM; killing it")
                 process.kill()
-
-
-def installed_services() -> list[str]:
-    return [name for name in SERVICES if importlib.util.find_spec(f"services.{name}.__main__") is not None]
 
 
 def wait_http(url: str, timeout_s: float = 60) -> None:
@@ -98,7 +91,7 @@ def run_demo(settings: FerrySettings, *, keep_running: bool = False) -> int:
     print("2. a Kafka round trip through the CloudEvents envelope")
     if ferry(["roundtrip"]) != 0:
         return 1
-    services = installed_services()
+    services = [spec.name for spec in installed_services()]
     processes = ServiceProcesses(settings)
     try:
         print(f"3. the services: {', '.join(services) or 'none installed yet'}")

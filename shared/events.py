@@ -173,6 +173,11 @@ class ModelDecided(Event):
     baseline_metrics: dict[str, float] = Field(default_factory=dict)
     reason: str = Field(min_length=1)
     actor: str = "evaluator"
+    report: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the evaluator's whole evaluation report (both models' metrics, the test, the policy); "
+        "the registry stores it with the evaluation",
+    )
 
 
 class DeployedVersion(Frozen):

@@ -28,6 +28,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import metrics, propagate, trace
 
 from shared.envelope import Decoded, DecodeError, EventMeta, decode, encode
+from shared.errors import PermanentError, TransientError
 from shared.events import Event
 from shared.settings import FerrySettings
 
@@ -35,14 +36,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, EventMeta], None]
 """A handler takes the typed event and its envelope; its dependencies are bound by bootstrap."""
-
-
-class TransientError(Exception):
-    """A failure that may pass (a database or broker away): retry, never dead-letter."""
-
-
-class PermanentError(Exception):
-    """An event that can never succeed: dead-letter it with this reason."""
 
 
 REBALANCE_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)

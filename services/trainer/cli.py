@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -42,6 +42,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--wait", action="store_true", help="follow progress until the version is registered")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits at most")
     return parser
+
+
+def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySettings], int]]:
+    """The trainer's contribution to the ``ferry`` command (entry point ``ferry.commands``)."""
+    add_train_parser(subparsers)
+    return {"train": run_train}
 
 
 def build_request(args: argparse.Namespace) -> TrainingRequested:

@@ -53,7 +53,7 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
     """Train, store and announce a model; a bad request ends as TrainingStatus failed, not an error."""
     started = time.monotonic()
     done = deps.completed.get(event.request_id)
-    if done is not None and deps.store.exists(done.artifact.uri):
+    if done is not None and deps.store.has(done.artifact.sha256):
         log.info("request %s already completed; re-publishing its ModelTrained", event.request_id)
         _announce(done, deps)
         deps.record_outcome("republished", time.monotonic() - started)
@@ -96,7 +96,7 @@ def _train(event: TrainingRequested, deps: TrainerDeps) -> ModelTrained:
 def _model_trained(
     event: TrainingRequested, trained: TrainedModel, teacher: Teacher | None, store: ArtifactStore
 ) -> ModelTrained:
-    uri, sha256, size = store.put_file(trained.path, suffix=".onnx")
+    uri, sha256, size = store.put_file(trained.path)
     return ModelTrained(
         model_name=event.model_name,
         request_id=event.request_id,

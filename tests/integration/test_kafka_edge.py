@@ -10,8 +10,9 @@ from kafka import KafkaConsumer
 from opentelemetry import trace
 
 from shared.envelope import EventMeta, encode
+from shared.errors import TransientError
 from shared.events import TrainingStatus
-from shared.kafka import ConsumerLoop, KafkaPublisher, RetryPolicy, TransientError, make_consumer, make_producer
+from shared.kafka import ConsumerLoop, KafkaPublisher, RetryPolicy, make_consumer, make_producer
 from shared.settings import FerrySettings
 
 pytestmark = pytest.mark.integration

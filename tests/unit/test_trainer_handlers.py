@@ -18,8 +18,9 @@ from services.trainer.handlers import (
 from services.trainer.pipeline import JobLimits
 from shared.artifacts import ArtifactStore, sha256_of
 from shared.envelope import EventMeta
+from shared.errors import TransientError
 from shared.events import Compression, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus, utc_now
-from shared.kafka import ListPublisher, TransientError
+from shared.kafka import ListPublisher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +71,7 @@ def test_a_request_becomes_a_stored_announced_model(tmp_path: Path) -> None:
     [trained] = publisher.of_type(ModelTrained)
     assert trained.request_id == request.request_id and trained.model_name == "iris"
     assert trained.artifact.format == "onnx" and trained.artifact.size_bytes > 0
-    assert sha256_of(deps.store.read_bytes(trained.artifact.uri, trained.artifact.sha256)) == trained.artifact.sha256
+    assert sha256_of(deps.store.fetch(trained.artifact.sha256)) == trained.artifact.sha256
     assert trained.signature.inputs[0].shape == [-1, 4]
     assert trained.metrics["val_accuracy"] > 0.8
     assert trained.split_id.startswith("v1-")

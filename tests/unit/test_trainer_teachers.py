@@ -12,8 +12,8 @@ from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.teachers import RegistryTeachers, StaticTeachers
 from services.trainer.domain import Teacher, TeacherUnavailable
 from shared.artifacts import ArtifactStore
+from shared.errors import TransientError
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec
-from shared.kafka import TransientError
 
 ONNX_BYTES = b"pretend this is an onnx model"
 

@@ -23,8 +23,8 @@ from services.registry.adapters.orm import (
     RegisteredModel,
 )
 from services.registry.domain import ModelNotFound
+from shared.errors import PermanentError, TransientError
 from shared.events import Event, utc_now
-from shared.kafka import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

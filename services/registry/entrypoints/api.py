@@ -25,7 +25,7 @@ from services.registry.entrypoints.routes import models_router
 from services.registry.entrypoints.schemas import InvalidCursor
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import PermanentError, TransientError
+from shared.errors import PermanentError, TransientError
 from shared.telemetry import metrics_payload
 
 log = logging.getLogger(__name__)

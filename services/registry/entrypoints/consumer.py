@@ -14,16 +14,9 @@ from services.registry.adapters.repository import retry_conflicts
 from services.registry.domain import RegistryError
 from services.registry.handlers import HANDLERS, Registration, handle_model_decided
 from shared.envelope import EventMeta
+from shared.errors import PermanentError
 from shared.events import Event
-from shared.kafka import (
-    DEFAULT_TRANSIENT,
-    ConsumerLoop,
-    Handler,
-    PermanentError,
-    RetryPolicy,
-    make_consumer,
-    make_producer,
-)
+from shared.kafka import DEFAULT_TRANSIENT, ConsumerLoop, Handler, RetryPolicy, make_consumer, make_producer
 
 if TYPE_CHECKING:
     from services.registry.bootstrap import Registry

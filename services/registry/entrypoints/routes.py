@@ -174,8 +174,8 @@ def _lineage(name: str, found: Any, evaluations: list[Any], history: list[Any]) 
 
 def _open_stream(deps: "ApiDeps", name: str, version: int, uri: str, sha256: str) -> Iterator[bytes]:
     """Open the artifact before answering, so that a missing file is a 404 rather than a broken stream."""
-    chunks = deps.artifacts.stream(uri, sha256)
     try:
+        chunks = deps.artifacts.stream_verified(sha256)
         first = next(chunks, b"")
     except ArtifactNotFound as error:
         raise HTTPException(404, f"the artifact of {name} v{version} is missing from the store") from error

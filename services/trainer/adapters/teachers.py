@@ -15,7 +15,7 @@ import httpx
 
 from services.trainer.domain import Teacher, TeacherUnavailable
 from shared.artifacts import ArtifactError, ArtifactStore
-from shared.kafka import TransientError
+from shared.errors import TransientError
 
 
 class TeacherSource(Protocol):
@@ -53,9 +53,9 @@ class RegistryTeachers:
             raise TeacherUnavailable(f"model {model_name!r} has no champion to distill from")
         if isinstance(champion, int):  # a bare version number: ask for the version itself
             champion = self._get(f"/api/v1/models/{quote(model_name, safe='')}/versions/{champion}", model_name)
-        version, uri, sha256 = _champion_artifact(model_name, champion)
+        version, sha256 = _champion_artifact(model_name, champion)
         try:
-            data = self._store.read_bytes(uri, sha256)
+            data = self._store.fetch(sha256)  # the store's own copy, by digest: never the URI it was sent
         except ArtifactError as error:
             raise TeacherUnavailable(f"champion v{version} of {model_name!r} cannot be read: {error}") from error
         path = workdir / f"teacher-{sha256[:16]}.onnx"
@@ -82,10 +82,10 @@ class RegistryTeachers:
         self._client.close()
 
 
-def _champion_artifact(model_name: str, champion: dict[str, Any]) -> tuple[int, str, str]:
-    """(version, uri, sha256) from a DeployedVersion-shaped JSON object."""
+def _champion_artifact(model_name: str, champion: dict[str, Any]) -> tuple[int, str]:
+    """(version, sha256) from a DeployedVersion-shaped JSON object."""
     artifact = champion.get("artifact") or {}
-    version, uri, sha256 = champion.get("version"), artifact.get("uri"), artifact.get("sha256")
-    if not isinstance(version, int) or not isinstance(uri, str) or not isinstance(sha256, str):
+    version, sha256 = champion.get("version"), artifact.get("sha256")
+    if not isinstance(version, int) or not isinstance(sha256, str):
         raise TeacherUnavailable(f"the registry's champion of {model_name!r} names no artifact")
-    return version, uri, sha256
+    return version, sha256
