@@ -71,7 +71,7 @@ def handle_model_decided(
         candidate_version=event.version, baseline_version=event.baseline_version, metrics=_finite(event.metrics),
         baseline_metrics=_finite(event.baseline_metrics), decision=event.decision, stage=event.stage,
         canary_weight=event.canary_weight, reason=event.reason, actor=event.actor, source_event_id=meta.event_id,
-        created_at=utc_now(),
+        created_at=utc_now(), report=event.report,
     )  # fmt: skip
     return apply_decision(
         decision, uow=uow, source_event_id=meta.event_id, evaluation=evaluation,

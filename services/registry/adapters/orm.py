@@ -118,6 +118,8 @@ class Evaluation(Base):
     actor: Mapped[str] = mapped_column(Text)
     source_event_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    report: Mapped[Json] = mapped_column(default=dict)
+    """The evaluator's whole report (both models, the test, the policy); empty for a user's decision."""
 
 
 class Deployment(Base):

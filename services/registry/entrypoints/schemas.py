@@ -169,6 +169,7 @@ class EvaluationOut(Out):
     actor: str
     source_event_id: str | None
     created_at: datetime
+    report: dict[str, Any] = Field(default_factory=dict, description="the evaluator's whole report")
 
     @classmethod
     def of(cls, evaluation: Evaluation) -> EvaluationOut:
