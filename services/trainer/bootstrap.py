@@ -16,6 +16,7 @@ from services.trainer.handlers import TrainerDeps, build_handlers
 from services.trainer.pipeline import JobLimits
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
+from shared.delivery import SqliteDeliveryLog
 from shared.events import TrainingRequested
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 
@@ -103,6 +104,10 @@ def bootstrap(
         group=settings.consumer_group,
         handlers=build_handlers(deps),
         stop=stop,
+        # A request that kills the trainer every time (out of memory, a native crash) is dead-lettered
+        # after FERRY_DELIVERY_ATTEMPTS deaths instead of being trained forever; counted per host.
+        delivery_log=SqliteDeliveryLog(settings.ferry.home / "trainer" / "delivery.sqlite"),
+        max_attempts=settings.ferry.delivery_attempts,
     )
     closers: list[Callable[[], Any]] = [publisher.close]
     if isinstance(deps.teachers, RegistryTeachers):
