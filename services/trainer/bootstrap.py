@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 
 from services.trainer.adapters.completed import CompletedRequests
+from services.trainer.adapters.scratch import clean_stale_runs
 from services.trainer.adapters.teachers import RegistryTeachers, TeacherSource
 from services.trainer.handlers import TrainerDeps, build_handlers
 from services.trainer.pipeline import JobLimits
@@ -83,6 +84,7 @@ def bootstrap(
 ) -> TrainerService:
     """Build the trainer from settings; tests may pass a teacher source, consumer or producer."""
     settings = settings or TrainerSettings()
+    clean_stale_runs(settings.resolved_work_dir)  # what a trainer killed mid-run left behind
     import torch  # here, not at the top: importing torch is slow and `ferry --help` needs none of it
 
     torch.set_num_threads(settings.torch_threads)
