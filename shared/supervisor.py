@@ -160,6 +160,7 @@ class Supervisor:
         if self.pid() is not None:
             self._update()
             return False
+        self._stop_stragglers()  # services a killed daemon left behind would hold their ports
         if self.log_file.exists():  # one log per daemon: restart counts are this daemon's
             self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
         command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.config)]
@@ -217,22 +218,35 @@ class Supervisor:
                 counts[match["name"]] = counts.get(match["name"], 0) + 1
         return counts
 
+    def stragglers(self) -> list[int]:
+        """Pids of processes this home's supervisord started (found by the variable it gives them)."""
+        marker = f"SUPERVISOR_SERVER_URL=unix://{self.socket}\0".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if marker in (entry / "environ").read_bytes() + b"\0" and pid_alive(int(entry.name)):
+                        found.append(int(entry.name))
+        return found
+
+    def _stop_stragglers(self) -> int:
+        stragglers = self.stragglers()
+        for pid in stragglers:
+            terminate_pid(pid, f"service pid {pid} left by supervisord", timeout_s=self.options.stop_wait_s)
+        return len(stragglers)
+
     def stop(self) -> bool:
-        """Stop every service and then supervisord; False when it was not running. Leaves no process."""
+        """Stop every service and then supervisord; False when nothing was running. Leaves no process."""
         pid = self.pid()
-        if pid is None:
-            return False
-        children = [program.pid for program in self.programs() if program.pid]
-        with contextlib.suppress(OSError, xmlrpc.client.Error):
-            rpc = self._rpc()
-            rpc.stopAllProcesses(True)
-            rpc.shutdown()
-        try:
-            wait_for(lambda: not pid_alive(pid), what="supervisord stopping", timeout_s=30, max_s=0.5)
-        except NotReady:
-            terminate_pid(pid, "supervisord", timeout_s=self.options.stop_wait_s + 10)
-        for child in children:  # stopasgroup took their children too; this is for a daemon that failed us
-            if pid_alive(child):
-                terminate_pid(child, f"service pid {child}", timeout_s=self.options.stop_wait_s)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        if pid is not None:
+            with contextlib.suppress(OSError, xmlrpc.client.Error):
+                rpc = self._rpc()
+                rpc.stopAllProcesses(True)
+                rpc.shutdown()
+            try:
+                wait_for(lambda: not pid_alive(pid), what="supervisord stopping", timeout_s=30, max_s=0.5)
+            except NotReady:
+                terminate_pid(pid, "supervisord", timeout_s=self.options.stop_wait_s + 10)
+            self.pid_file.unlink(missing_ok=True)
+        # A daemon that was killed, or failed to stop a service, leaves processes behind: stop them too.
+        return self._stop_stragglers() > 0 or pid is not None

@@ -145,6 +145,20 @@ def test_a_killed_service_is_restarted_by_the_supervisor(system: System) -> None
     assert system.ferry("status").returncode == 0
 
 
+def test_up_after_supervisord_was_killed_replaces_it_and_its_orphans(system: System) -> None:
+    before = system.status()
+    os.kill(before["supervisord"]["pid"], signal.SIGKILL)
+    orphan = before["registry"]["pid"]
+    assert Path(f"/proc/{orphan}").exists()  # the services outlive their daemon
+    up = system.ferry("up", timeout_s=480)
+    assert up.returncode == 0, f"ferry up failed:\n{up.stdout}\n{up.stderr}"
+    after = system.status()
+    assert after["supervisord"]["pid"] != before["supervisord"]["pid"]
+    assert after["registry"]["pid"] != orphan and after["registry"]["healthy"]
+    assert after["kafka"]["pid"] == before["kafka"]["pid"]  # the stack was left alone
+    assert not Path(f"/proc/{orphan}").exists() or b"zombie" in Path(f"/proc/{orphan}/status").read_bytes().lower()
+
+
 def test_down_stops_everything_and_leaves_no_process(system: System) -> None:
     pids = [part["pid"] for part in system.status().values() if part["pid"]]
     assert len(pids) >= 5 and system.processes()
