@@ -35,9 +35,17 @@ def _stack_up(args: argparse.Namespace, settings: FerrySettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.postgres import PostgresError
+    from shared.stack import StackError
+    from shared.supervisor import SupervisorError
     from shared.system import up
+    from shared.tokens import TokenError
 
-    return up(settings)
+    try:
+        return up(settings)
+    except (StackError, PostgresError, SupervisorError, TokenError) as error:
+        print(f"ferry up failed: {error}", file=sys.stderr)
+        return 1
 
 
 def _down(args: argparse.Namespace, settings: FerrySettings) -> int:

@@ -28,13 +28,23 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.services import ServiceSpec, installed_services
+from shared.services import SERVICES, ServiceSpec, installed_services
 from shared.settings import FerrySettings
 from shared.stack import pid_alive, terminate_pid
 from shared.waiting import NotReady, wait_for
 
 SOCKET_PATH_MAX = 100  # a unix socket's path must fit in sun_path (108 bytes on Linux)
 _SPAWNED = re.compile(r"spawned: '(?P<name>[^']+)' with pid (?P<pid>\d+)")
+
+
+def settings_digest(environment: Mapping[str, str]) -> str:
+    """A digest of the ``FERRY_*`` and ``OTEL_*`` variables the services read."""
+    relevant = sorted(
+        (key, value)
+        for key, value in environment.items()
+        if key.startswith(("FERRY_", "OTEL_")) and not key.startswith("FERRY_SUPERVISOR_")  # read by `up` alone
+    )
+    return hashlib.sha256(repr(relevant).encode()).hexdigest()
 
 
 class SupervisorSettings(BaseSettings):
@@ -83,6 +93,18 @@ class Supervisor:
             tag = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
             self.socket = Path(f"/tmp/ferry-supervisor-{tag}.sock")
 
+    @property
+    def settings_file(self) -> Path:
+        """The digest of the settings the running daemon (and so every service) was started with."""
+        return self.folder / "settings.sha256"
+
+    def settings_changed(self, environment: Mapping[str, str]) -> bool:
+        """True when ``environment``'s Ferry settings differ from those the running daemon has."""
+        try:
+            return self.settings_file.read_text() != settings_digest(environment)
+        except OSError:
+            return True
+
     def services(self) -> list[ServiceSpec]:
         """The services this supervisor runs: every installed one, or those FERRY_SUPERVISOR_SERVICES names."""
         installed = installed_services()
@@ -114,7 +136,8 @@ class Supervisor:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
             f"[supervisorctl]\nserverurl=unix://{q(self.socket)}\n",
         ]
-        for priority, spec in enumerate(self.services(), start=100):  # SERVICES' order is the start order
+        for spec in self.services():
+            priority = 100 + SERVICES.index(spec)  # SERVICES' order is the start order, stable across updates
             sections.append(
                 f"[program:{spec.name}]\n"
                 f"command={q(sys.executable)} -m {spec.module}\ndirectory={q(workdir)}\npriority={priority}\n"
@@ -161,6 +184,7 @@ class Supervisor:
             self._update()
             return False
         self._stop_stragglers()  # services a killed daemon left behind would hold their ports
+        self.settings_file.write_text(settings_digest(environment))
         if self.log_file.exists():  # one log per daemon: restart counts are this daemon's
             self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
         command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.config)]

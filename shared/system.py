@@ -77,10 +77,12 @@ def up(settings: FerrySettings, say: Say = print) -> int:
     say(f"API tokens: {tokens.path} ({'generated' if tokens.created else 'kept'}; lines '<user> <token>', mode 0600)")
     supervisor = Supervisor(settings)
     names = ", ".join(spec.name for spec in supervisor.services()) or "none installed"
-    fresh = supervisor.start(service_environment(settings, tokens), workdir=Path.cwd())
+    environment = service_environment(settings, tokens)
+    changed = supervisor.pid() is not None and supervisor.settings_changed(environment)
+    fresh = supervisor.start(environment, workdir=Path.cwd())
     say(f"supervisord {'started' if fresh else 'already running'} (pid {supervisor.pid()}): {names}")
-    if not fresh:
-        say("  settings changed since? `make down && make up` applies them (services keep the daemon's environment)")
+    if changed:
+        say("  FERRY_* settings differ from those it runs with: `make down && make up` applies them")
     healthy = _wait_healthy(settings, supervisor)
     say(render(status(settings)))
     if not healthy:

@@ -12,7 +12,7 @@ import pytest
 
 from shared.services import installed_services
 from shared.settings import FerrySettings
-from shared.supervisor import Supervisor, SupervisorError, SupervisorSettings
+from shared.supervisor import Supervisor, SupervisorError, SupervisorSettings, settings_digest
 from shared.system import Part, render, service_environment, settings_environment
 from shared.tokens import TOKENS_FILE_ENV, TokenError, ensure_tokens_file, operator_token, read_tokens
 from shared.waiting import NotReady, wait_for
@@ -147,3 +147,13 @@ def test_status_renders_restarts_and_health() -> None:
     assert table[2].split()[:5] == ["registry", "12", "8081", "running", "ok"] and "(2 restarts)" in table[2]
     assert table[3].split() == ["trainer", "-", "8083", "backoff", "DOWN", "-"]
     assert table[4].split() == ["gateway", "-", "8080", "not", "started", "-", "-"]
+
+
+def test_a_running_daemon_knows_whether_the_settings_changed(tmp_path: Path) -> None:
+    supervisor = Supervisor(FerrySettings(home=tmp_path))
+    started_with = {"FERRY_REGISTRY_PORT": "9000", "PATH": "/bin"}
+    assert supervisor.settings_changed(started_with)  # nothing recorded yet
+    supervisor.folder.mkdir(parents=True)
+    supervisor.settings_file.write_text(settings_digest(started_with))
+    assert not supervisor.settings_changed(started_with | {"PATH": "/usr/bin", "FERRY_SUPERVISOR_SERVICES": "x"})
+    assert supervisor.settings_changed(started_with | {"FERRY_REGISTRY_PORT": "9001"})
