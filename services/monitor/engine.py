@@ -107,8 +107,9 @@ class Monitor:
         self._values: dict[str, list[Observation]] = {}
         meter = metrics.get_meter("ferry.monitor")
         self._scrapes = meter.create_counter("ferry.monitor.scrapes", unit="1", description="scrapes by job, outcome")
-        self._transitions = meter.create_counter("ferry.monitor.alert.transitions", unit="1",
-                                                 description="alerts fired and resolved, by rule")  # fmt: skip
+        self._transitions = meter.create_counter(
+            "ferry.monitor.alert.transitions", unit="1", description="alerts fired and resolved, by rule"
+        )
 
     def tick(self) -> list[Transition]:
         """One cycle at the clock's now; returns the transitions it handed to the dispatcher."""
@@ -125,8 +126,13 @@ class Monitor:
             transitions = [change for rule in self.rules.rules for change in self._evaluate(rule, now)]
         for transition in transitions:
             self._transitions.add(1, {"rule": transition.alert.rule, "state": transition.state})
-            log.info("alert %s %s %s value=%s", transition.alert.rule, transition.state,
-                     transition.alert.label_map, transition.alert.value)  # fmt: skip
+            log.info(
+                "alert %s %s %s value=%s",
+                transition.alert.rule,
+                transition.state,
+                transition.alert.label_map,
+                transition.alert.value,
+            )
         self._dispatcher.submit(transitions)
         return transitions
 
@@ -144,9 +150,15 @@ class Monitor:
     def _record_scrape(self, result: ScrapeResult, now: float) -> None:
         target = result.target
         self._targets[target.job] = TargetHealth(
-            target.job, target.instance, target.url, result.ok, now, result.error, result.duration_s,
+            target.job,
+            target.instance,
+            target.url,
+            result.ok,
+            now,
+            result.error,
+            result.duration_s,
             len(result.samples),
-        )  # fmt: skip
+        )
         self._scrapes.add(1, {"job": target.job, "outcome": "up" if result.ok else "down"})
         if not result.ok:
             log.warning("scrape of %s (%s) failed: %s", target.job, target.url, result.error)

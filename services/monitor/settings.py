@@ -58,7 +58,7 @@ class MonitorSettings(BaseSettings):
     )
     registry_timeout_s: float = Field(default=5.0, gt=0, le=120)
     reference_ttl_s: float = Field(default=300.0, gt=0, description="How long a drift reference is cached")
-    missing_reference_ttl_s: float = Field(default=30.0, gt=0, description="How soon an absent reference is asked again")
+    missing_reference_ttl_s: float = Field(default=30.0, gt=0, description="When to ask again for an absent reference")
     consumer_group: str = Field(default="monitor", min_length=1)
     recent_alerts: int = Field(default=200, ge=1, le=100_000, description="Resolved alerts kept for the API")
     max_series: int = Field(default=100_000, ge=100, description="Series the window keeps at most")

@@ -79,8 +79,12 @@ class Dispatcher:
                 for transition in transitions:
                     if len(queue.items) >= self._max_pending:
                         dropped = queue.items.popleft()
-                        log.error("%s: %d undelivered alerts; dropping the oldest (%s)", queue.sink.name,
-                                  self._max_pending, dropped.alert.rule)  # fmt: skip
+                        log.error(
+                            "%s: %d undelivered alerts; dropping the oldest (%s)",
+                            queue.sink.name,
+                            self._max_pending,
+                            dropped.alert.rule,
+                        )
                         self._on_outcome(queue.sink.name, "overflowed")
                     queue.items.append(transition)
             self._wake.notify()

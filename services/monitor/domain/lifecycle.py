@@ -79,8 +79,17 @@ class AlertBook:
         for labels, value in breached.items():
             current = self._active.get((rule.name, labels))
             if current is None:
-                current = Alert(rule.name, labels, "pending", value, rule.threshold, rule.severity, rule.action,
-                                rule.summary, active_at=now)  # fmt: skip
+                current = Alert(
+                    rule.name,
+                    labels,
+                    "pending",
+                    value,
+                    rule.threshold,
+                    rule.severity,
+                    rule.action,
+                    rule.summary,
+                    active_at=now,
+                )
             else:
                 current = replace(current, value=value)
             if current.state == "pending" and now - current.active_at >= rule.for_s:

@@ -153,9 +153,7 @@ class DriftRule(WindowedRule):
         return self
 
 
-Rule = Annotated[
-    CounterRatioRule | HistogramQuantileRule | GaugeThresholdRule | DriftRule, Field(discriminator="kind")
-]
+Rule = Annotated[CounterRatioRule | HistogramQuantileRule | GaugeThresholdRule | DriftRule, Field(discriminator="kind")]
 
 
 class RuleSet(Strict):

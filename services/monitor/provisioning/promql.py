@@ -53,7 +53,9 @@ def _by(labels: list[str]) -> str:
 def _increase(sel: Selector, by: list[str], window: str) -> str:
     """The summed increase; several metric names are summed apiece, then added where either exists
     (``increase`` drops the name, so one selector over both could hold clashing label sets)."""
-    parts = [f"{_by(by)} (increase({selector(Selector(metric=name, match=sel.match))}[{window}]))" for name in sel.names]
+    parts = [
+        f"{_by(by)} (increase({selector(Selector(metric=name, match=sel.match))}[{window}]))" for name in sel.names
+    ]
     if len(parts) == 1:
         return parts[0]
     union = "(" + " or ".join(parts) + ")"
@@ -72,7 +74,8 @@ def counter_ratio(rule: CounterRatioRule) -> str:
 
 def histogram_quantile(rule: HistogramQuantileRule) -> str:
     buckets = selector(rule.histogram.with_suffix("_bucket"))
-    return f"histogram_quantile({number(rule.quantile)}, {_by(['le', *rule.group_by])} (rate({buckets}[{rule.window}])))"
+    by = _by(["le", *rule.group_by])
+    return f"histogram_quantile({number(rule.quantile)}, {by} (rate({buckets}[{rule.window}])))"
 
 
 def gauge_threshold(rule: GaugeThresholdRule) -> str:

@@ -186,10 +186,12 @@ def rule_tests(rule: BaseRule, labels: dict[str, str], annotations: dict[str, st
             shown = {**annotations, "value": f"{case.value:.6g}"}
             expected.append({"exp_labels": {**case.group, **labels}, "exp_annotations": shown})
         checks.append({"eval_time": _duration(case.eval_s), "alertname": rule.name, "exp_alerts": expected})
-        tests.append({
-            "name": case.title,
-            "interval": f"{INTERVAL_S}s",
-            "input_series": [{"series": s.selector(), "values": s.notation()} for s in case.series],
-            "alert_rule_test": checks,
-        })  # fmt: skip
+        tests.append(
+            {
+                "name": case.title,
+                "interval": f"{INTERVAL_S}s",
+                "input_series": [{"series": s.selector(), "values": s.notation()} for s in case.series],
+                "alert_rule_test": checks,
+            }
+        )
     return tests
