@@ -8,7 +8,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.monitor.adapters.scraper import Target
-from shared.services import SERVICES
+from shared.services import installed_services
 from shared.settings import FerrySettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +34,9 @@ def parse_targets(text: str) -> list[Target]:
 
 
 def default_targets() -> list[Target]:
-    """Every service of ``shared.services.SERVICES`` at its port (each port variable moves it)."""
-    return [Target(spec.name, spec.url(spec.metrics_path)) for spec in SERVICES]
+    """Every installed service of ``shared.services.SERVICES`` at its port (each port variable moves it):
+    a service this installation cannot run is no target, so it never reads as down."""
+    return [Target(spec.name, spec.url(spec.metrics_path)) for spec in installed_services()]
 
 
 class MonitorSettings(BaseSettings):
@@ -49,7 +50,7 @@ class MonitorSettings(BaseSettings):
     rules_file: Path = Field(default=DEFAULT_RULES, description="The alert rules (YAML)")
     scrape_interval_s: float = Field(default=5.0, gt=0, le=3600, description="Scrape and evaluation interval")
     scrape_timeout_s: float = Field(default=2.0, gt=0, le=60)
-    targets: str = Field(default="", description="job=url,... ; empty: every service of shared/services.py")
+    targets: str = Field(default="", description="job=url,... ; empty: every installed service of shared/services.py")
     webhook_urls: str = Field(default="", description="Comma-separated URLs that get Alertmanager-style webhooks")
     registry_url: str = Field(
         default="http://127.0.0.1:8081",

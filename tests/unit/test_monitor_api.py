@@ -16,6 +16,7 @@ from services.monitor.provisioning.export import ExportOptions, generated_files,
 from services.monitor.settings import MonitorSettings, default_targets, parse_targets
 from shared.events import AlertChanged, Event
 from shared.kafka import ListPublisher
+from shared.services import installed_services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,10 +146,13 @@ def test_unknown_routes_answer_json_errors() -> None:
 # --- settings -------------------------------------------------------------------------------------
 
 
-def test_targets_default_to_the_service_table_and_follow_its_port_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FERRY_GATEWAY_PORT", "18080")
+def test_targets_default_to_the_installed_services_and_follow_their_port_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FERRY_REGISTRY_PORT", "18081")
     jobs = {target.job: target.url for target in default_targets()}
-    assert jobs["gateway"] == "http://127.0.0.1:18080/metrics" and set(jobs) >= {"registry", "trainer", "monitor"}
+    assert set(jobs) == {spec.name for spec in installed_services()} >= {"registry", "trainer", "monitor"}
+    assert jobs["registry"] == "http://127.0.0.1:18081/metrics"
     assert MonitorSettings().resolved_targets == default_targets()
 
 
