@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -27,21 +28,34 @@ from shared.telemetry import setup_telemetry
 log = logging.getLogger("services.monitor")
 
 
-def _guarded(target: Callable[[], None], server: uvicorn.Server, stop: threading.Event) -> Callable[[], None]:
+def _guarded(
+    target: Callable[[], None], server: uvicorn.Server, stop: threading.Event, failures: list[str]
+) -> Callable[[], None]:
     """Run a worker; if it dies while the service should be running, bring the whole process down."""
 
     def run() -> None:
+        name = threading.current_thread().name
         try:
             target()
         except BaseException:
-            log.exception("%s crashed; stopping the monitor", threading.current_thread().name)
+            log.exception("%s crashed; stopping the monitor", name)
+            failures.append(name)
             server.should_exit = True
             raise
         if not stop.is_set():
-            log.error("%s ended unexpectedly; stopping the monitor", threading.current_thread().name)
+            log.error("%s ended unexpectedly; stopping the monitor", name)
+            failures.append(name)
             server.should_exit = True
 
     return run
+
+
+def _server(settings: MonitorSettings, app: Any) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )  # fmt: skip
+    return uvicorn.Server(config)
 
 
 def main() -> int:
@@ -61,16 +75,7 @@ def main() -> int:
     )
     dlq_producer = make_producer(settings.ferry)
     loop = build_consumer_loop(settings, service.deployed, producer=dlq_producer, stop=stop)
-    config = uvicorn.Config(
-        create_app(service.api_deps()),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
-    )
-    server = uvicorn.Server(config)
+    server = _server(settings, create_app(service.api_deps()))
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         server.should_exit = True
@@ -78,16 +83,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    failures: list[str] = []
     workers = [
-        threading.Thread(
-            target=_guarded(lambda: monitor.run(stop, settings.scrape_interval_s), server, stop),
-            name="scrape-evaluate",
-            daemon=True,
-        ),
-        threading.Thread(
-            target=_guarded(lambda: service.dispatcher.run(stop), server, stop), name="delivery", daemon=True
-        ),
-        threading.Thread(target=_guarded(loop.run, server, stop), name="consumer-loop", daemon=True),
+        threading.Thread(target=_guarded(target, server, stop, failures), name=name, daemon=True)
+        for name, target in (
+            ("scrape-evaluate", lambda: monitor.run(stop, settings.scrape_interval_s)),
+            ("delivery", lambda: service.dispatcher.run(stop)),
+            ("consumer-loop", loop.run),
+        )
     ]
     for worker in workers:
         worker.start()
@@ -102,7 +105,7 @@ def main() -> int:
         service.close()
         telemetry.shutdown()
         log.info("monitor stopped")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

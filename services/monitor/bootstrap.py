@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -59,37 +59,22 @@ def bootstrap(
     settings = settings or MonitorSettings()
     rules = read_rules(settings.rules_file)
     closers: list[Callable[[], Any]] = []
-    if publisher is None:
-        kafka = KafkaPublisher(settings.ferry, source=SOURCE, producer=make_producer(settings.ferry, linger_ms=0))
-        closers.append(kafka.close)
-        publisher = kafka
-    if scraper is None:
-        http_scraper = HttpScraper(timeout_s=settings.scrape_timeout_s)
-        closers.append(http_scraper.close)
-        scraper = http_scraper
-    if references is None:
-        registry = RegistryReferences(
+    publisher = publisher or _closing(
+        KafkaPublisher(settings.ferry, source=SOURCE, producer=make_producer(settings.ferry, linger_ms=0)), closers
+    )
+    scraper = scraper or _closing(HttpScraper(timeout_s=settings.scrape_timeout_s), closers)
+    references = references or _closing(
+        RegistryReferences(
             settings.registry_url,
             timeout_s=settings.registry_timeout_s,
             ttl_s=settings.reference_ttl_s,
             missing_ttl_s=settings.missing_reference_ttl_s,
-        )
-        closers.append(registry.close)
-        references = registry
-    sinks: list[Sink] = [KafkaSink(publisher)]
-    for url in settings.resolved_webhook_urls:
-        webhook = WebhookSink(url, external_url=settings.resolved_external_url)
-        closers.append(webhook.close)
-        sinks.append(webhook)
-    deliveries = metrics.get_meter("ferry.monitor").create_counter(
-        "ferry.monitor.deliveries", unit="1", description="alert deliveries by sink and outcome"
+        ),
+        closers,
     )
-    dispatcher = Dispatcher(
-        sinks,
-        max_pending=settings.max_pending_deliveries,
-        on_outcome=lambda sink, outcome: deliveries.add(1, {"sink": sink, "outcome": outcome}),
-    )
+    dispatcher = _dispatcher(settings, publisher, closers)
     deployed = DeployedVersions()
+    retention_s = rules.longest_window_s() + 3 * settings.scrape_interval_s + 60
     monitor = Monitor(
         rules,
         settings.resolved_targets,
@@ -100,12 +85,34 @@ def bootstrap(
         deployed_versions=deployed.versions,
         scrape_interval_s=settings.scrape_interval_s,
         book=AlertBook(recent_limit=settings.recent_alerts),
-        store=SeriesStore(
-            retention_s=rules.longest_window_s() + 3 * settings.scrape_interval_s + 60, max_series=settings.max_series
-        ),
+        store=SeriesStore(retention_s=retention_s, max_series=settings.max_series),
     )
     register_gauges(monitor)
     return MonitorService(settings, monitor, dispatcher, publisher, deployed, closers=closers)
+
+
+def _dispatcher(settings: MonitorSettings, publisher: Publisher, closers: list[Callable[[], Any]]) -> Dispatcher:
+    """Kafka, then each webhook: a sink apiece, with deliveries counted by sink and outcome."""
+    sinks: list[Sink] = [KafkaSink(publisher)]
+    for url in settings.resolved_webhook_urls:
+        sinks.append(_closing(WebhookSink(url, external_url=settings.resolved_external_url), closers))
+    deliveries = metrics.get_meter("ferry.monitor").create_counter(
+        "ferry.monitor.deliveries", unit="1", description="alert deliveries by sink and outcome"
+    )
+    return Dispatcher(
+        sinks,
+        max_pending=settings.max_pending_deliveries,
+        on_outcome=lambda sink, outcome: deliveries.add(1, {"sink": sink, "outcome": outcome}),
+    )
+
+
+T = TypeVar("T")
+
+
+def _closing(adapter: T, closers: list[Callable[[], Any]]) -> T:
+    """Remember the adapter's ``close`` for the service's shutdown; returns the adapter."""
+    closers.append(adapter.close)  # type: ignore[attr-defined]
+    return adapter
 
 
 def register_gauges(monitor: Monitor) -> None:
