@@ -7,6 +7,7 @@ down` must leave no process behind. Only the conditions are waited for, with gen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -100,6 +101,8 @@ def system(no_leftovers: None) -> Iterator[System]:
     finally:
         running.ferry("down", timeout_s=180)
         shutil.rmtree(home, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            SESSION_ROOT.rmdir()  # when the session's own stack did not use it
 
 
 def test_up_starts_the_stack_and_every_installed_service(system: System) -> None:
