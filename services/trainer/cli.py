@@ -141,6 +141,7 @@ def run_train(args: argparse.Namespace, settings: FerrySettings | None = None) -
 
 def _follow_consumer(settings: FerrySettings) -> Any:
     from shared.kafka import make_consumer
+    from shared.waiting import wait_for_assignment
 
     consumer = make_consumer(
         settings,
@@ -148,8 +149,7 @@ def _follow_consumer(settings: FerrySettings) -> Any:
         [TrainingStatus.topic, ModelRegistered.topic],
         auto_offset_reset="latest",
     )
-    while not consumer.assignment():
-        consumer.poll(timeout_ms=200)
+    wait_for_assignment(consumer, timeout_s=60)
     for partition in consumer.assignment():
         consumer.position(partition)  # resolve "latest" now, so nothing published after is missed
     return consumer
