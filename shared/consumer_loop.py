@@ -33,6 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from shared.commits import OffsetCommitter
 from shared.consumer_support import (
     DEFAULT_TRANSIENT,
     Backoff,
@@ -90,15 +91,14 @@ class ConsumerLoop:
         self._retry = retry
         self._transient = transient
         self._guard = CrashGuard(delivery_log or MemoryDeliveryLog(), group=group, max_attempts=max_attempts)
-        self._commit_timeout_ms = int(commit_timeout_s * 1000)
         self._dead_letters = DeadLetterWriter(dlq_producer, group=group, stop=self.stop_event)
         self._telemetry = LoopTelemetry(group)
         self._tracer = trace.get_tracer("ferry.kafka")
         self._spans = spans_exported() if spans is None else spans
-        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._commits = OffsetCommitter(consumer, timeout_ms=int(commit_timeout_s * 1000))
         self._positions: dict[TopicPartition, int] = {}  # next offset to handle, per partition (for the lag)
-        self._commit_backoff, self._poll_backoff = Backoff(), Backoff()
-        self._commit_not_before = self._idle_lag_at = 0.0
+        self._poll_backoff = Backoff()
+        self._idle_lag_at = 0.0
         self._closed = False
         subscription = consumer.subscription()
         if subscription:  # re-subscribe with our listener: commit on revoke, look for crashed batches on assign
@@ -141,8 +141,8 @@ class ConsumerLoop:
             return
         self._closed = True
         try:
-            if not self.flush_commits(force=True):
-                self._pending.clear()  # the broker is away: the next owner re-reads from the last commit
+            if not self._commits.commit(everything=True, force=True):
+                self._commits.clear()  # the broker is away: the next owner re-reads from the last commit
             self._guard.hand_over(self.consumer.assignment(), clean=True)
             self.consumer.close(autocommit=False)
         except Exception as error:  # noqa: BLE001 - closing must not hide why the loop stopped
@@ -167,62 +167,42 @@ class ConsumerLoop:
             self._telemetry.flush()
         else:
             self._record_idle_lag()
-        self.flush_commits()
+        self._commits.send()  # without waiting: the round trip overlaps the next batch
         return finished
 
     def flush_commits(self, *, force: bool = False) -> bool:
-        """Commit the finished offsets of the partitions we own; True when nothing is left pending.
-
-        A failed commit (a rebalance, a timeout, the broker away) keeps the offsets pending; they are
-        retried after a back-off. A partition that moved to another member meanwhile is re-read there
-        from its last committed offset: at-least-once, and the handlers are idempotent.
-        """
-        if not self._pending:
-            return True
-        if not force and time.monotonic() < self._commit_not_before:
-            return False
-        owned = self.consumer.assignment()
-        offsets = {tp: offset for tp, offset in self._pending.items() if tp in owned}
-        try:
-            if offsets:
-                self.consumer.commit(offsets, timeout_ms=self._commit_timeout_ms)
-        except Exception as error:  # noqa: BLE001 - any failure: keep them pending and try again
-            delay = self._commit_backoff.next()
-            self._commit_not_before = time.monotonic() + delay
-            log.warning("offset commit failed (%s: %s); %d partitions stay pending, retrying in %.1fs",
-                        type(error).__name__, error, len(offsets), delay)  # fmt: skip
-            return False
-        self._pending.clear()
-        self._commit_backoff.reset()
-        self._commit_not_before = 0.0
-        return True
+        """Commit the finished offsets now and wait; True when nothing is left pending (see shared/commits.py)."""
+        return self._commits.commit(force=force)
 
     # --- one batch -----------------------------------------------------------------------------------
 
     def _handle_partition(self, partition: TopicPartition, records: Sequence[Any]) -> int:
-        finished = 0
         careful = partition in self._guard.careful_partitions
-        for record in records:
-            if careful and self._guard.careful_until(partition, record.offset) is None:
-                self.consumer.seek(partition, record.offset)  # past the crashed batch: back as a marked batch
-                return finished
-            if self.stop_event.is_set():
-                self.consumer.seek(partition, record.offset)  # left for the next owner, or the next poll
-                return finished
-            try:
-                if careful:
-                    self._handle_carefully(partition, record)
-                else:
-                    self._handle(record)
-            except (_Retry, DeadLetterAborted):
-                self.consumer.seek(partition, record.offset)  # uncommitted: fetched again by a later poll
-                return finished
-            epoch = record.leader_epoch if record.leader_epoch is not None else -1
-            self._pending[partition] = OffsetAndMetadata(record.offset + 1, "", epoch)
-            self._positions[partition] = record.offset + 1
-            if careful:
-                self.flush_commits(force=True)  # one at a time: a crash now costs the message in hand alone
-            finished += 1
+        last, finished = None, 0  # the last record finished: its offset is committed for the batch
+        try:
+            for record in records:
+                if careful and self._guard.careful_until(partition, record.offset) is None:
+                    self.consumer.seek(partition, record.offset)  # past the crashed batch: back as a marked batch
+                    break
+                if self.stop_event.is_set():
+                    self.consumer.seek(partition, record.offset)  # left for the next owner, or the next poll
+                    break
+                try:
+                    if careful:
+                        self._handle_carefully(partition, record)
+                    else:
+                        self._handle(record)
+                except (_Retry, DeadLetterAborted):
+                    self.consumer.seek(partition, record.offset)  # uncommitted: fetched again by a later poll
+                    break
+                last, finished = record, finished + 1
+                if careful:  # one at a time: a crash now costs the message in hand alone
+                    self._commits.finished(partition, record.offset + 1, record.leader_epoch)
+                    self._commits.commit(force=True)
+        finally:
+            if last is not None:
+                self._commits.finished(partition, last.offset + 1, last.leader_epoch)
+                self._positions[partition] = last.offset + 1
         return finished
 
     def _handle_carefully(self, partition: TopicPartition, record: Any) -> None:
@@ -342,9 +322,9 @@ class ConsumerLoop:
             return  # stopping; the record is met again after the restart
         self._telemetry.flush()
         self.consumer.seek(partition, offset + 1)  # past it; this also drops kafka-python's broken parse state
-        self._pending[partition] = OffsetAndMetadata(offset + 1, "", -1)
+        self._commits.finished(partition, offset + 1, None)
         self._positions[partition] = offset + 1
-        self.flush_commits(force=True)
+        self._commits.commit(force=True)
 
     def _record_lag(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
         for partition, records in batches.items():
@@ -373,7 +353,7 @@ class ConsumerLoop:
     # --- rebalances (the listener calls these from inside poll and close) ----------------------------
 
     def take_pending(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
-        return {tp: self._pending.pop(tp) for tp in list(partitions) if tp in self._pending}
+        return self._commits.take(partitions)
 
     def partitions_left(self, partitions: set[TopicPartition], *, clean: bool) -> None:
         self._guard.hand_over(partitions, clean=clean)

@@ -16,6 +16,7 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     RebalanceInProgressError,
 )
+from kafka.future import Future
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
 from loop_support import STATUS, Loops, committed, drain, encoded, end_offsets, read_all, send_raw, status
@@ -150,7 +151,8 @@ def test_poison_messages_of_every_shape_are_dead_lettered_and_the_next_event_is_
 
 
 class FlakyCommits:
-    """A real consumer whose first commits fail with the given errors (all else passes through)."""
+    """A real consumer whose first commits by the loop fail with the given errors; all else passes through,
+    the revoke listener's commit included (it is the one ``commit_async`` call without a callback)."""
 
     def __init__(self, consumer: Any, failures: list[Exception]) -> None:
         self._consumer = consumer
@@ -160,6 +162,15 @@ class FlakyCommits:
         if self.failures:
             raise self.failures.pop(0)
         self._consumer.commit(offsets, timeout_ms=timeout_ms)
+
+    def commit_async(self, offsets: Any = None, callback: Any = None) -> Any:
+        if callback is not None and self.failures:
+            error = self.failures.pop(0)
+            callback(offsets, error)  # as kafka-python reports a failed commit
+            future = Future()
+            future.failure(error)
+            return future
+        return self._consumer.commit_async(offsets, callback=callback)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._consumer, name)
