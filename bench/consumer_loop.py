@@ -9,8 +9,9 @@ consumer group with the same consumer settings (``shared.kafka.make_consumer``):
 
 - bare: ``KafkaConsumer.poll`` in a loop, counting records, one commit at the end;
 - loop: ``ConsumerLoop`` with a no-op handler, telemetry installed as a service installs it, and its
-  delivery-attempt log (SQLite) as the services run it: decode, validate, span, metrics, one commit
-  and one attempt mark per poll batch.
+  delivery-attempt log (SQLite) as the services run it: decode, validate, trace context, metrics, one
+  commit and one attempt mark per poll batch (``--spans``: a span per message too, as when traces are
+  exported).
 
 Each contender must consume exactly ``--events`` messages (the loop: handled, none dead-lettered, and
 its committed offsets must add up); otherwise no rate is printed and the exit status is 1. The
@@ -143,7 +144,9 @@ def run_bare(settings: FerrySettings, expected: int) -> float:
     return expected / elapsed
 
 
-def run_loop(settings: FerrySettings, expected: int, partitions: list[TopicPartition], state: Path) -> float:
+def run_loop(
+    settings: FerrySettings, expected: int, partitions: list[TopicPartition], state: Path, spans: bool = False
+) -> float:
     group = f"{settings.topic_prefix}loop-{uuid.uuid4().hex[:6]}"
     handled = 0
 
@@ -158,6 +161,7 @@ def run_loop(settings: FerrySettings, expected: int, partitions: list[TopicParti
         group=group,
         handlers={TrainingStatus: [noop]},
         delivery_log=SqliteDeliveryLog(state / f"{group}.sqlite"),
+        spans=spans,
     )
     try:
         joined(loop.consumer)
@@ -182,8 +186,9 @@ def run_loop(settings: FerrySettings, expected: int, partitions: list[TopicParti
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kafka", help="bootstrap servers of a running broker")
+    parser.add_argument("--spans", action="store_true", help="a span per message, as when traces are exported")
     args = parser.parse_args()
     setup_telemetry("bench", log_level="WARNING")
     with broker_settings(args) as settings, tempfile.TemporaryDirectory(prefix="ferry-bench-") as state:
@@ -197,7 +202,7 @@ def main() -> int:
         try:
             for round_number in range(1, args.rounds + 1):
                 bare.append(run_bare(settings, args.events))
-                loop.append(run_loop(settings, args.events, list(ends), Path(state)))
+                loop.append(run_loop(settings, args.events, list(ends), Path(state), spans=args.spans))
                 print(f"  round {round_number}: bare {bare[-1]:8.0f}/s   loop {loop[-1]:8.0f}/s", flush=True)
         except CountMismatch as error:
             print(f"count mismatch, no rates: {error}", file=sys.stderr)
@@ -206,7 +211,8 @@ def main() -> int:
     ratio = best_loop / best_bare
     print(f"{args.events} events, {len(ends)} partitions, best of {args.rounds} rounds:")
     print(f"  bare kafka-python consumer   {best_bare:8.0f} events/s")
-    print(f"  ConsumerLoop, no-op handler  {best_loop:8.0f} events/s   loop/bare {ratio:.2f}   "
+    name = "ConsumerLoop + spans, no-op" if args.spans else "ConsumerLoop, no-op handler"
+    print(f"  {name:<27}  {best_loop:8.0f} events/s   loop/bare {ratio:.2f}   "
           f"{'OK' if ratio >= 0.6 and best_loop >= 10_000 else 'BELOW AIM (0.6 and 10,000/s)'}")  # fmt: skip
     logging.shutdown()
     return 0

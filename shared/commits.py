@@ -92,8 +92,10 @@ class OffsetCommitter:
         return taken
 
     def clear(self) -> None:
-        """Forget what was not committed (the broker is away at close: the next owner re-reads it)."""
+        """Forget every offset: at close, once committed (or, the broker away, left to the next owner)."""
         self._pending.clear()
+        self._latest.clear()
+        self._in_flight.clear()
 
     def _due(self, *, force: bool = False, everything: bool = False) -> dict[TopicPartition, OffsetAndMetadata]:
         self._take_failures()

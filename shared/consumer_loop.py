@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -142,7 +142,8 @@ class ConsumerLoop:
         self._closed = True
         try:
             if not self._commits.commit(everything=True, force=True):
-                self._commits.clear()  # the broker is away: the next owner re-reads from the last commit
+                log.warning("closing with offsets uncommitted (the broker is away): the next owner re-reads them")
+            self._commits.clear()  # nothing left for the revoke that kafka-python calls on close
             self._guard.hand_over(self.consumer.assignment(), clean=True)
             self.consumer.close(autocommit=False)
         except Exception as error:  # noqa: BLE001 - closing must not hide why the loop stopped
@@ -240,8 +241,7 @@ class ConsumerLoop:
             self._dead_letter(Original.of(record), reason=reason, error_type="NoHandler")
             return
         try:
-            for handler in handlers:
-                self._call_with_retries(handler, decoded, record.topic)
+            self._dispatch(handlers, decoded, record.topic)
         except (_Retry, DeadLetterAborted):
             raise
         except PermanentError as error:
@@ -254,16 +254,37 @@ class ConsumerLoop:
             return
         self._telemetry.count(record.topic, "handled")
 
-    def _call_with_retries(self, handler: Handler, decoded: Decoded, topic: str) -> None:
-        backoffs = iter(self._retry.backoffs())
+    def _dispatch(self, handlers: Sequence[Handler], decoded: Decoded, topic: str) -> None:
+        """Run the handlers in the producer's trace: each in a span of its own when spans are exported,
+        else in the producer's context alone (logs and the events they publish still carry the trace)."""
         parent = remote_parent(decoded.meta.traceparent)
+        if self._spans:
+            for handler in handlers:
+                self._call_with_retries(handler, decoded, topic, parent)
+            return
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            for handler in handlers:
+                self._call_with_retries(handler, decoded, topic, None)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    def _call_with_retries(self, handler: Handler, decoded: Decoded, topic: str, parent: Context | None) -> None:
+        backoffs: Iterator[float] | None = None
         while True:
             try:
-                self._call_in_trace(handler, decoded, parent)
+                if self._spans:
+                    name = f"handle {decoded.meta.type_name}"
+                    with self._tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER):
+                        handler(decoded.event, decoded.meta)
+                else:
+                    handler(decoded.event, decoded.meta)
                 return
             except Exception as error:
                 if not is_transient(error, self._transient):
                     raise
+                backoffs = backoffs or iter(self._retry.backoffs())
                 delay = next(backoffs, None)
                 if delay is None or self.stop_event.is_set():
                     log.warning("transient failure outlived its retries; will re-poll: %s", error)
@@ -271,21 +292,6 @@ class ConsumerLoop:
                     raise _Retry() from error
                 log.warning("transient failure, retrying in %.1fs: %s", delay, error)
                 self.stop_event.wait(delay)
-
-    def _call_in_trace(self, handler: Handler, decoded: Decoded, parent: Context | None) -> None:
-        """In a span of its own when spans are exported, else in the producer's context alone (logs and
-        the events the handler publishes still carry the trace)."""
-        if self._spans:
-            name = f"handle {decoded.meta.type_name}"
-            with self._tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER):
-                handler(decoded.event, decoded.meta)
-            return
-        token = otel_context.attach(parent) if parent is not None else None
-        try:
-            handler(decoded.event, decoded.meta)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
 
     def _dead_letter(self, original: Original, *, reason: str, error_type: str, outcome: str = "dead_lettered") -> None:
         log.warning("dead-lettering %s[%s]@%s: %s", original.topic, original.partition, original.offset, reason)
