@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -179,7 +179,7 @@ class ConsumerLoop:
 
     def _handle_partition(self, partition: TopicPartition, records: Sequence[Any]) -> int:
         careful = partition in self._guard.careful_partitions
-        last, finished = None, 0  # the last record finished: its offset is committed for the batch
+        last, finished, handled = None, 0, 0  # the last record finished: its offset is committed for the batch
         try:
             for record in records:
                 if careful and self._guard.careful_until(partition, record.offset) is None:
@@ -190,9 +190,9 @@ class ConsumerLoop:
                     break
                 try:
                     if careful:
-                        self._handle_carefully(partition, record)
+                        handled += self._handle_carefully(partition, record)
                     else:
-                        self._handle(record)
+                        handled += self._handle(record)
                 except (_Retry, DeadLetterAborted):
                     self.consumer.seek(partition, record.offset)  # uncommitted: fetched again by a later poll
                     break
@@ -204,9 +204,11 @@ class ConsumerLoop:
             if last is not None:
                 self._commits.finished(partition, last.offset + 1, last.leader_epoch)
                 self._positions[partition] = last.offset + 1
+            if handled:
+                self._telemetry.count(partition.topic, "handled", handled)
         return finished
 
-    def _handle_carefully(self, partition: TopicPartition, record: Any) -> None:
+    def _handle_carefully(self, partition: TopicPartition, record: Any) -> bool:
         """Count this attempt durably before handling; dead-letter the message once attempts run out."""
         previous = self._guard.previous_attempts(partition, record.offset)
         if previous >= self._guard.max_attempts:
@@ -215,44 +217,47 @@ class ConsumerLoop:
                 f"before it finished; dead-lettered unhandled after {self._guard.max_attempts} attempts"
             )
             self._dead_letter(Original.of(record), reason=reason, error_type="DeliveryAttemptsExhausted")
+            handled = False
         else:
             self._guard.set_attempts(partition, record.offset, previous + 1)
             try:
-                self._handle(record)
+                handled = self._handle(record)
             except (_Retry, DeadLetterAborted):
                 self._guard.set_attempts(partition, record.offset, previous)  # the consumer lived: no attempt
                 raise
         self._guard.finished(partition, record.offset)
+        return handled
 
-    def _handle(self, record: Any) -> None:
+    def _handle(self, record: Any) -> bool:
+        """Handle one message, or dead-letter it; True when its handlers ran to the end."""
         try:
             decoded = decode(record.headers, record.key, record.value)
         except DecodeError as error:
             self._dead_letter(Original.of(record), reason=str(error), error_type="DecodeError")
-            return
+            return False
         event_type = type(decoded.event)
         if not record.topic.endswith(event_type.topic):
             reason = f"{decoded.meta.type_name} belongs on topic {event_type.topic!r}, not {record.topic!r}"
             self._dead_letter(Original.of(record), reason=reason, error_type="WrongTopic")
-            return
+            return False
         handlers = self._handlers.get(event_type)
         if not handlers:
             reason = f"no handler for {decoded.meta.type_name} in consumer group {self._group!r}"
             self._dead_letter(Original.of(record), reason=reason, error_type="NoHandler")
-            return
+            return False
         try:
             self._dispatch(handlers, decoded, record.topic)
         except (_Retry, DeadLetterAborted):
             raise
         except PermanentError as error:
             self._dead_letter(Original.of(record), reason=str(error), error_type="PermanentError")
-            return
+            return False
         except Exception as error:  # noqa: BLE001 - a handler bug must not kill the loop; the DLQ keeps the event
             log.exception("handler failed permanently", extra={"topic": record.topic, "offset": record.offset})
             reason = f"{type(error).__name__}: {error}"
             self._dead_letter(Original.of(record), reason=reason, error_type=type(error).__name__)
-            return
-        self._telemetry.count(record.topic, "handled")
+            return False
+        return True
 
     def _dispatch(self, handlers: Sequence[Handler], decoded: Decoded, topic: str) -> None:
         """Run the handlers in the producer's trace: each in a span of its own when spans are exported,
@@ -265,14 +270,36 @@ class ConsumerLoop:
         token = otel_context.attach(parent) if parent is not None else None
         try:
             for handler in handlers:
-                self._call_with_retries(handler, decoded, topic, None)
+                try:
+                    handler(decoded.event, decoded.meta)
+                except Exception as error:  # noqa: BLE001 - sorted out, and retried if transient, off the hot path
+                    self._call_with_retries(handler, decoded, topic, None, failed=error)
         finally:
             if token is not None:
                 otel_context.detach(token)
 
-    def _call_with_retries(self, handler: Handler, decoded: Decoded, topic: str, parent: Context | None) -> None:
-        backoffs: Iterator[float] | None = None
+    def _call_with_retries(
+        self,
+        handler: Handler,
+        decoded: Decoded,
+        topic: str,
+        parent: Context | None,
+        failed: Exception | None = None,
+    ) -> None:
+        """Call the handler (again, after it ``failed``); retry transient failures with back-off."""
+        backoffs = iter(self._retry.backoffs())
+        error = failed
         while True:
+            if error is not None:
+                if not is_transient(error, self._transient):
+                    raise error
+                delay = next(backoffs, None)
+                if delay is None or self.stop_event.is_set():
+                    log.warning("transient failure outlived its retries; will re-poll: %s", error)
+                    self._telemetry.count(topic, "retry_later")
+                    raise _Retry() from error
+                log.warning("transient failure, retrying in %.1fs: %s", delay, error)
+                self.stop_event.wait(delay)
             try:
                 if self._spans:
                     name = f"handle {decoded.meta.type_name}"
@@ -281,17 +308,8 @@ class ConsumerLoop:
                 else:
                     handler(decoded.event, decoded.meta)
                 return
-            except Exception as error:
-                if not is_transient(error, self._transient):
-                    raise
-                backoffs = backoffs or iter(self._retry.backoffs())
-                delay = next(backoffs, None)
-                if delay is None or self.stop_event.is_set():
-                    log.warning("transient failure outlived its retries; will re-poll: %s", error)
-                    self._telemetry.count(topic, "retry_later")
-                    raise _Retry() from error
-                log.warning("transient failure, retrying in %.1fs: %s", delay, error)
-                self.stop_event.wait(delay)
+            except Exception as failure:  # noqa: BLE001 - sorted out at the top of the next turn
+                error = failure
 
     def _dead_letter(self, original: Original, *, reason: str, error_type: str, outcome: str = "dead_lettered") -> None:
         log.warning("dead-lettering %s[%s]@%s: %s", original.topic, original.partition, original.offset, reason)

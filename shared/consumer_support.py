@@ -62,23 +62,23 @@ class Backoff:
 
 
 def remote_parent(traceparent: str | None) -> Context | None:
-    """The producer's span from a W3C ``traceparent``, as the parent context of the handling.
+    """The producer's span from a W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), as the parent
+    context of the handling.
 
     Parsed by hand: the propagator's regular expression costs more than a whole no-op handling.
     """
-    if not traceparent:
+    if not traceparent or len(traceparent) < 55 or traceparent[:2] == "ff":
         return None
-    parts = traceparent.split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or parts[0] == "ff":
+    if traceparent[2] != "-" or traceparent[35] != "-" or traceparent[52] != "-":
         return None
     try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+        flags = int(traceparent[53:55], 16)
     except ValueError:
         return None
     if not trace_id or not span_id:
         return None
-    span_context = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
-    return trace.set_span_in_context(NonRecordingSpan(span_context))
+    return trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, True, TraceFlags(flags))))
 
 
 def unreadable_partition(consumer: KafkaConsumer) -> TopicPartition | None:

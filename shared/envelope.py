@@ -83,11 +83,9 @@ def encode(event: Event, *, source: str, event_id: str | None = None, traceparen
     headers: Headers = list(message.headers.items())
     headers.append(("traceparent", (traceparent or current_traceparent()).encode()))
     value = message.value if isinstance(message.value, bytes) else message.value.encode()
+    if _NUL in value and _has_nul(json.loads(value)):  # refused here as every consumer would refuse it
+        raise ValueError(f"{event.type_name}: a string holds a NUL character (\\u0000), which no Ferry event may")
     return Encoded(key=event.partition_key().encode(), value=value, headers=headers)
-
-
-def _header_dict(headers: Headers | None) -> dict[str, bytes]:
-    return {name: value for name, value in headers or [] if value is not None}
 
 
 REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_type", "ce_source")
@@ -132,22 +130,28 @@ def decode(headers: Headers | None, key: bytes | None, value: bytes | None) -> D
     if value is None:
         raise DecodeError("message has no value")
     event = _validate(event_class, value)
+    try:
+        event_id, source = raw_id.decode(), raw_source.decode()
+    except UnicodeDecodeError as error:
+        raise DecodeError(f"header {'ce_id' if _not_utf8(raw_id) else 'ce_source'} is not UTF-8") from error
     traceparent = found.get("traceparent")
+    time_header = found.get("ce_time")
     meta = EventMeta(
-        _text(raw_id, "ce_id"),
-        _text(raw_source, "ce_source"),
-        _time(found.get("ce_time")),
+        event_id,
+        source,
+        _time(time_header) if time_header else utc_now(),
         traceparent.decode(errors="replace") if traceparent is not None else None,
         event_class.type_name,
     )
     return Decoded(event, meta)
 
 
-def _text(raw: bytes, name: str) -> str:
+def _not_utf8(raw: bytes) -> bool:
     try:
-        return raw.decode()
-    except UnicodeDecodeError as error:
-        raise DecodeError(f"header {name} is not UTF-8") from error
+        raw.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _validate(event_class: type[Event], value: bytes) -> Event:
@@ -183,9 +187,7 @@ def _has_nul(data: Any) -> bool:
     return False
 
 
-def _time(raw: bytes | None) -> datetime:
-    if not raw:
-        return utc_now()
+def _time(raw: bytes) -> datetime:
     text = raw.decode(errors="replace")
     try:
         return datetime.fromisoformat(text)

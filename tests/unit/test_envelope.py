@@ -12,16 +12,17 @@ from shared.envelope import DecodeError, decode, encode
 from shared.events import Compression, Hyperparameters, TrainingRequested, TrainingStatus
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}", fullmatch=True)
+no_nul = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))  # encode refuses NUL
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 
 statuses = st.builds(
     TrainingStatus,
     model_name=names,
-    request_id=st.text(min_size=1, max_size=40),
+    request_id=st.text(no_nul, min_size=1, max_size=40),
     state=st.sampled_from(["started", "progress", "completed", "failed"]),
     epoch=st.none() | st.integers(0, 10_000),
     train_loss=st.none() | finite,
-    reason=st.none() | st.text(max_size=200),
+    reason=st.none() | st.text(no_nul, max_size=200),
 )
 requests = st.builds(
     TrainingRequested,
@@ -138,3 +139,8 @@ def test_a_long_list_of_problems_is_summarised_not_dumped() -> None:
         decode(headers, key, value)
     assert "extra0: Extra inputs are not permitted" in str(error.value)
     assert str(error.value).endswith("and 40 more problems")
+
+
+def test_an_event_holding_a_nul_character_is_refused_when_encoded_too() -> None:
+    with pytest.raises(ValueError, match="NUL character"):
+        encode(TrainingStatus(model_name="m", request_id="r", state="failed", reason="bad\x00byte"), source="t")
