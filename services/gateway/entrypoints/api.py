@@ -2,9 +2,9 @@
 
 ``create_app`` returns an ASGI app that sends ``POST .../infer`` to the plain-ASGI inference route and
 everything else to FastAPI (metadata, health, ``/metrics``, ``/admin/faults``, the OpenAPI document).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations``: FastAPI must resolve annotations naming local objects.
+"""
 
 import hmac
 from collections.abc import AsyncIterator
