@@ -4,8 +4,8 @@ loaded, verified, warmed-up versions and swaps them in.
 A swap: fetch each new version's artifact by digest through the store's one verified read path (never
 a URI from an event), check its signature, build and warm up its session (all on the caller's thread,
 while the old versions keep serving), then install the new snapshot on the event loop and release what
-it no longer uses once its requests are done. A version that fails any step is never served; the model
-keeps its current snapshot and revision, so a later event (or the same one redelivered) tries again.
+it no longer uses once its requests are done. A version that fails any step is never served: what
+served its role before keeps serving, and the next deployment event tries that version again.
 """
 
 from __future__ import annotations
@@ -62,46 +62,60 @@ class Deployer:
     swap_timeout_s: float = 120.0
 
     def apply(self, deployment: Deployment) -> ApplyOutcome:
-        """Serve ``deployment`` if it is newer than what is served; call from any thread but the loop's."""
+        """Serve ``deployment`` if it is newer than what is served; call from any thread but the loop's.
+
+        A version that fails to load is replaced by what served its role before (the current champion
+        keeps serving for a refused champion; a refused challenger gets no traffic), and the outcome is
+        "refused"; the rest of the deployment (another version, the weights) still applies.
+        """
         name = deployment.model_name
         current = self.fleet.get(name)
         if current is not None and not is_newer(deployment, current.deployment):
             self.on_outcome(name, "stale")
             return "stale"
         fresh: list[LoadedVersion] = []
+        refusals: list[str] = []
         try:
-            state = self._state_for(deployment, current, fresh)
-        except VersionRefused as error:
+            state = self._state_for(deployment, current, fresh, refusals)
+            self._install(name, state)
+        except BaseException:
             for version in fresh:
                 version.close()
-            log.error("deployment of %s revision %d refused; still serving what it had: %s",
-                      name, deployment.revision, error)  # fmt: skip
+            raise
+        served = {role: getattr(state, role).version for role in ("champion", "challenger", "previous")
+                  if getattr(state, role) is not None}  # fmt: skip
+        if refusals:
+            log.error("%s revision %d: refused %s; serving %s", name, deployment.revision, "; ".join(refusals), served)
             self.on_outcome(name, "refused")
             return "refused"
-        self._install(name, state)
-        served = {role: getattr(state, role).version for role in ("champion", "challenger", "previous")
-                  if state is not None and getattr(state, role) is not None}  # fmt: skip
         log.info("%s revision %d now served: %s", name, deployment.revision, served)
         self.on_outcome(name, "applied")
         return "applied"
 
-    def _state_for(self, deployment: Deployment, current: ModelState | None, fresh: list[LoadedVersion]) -> ModelState:
-        loaded: dict[int, LoadedVersion] = {
-            version.version: version for version in (current.loaded() if current else [])
-        }
+    def _state_for(
+        self, deployment: Deployment, current: ModelState | None, fresh: list[LoadedVersion], refusals: list[str]
+    ) -> ModelState:
+        loaded = {version.version: version for version in (current.loaded() if current else [])}
 
-        def obtain(spec: VersionSpec | None) -> LoadedVersion | None:
+        def obtain(spec: VersionSpec | None, instead: LoadedVersion | None) -> LoadedVersion | None:
             if spec is None:
                 return None
             existing = loaded.get(spec.version)
             if existing is not None and existing.spec == spec:
                 return existing  # a rollback or a weight change reuses the session it has
-            version = self._load(deployment.model_name, spec)
+            try:
+                version = self._load(deployment.model_name, spec)
+            except VersionRefused as error:
+                refusals.append(str(error))
+                return instead
             fresh.append(version)
             loaded[spec.version] = version
             return version
 
-        champion, challenger = obtain(deployment.champion), obtain(deployment.challenger)
+        champion = obtain(deployment.champion, current.champion if current else None)
+        challenger = obtain(deployment.challenger, None)
+        if challenger is champion:
+            challenger = None
         previous = None
         if self.keep_previous and current is not None:
             old_champion = current.champion.version if current.champion else None

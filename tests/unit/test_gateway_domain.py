@@ -15,12 +15,12 @@ from services.gateway.domain import (
     InvalidInput,
     RateLimiter,
     batch_take,
+    check_inputs,
     choose_version,
     previous_after,
     retry_after_header,
     route_fraction,
     split_offsets,
-    check_inputs,
 )
 from services.gateway.sample_models import classifier_signature
 

@@ -21,7 +21,9 @@ ROW = [0.3, -1.2, 0.8, 0.1, 2.0, -0.4, 0.9, 1.5]
 ADMIN = {"Authorization": "Bearer t"}
 
 
-def post(client: httpx.Client, model: str = "m", *, key: str | None = None, path: str = "", **headers: str) -> httpx.Response:
+def post(
+    client: httpx.Client, model: str = "m", *, key: str | None = None, path: str = "", **headers: str
+) -> httpx.Response:
     if key is not None:
         headers["x-ferry-route-key"] = key
     return client.post(f"/v2/models/{model}{path}/infer", json=infer_json([ROW]), headers=headers)
@@ -138,8 +140,14 @@ def test_a_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(tmp_pat
         assert served.apply(Deployment("m", 3, champion=wrong_signature.__class__(
             3, wrong_signature.sha256, wrong_signature.size_bytes, v1.signature))) == "refused"  # fmt: skip
         assert post(c).json()["model_version"] == "1"
-        assert c.get("/status").json()["models"]["m"]["revision"] == 1
-        assert total(served.url, "ferry_gateway_deployments_total", model="m", outcome="refused") == 2
+        assert c.get("/status").json()["models"]["m"]["champion"]["version"] == 1
+        # A deployment that brings a good canary beside the refused champion still gets its canary.
+        v4 = store_version(store, 4)
+        assert served.apply(Deployment("m", 4, champion=v2, challenger=v4, canary_weight=1.0)) == "refused"
+        assert post(c, key="any").json()["model_version"] == "4"
+        assert post(c, path="/versions/1").json()["model_version"] == "1"
+        assert post(c, path="/versions/2").status_code == 404
+        assert total(served.url, "ferry_gateway_deployments_total", model="m", outcome="refused") == 3
 
 
 def test_hot_swap_under_concurrent_load_fails_no_request(tmp_path: Path) -> None:
@@ -164,9 +172,12 @@ def test_hot_swap_under_concurrent_load_fails_no_request(tmp_path: Path) -> None
             worker.start()
         try:
             for revision, version in enumerate(versions[1:] + versions[:1], start=2):
-                threading.Event().wait(0.3)
                 assert served.apply(Deployment("m", revision, champion=version)) == "applied"
-            threading.Event().wait(0.3)
+                before = seen[str(version.version)]
+                for _ in range(3000):  # until requests are answered by the version swapped in
+                    if seen[str(version.version)] > before + 20 or failures:
+                        break
+                    threading.Event().wait(0.01)
         finally:
             stop.set()
             for worker in workers:
