@@ -2,14 +2,17 @@
 
 A request joins the open batch. The batch leaves when it holds ``max_batch_size`` rows, or when its
 oldest request has waited ``max_delay_ms`` (0: at the next turn of the event loop, which still gathers
-every request that arrived in the same turn). While a run is on the runner thread, new requests gather
-into the next batch, so batches grow with the load and a lone request waits for nobody. The run itself
-happens on the version's own thread (ONNX Runtime releases the GIL), never on the event loop.
+every request that arrived in the same turn). While a run is in progress, new requests gather into the
+next batch, so batches grow with the load and a lone request waits for nobody. A run that takes longer
+than ``inline_below_ms`` (on average) happens on the version's own thread (ONNX Runtime releases the
+GIL); shorter ones run on the event loop itself, where handing off to a thread and back would cost more
+than the run (two context switches, far more on a busy machine).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ class Batcher:
         batchable: bool = True,
         name: str = "version",
         on_batch: Callable[[int], None] | None = None,
+        inline_below_ms: float = 1.0,
     ) -> None:
         self._run = run
         self._max_rows = config.max_batch_size if batchable else 1
@@ -50,6 +54,8 @@ class Batcher:
         self._queued_rows = 0
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._running = False
+        self._inline_below_s = inline_below_ms / 1000
+        self._run_s = 0.0  # moving average of a run's time
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
 
     @property
@@ -85,32 +91,46 @@ class Batcher:
         self._queued_rows -= sum(item.rows for item in batch)
         self._running = True
         self._on_batch(len(batch))
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._executor, self._run_batch, [item.feeds for item in batch])
-        work.add_done_callback(lambda done: self._finished(batch, done))
+        feeds = [item.feeds for item in batch]
+        if self._inline:
+            self._finished(batch, *self._timed(feeds))
+            return
+        work = asyncio.get_running_loop().run_in_executor(self._executor, self._timed, feeds)
+        work.add_done_callback(lambda done: self._finished(batch, *done.result()))
 
-    def _run_batch(self, all_feeds: list[Feeds]) -> list[np.ndarray]:
-        if len(all_feeds) == 1:
-            return self._run(all_feeds[0])
-        merged = {name: np.concatenate([feeds[name] for feeds in all_feeds]) for name in all_feeds[0]}
-        return self._run(merged)
+    def _timed(self, all_feeds: list[Feeds]) -> tuple[list[np.ndarray] | None, BaseException | None]:
+        """Run one batch; its outputs or its error. The run's time decides where the next batch runs."""
+        started = time.perf_counter()
+        try:
+            if len(all_feeds) == 1:
+                outputs, error = self._run(all_feeds[0]), None
+            else:
+                merged = {name: np.concatenate([feeds[name] for feeds in all_feeds]) for name in all_feeds[0]}
+                outputs, error = self._run(merged), None
+        except Exception as failure:  # noqa: BLE001 - handed to every request of the batch
+            outputs, error = None, failure
+        self._run_s = 0.8 * self._run_s + 0.2 * (time.perf_counter() - started)
+        return outputs, error
 
-    def _finished(self, batch: list[_Queued], done: asyncio.Future[list[np.ndarray]]) -> None:
+    @property
+    def _inline(self) -> bool:
+        """Runs shorter than the thread hand-off they would need go on the event loop itself."""
+        return self._run_s < self._inline_below_s
+
+    def _finished(self, batch: list[_Queued], outputs: list[np.ndarray] | None, error: BaseException | None) -> None:
         self._running = False
-        error = done.exception()
-        if error is not None:
+        if outputs is None:
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(error)
+                    item.future.set_exception(error or RuntimeError("the run gave no outputs"))
         else:
-            outputs = done.result()
             offsets = split_offsets([item.rows for item in batch]) if len(batch) > 1 else [(0, batch[0].rows)]
-            for item, (start, stop) in zip(batch, offsets, strict=False):
+            for item, (start, stop) in zip(batch, offsets, strict=True):
                 if not item.future.done():
                     item.future.set_result(outputs if len(batch) == 1 else [out[start:stop] for out in outputs])
-        if self._queue:
-            # Those that queued during the run have waited at least that long: they go now.
-            self._dispatch()
+        if self._queue and self._timer is None:
+            # Those that queued during the run have waited at least that long: they go at the next turn.
+            self._timer = asyncio.get_running_loop().call_soon(self._dispatch)
 
     def close(self) -> None:
         """Release the runner thread once nothing is queued or running (the fleet drains first)."""

@@ -127,7 +127,8 @@ def version_loader(
         log.info("loaded %s v%s on %s", model_name, spec.version, model.provider)
         labels = {"model": model_name, "version": str(spec.version)}
         batcher = Batcher(model.run, config, batchable=can_batch, name=f"{model_name}-v{spec.version}",
-                          on_batch=lambda size: metrics.batch_size.record(size, labels))  # fmt: skip
+                          on_batch=lambda size: metrics.batch_size.record(size, labels),
+                          inline_below_ms=settings.inline_run_ms)  # fmt: skip
         return LoadedVersion(model_name=model_name, spec=spec, model=model, batcher=batcher)
 
     return load

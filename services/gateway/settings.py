@@ -48,6 +48,9 @@ class GatewaySettings(BaseSettings):
         description="Each process reads every change in its own group <prefix>-<host>-<pid>",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when a GPU is there")
+    inline_run_ms: float = Field(
+        default=1.0, ge=0, le=1000, description="Runs shorter than this go on the event loop, longer on a thread"
+    )
     ort_threads: int = Field(default=1, ge=1, le=256, description="ONNX Runtime intra-op threads per session")
     batching: BatchSettings = Field(default_factory=BatchSettings, description="Default dynamic batching")
     model_batching: dict[str, BatchSettings] = Field(

@@ -78,7 +78,10 @@ class GatewayMetrics:
         """Count each row's predicted class (the arg-max of a 2-D output)."""
         if output.ndim != 2 or output.shape[0] == 0:
             return
-        classes, counts = np.unique(output.argmax(axis=1), return_counts=True)
         version_label = str(version)
+        if output.shape[0] == 1:  # the common case, without np.unique's sort
+            self.predictions.add(1, {"model": model, "version": version_label, "class": str(int(output[0].argmax()))})
+            return
+        classes, counts = np.unique(output.argmax(axis=1), return_counts=True)
         for predicted_class, count in zip(classes.tolist(), counts.tolist(), strict=False):
             self.predictions.add(count, {"model": model, "version": version_label, "class": str(predicted_class)})

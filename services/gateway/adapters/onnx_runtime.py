@@ -47,10 +47,26 @@ def choose_providers(device: str) -> list[Any]:
     wanted_cuda = device == "cuda" or (device == "auto" and gpu_present())
     chosen: list[Any] = []
     if wanted_cuda and CUDA in ort.get_available_providers():
+        _preload_cuda_libraries()
         # TF32 trades ~1e-3 relative precision for speed; the evaluator measured the model in full FP32.
         chosen.append((CUDA, {"use_tf32": "0"}))
     chosen.append(CPU)
     return chosen
+
+
+_preloaded: list[bool] = []
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the NVIDIA wheels in this environment, once (ORT finds them no other way
+    unless torch was imported first); a failure here shows up as a CPU provider, which is logged."""
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded.append(True)
+    try:
+        ort.preload_dlls()
+    except Exception as error:  # noqa: BLE001 - best effort; the session reports what it really got
+        log.warning("could not preload the CUDA libraries: %s", error)
 
 
 @dataclass
