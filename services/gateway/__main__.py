@@ -9,6 +9,7 @@ consumer loop died.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -43,6 +44,10 @@ def main() -> int:
         uvicorn.run("services.gateway.__main__:app_factory", factory=True, workers=settings.workers, **options)
         return 0
     app = app_factory()
+    # uvicorn handles SIGTERM while serving and raises it again once it has stopped: by then this no-op
+    # is the handler, so the process returns its own exit status instead of dying of the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: None)
     log.info("gateway serving on http://%s:%s (OpenAPI at /docs)", settings.host, settings.port)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
     return 1 if _built and _built[0].failed else 0

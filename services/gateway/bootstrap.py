@@ -81,6 +81,9 @@ class Gateway:
             try:
                 target()
             except BaseException:
+                if self.stop_event.is_set():
+                    log.info("%s ended while stopping", threading.current_thread().name)
+                    return
                 log.exception("%s crashed; stopping the gateway", threading.current_thread().name)
                 self._fail()
                 raise
