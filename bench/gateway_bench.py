@@ -178,6 +178,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
+    parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]
     cores = len(os.sched_getaffinity(0))
@@ -200,6 +201,8 @@ def main() -> int:
         plan += [("(d) torchserve (batch 8, 5 ms)", lambda: peer_server("torchserve", model, cores)),
                  ("(d) mlserver", lambda: peer_server("mlserver", model, cores))]  # fmt: skip
     for name, start in plan:
+        if args.only not in name:
+            continue
         print(f"measuring {name} ...", flush=True)
         try:
             server = start()
