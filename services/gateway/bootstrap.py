@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from services.gateway.adapters.access_log import AccessLog
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.onnx_runtime import load_model
 from services.gateway.adapters.registry import DeploymentSource, RegistryClient, load_with_retries
@@ -44,6 +45,7 @@ class Gateway:
     stop_event: threading.Event = field(default_factory=threading.Event)
     failed: bool = False
     consumer: ConsumerLoop | None = None
+    access_log: AccessLog | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -55,6 +57,8 @@ class Gateway:
 
     async def start(self) -> None:
         self.deployer.loop = asyncio.get_running_loop()
+        if self.access_log is not None:
+            self.access_log.start()
         thread = threading.Thread(target=self._guarded(self._follow), name="deployments", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -103,6 +107,8 @@ class Gateway:
         await asyncio.to_thread(self._join)
         await self.inference.drain_shadows()
         await self.fleet.close()
+        if self.access_log is not None:
+            await self.access_log.stop()
 
     def _join(self) -> None:
         for thread in self._threads:
@@ -128,9 +134,8 @@ def version_loader(
         model = load_model(data, spec.signature, device=settings.device, threads=settings.ort_threads,
                            warmup_batches=sizes)  # fmt: skip
         log.info("loaded %s v%s on %s", model_name, spec.version, model.provider)
-        labels = {"model": model_name, "version": str(spec.version)}
         batcher = Batcher(model.run, config, batchable=can_batch, name=f"{model_name}-v{spec.version}",
-                          on_batch=lambda size: metrics.batch_size.record(size, labels),
+                          on_batch=lambda size: metrics.batch(model_name, spec.version, size),
                           inline_below_ms=settings.inline_run_ms)  # fmt: skip
         return LoadedVersion(model_name=model_name, spec=spec, model=model, batcher=batcher)
 
@@ -157,7 +162,7 @@ def bootstrap(
     store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
     deployer = Deployer(
         fleet, store, version_loader(settings, metrics), keep_previous=settings.keep_previous,
-        on_outcome=lambda model, outcome: metrics.swaps.add(1, {"model": model, "outcome": outcome}),
+        on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )  # fmt: skip
     if source is None:
         source = RegistryClient(settings.registry_url, timeout_s=settings.registry_timeout_s)
@@ -165,6 +170,7 @@ def bootstrap(
         from services.gateway.entrypoints.consumer import build_consumer_loop
 
         loop_factory = build_consumer_loop
-    gateway = Gateway(settings, fleet, inference, deployer, metrics, source, loop_factory)
+    gateway = Gateway(settings, fleet, inference, deployer, metrics, source, loop_factory,
+                      access_log=AccessLog() if settings.access_log else None)  # fmt: skip
     holder.append(gateway)
     return gateway

@@ -88,7 +88,7 @@ class Inference:
         started = self.clock()
         wait = self.limiter.check(client, started)
         if wait > 0:
-            self.metrics.rate_limited.add(1, {"model": trail.model})
+            self.metrics.count("rate_limited", (trail.model,))
             raise RateLimited(wait)
         state = self.fleet.get(trail.model)
         if state is None or state.champion is None and state.challenger is None and pinned is None:
@@ -103,7 +103,7 @@ class Inference:
             raise
         kind: WorkKind = "canary" if route == "canary" else "champion"
         if not self.admission.try_enter(kind):
-            self.metrics.shed.add(1, {"model": trail.model, "kind": kind})
+            self.metrics.count("shed", (trail.model, kind))
             raise Overloaded(kind)
         feeds = {tensor.name: tensor.data for tensor in tensors}
         deadline = started + min(deadline_s or self.max_deadline_s, self.max_deadline_s)
@@ -196,7 +196,7 @@ class Inference:
                 answer: list[np.ndarray], deadline: float) -> None:  # fmt: skip
         """Send the same inputs to the challenger in the background; compare, never answer with it."""
         if not self.admission.try_enter("shadow"):
-            self.metrics.shed.add(1, {"model": model, "kind": "shadow"})
+            self.metrics.count("shed", (model, "shadow"))
             return
         task = asyncio.get_running_loop().create_task(self._shadow(model, challenger, feeds, answer, deadline))
         self._shadows.add(task)
@@ -212,11 +212,11 @@ class Inference:
             self.admission.leave()
         if answer[0].ndim == 2 and outputs[0].shape == answer[0].shape:
             agreed = int(np.count_nonzero(outputs[0].argmax(axis=1) == answer[0].argmax(axis=1)))
-            labels = {"model": model, "version": str(challenger.version)}
+            version = str(challenger.version)
             if agreed:
-                self.metrics.shadow_comparisons.add(agreed, {**labels, "agreed": "true"})
+                self.metrics.count("shadow_comparisons", (model, version, "true"), agreed)
             if agreed < len(answer[0]):
-                self.metrics.shadow_comparisons.add(len(answer[0]) - agreed, {**labels, "agreed": "false"})
+                self.metrics.count("shadow_comparisons", (model, version, "false"), len(answer[0]) - agreed)
 
     async def drain_shadows(self) -> None:
         """Wait for the shadow runs in flight (tests and shutdown)."""

@@ -68,6 +68,9 @@ class GatewaySettings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, gt=0, description="Wait for in-flight requests before a release")
     warmup_batch: bool = Field(default=True, description="Warm up at the largest batch size too")
     access_log: bool = Field(default=True, description="One log line per request: id, model, version, route")
+    trace_requests: bool | None = Field(
+        default=None, description="A span per request; default: when OTEL_EXPORTER_OTLP_ENDPOINT is set"
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("FERRY_GATEWAY_ADMIN_TOKEN", "admin_token"),
@@ -75,6 +78,12 @@ class GatewaySettings(BaseSettings):
     )
     startup_timeout_s: float = Field(default=120.0, gt=0, description="How long to wait for the registry at start")
     shutdown_timeout_s: float = Field(default=15.0, gt=0)
+
+    @property
+    def tracing(self) -> bool:
+        if self.trace_requests is not None:
+            return self.trace_requests
+        return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
     def batch_config(self, model_name: str) -> BatchConfig:
         return self.model_batching.get(model_name, self.batching).config()

@@ -52,7 +52,7 @@ class GatewayApp:
     def __init__(self, gateway: Gateway, api: FastAPI) -> None:
         self.gateway = gateway
         self.api = api
-        self.infer = InferRoute(gateway.inference, gateway.settings)
+        self.infer = InferRoute(gateway.inference, gateway.settings, gateway.access_log, gateway.settings.tracing)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
