@@ -81,11 +81,13 @@ def in_process(model: Path, connections: int, seconds: float) -> dict[str, float
 
 def load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
     """Drive ``url`` from a separate process; the summary, or why no rate is printed."""
-    command = [sys.executable, str(HERE / "gateway_load.py"), url, str(body_file), str(connections), str(seconds)]
+    out_file = body_file.with_name("load-result.json")
+    command = [sys.executable, str(HERE / "gateway_load.py"), url, str(body_file), str(connections), str(seconds),
+               str(out_file)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if result.returncode != 0:
         return f"load generator failed: {result.stderr.strip()[-200:]}"
-    answer = json.loads(result.stdout)
+    answer = json.loads(out_file.read_text())
     if answer["failed"] or answer["ok"] != len(answer["latencies_ms"]) or not answer["ok"]:
         return f"refused to rate: {answer['ok']} answered 200 of {len(answer['latencies_ms'])} ({answer['statuses']})"
     return summary(answer["ok"], answer["seconds"], answer["latencies_ms"])
@@ -143,8 +145,8 @@ def measure(server: Server, body: bytes, body_file: Path, levels: list[int], sec
         server.wait_ready(body)
         load(server.url, body_file, 8, 1.0)  # warm-up
         return {level: load(server.url, body_file, level, seconds) for level in levels}
-    except (RuntimeError, subprocess.SubprocessError, OSError) as error:
-        return {level: str(error) for level in levels}
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
+        return {level: f"failed: {error}"[:160] for level in levels}
     finally:
         server.stop()
 

@@ -202,13 +202,14 @@ def _check_load(args: argparse.Namespace, checks: Checks, url: str, model: bytes
     request = Path(tempfile.mkstemp(suffix=".json")[1])
     one_row = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": rows[0].tolist()}]}
     request.write_text(json.dumps(one_row))
+    out_file = request.with_suffix(".out.json")
     command = [sys.executable, str(ROOT / "bench" / "gateway_load.py"), f"{url}/v2/models/gpu/infer", str(request),
-               "16", str(args.seconds)]  # fmt: skip
+               "16", str(args.seconds), str(out_file)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         checks.record("load through the gateway", False, done.stderr[-300:])
         return
-    result = json.loads(done.stdout)
+    result = json.loads(out_file.read_text())
     latencies = sorted(result["latencies_ms"]) or [0.0]
     rate = result["ok"] / result["seconds"]
     p50, p99 = latencies[len(latencies) // 2], latencies[int(0.99 * (len(latencies) - 1))]

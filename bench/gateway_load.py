@@ -2,9 +2,10 @@
 last answer has arrived (closed loop), for a fixed time. It counts answered requests by status and keeps
 every latency. Run as its own process (its own interpreter and GIL) by gateway_bench.py:
 
-    python bench/gateway_load.py URL BODY_FILE CONNECTIONS SECONDS [HEADER:VALUE ...]
+    python bench/gateway_load.py URL BODY_FILE CONNECTIONS SECONDS OUT_FILE [HEADER:VALUE ...]
 
-prints one JSON line: {"ok": n, "failed": n, "statuses": {...}, "seconds": s, "latencies_ms": [...]}.
+writes one JSON object to OUT_FILE: {"ok": n, "failed": n, "statuses": {...}, "seconds": s,
+"latencies_ms": [...]} (a file, not stdout: a pipe left non-blocking by the event loop cuts long lines).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ async def run(url: str, body: bytes, connections: int, seconds: float, headers: 
 
 
 def main() -> None:
-    url, body_file, connections, seconds, *headers = sys.argv[1:]
+    url, body_file, connections, seconds, out_file, *headers = sys.argv[1:]
     work = run(url, Path(body_file).read_bytes(), int(connections), float(seconds), headers)
     try:
         import uvloop
@@ -97,7 +98,7 @@ def main() -> None:
         result = uvloop.run(work)
     except ImportError:
         result = asyncio.run(work)
-    print(json.dumps(result))
+    Path(out_file).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
