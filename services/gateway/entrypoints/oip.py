@@ -77,11 +77,11 @@ def decode_infer(body: bytes, header_length: int | None) -> InferBody:
     )  # fmt: skip
 
 
-def _object(value: Any, what: str) -> dict[str, Any]:
+def _object(value: Any, what: str, position: int | None = None) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidInput(f"'{what}' must be a JSON object")
+        raise InvalidInput(f"'{what.format(position)}' must be a JSON object")
     return value
 
 
@@ -126,7 +126,7 @@ def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
         raise InvalidInput(f"input {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers")
     count = math.prod(shape)
     dtype = _DTYPES[datatype]
-    size = _object(raw.get("parameters"), f"inputs[{position}].parameters").get("binary_data_size")
+    size = _object(raw.get("parameters"), "inputs[{}].parameters", position).get("binary_data_size")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
@@ -167,7 +167,7 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput]:
     for position, raw in enumerate(outputs):
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise InvalidInput(f"outputs[{position}] must be an object with a string 'name'")
-        binary = _object(raw.get("parameters"), f"outputs[{position}].parameters").get("binary_data")
+        binary = _object(raw.get("parameters"), "outputs[{}].parameters", position).get("binary_data")
         requested.append(RequestedOutput(raw["name"], binary if isinstance(binary, bool) else None))
     return requested
 
