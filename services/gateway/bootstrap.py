@@ -134,6 +134,7 @@ def version_loader(
         model = load_model(data, spec.signature, device=settings.device, threads=settings.ort_threads,
                            warmup_batches=sizes)  # fmt: skip
         log.info("loaded %s v%s on %s", model_name, spec.version, model.provider)
+        metrics.prepare(model_name, spec.version)
         batcher = Batcher(model.run, config, batchable=can_batch, name=f"{model_name}-v{spec.version}",
                           on_batch=lambda size: metrics.batch(model_name, spec.version, size),
                           inline_below_ms=settings.inline_run_ms)  # fmt: skip

@@ -78,6 +78,14 @@ class GatewayMetrics:
         _install_exporters()
         _LIVE.add(self)
 
+    def prepare(self, model: str, version: int) -> None:
+        """Zero series for a version just loaded: a rate over a series that appears with its first error
+        would miss that error, and an error ratio needs its numerator's series from the start."""
+        requests = self.counters["requests"]
+        for route in ("champion", "canary"):
+            for outcome in ("ok", "error", "timeout"):
+                requests.setdefault((model, str(version), route, outcome), 0.0)
+
     def count(self, counter: str, labels: Labels, amount: float = 1) -> None:
         self.counters[counter][labels] += amount
 
