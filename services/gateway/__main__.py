@@ -38,16 +38,16 @@ def main() -> int:
     options: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
                "lifespan": "on", "http": "httptools", "loop": "uvloop", "backlog": 4096,
                "timeout_graceful_shutdown": int(settings.shutdown_timeout_s)}  # fmt: skip
+    # uvicorn handles SIGTERM while serving and raises it again once it has stopped: by then this no-op
+    # is the handler, so the process returns its own exit status instead of dying of the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: None)
     if settings.workers > 1:
         setup_telemetry("gateway", log_level=settings.ferry.log_level)
         log.info("gateway starting %d workers on http://%s:%s", settings.workers, settings.host, settings.port)
         uvicorn.run("services.gateway.__main__:app_factory", factory=True, workers=settings.workers, **options)
         return 0
     app = app_factory()
-    # uvicorn handles SIGTERM while serving and raises it again once it has stopped: by then this no-op
-    # is the handler, so the process returns its own exit status instead of dying of the signal.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda signum, frame: None)
     log.info("gateway serving on http://%s:%s (OpenAPI at /docs)", settings.host, settings.port)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
     return 1 if _built and _built[0].failed else 0
