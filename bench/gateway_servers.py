@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -78,6 +79,7 @@ def gateway_app() -> Any:
     from services.gateway.bootstrap import bootstrap
     from services.gateway.domain import Deployment, VersionSpec
     from services.gateway.entrypoints.api import create_app
+    from services.gateway.sample_models import classifier_signature
     from services.gateway.settings import GatewaySettings
     from shared.artifacts import ArtifactStore
     from shared.settings import FerrySettings
@@ -93,19 +95,14 @@ def gateway_app() -> Any:
     data = Path(os.environ["FERRY_BENCH_MODEL"]).read_bytes()
     store = ArtifactStore(tempfile.mkdtemp(prefix="ferry-bench-store-"))
     _, sha256, size = store.put_bytes(data)
-    signature = _signature(os.environ["FERRY_BENCH_MODEL"])
+    signature = classifier_signature(64, 10)  # the bench's model (gateway_bench.py builds it)
     champion, canary = VersionSpec(1, sha256, size, signature), VersionSpec(2, sha256, size, signature)
     settings = GatewaySettings(ferry=FerrySettings(artifact_root=store.root), device="cpu", rate_limit_rps=1e9)
     setup_telemetry("gateway", log_level="INFO")
     deployment = Deployment("bench", 2, champion=champion, challenger=canary, canary_weight=0.1)
-    return create_app(bootstrap(settings, source=Fixed(deployment), store=store, follow_kafka=False))
-
-
-def _signature(path: str) -> Any:
-    sys.path.insert(0, str(ROOT))
-    from services.trainer.adapters.onnx_model import signature_of
-
-    return signature_of(Path(path))
+    app = create_app(bootstrap(settings, source=Fixed(deployment), store=store, follow_kafka=False))
+    gc.freeze()  # as services.gateway.__main__ does
+    return app
 
 
 def serve(kind: str, port: int, workers: int, model: str) -> None:
