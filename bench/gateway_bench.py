@@ -103,7 +103,7 @@ class Server:
         self.log = log_dir / f"{name.replace(' ', '_')}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                                            cwd=str(HERE), start_new_session=True)  # fmt: skip
+                                            cwd=str(BENCH_HOME), start_new_session=True)  # fmt: skip
 
     def wait_ready(self, body: bytes, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s

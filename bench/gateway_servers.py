@@ -203,7 +203,9 @@ def torchserve(model: Path, port: int, cores: int) -> tuple[list[str], dict[str,
     )  # fmt: skip
     command = [str(python.parent / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(config),
                "--model-store", str(store), "--disable-token-auth"]  # fmt: skip
-    return command, {**os.environ, "PATH": f"{python.parent}:{os.environ['PATH']}"}, "/predictions/bench"
+    # TorchServe writes its logs under the working directory unless told: keep them in the run folder.
+    logs = {"LOG_LOCATION": str(work / "logs"), "METRICS_LOCATION": str(work / "logs")}
+    return command, {**os.environ, **logs, "PATH": f"{python.parent}:{os.environ['PATH']}"}, "/predictions/bench"
 
 
 MLSERVER_MODEL = """
