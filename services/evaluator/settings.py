@@ -45,7 +45,7 @@ class EvaluatorSettings(BaseSettings):
     max_latency_p99_ms: float = Field(default=100.0, gt=0, description="absolute p99 limit at batch 1")
     max_size_ratio: float = Field(default=2.0, ge=1, description="candidate size / champion size")
     size_tolerance_bytes: int = Field(default=1 << 20, ge=0, description="size differences below this are ignored")
-    max_size_bytes: int = Field(default=200_000_000, gt=0, description="absolute artifact size limit")
+    max_size_bytes: int = Field(default=200 << 20, gt=0, description="absolute artifact size limit")
     compressed_min_gain: float = Field(default=0.10, gt=0, lt=1, description="a 'better' size or p50 latency")
     split_mismatch: Literal["rescore", "reject"] = Field(
         default="rescore", description="a champion trained on another split: re-score both, or reject"

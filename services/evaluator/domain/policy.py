@@ -33,7 +33,7 @@ class Policy:
     max_latency_p99_ms: float = 100.0
     max_size_ratio: float = 2.0
     size_tolerance_bytes: int = 1 << 20
-    max_size_bytes: int = 200_000_000
+    max_size_bytes: int = 200 << 20
     compressed_min_gain: float = 0.10
     split_mismatch: Literal["rescore", "reject"] = "rescore"
     canary_weight: float = 0.1
