@@ -38,7 +38,7 @@ from services.evaluator.domain.rollout import (
 from services.evaluator.evaluation import DatasetSplits, evaluate
 from shared.datasets import Split
 from shared.envelope import EventMeta
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.events import AlertChanged, Event, ModelDecided, ModelRegistered
 from shared.faults import fault_point
 
@@ -82,6 +82,10 @@ class EvaluatorDeps:
     record_decision: Callable[[str], None] = lambda decision: None
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Serialises rollout decisions: an alert's rollback and a bake's promotion never interleave."""
+    in_flight: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per model, the version whose decision was published last and when: the next version of that model
+    is judged only once the registry shows that decision (else it would meet yesterday's champion)."""
+    in_flight_timeout_s: float = 60.0
 
 
 def _clip(reason: str) -> str:
@@ -111,6 +115,7 @@ def handle_model_registered(event: ModelRegistered, meta: EventMeta | None, *, d
         log.info("not evaluating %s: %s", name, skip)
         deps.record_decision("duplicate")
         return None
+    _await_earlier_decision(deps, name, record.version)
     deployment = deps.registry.deployment(name)
     champion = _champion(deps, name, deployment)
     evaluation = evaluate(
@@ -126,6 +131,7 @@ def handle_model_registered(event: ModelRegistered, meta: EventMeta | None, *, d
     )  # fmt: skip
     with deps.lock:
         deps.publish(decided, event_id=derived_event_id(name, record.version, record.artifact.sha256, "evaluation"))
+        deps.in_flight[name] = (record.version, deps.clock())
         if verdict.stage == "canary":
             deps.bakes.schedule(Bake(name, record.version, deps.clock() + deps.rollout.bake_s))
     fault_point("evaluator.after_decision")
@@ -133,6 +139,20 @@ def handle_model_registered(event: ModelRegistered, meta: EventMeta | None, *, d
     deps.record_decision(label)
     log.info("%s v%s: %s", name, record.version, verdict.reason)
     return verdict
+
+
+def _await_earlier_decision(deps: EvaluatorDeps, name: str, version: int) -> None:
+    """TransientError (the loop retries) while the registry has not applied our last decision on this model."""
+    waiting = deps.in_flight.get(name)
+    if waiting is None or waiting[0] == version:
+        return
+    earlier, published_at = waiting
+    found = deps.registry.version(name, earlier)
+    if found is not None and found.status in OPEN_STATUSES:
+        if deps.clock() - published_at < deps.in_flight_timeout_s:
+            raise TransientError(f"the registry has not applied the decision on {name} v{earlier} yet")
+        log.warning("the registry never applied the decision on %s v%s; judging v%s regardless", name, earlier, version)
+    deps.in_flight.pop(name, None)
 
 
 def _champion(deps: EvaluatorDeps, name: str, deployment: DeploymentRecord | None) -> VersionRecord | None:

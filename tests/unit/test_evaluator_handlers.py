@@ -4,7 +4,7 @@ small real ONNX models."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from services.evaluator.handlers import (
 from shared.artifacts import ArtifactStore
 from shared.datasets import load_dataset, split
 from shared.envelope import EventMeta
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.events import AlertChanged, ArtifactRef, ModelDecided, ModelRegistered, utc_now
 from shared.kafka import ListPublisher
 
@@ -198,6 +198,7 @@ def test_a_candidate_from_another_split_is_rejected_and_a_champion_from_one_is_r
     stale = register(registry, store, 2, models["good"], split_id="v1-old")
     handle_model_registered(announced(stale), meta(), deps=deps)
     assert "trained on split v1-old" in published.events[-1].reason  # type: ignore[attr-defined]
+    registry.versions[2] = replace(stale, status="rejected")  # as the registry applies the decision
     registry.versions[1] = register(registry, store, 1, models["fair"], status="champion", split_id="v1-older")
     fresh = register(registry, store, 3, models["good"])
     handle_model_registered(announced(fresh), meta(), deps=deps)
@@ -214,7 +215,7 @@ def test_a_corrupt_artifact_is_rejected_and_a_broken_champion_goes_to_the_dlq(
     handle_model_registered(announced(record), meta(), deps=deps)
     assert "failed the store's verified read" in published.events[-1].reason  # type: ignore[attr-defined]
     with_champion(registry, store, models["good"])
-    registry.versions[1] = record  # the champion's bytes are the tampered ones
+    registry.versions[1] = replace(record, status="champion")  # the champion's bytes are the tampered ones
     candidate = register(registry, store, 2, models["fair"])
     with pytest.raises(PermanentError, match="the champion cannot be scored"):
         handle_model_registered(announced(candidate), meta(), deps=deps)
@@ -304,3 +305,16 @@ def test_a_due_bake_promotes_the_canary_and_a_resync_finds_it_again(
     [decided] = published.of_type(ModelDecided)
     assert (decided.decision, decided.stage, decided.version, decided.baseline_version) == ("promote", "champion", 2, 1)
     assert decided.report["kind"] == "bake" and deps.bakes.pending() == []
+
+
+def test_the_next_version_waits_until_the_registry_shows_the_last_decision(
+    deps: EvaluatorDeps, registry: FakeRegistry, store: ArtifactStore, published: ListPublisher, models: dict
+) -> None:
+    first = register(registry, store, 1, models["good"])
+    handle_model_registered(announced(first), meta(), deps=deps)  # v1 promoted; the registry has not applied it
+    second = register(registry, store, 2, models["good"])
+    with pytest.raises(TransientError, match="has not applied the decision on digits v1"):
+        handle_model_registered(announced(second), meta(), deps=deps)  # it would meet no champion: a 2nd "first"
+    with_champion(registry, store, models["good"])  # now the registry shows v1 as the champion
+    handle_model_registered(announced(second), meta(), deps=deps)
+    assert [event.stage for event in published.of_type(ModelDecided)] == ["champion", "canary"]
