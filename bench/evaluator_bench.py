@@ -210,14 +210,19 @@ def bench_rest(settings: RegistrySettings, requests: int) -> None:
             url = f"{base}/api/v1/models/{MODEL}/versions/2/evaluations"
             size = len(client.get(url).content)
             healthz, healthy = timed(lambda: client.get(f"{base}/healthz").status_code == 200, requests)
+            version_url = f"{base}/api/v1/models/{MODEL}/versions/2"
+            version, found = timed(lambda: client.get(version_url).status_code == 200, requests)
             view, served = timed(lambda: _has_report(client.get(url)), requests)
     finally:
         server.terminate()
         server.join(10)
-    if healthy != requests or served != requests:
-        raise SystemExit(f"{served}/{requests} report views and {healthy}/{requests} health checks answered: no rate")
+    if healthy != requests or served != requests or found != requests:
+        raise SystemExit(f"{served}/{requests} report views, {found}/{requests} version reads and {healthy}/{requests} "
+                         "health checks answered: no timing printed")  # fmt: skip
     base_p99 = percentile(healthz, 0.99)
     print(f"  GET /healthz (baseline)         p50 {statistics.median(healthz):6.2f} ms   p99 {base_p99:6.2f} ms")
+    print(f"  GET …/versions/2 (for scale)    p50 {statistics.median(version):6.2f} ms   "
+          f"p99 {percentile(version, 0.99):6.2f} ms")  # fmt: skip
     p50, p99 = statistics.median(view), percentile(view, 0.99)
     print(f"  GET …/versions/2/evaluations    p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   p99/baseline "
           f"{p99 / base_p99:4.1f}x   ({size / 1024:.1f} KB, {served} answers with the report)   "
