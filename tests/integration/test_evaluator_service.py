@@ -336,7 +336,7 @@ def test_a_critical_alert_during_the_bake_rolls_the_canary_back(
         None,
         "evaluator",
     )
-    assert "critical alert error_rate fired for canary v2 during its bake" in last["reason"]
+    assert "rollback alert error_rate fired for canary v2 during its bake" in last["reason"]
 
 
 def test_a_redelivered_registration_is_not_evaluated_twice(

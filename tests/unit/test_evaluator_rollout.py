@@ -104,7 +104,7 @@ def test_a_bake_waits_for_the_registry_and_drops_what_moved_on() -> None:
 def test_an_alert_rolls_back_a_baking_canary() -> None:
     plan = plan_rollback(2, "error_rate", IN_BAKE, CANARY_HISTORY, now=T0 + 120, window_s=3600, alert_words="w")
     assert not plan.ignored and plan.return_to == 1 and plan.stage == "canary"
-    assert "critical alert error_rate fired for canary v2 during its bake" in plan.reason
+    assert "rollback alert error_rate fired for canary v2 during its bake" in plan.reason
 
 
 def test_an_alert_rolls_back_a_champion_only_within_the_window() -> None:

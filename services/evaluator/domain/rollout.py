@@ -175,7 +175,7 @@ def plan_rollback(
         return RollbackPlan(version, "the model has no deployment", ignored=True)
     if deployment.challenger == version:
         return RollbackPlan(
-            version, f"critical alert {rule} fired for canary v{version} during its bake ({alert_words}): "
+            version, f"rollback alert {rule} fired for canary v{version} during its bake ({alert_words}): "
             f"rolled back; champion v{deployment.champion} keeps all traffic",
             return_to=deployment.champion, stage="canary",
         )  # fmt: skip
@@ -191,7 +191,7 @@ def plan_rollback(
     if entry.from_champion is None:
         return RollbackPlan(version, f"v{version} displaced no champion: nothing to return to", ignored=True)
     return RollbackPlan(
-        version, f"critical alert {rule} fired for champion v{version} {age:.0f} s after its promotion "
+        version, f"rollback alert {rule} fired for champion v{version} {age:.0f} s after its promotion "
         f"(window {window_s:g} s; {alert_words}): rolled back to v{entry.from_champion}",
         return_to=entry.from_champion, stage="champion",
     )  # fmt: skip
