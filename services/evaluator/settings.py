@@ -40,13 +40,15 @@ class EvaluatorSettings(BaseSettings):
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
     bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
     bootstrap_seed: int = Field(default=0, ge=0)
-    max_latency_ratio: float = Field(default=1.5, ge=1, description="candidate p99 / champion p99, each batch")
+    max_latency_ratio: float = Field(default=1.5, ge=1, description="candidate p99 CPU time / champion's, each batch")
     latency_tolerance_ms: float = Field(default=2.0, ge=0, description="p99 differences below this are noise")
-    max_latency_p99_ms: float = Field(default=100.0, gt=0, description="absolute p99 limit at batch 1")
+    max_latency_p99_ms: float = Field(default=100.0, gt=0, description="absolute p99 CPU-time limit at batch 1")
     max_size_ratio: float = Field(default=2.0, ge=1, description="candidate size / champion size")
     size_tolerance_bytes: int = Field(default=1 << 20, ge=0, description="size differences below this are ignored")
     max_size_bytes: int = Field(default=200 << 20, gt=0, description="absolute artifact size limit")
-    compressed_min_gain: float = Field(default=0.10, gt=0, lt=1, description="a 'better' size or p50 latency")
+    compressed_min_gain: float = Field(
+        default=0.10, gt=0, lt=1, description="the size or p50 CPU-time gain of a compressed model"
+    )
     split_mismatch: Literal["rescore", "reject"] = Field(
         default="rescore", description="a champion trained on another split: re-score both, or reject"
     )

@@ -117,6 +117,15 @@ def test_latency_summary_in_milliseconds_shrugs_off_bad_rounds() -> None:
     assert summary["batch_1_runs"] == 300 and summary["batch_1_rounds"] == 3
     slower = latency_summary(LatencySamples(batch_1=[hiccup] * 3, batch_64=[[0.002] * 10] * 3))
     assert slower["batch_1_p99_ms"] == pytest.approx(30.0)  # slow in every round: really slow
+    assert "batch_1_cpu_p99_ms" not in slower
+
+
+def test_latency_summary_reports_the_threads_cpu_time_beside_the_wall_clock() -> None:
+    waited = [[0.001] * 90 + [0.020] * 10] * 3  # a tenth of the runs waited for the core
+    worked = [[0.001] * 100] * 3
+    summary = latency_summary(LatencySamples(batch_1=waited, batch_64=waited, cpu_batch_1=worked, cpu_batch_64=worked))
+    assert summary["batch_1_p99_ms"] == pytest.approx(20.0)
+    assert summary["batch_1_cpu_p99_ms"] == pytest.approx(1.0) and summary["batch_64_cpu_p50_ms"] == pytest.approx(1.0)
 
 
 def test_json_safe_replaces_nan_and_infinity_everywhere() -> None:

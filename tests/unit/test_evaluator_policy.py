@@ -11,7 +11,10 @@ from services.evaluator.domain.policy import ModelFacts, Policy, judge, judge_fi
 from services.evaluator.domain.statistics import Interval, McNemar, PairedComparison
 
 POLICY = Policy()
-LATENCY = {"batch_1_p50_ms": 0.02, "batch_1_p99_ms": 0.05, "batch_64_p50_ms": 0.1, "batch_64_p99_ms": 0.3}
+LATENCY = {
+    "batch_1_p50_ms": 0.02, "batch_1_p99_ms": 0.05, "batch_64_p50_ms": 0.1, "batch_64_p99_ms": 0.3,
+    "batch_1_cpu_p50_ms": 0.02, "batch_1_cpu_p99_ms": 0.05, "batch_64_cpu_p50_ms": 0.1, "batch_64_cpu_p99_ms": 0.3,
+}  # fmt: skip
 
 
 def facts(
@@ -136,13 +139,23 @@ def test_a_worse_candidate_is_rejected_with_the_metric_and_the_numbers() -> None
 
 def test_a_slower_candidate_is_rejected_for_latency_even_when_accurate() -> None:
     verdict = judge(
-        facts(2, 0.97, batch_1_p99_ms=3.0),
+        facts(2, 0.97, batch_1_p99_ms=3.0, batch_1_cpu_p99_ms=3.0),
         facts(1, 0.97),
         both(candidate=0.97, champion=0.97, low=-0.01, high=0.01, p_non_inferiority=0.0),
         POLICY,
     )
     assert verdict.decision == "reject"
-    assert "latency p99 at batch 1 3.000 ms vs champion 0.050 ms (allowed 2.075 ms)" in verdict.reason
+    assert "p99 CPU time at batch 1 3.000 ms vs champion 0.050 ms (allowed 2.075 ms)" in verdict.reason
+
+
+def test_a_busy_machine_slowing_the_wall_clock_alone_rejects_nothing() -> None:
+    verdict = judge(
+        facts(2, 0.97, batch_1_p99_ms=30.0, batch_64_p99_ms=45.0),  # the scheduler's doing: CPU time is steady
+        facts(1, 0.97),
+        both(candidate=0.97, champion=0.97, low=-0.01, high=0.01, p_non_inferiority=0.0),
+        POLICY,
+    )
+    assert verdict.decision == "promote"
 
 
 def test_a_much_larger_candidate_is_rejected_for_size() -> None:
