@@ -36,9 +36,9 @@ def take_version_number() -> Executable:
 
 @functools.cache
 def claim_event() -> Executable:
-    """Insert an applied event id unless present; returns the id when it was inserted."""
+    """Insert an applied event (source, id) unless present; returns the id when it was inserted."""
     table = table_of(AppliedEvent)
-    return insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
+    return insert(table).on_conflict_do_nothing(index_elements=["source", "event_id"]).returning(table.c.event_id)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.registry.adapters.repository import retry_conflicts
 from services.registry.domain import RegistryError
-from services.registry.handlers import HANDLERS, Registration, handle_model_decided
+from services.registry.handlers import HANDLERS, Registration, handle_model_decided, handle_model_trained
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
 from shared.events import Event
@@ -32,7 +32,8 @@ def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
         "ferry.registry.events.applied", unit="1", description="consumed events by outcome (applied, duplicate)"
     )
     extra: dict[Callable[..., Any], dict[str, Any]] = {
-        handle_model_decided: {"default_canary_weight": registry.settings.default_canary_weight}
+        handle_model_trained: {"artifacts": registry.artifacts},
+        handle_model_decided: {"default_canary_weight": registry.settings.default_canary_weight},
     }
 
     def bind(handler: Callable[..., Any]) -> Handler:
