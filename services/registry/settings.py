@@ -110,6 +110,6 @@ class RegistrySettings(BaseSettings):
             if weakness:
                 raise InvalidApiTokens(f"FERRY_API_TOKEN {weakness}")
             if token in tokens:
-                raise InvalidApiTokens(f"FERRY_API_TOKEN is also the token of user {tokens[token]!r} in the tokens file")
+                raise InvalidApiTokens(f"FERRY_API_TOKEN is also the token of {tokens[token]!r} in the tokens file")
             tokens[token] = ENV_TOKEN_USER
         return tokens
