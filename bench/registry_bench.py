@@ -10,7 +10,7 @@ keep-alive client; each timing is printed with its ratio to a baseline measured 
 The end-to-end phase runs on a database and topics of its own (a clean outbox), with the consumer
 group already joined: it publishes model.trained events, then times until every version made from
 *those* events exists and every one of their model.registered rows is acked by the broker. It prints
-where the time went: the handlers (summed from the consumer loop's spans), the rest of the consumer
+where the time went: the handlers (the registry's ferry.registry.handler.duration), the rest of the consumer
 loop (poll, decode, commit), and the relay's tail. A count that is off refuses to print a rate.
 """
 
@@ -31,10 +31,9 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from pydantic import SecretStr
 from sqlalchemy import func, insert, select, text
 
@@ -232,16 +231,29 @@ def wait_until_up(client: httpx.Client, url: str, timeout_s: float = 60) -> None
     raise RuntimeError(f"the API did not come up at {url}")
 
 
-def record_spans() -> InMemorySpanExporter:
-    """Install a tracer provider that keeps every finished span (the loop's "handle …" spans time the handlers)."""
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    trace.set_tracer_provider(provider)
-    return spans
+def record_metrics() -> InMemoryMetricReader:
+    """Install a meter provider this program can read (the handlers' durations); call before bootstrap."""
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
 
 
-def bench_end_to_end(ferry: FerrySettings, count: int, models: int, spans: InMemorySpanExporter) -> None:
+def handler_time(reader: InMemoryMetricReader) -> tuple[float, int]:
+    """Seconds spent in the registry's handlers so far, and how many calls (ferry.registry.handler.duration)."""
+    total_ms, calls = 0.0, 0
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "ferry.registry.handler.duration":
+                    continue
+                for point in metric.data.data_points:
+                    if isinstance(point, HistogramDataPoint):
+                        total_ms, calls = total_ms + point.sum, calls + point.count
+    return total_ms / 1000, calls
+
+
+def bench_end_to_end(ferry: FerrySettings, count: int, models: int, reader: InMemoryMetricReader) -> None:
     """model.trained → consumer loop → version → outbox → model.registered acked, on a clean database and topics.
 
     The consumer group has joined before the first event is published; the clock runs from the first
@@ -254,12 +266,12 @@ def bench_end_to_end(ferry: FerrySettings, count: int, models: int, spans: InMem
                                     consumer_group=f"bench-{uuid.uuid4().hex[:6]}")  # fmt: skip
         registry = bootstrap(settings)
         try:
-            _run_end_to_end(registry, count, models, spans)
+            _run_end_to_end(registry, count, models, reader)
         finally:
             registry.close()
 
 
-def _run_end_to_end(registry: Registry, count: int, models: int, spans: InMemorySpanExporter) -> None:
+def _run_end_to_end(registry: Registry, count: int, models: int, reader: InMemoryMetricReader) -> None:
     events = [trained(f"e2e-{index % models}", registry.artifacts) for index in range(count)]
     request_ids = [event.request_id for event in events]
     consumer = make_consumer(registry.settings.ferry, registry.settings.consumer_group, TOPICS)
@@ -271,7 +283,7 @@ def _run_end_to_end(registry: Registry, count: int, models: int, spans: InMemory
     deadline = time.monotonic() + 120
     while not consumer.assignment() and time.monotonic() < deadline:  # the group join is not what we measure
         time.sleep(0.05)
-    spans.clear()
+    handler_before_s, calls_before = handler_time(reader)
     publisher = KafkaPublisher(registry.settings.ferry, source="bench")
     started = time.perf_counter()
     for event in events:
@@ -284,9 +296,8 @@ def _run_end_to_end(registry: Registry, count: int, models: int, spans: InMemory
         thread.join(15)
     publisher.close()
     dlq.close()
-    handled = [span for span in spans.get_finished_spans() if span.name.startswith("handle ")]
-    handler_s = sum((span.end_time or 0) - (span.start_time or 0) for span in handled) / 1e9
-    report_end_to_end(count, models, registered_s, announced_s, handler_s, len(handled))
+    handler_s, calls = handler_time(reader)
+    report_end_to_end(count, models, registered_s, announced_s, handler_s - handler_before_s, calls - calls_before)
 
 
 def wait_count(registry: Registry, request_ids: list[str], *, sent: bool, started: float) -> float | None:
@@ -332,6 +343,7 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--kafka", help="bootstrap servers of a running broker")
     args = parser.parse_args()
+    reader = record_metrics()
     with stack_settings(args) as ferry, temporary_database(str(ferry.database_url), prefix="registry_bench") as url:
         token = SecretStr(uuid.uuid4().hex)
         settings = RegistrySettings(ferry=ferry.model_copy(update={"database_url": url}), api_token=token)
@@ -345,9 +357,8 @@ def main() -> None:
         finally:
             registry.close()
         if not args.no_kafka:
-            spans = record_spans()
             for models in (int(part) for part in args.e2e_models.split(",")):
-                bench_end_to_end(ferry, args.registrations, models, spans)
+                bench_end_to_end(ferry, args.registrations, models, reader)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,12 @@ TRANSIENT: tuple[type[BaseException], ...] = (*DEFAULT_TRANSIENT, OperationalErr
 
 def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
     """HANDLERS with their dependencies bound: each call gets a fresh unit of work."""
-    counter = metrics.get_meter("ferry.registry").create_counter(
+    meter = metrics.get_meter("ferry.registry")
+    counter = meter.create_counter(
         "ferry.registry.events.applied", unit="1", description="consumed events by outcome (applied, duplicate)"
+    )
+    duration = meter.create_histogram(
+        "ferry.registry.handler.duration", unit="ms", description="time a handler took (database work included)"
     )
     extra: dict[Callable[..., Any], dict[str, Any]] = {
         handle_model_trained: {"artifacts": registry.artifacts},
@@ -38,10 +43,13 @@ def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
 
     def bind(handler: Callable[..., Any]) -> Handler:
         def run(event: Event, meta: EventMeta) -> None:
+            started = time.perf_counter()
             try:
                 result = retry_conflicts(lambda: handler(event, meta, uow=registry.uow(), **extra.get(handler, {})))
             except RegistryError as error:  # the event contradicts the registry: it can never apply
                 raise PermanentError(str(error)) from error
+            finally:
+                duration.record((time.perf_counter() - started) * 1000, {"type": meta.type_name})
             duplicate = result is None or (isinstance(result, Registration) and not result.created)
             counter.add(1, {"type": meta.type_name, "outcome": "duplicate" if duplicate else "applied"})
 
