@@ -241,6 +241,7 @@ METRIC_NAMES = (
     "ferry_registry_events_applied_total",
     "ferry_registry_artifact_integrity_failures_total",
     "ferry_events_consumed_total",
+    "ferry_registry_handler_duration_milliseconds_bucket",
     "http_server_duration_milliseconds_bucket",
 )
 
