@@ -64,17 +64,21 @@ def test_decisions_through_kafka_change_the_deployment_and_contradictions_are_de
         decide(2, "promote", stage="canary", canary_weight=0.2)
         decide(1, "rollback")  # the champion has no predecessor: cannot apply
         decide(9, "promote", stage="champion")  # no such version
-        changes = changed.read(2)
-        dead.read(2)
-    assert [change.event.revision for change in changes] == [1, 2]  # type: ignore[attr-defined]
-    last = changes[-1].event
-    assert isinstance(last, DeploymentChanged) and last.champion and last.challenger
-    assert (last.champion.version, last.challenger.version, last.canary_weight) == (1, 2, 0.2)
-    assert last.actor == "evaluator" and last.champion.artifact.uri.endswith(".onnx")
+        decide(2, "reject")  # the canary is withdrawn
+        decide(2, "promote", stage="champion")  # a rejected version: the evaluator can never promote it
+        changes = changed.read(3)
+        dead.read(3)
+    assert [change.event.revision for change in changes] == [1, 2, 3]  # type: ignore[attr-defined]
+    canary = changes[1].event
+    assert isinstance(canary, DeploymentChanged) and canary.champion and canary.challenger
+    assert (canary.champion.version, canary.challenger.version, canary.canary_weight) == (1, 2, 0.2)
+    assert canary.actor == "evaluator" and canary.champion.artifact.uri.endswith(".onnx")
+    assert changes[2].event.challenger is None  # type: ignore[attr-defined]
     reasons = [dict(record.headers)["ferry_dlq_reason"].decode() for record in dead.records]
-    assert len(reasons) == 2
+    assert len(reasons) == 3
     assert "no champion precedes version 1" in reasons[0] and "has no version 9" in reasons[1]
-    assert count(registry, Evaluation) == 2 and count(registry, DeploymentHistory) == 2
+    assert "version 2 was rejected; promoting it needs force" in reasons[2]
+    assert count(registry, Evaluation) == 3 and count(registry, DeploymentHistory) == 3
 
 
 def test_a_database_outage_is_retried_never_dead_lettered(
