@@ -1,0 +1,109 @@
+"""The drift references: each version's predicted-class distribution on held-out data, from the registry.
+
+The evaluator's report (``GET /api/v1/models/{name}/versions/{v}/evaluations``, newest first) carries
+``report["candidate"]["prediction_distribution"]``: ``{class index: fraction}``. Answers are cached
+(an unknown reference for a shorter time), and a registry that is away only delays drift alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from services.monitor.domain.drift import shares
+from shared.events import MODEL_NAME_PATTERN
+
+log = logging.getLogger(__name__)
+
+
+def reference_of(evaluations: Any) -> dict[str, float] | None:
+    """The prediction distribution of the newest evaluation that has one, as shares; None if none does."""
+    if not isinstance(evaluations, list):
+        return None
+    for evaluation in evaluations:
+        report = evaluation.get("report") if isinstance(evaluation, dict) else None
+        candidate = report.get("candidate") if isinstance(report, dict) else None
+        found = candidate.get("prediction_distribution") if isinstance(candidate, dict) else None
+        if isinstance(found, dict) and found:
+            cleaned = {
+                str(key): float(value)
+                for key, value in found.items()
+                if isinstance(value, int | float) and math.isfinite(value) and value >= 0
+            }
+            distribution = shares(cleaned)
+            if distribution:
+                return distribution
+    return None
+
+
+class RegistryReferences:
+    """Reference distributions per (model, version), read from the registry and cached."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 5.0,
+        ttl_s: float = 300.0,
+        missing_ttl_s: float = 30.0,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._client = client or httpx.Client(timeout=timeout_s)
+        self._ttl_s = ttl_s
+        self._missing_ttl_s = missing_ttl_s
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, dict[str, float] | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, version: str) -> Mapping[str, float] | None:
+        """The cached reference (no I/O): what drift evaluation reads."""
+        with self._lock:
+            entry = self._cache.get((model, version))
+        return entry[1] if entry else None
+
+    def known(self) -> dict[tuple[str, str], dict[str, float]]:
+        """Every reference known now, for the ``ferry_monitor_drift_reference`` gauge."""
+        with self._lock:
+            return {key: dict(value) for key, (_, value) in self._cache.items() if value}
+
+    def refresh(self, wanted: set[tuple[str, str]]) -> None:
+        """Fetch what is wanted and not freshly cached; a failure leaves the cache as it was."""
+        now = self._clock()
+        for model, version in sorted(wanted):
+            with self._lock:
+                entry = self._cache.get((model, version))
+            if entry and entry[0] > now:
+                continue
+            try:
+                found = self.fetch(model, version)
+            except (httpx.HTTPError, ValueError) as error:
+                log.warning("drift reference of %s v%s not available yet: %s", model, version, error)
+                continue
+            ttl = self._ttl_s if found else self._missing_ttl_s
+            with self._lock:
+                self._cache[(model, version)] = (now + ttl, found)
+
+    def fetch(self, model: str, version: str) -> dict[str, float] | None:
+        """Ask the registry. Names that are no model name or version number are never put in a URL."""
+        if not re.match(MODEL_NAME_PATTERN, model) or not version.isdigit():
+            return None
+        url = f"{self._base}/api/v1/models/{quote(model, safe='')}/versions/{int(version)}/evaluations"
+        response = self._client.get(url, params={"limit": 20})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise ValueError(f"registry answered HTTP {response.status_code}")
+        return reference_of(response.json())
+
+    def close(self) -> None:
+        self._client.close()

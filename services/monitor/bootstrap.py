@@ -1,0 +1,155 @@
+"""The one place that builds the monitor's real adapters (or takes fakes from a test)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from services.monitor.adapters.delivery import Dispatcher, KafkaSink, Sink
+from services.monitor.adapters.registry import RegistryReferences
+from services.monitor.adapters.rules_file import read_rules
+from services.monitor.adapters.scraper import HttpScraper
+from services.monitor.adapters.webhooks import WebhookSink
+from services.monitor.domain.lifecycle import AlertBook
+from services.monitor.domain.series import SeriesStore
+from services.monitor.engine import Monitor, ReferenceSource, Scraper
+from services.monitor.entrypoints.api import ApiDeps
+from services.monitor.handlers import DeployedVersions
+from services.monitor.settings import MonitorSettings
+from shared.kafka import KafkaPublisher, Publisher, make_producer
+
+SOURCE = "ferry/monitor"
+
+
+@dataclass
+class MonitorService:
+    """A wired monitor: the engine, its dispatcher, what the API needs and what must be closed."""
+
+    settings: MonitorSettings
+    monitor: Monitor
+    dispatcher: Dispatcher
+    publisher: Publisher
+    deployed: DeployedVersions
+    stop: threading.Event = field(default_factory=threading.Event)
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def api_deps(self) -> ApiDeps:
+        return ApiDeps(monitor=self.monitor, publish_batch=self.publisher.publish_batch)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def bootstrap(
+    settings: MonitorSettings | None = None,
+    *,
+    publisher: Publisher | None = None,
+    scraper: Scraper | None = None,
+    references: ReferenceSource | None = None,
+    clock: Callable[[], float] = time.time,
+) -> MonitorService:
+    """Build the monitor from settings; tests may pass a publisher, scraper, reference source or clock."""
+    settings = settings or MonitorSettings()
+    rules = read_rules(settings.rules_file)
+    closers: list[Callable[[], Any]] = []
+    publisher = publisher or _closing(
+        KafkaPublisher(settings.ferry, source=SOURCE, producer=make_producer(settings.ferry, linger_ms=0)), closers
+    )
+    scraper = scraper or _closing(HttpScraper(timeout_s=settings.scrape_timeout_s), closers)
+    references = references or _closing(
+        RegistryReferences(
+            settings.registry_url,
+            timeout_s=settings.registry_timeout_s,
+            ttl_s=settings.reference_ttl_s,
+            missing_ttl_s=settings.missing_reference_ttl_s,
+        ),
+        closers,
+    )
+    dispatcher = _dispatcher(settings, publisher, closers)
+    deployed = DeployedVersions()
+    retention_s = rules.longest_window_s() + 3 * settings.scrape_interval_s + 60
+    monitor = Monitor(
+        rules,
+        settings.resolved_targets,
+        scraper=scraper,
+        references=references,
+        dispatcher=dispatcher,
+        clock=clock,
+        deployed_versions=deployed.versions,
+        scrape_interval_s=settings.scrape_interval_s,
+        book=AlertBook(recent_limit=settings.recent_alerts),
+        store=SeriesStore(retention_s=retention_s, max_series=settings.max_series),
+    )
+    register_gauges(monitor)
+    return MonitorService(settings, monitor, dispatcher, publisher, deployed, closers=closers)
+
+
+def _dispatcher(settings: MonitorSettings, publisher: Publisher, closers: list[Callable[[], Any]]) -> Dispatcher:
+    """Kafka, then each webhook: a sink apiece, with deliveries counted by sink and outcome."""
+    sinks: list[Sink] = [KafkaSink(publisher)]
+    for url in settings.resolved_webhook_urls:
+        sinks.append(_closing(WebhookSink(url, external_url=settings.resolved_external_url), closers))
+    deliveries = metrics.get_meter("ferry.monitor").create_counter(
+        "ferry.monitor.deliveries", unit="1", description="alert deliveries by sink and outcome"
+    )
+    return Dispatcher(
+        sinks,
+        max_pending=settings.max_pending_deliveries,
+        on_outcome=lambda sink, outcome: deliveries.add(1, {"sink": sink, "outcome": outcome}),
+    )
+
+
+T = TypeVar("T")
+
+
+def _closing(adapter: T, closers: list[Callable[[], Any]]) -> T:
+    """Remember the adapter's ``close`` for the service's shutdown; returns the adapter."""
+    closers.append(adapter.close)  # type: ignore[attr-defined]
+    return adapter
+
+
+def register_gauges(monitor: Monitor) -> None:
+    """The monitor's own gauges: drift per version, the drift references (Prometheus's drift rule reads
+    them), the alerts by rule and state, the size of the window and each target's health."""
+    meter = metrics.get_meter("ferry.monitor")
+
+    def psi(_: CallbackOptions) -> list[Observation]:
+        return [Observation(v, {"model": m, "version": ver}) for (m, ver), v in monitor.drift_values().items()]
+
+    def reference(_: CallbackOptions) -> list[Observation]:
+        return [
+            Observation(share, {"model": m, "version": ver, "class": cls})
+            for (m, ver), shares in monitor.references().items()
+            for cls, share in shares.items()
+        ]
+
+    def alerts(_: CallbackOptions) -> list[Observation]:
+        counts: dict[tuple[str, str], int] = {}
+        for alert in monitor.active_alerts():
+            counts[(alert.rule, alert.state)] = counts.get((alert.rule, alert.state), 0) + 1
+        return [Observation(n, {"rule": rule, "state": state}) for (rule, state), n in counts.items()]
+
+    def series(_: CallbackOptions) -> list[Observation]:
+        return [Observation(len(monitor.store))]
+
+    meter.create_observable_gauge(
+        "ferry.monitor.drift.psi",
+        [psi],
+        unit="1",
+        description="population stability index of each version's predictions",
+    )
+    meter.create_observable_gauge(
+        "ferry.monitor.drift.reference",
+        [reference],
+        unit="1",
+        description="reference share of each class, from the evaluation report",
+    )
+    meter.create_observable_gauge("ferry.monitor.alerts", [alerts], unit="1", description="active alerts")
+    meter.create_observable_gauge("ferry.monitor.series", [series], unit="1", description="series in the window")

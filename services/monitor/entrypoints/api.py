@@ -1,0 +1,166 @@
+"""The monitor's HTTP face: alerts, rules, targets, the webhooks in, ``/healthz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.monitor.domain.lifecycle import Alert, timestamp
+from services.monitor.engine import Monitor
+from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
+from services.monitor.provisioning.promql import condition
+from shared.events import Event
+from shared.telemetry import metrics_payload
+
+log = logging.getLogger(__name__)
+
+PublishBatch = Callable[[Sequence[tuple[Event, str | None]]], list[Exception | None]]
+
+
+@dataclass
+class ApiDeps:
+    monitor: Monitor
+    publish_batch: PublishBatch
+
+
+class AlertOut(BaseModel):
+    rule: str
+    state: Literal["pending", "firing", "resolved"]
+    labels: dict[str, str]
+    value: float | None
+    threshold: float
+    severity: str
+    action: str
+    summary: str
+    active_at: datetime
+    fired_at: datetime | None
+    resolved_at: datetime | None
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertOut:
+        return cls(
+            rule=alert.rule,
+            state=alert.state,
+            labels=alert.label_map,
+            value=alert.value if math.isfinite(alert.value) else None,
+            threshold=alert.threshold,
+            severity=alert.severity,
+            action=alert.action,
+            summary=alert.summary,
+            active_at=timestamp(alert.active_at),
+            fired_at=_time(alert.fired_at),
+            resolved_at=_time(alert.resolved_at),
+        )
+
+
+def _time(seconds: float | None) -> datetime | None:
+    return timestamp(seconds) if seconds is not None else None
+
+
+class AlertsOut(BaseModel):
+    active: list[AlertOut]
+    recent: list[AlertOut]
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(
+        title="Ferry monitor",
+        version="1.0.0",
+        description='Alert rules over every service\'s metrics. Errors are JSON: {"error": "..."}.',
+    )
+    _install_error_handlers(app)
+    monitor = deps.monitor
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        body, content_type = metrics_payload()
+        return Response(content=body, media_type=content_type)
+
+    @app.get("/api/v1/alerts", summary="Active alerts (pending and firing) and recently resolved ones")
+    def alerts() -> AlertsOut:
+        return AlertsOut(
+            active=[AlertOut.of(a) for a in monitor.active_alerts()],
+            recent=[AlertOut.of(a) for a in monitor.recent_alerts()],
+        )
+
+    @app.get("/api/v1/rules", summary="The rules, their PromQL and their last evaluation")
+    def rules() -> dict[str, Any]:
+        active = monitor.active_alerts()
+        return {"rules": [_rule_out(health, active) for health in monitor.rule_health()]}
+
+    @app.get("/api/v1/targets", summary="The scrape targets and how their last scrape went")
+    def targets() -> dict[str, Any]:
+        return {"targets": [_target_out(health) for health in monitor.target_health()]}
+
+    @app.post("/api/v1/grafana-webhook", summary="Grafana's webhook contact point: each alert becomes an alert event")
+    def grafana_webhook(payload: IncomingWebhook) -> JSONResponse:
+        return _republish(payload, "grafana", deps.publish_batch)
+
+    @app.post("/api/v1/alertmanager-webhook", summary="Alertmanager's webhook receiver: the same, from Prometheus")
+    def alertmanager_webhook(payload: IncomingWebhook) -> JSONResponse:
+        return _republish(payload, "alertmanager", deps.publish_batch)
+
+    return app
+
+
+def _republish(payload: IncomingWebhook, origin: str, publish_batch: PublishBatch) -> JSONResponse:
+    items = [to_event(alert, origin=origin) for alert in payload.alerts]
+    failures = [error for error in publish_batch(items) if error is not None]
+    if failures:
+        # 503 makes Grafana and Alertmanager retry; the event ids are derived, so a retry is no duplicate.
+        log.warning("%d of %d %s alerts not published: %s", len(failures), len(items), origin, failures[0])
+        return JSONResponse(status_code=503, content={"error": f"the broker did not take the alerts: {failures[0]}"})
+    return JSONResponse(content={"published": len(items)})
+
+
+def _rule_out(health: Any, active: list[Alert]) -> dict[str, Any]:
+    rule = health.rule
+    return {
+        **rule.model_dump(mode="json", by_alias=True),
+        "promql": condition(rule),
+        "last_evaluation": _time(health.last_evaluation),
+        "error": health.error,
+        "groups": health.groups,
+        "active": sum(1 for alert in active if alert.rule == rule.name),
+    }
+
+
+def _target_out(health: Any) -> dict[str, Any]:
+    return {
+        "job": health.job,
+        "instance": health.instance,
+        "url": health.url,
+        "up": health.up,
+        "last_scrape": _time(health.last_scrape),
+        "last_error": health.last_error,
+        "duration_s": health.duration_s,
+        "samples": health.samples,
+    }
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem.get('loc', ()))}: {problem.get('msg')}"
+            for problem in error.errors()
+        )
+        return JSONResponse(status_code=422, content={"error": f"invalid request: {problems}"[:2000]})

@@ -1,0 +1,25 @@
+"""The monitor's Kafka loop: ``deployment.changed`` (group ``monitor``), through the shared ConsumerLoop."""
+
+from __future__ import annotations
+
+import threading
+
+from kafka import KafkaProducer
+
+from services.monitor.handlers import DeployedVersions, build_handlers
+from services.monitor.settings import MonitorSettings
+from shared.events import DeploymentChanged
+from shared.kafka import ConsumerLoop, make_consumer
+
+
+def build_consumer_loop(
+    settings: MonitorSettings, deployed: DeployedVersions, *, producer: KafkaProducer, stop: threading.Event
+) -> ConsumerLoop:
+    consumer = make_consumer(settings.ferry, settings.consumer_group, [DeploymentChanged.topic])
+    return ConsumerLoop(
+        consumer=consumer,
+        dlq_producer=producer,
+        group=settings.consumer_group,
+        handlers=build_handlers(deployed),
+        stop=stop,
+    )

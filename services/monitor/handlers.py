@@ -1,0 +1,49 @@
+"""The monitor's event handlers: it follows ``deployment.changed`` to know which versions serve.
+
+Knowing them, it fetches each served version's drift reference before its first prediction, so
+the ``ferry_monitor_drift_reference`` gauge that Prometheus's drift rule reads is there in time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shared.envelope import EventMeta
+from shared.events import DeploymentChanged, Event
+
+
+class DeployedVersions:
+    """The latest deployment of each model (by revision): its champion and challenger versions."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[str, tuple[int, tuple[int, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, event: DeploymentChanged) -> bool:
+        """Record the deployment unless a later revision is known; True when it changed what is known."""
+        versions = tuple(part.version for part in (event.champion, event.challenger) if part is not None)
+        with self._lock:
+            known = self._by_model.get(event.model_name)
+            if known is not None and known[0] >= event.revision:
+                return False  # a redelivery or an older revision: idempotent
+            self._by_model[event.model_name] = (event.revision, versions)
+            return True
+
+    def versions(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(model, str(v)) for model, (_, versions) in sorted(self._by_model.items()) for v in versions]
+
+
+def handle_deployment_changed(event: DeploymentChanged, meta: EventMeta, *, deployed: DeployedVersions) -> None:
+    deployed.apply(event)
+
+
+def build_handlers(deployed: DeployedVersions) -> dict[type[Event], Sequence[Callable[[Any, EventMeta], None]]]:
+    """The routing table, with dependencies bound by closure."""
+
+    def on_deployment(event: DeploymentChanged, meta: EventMeta) -> None:
+        handle_deployment_changed(event, meta, deployed=deployed)
+
+    return {DeploymentChanged: [on_deployment]}

@@ -1,0 +1,236 @@
+"""Helpers for the monitor's integration tests: a stand-in target with the gateway's metric names,
+the monitor (and the registry) as real processes, a watcher of the ``alert`` topic, a webhook receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from shared.envelope import decode
+from shared.events import AlertChanged
+from shared.kafka import make_consumer
+from shared.settings import FerrySettings
+from shared.stack import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    """Poll until ``predicate`` returns something truthy; fail after ``timeout_s`` (generous: a busy machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class _Server:
+    """A threading HTTP server on a free loopback port, stopped by ``close``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeGateway:
+    """Prometheus text with the gateway's metric names, driven by a traffic thread: each tick adds
+    requests (failing at ``error_rate``) and predictions (by ``class_weights``) for one model version."""
+
+    def __init__(self, model: str = "digits", version: str = "1") -> None:
+        self.model, self.version = model, version
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ferry_gateway_requests", "", ["model", "version", "route", "outcome"],
+                                registry=self.registry)  # fmt: skip
+        self.predictions = Counter("ferry_gateway_predictions", "", ["model", "version", "class"],
+                                   registry=self.registry)  # fmt: skip
+        self.duration = Histogram("ferry_gateway_request_duration_seconds", "", ["model", "version"],
+                                  buckets=(0.001, 0.01, 0.1, 1), registry=self.registry)  # fmt: skip
+        self.error_rate = 0.0
+        self.class_weights: dict[str, int] = {}
+        self.per_tick = 20
+        self._stop = threading.Event()
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = generate_latest(gateway.registry)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = _Server(Handler)
+        self._traffic = threading.Thread(target=self._run, daemon=True)
+        self._traffic.start()
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/metrics"
+
+    def _run(self) -> None:
+        for outcome in ("ok", "error"):  # as the gateway does: every outcome's series exists from the start
+            self.requests.labels(self.model, self.version, "champion", outcome).inc(0)
+        while not self._stop.wait(0.2):
+            failed = round(self.per_tick * self.error_rate)
+            self.requests.labels(self.model, self.version, "champion", "error").inc(failed)
+            self.requests.labels(self.model, self.version, "champion", "ok").inc(self.per_tick - failed)
+            for cls, weight in self.class_weights.items():
+                self.predictions.labels(self.model, self.version, cls).inc(weight)
+            self.duration.labels(self.model, self.version).observe(0.005)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.close()
+
+
+class WebhookReceiver:
+    """Records the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = _Server(Handler)
+        self.url = f"{self.server.url}/hook"
+
+    def statuses(self, rule: str) -> list[str]:
+        return [alert["status"] for body in self.bodies for alert in body["alerts"]
+                if alert["labels"]["alertname"] == rule]  # fmt: skip
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class AlertWatcher:
+    """Collects every AlertChanged on the ``alert`` topic from the start, in a background thread."""
+
+    def __init__(self, settings: FerrySettings) -> None:
+        self.events: list[tuple[AlertChanged, str]] = []
+        self._consumer = make_consumer(settings, f"watch-{uuid.uuid4().hex[:8]}", [AlertChanged.topic])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    decoded = decode(record.headers, record.key, record.value)
+                    assert isinstance(decoded.event, AlertChanged)
+                    self.events.append((decoded.event, decoded.meta.event_id))
+
+    def of(self, rule: str, state: str | None = None) -> list[AlertChanged]:
+        return [e for e, _ in list(self.events) if e.rule == rule and (state is None or e.state == state)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+SHORT = {"window": "4s", "for": "1s"}
+
+
+def short_rules(path: Path, *, drift_min_samples: int = 20) -> Path:
+    """The shipped rules with windows and ``for`` durations shortened (same kinds, metrics, thresholds)."""
+    document = yaml.safe_load((PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml").read_text())
+    for rule in document["rules"]:
+        rule["for"] = SHORT["for"]
+        if "window" in rule:
+            rule["window"] = SHORT["window"]
+        if rule["kind"] == "drift":
+            rule["min_samples"] = drift_min_samples
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+class ServiceProcess:
+    """``python -m services.<name>`` with an environment, its log in a file; stopped with SIGTERM."""
+
+    def __init__(self, name: str, env: dict[str, str], log: Path, health_url: str) -> None:
+        self.name, self.env, self.log, self.health_url = name, env, log, health_url
+        with log.open("ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=PROJECT_ROOT, env=env,
+                                            stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for(self._healthy, timeout_s=90, what=f"{name} at {health_url} (log {log})")
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+        try:
+            return httpx.get(self.health_url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout=60)
+
+
+def base_env(settings: FerrySettings, home: Path) -> dict[str, str]:
+    return {
+        **os.environ, "FERRY_HOME": str(home), "FERRY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FERRY_TOPIC_PREFIX": settings.topic_prefix, "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
+        "PYTHONUNBUFFERED": "1",
+    }  # fmt: skip
+
+
+def start_monitor(env: dict[str, str], tmp_path: Path, **settings: str) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    env = {**env, "FERRY_MONITOR_PORT": str(port), "FERRY_MONITOR_SCRAPE_INTERVAL_S": "0.5",
+           "FERRY_MONITOR_CONSUMER_GROUP": f"monitor-{uuid.uuid4().hex[:8]}",
+           **{f"FERRY_MONITOR_{key.upper()}": value for key, value in settings.items()}}  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    return ServiceProcess("monitor", env, tmp_path / "monitor.log", f"{url}/healthz"), url
+
+
+def active(monitor_url: str, rule: str, state: str = "firing") -> list[dict[str, Any]]:
+    alerts = httpx.get(f"{monitor_url}/api/v1/alerts", timeout=10).json()["active"]
+    return [alert for alert in alerts if alert["rule"] == rule and alert["state"] == state]

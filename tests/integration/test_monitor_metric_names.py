@@ -1,0 +1,110 @@
+"""Every metric name in a generated expression (Prometheus rules, Grafana rules, the dashboard) is one
+a service really exposes: the registry, the trainer and the monitor run here as processes, are made
+to do the work that creates their series, and are scraped. The gateway's and the evaluator's names are
+checked against their contract until they are installed; then test_monitor_gateway.py scrapes the gateway."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from monitor_support import FakeGateway, ServiceProcess, base_env, free_port, short_rules, start_monitor, wait_for
+from test_monitor_drift import register_and_promote
+
+from services.monitor.provisioning import dashboard
+from services.monitor.provisioning.promql import metric_names
+from shared.events import TrainingRequested
+from shared.kafka import KafkaPublisher, make_producer
+from shared.services import service
+from shared.settings import FerrySettings
+from shared.stack import PROJECT_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# HELPERS.md's contract for the services still being built (checked for real once they are installed).
+CONTRACT = {
+    "gateway": {
+        "ferry_gateway_requests_total", "ferry_gateway_request_duration_seconds_bucket",
+        "ferry_gateway_batch_size_bucket", "ferry_gateway_batch_size_sum", "ferry_gateway_batch_size_count",
+        "ferry_gateway_queue_depth", "ferry_gateway_inflight", "ferry_gateway_shed_total",
+        "ferry_gateway_rate_limited_total", "ferry_gateway_predictions_total", "ferry_gateway_shadow_comparisons_total",
+    },
+    "evaluator": {"ferry_evaluator_evaluations_total"},
+}  # fmt: skip
+# Promised in HELPERS.md by work in flight on other branches (issue 7); a warning until they land.
+PENDING = {"ferry_kafka_consumer_lag", "ferry_registry_outbox_failed"}
+
+
+def owner(name: str) -> str:
+    for prefix, service_name in (("ferry_gateway_", "gateway"), ("ferry_evaluator_", "evaluator"),
+                                 ("ferry_training_", "trainer"), ("ferry_monitor_", "monitor")):  # fmt: skip
+        if name.startswith(prefix):
+            return service_name
+    return "registry"  # its own metrics, and those of the consumer loop every service runs
+
+
+def generated_names() -> set[str]:
+    deploy = PROJECT_ROOT / "deploy"
+    expressions = [rule["expr"] for rule in yaml.safe_load((deploy / "prometheus/ferry.rules.yml").read_text())
+                   ["groups"][0]["rules"]]  # fmt: skip
+    grafana = yaml.safe_load((deploy / "grafana/provisioning/alerting/ferry-rules.yaml").read_text())
+    expressions += [step["model"]["expr"] for rule in grafana["groups"][0]["rules"] for step in rule["data"]
+                    if "expr" in step["model"]]  # fmt: skip
+    expressions += dashboard.expressions()
+    return {name for expression in expressions for name in metric_names(expression)} - {"up"}
+
+
+def exposed(url: str) -> set[str]:
+    text = httpx.get(url, timeout=10).text
+    return set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", text, flags=re.MULTILINE))
+
+
+def test_every_generated_metric_name_is_exposed_by_its_service(
+    ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path
+) -> None:
+    env = base_env(ferry_settings, tmp_path / "home")
+    registry_port, trainer_port = free_port(), free_port()
+    registry_url = f"http://127.0.0.1:{registry_port}"
+    processes = [ServiceProcess("registry", {**env, "FERRY_DATABASE_URL": fresh_database_url,
+                                             "FERRY_REGISTRY_PORT": str(registry_port)},
+                                tmp_path / "registry.log", f"{registry_url}/readyz")]  # fmt: skip
+    gateway = FakeGateway(version="1")
+    try:
+        trainer_env = {**env, "FERRY_TRAINER_METRICS_PORT": str(trainer_port)}
+        trainer_url = f"http://127.0.0.1:{trainer_port}/metrics"
+        processes.append(ServiceProcess("trainer", trainer_env, tmp_path / "trainer.log", trainer_url))
+        # Work that creates the series: a version and a decision (registry), a refused message (dead
+        # letter), a request for an unknown dataset (a failed run), predictions (the monitor's drift).
+        register_and_promote(ferry_settings, registry_url)
+        producer = make_producer(ferry_settings)
+        producer.send(ferry_settings.topic("model.trained"), b"not an event").get(timeout=30)
+        producer.close()
+        publisher = KafkaPublisher(ferry_settings, source="test")
+        publisher.publish(TrainingRequested(model_name="digits", dataset="sklearn:absent"))
+        publisher.close()
+        gateway.class_weights = {"0": 5, "1": 5}
+        monitor, monitor_url = start_monitor(env, tmp_path, rules_file=str(short_rules(tmp_path / "rules.yaml")),
+                                             targets=f"gateway={gateway.url}", registry_url=registry_url)  # fmt: skip
+        processes.append(monitor)
+        scrape = {"registry": f"{registry_url}/metrics", "trainer": trainer_url, "monitor": f"{monitor_url}/metrics"}
+        wanted = generated_names()
+        by_owner = {name: {n for n in wanted if owner(n) == name} for name in ("registry", "trainer", "monitor")}
+        for name, url in scrape.items():
+            required = by_owner[name] - PENDING
+            wait_for(lambda url=url, required=required: required <= exposed(url),  # type: ignore[misc]
+                     timeout_s=120, what=f"{name} exposing {sorted(required - exposed(url))}")  # fmt: skip
+        found = set().union(*(exposed(url) for url in scrape.values()))
+        missing = {name for name in PENDING & wanted if name not in found}
+        if missing:
+            warnings.warn(f"not exposed yet (promised by work in flight): {sorted(missing)}", stacklevel=1)
+        for name in ("gateway", "evaluator"):
+            if not service(name).installed():
+                assert {n for n in wanted if owner(n) == name} <= CONTRACT[name]
+    finally:
+        codes = [process.stop() for process in reversed(processes)]
+        gateway.close()
+    assert codes == [0] * len(codes)

@@ -1,0 +1,94 @@
+"""The monitor as it runs: a real process on the real broker, scraping a real HTTP target.
+
+The target stands in for the gateway with the gateway's metric names (the gateway's own tests in
+test_monitor_gateway.py run once it exists). Windows and ``for`` are shortened through the rules
+file, never waited out by the clock: every wait is on a condition, with a generous deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from monitor_support import (
+    AlertWatcher,
+    FakeGateway,
+    ServiceProcess,
+    WebhookReceiver,
+    active,
+    base_env,
+    short_rules,
+    start_monitor,
+    wait_for,
+)
+
+from shared.settings import FerrySettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclass
+class Running:
+    gateway: FakeGateway
+    watcher: AlertWatcher
+    webhook: WebhookReceiver
+    monitor: ServiceProcess
+    url: str
+
+
+@pytest.fixture
+def running(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Running]:
+    gateway, watcher, webhook = FakeGateway(version="3"), AlertWatcher(ferry_settings), WebhookReceiver()
+    env = base_env(ferry_settings, tmp_path / "home")
+    monitor, url = start_monitor(
+        env, tmp_path, rules_file=str(short_rules(tmp_path / "rules.yaml")), webhook_urls=webhook.url,
+        targets=f"gateway={gateway.url}", registry_url="http://127.0.0.1:9",
+    )  # fmt: skip
+    try:
+        yield Running(gateway, watcher, webhook, monitor, url)
+    finally:
+        code = monitor.stop()
+        gateway.close()
+        watcher.close()
+        webhook.close()
+        assert code == 0, f"the monitor did not stop cleanly:\n{monitor.log.read_text()[-3000:]}"
+
+
+def test_failing_requests_fire_the_error_ratio_alert_on_kafka_and_it_resolves_when_healthy(running: Running) -> None:
+    wait_for(lambda: any(t["up"] for t in httpx.get(f"{running.url}/api/v1/targets").json()["targets"]),
+             what="the first scrape")  # fmt: skip
+    assert running.watcher.of("GatewayErrorRatio") == []
+    running.gateway.error_rate = 0.5
+    [fired] = wait_for(lambda: running.watcher.of("GatewayErrorRatio", "fired"), what="GatewayErrorRatio on Kafka")
+    assert (fired.model_name, fired.version, fired.action, fired.severity) == ("digits", 3, "rollback", "critical")
+    assert fired.labels == {"model": "digits", "version": "3"}
+    assert fired.value > fired.threshold == 0.05
+    [listed] = active(running.url, "GatewayErrorRatio")
+    assert listed["labels"] == {"model": "digits", "version": "3"} and listed["action"] == "rollback"
+
+    running.gateway.error_rate = 0.0
+    [resolved] = wait_for(lambda: running.watcher.of("GatewayErrorRatio", "resolved"), what="the resolution")
+    assert resolved.since == fired.since  # the same alert: since is when it began
+    assert active(running.url, "GatewayErrorRatio") == []
+    recent = httpx.get(f"{running.url}/api/v1/alerts").json()["recent"]
+    assert [(a["rule"], a["state"]) for a in recent] == [("GatewayErrorRatio", "resolved")]
+    wait_for(lambda: running.webhook.statuses("GatewayErrorRatio") == ["firing", "resolved"], what="both webhooks")
+    assert len(running.watcher.of("GatewayErrorRatio")) == 2  # fired once, resolved once
+
+
+def test_a_target_that_goes_down_fires_target_down_and_the_monitor_goes_on(running: Running) -> None:
+    wait_for(lambda: any(t["up"] for t in httpx.get(f"{running.url}/api/v1/targets").json()["targets"]),
+             what="the first scrape")  # fmt: skip
+    running.gateway.close()
+    [fired] = wait_for(lambda: running.watcher.of("TargetDown", "fired"), what="TargetDown on Kafka")
+    assert fired.labels == {"job": "gateway", "instance": f"127.0.0.1:{running.gateway.server.port}"}
+    assert (fired.model_name, fired.version) == ("ferry", None)
+    [target] = httpx.get(f"{running.url}/api/v1/targets").json()["targets"]
+    assert target["up"] is False and target["last_error"]
+    assert httpx.get(f"{running.url}/healthz").status_code == 200
+    rules = {rule["name"]: rule for rule in httpx.get(f"{running.url}/api/v1/rules").json()["rules"]}
+    assert rules["TargetDown"]["active"] == 1 and rules["TargetDown"]["error"] is None
+    assert len(rules) == 8
