@@ -160,7 +160,9 @@ def check_registered(received: list[Decoded], expected: dict[str, int]) -> None:
 
 
 FAULT_POINTS = [
-    ("registry.after_commit@3", False),  # a registration committed, its offset not: the event comes again
+    # A registration committed, its offset not: the event comes again. (The relay thread may be between an
+    # ack and its mark when the consumer thread crashes, so a broker-side duplicate may or may not appear.)
+    ("registry.after_commit@3", None),
     ("registry.outbox.before_publish@1", False),  # rows committed, none published
     ("registry.outbox.before_mark_sent@1", True),  # rows published, not marked: published again, same ids
 ]
@@ -169,7 +171,7 @@ FAULT_POINTS = [
 @pytest.mark.parametrize(("fault", "republished"), FAULT_POINTS)
 def test_a_crash_at_a_fault_point_loses_duplicates_and_reorders_nothing(
     fault: str,
-    republished: bool,
+    republished: bool | None,
     services: Callable[..., Service],
     registry_settings: RegistrySettings,
     tmp_path: Path,
@@ -190,7 +192,8 @@ def test_a_crash_at_a_fault_point_loses_duplicates_and_reorders_nothing(
     wait_unique(registered, total)
     received = registered.settle(1.0)
     check_registered(received, models)
-    assert (len(received) > total) is republished  # only a crash after the acks makes a broker-side duplicate
+    if republished is not None:  # only a crash after the acks makes a broker-side duplicate
+        assert (len(received) > total) is republished
 
     decisions = [ModelDecided(model_name="digits", version=version, decision="promote", stage=stage, reason="test")
                  for version, stage in ((1, "champion"), (2, "canary"), (3, "champion"))]  # fmt: skip
