@@ -218,9 +218,13 @@ def test_two_registries_started_together_migrate_once_and_relay_through_one(
     assert sum("registry schema migrated from None to" in message for message in both) == 1
     assert sum("registry schema already at" in message for message in both) == 1
     active = "this process's outbox relay is the active one"
-    leaders = [service for service in (first, second) if active in service.messages()]
-    assert len(leaders) == 1, both
-    [leader] = leaders
+
+    def leaders() -> list[Service]:
+        return [service for service in (first, second) if active in service.messages()]
+
+    wait_for(leaders, what="a relay to become the active one")
+    assert len(leaders()) == 1, both
+    [leader] = leaders()
     follower = second if leader is first else first
 
     store = ArtifactStore(str(registry_settings.ferry.artifact_root))
