@@ -81,7 +81,8 @@ def handle_model_trained(
     """Register the artifact as the model's next version and announce it; repeats change nothing.
 
     The artifact is verified in the store before the transaction (hashing it while holding the model's row
-    lock would hold up every other registration of the model).
+    lock would hold up every other registration of the model). So a redelivery of an applied event is
+    verified again, and dead-lettered should its artifact have vanished since: that loses nothing.
     """
     artifact_uri = verified_artifact_uri(event.artifact, event.model_name, artifacts)
     with uow:

@@ -10,10 +10,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from services.registry.adapters import schema
 from services.registry.adapters.orm import Base
+from services.registry.adapters.repository import SqlRepository
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["test_registry_support"]
@@ -104,3 +106,18 @@ def test_two_processes_migrating_at_once_migrate_once(fresh_database_url: str) -
     assert all(schema.current_revision(engine) == head for engine in engines)
     for engine in engines:
         engine.dispose()
+
+
+def test_an_event_applied_before_0003_stays_applied_whatever_its_source(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url, poolclass=NullPool)
+    schema.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO applied_events (event_id, type_name) VALUES ('old', 't')"))
+    schema.upgrade(engine)
+    with Session(engine) as session, session.begin():
+        repo = SqlRepository(session)
+        assert not repo.claim_event("ferry.evaluator", "old", "t")  # redelivered across the upgrade: a no-op
+        assert repo.claim_event("ferry.evaluator", "new", "t")
+        assert not repo.claim_event("ferry.evaluator", "new", "t")
+        assert repo.claim_event("another.source", "new", "t")
+    engine.dispose()
