@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ferry-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-unit up down services status lint install clean
+.PHONY: demo test test-unit up down status logs lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install Ferry with its pinned dependencies
 
-demo: $(STAMP) ## start the stack and the services, then run the whole loop
+demo: $(STAMP) ## 'make up', then run the whole loop; everything keeps running ('make down' stops it)
 	$(BIN)/ferry demo
 
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
@@ -24,17 +24,17 @@ test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-up: $(STAMP) ## start Kafka and PostgreSQL under .ferry/
-	$(BIN)/ferry stack up
+up: $(STAMP) ## start Kafka, PostgreSQL and every installed service (under supervisord) in the background
+	$(BIN)/ferry up
 
-services: $(STAMP) ## run the services in the foreground (after 'make up'); Ctrl-C stops them
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f deploy/Procfile -d . start
+down: ## stop everything 'make up' started
+	@if test -x $(BIN)/ferry; then $(BIN)/ferry down; fi
 
-down: ## stop what 'make up' started
-	@if test -x $(BIN)/ferry; then $(BIN)/ferry stack down; fi
+status: $(STAMP) ## each part's pid, port, state, health and last restart
+	$(BIN)/ferry status
 
-status: $(STAMP)
-	$(BIN)/ferry stack status
+logs: ## follow every log under .ferry/logs
+	tail -n 20 -F $${FERRY_HOME:-.ferry}/logs/*.log
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,8 @@
-"""The ``ferry`` command: the local stack, topics, event schemas, and (through the services) training."""
+"""The ``ferry`` command: the local system, topics, event schemas, and (through the services) training.
+
+The parser is argparse, not Typer: services contribute verbs through the ``ferry.commands`` entry
+points as ``register(subparsers)``, a contract the trainer and the evaluator already build on.
+"""
 
 from __future__ import annotations
 
@@ -30,21 +34,35 @@ def _stack_up(args: argparse.Namespace, settings: FerrySettings) -> int:
     return 0
 
 
-def _stack_down(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.stack import Stack
+def _up(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.postgres import PostgresError
+    from shared.stack import StackError
+    from shared.supervisor import SupervisorError
+    from shared.system import up
+    from shared.tokens import TokenError
 
-    stopped = Stack(settings).down()
-    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-    return 0
+    try:
+        return up(settings)
+    except (StackError, PostgresError, SupervisorError, TokenError) as error:
+        print(f"ferry up failed: {error}", file=sys.stderr)
+        return 1
 
 
-def _stack_status(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.stack import Stack
+def _down(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.system import down
 
-    status = Stack(settings).status()
-    for name, state in status.items():
-        print(f"{name:9} {state}")
-    return 0 if all(state.startswith(("running", "external")) for state in status.values()) else 1
+    return down(settings)
+
+
+def _status(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.system import healthy, render, status
+
+    parts = status(settings)
+    if getattr(args, "json", False):
+        print(json.dumps([part.as_dict() for part in parts], indent=2))
+    else:
+        print(render(parts))
+    return 0 if healthy(parts) else 1
 
 
 def _topics(args: argparse.Namespace, settings: FerrySettings) -> int:
@@ -76,28 +94,33 @@ def _roundtrip(args: argparse.Namespace, settings: FerrySettings) -> int:
     from shared.envelope import decode
     from shared.events import TrainingStatus
     from shared.kafka import KafkaPublisher, make_consumer
+    from shared.waiting import NotReady, wait_for, wait_for_assignment
 
     request_id = f"roundtrip-{uuid.uuid4().hex[:8]}"
     consumer = make_consumer(settings, f"roundtrip-{request_id}", [TrainingStatus.topic], auto_offset_reset="latest")
-    while not consumer.assignment():
-        consumer.poll(timeout_ms=200)
     publisher = KafkaPublisher(settings, source="ferry/cli")
-    publisher.publish(TrainingStatus(model_name="roundtrip", request_id=request_id, state="started"))
-    deadline = time.monotonic() + 30
+
+    def read_back() -> tuple[str, str, list[str]] | None:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                decoded = decode(record.headers, record.key, record.value)
+                if getattr(decoded.event, "request_id", None) == request_id:
+                    return decoded.meta.type_name, decoded.meta.event_id, sorted(name for name, _ in record.headers)
+        return None
+
     try:
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    decoded = decode(record.headers, record.key, record.value)
-                    if getattr(decoded.event, "request_id", None) == request_id:
-                        print(f"round trip ok: {decoded.meta.type_name} id={decoded.meta.event_id}")
-                        print(f"  headers: {sorted(name for name, _ in record.headers)}")
-                        return 0
-        print("round trip failed: the event did not come back within 30s", file=sys.stderr)
+        wait_for_assignment(consumer, timeout_s=60)
+        publisher.publish(TrainingStatus(model_name="roundtrip", request_id=request_id, state="started"))
+        type_name, event_id, headers = wait_for(read_back, what="the event", timeout_s=30, first_s=0.01, max_s=0.1)
+    except NotReady as error:
+        print(f"round trip failed: {error}", file=sys.stderr)
         return 1
     finally:
         consumer.close()
         publisher.close()
+    print(f"round trip ok: {type_name} id={event_id}")
+    print(f"  headers: {headers}")
+    return 0
 
 
 def _demo(args: argparse.Namespace, settings: FerrySettings) -> int:
@@ -110,13 +133,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(prog="ferry", description="Ferry: models from a training request to traffic")
     commands: dict[str, Command] = {}
     sub = parser.add_subparsers(dest="command", required=True)
+    for verb, function, text in (
+        ("up", _up, "start Kafka, PostgreSQL and every installed service under supervisord (make up)"),
+        ("down", _down, "stop everything 'up' started (make down)"),
+        ("status", _status, "each part's pid, port, state, health and last restart (make status)"),
+    ):
+        verb_parser = sub.add_parser(verb, help=text)
+        if verb == "status":
+            verb_parser.add_argument("--json", action="store_true", help="print the parts as JSON")
+        commands[verb] = function
     stack = sub.add_parser("stack", help="the local Kafka + PostgreSQL stack").add_subparsers(
         dest="action", required=True
     )
     for action, function, text in (
-        ("up", _stack_up, "start Kafka and PostgreSQL (idempotent)"),
-        ("down", _stack_down, "stop what 'up' started"),
-        ("status", _stack_status, "show what runs"),
+        ("up", _stack_up, "start Kafka and PostgreSQL alone (idempotent)"),
+        ("down", _down, "stop everything, as 'ferry down'"),
+        ("status", _status, "as 'ferry status'"),
     ):
         stack.add_parser(action, help=text)
         commands[f"stack.{action}"] = function
@@ -127,8 +159,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     commands["schemas"] = _schemas
     sub.add_parser("roundtrip", help="publish an event and consume it back")
     commands["roundtrip"] = _roundtrip
-    demo = sub.add_parser("demo", help="start everything and run the whole loop")
-    demo.add_argument("--keep-running", action="store_true", help="leave the services running afterwards")
+    demo = sub.add_parser("demo", help="start everything (as 'ferry up') and run the whole loop")
+    demo.add_argument("--down", action="store_true", help="stop everything afterwards (as 'ferry down')")
     commands["demo"] = _demo
     _add_service_commands(sub, commands)
     return parser, commands

@@ -1,9 +1,15 @@
 """Named datasets and the one deterministic split every service uses.
 
-``load_dataset("sklearn:digits")`` or ``load_dataset("csv:/data/x.csv")`` gives a :class:`Dataset`;
+``load_dataset("sklearn:digits")`` or ``load_dataset("csv:flowers.csv")`` gives a :class:`Dataset`;
 ``split(dataset)`` cuts it into train / validation / test the same way on every machine, so the
 evaluator's test rows are exactly the rows no trainer has read. Only sklearn's bundled data is
 used: nothing is downloaded.
+
+A ``csv:`` name comes from an event, so it is never opened as given: it is a path relative to the
+datasets root (``FERRY_DATASETS_ROOT``, default ``<home>/datasets``), and an absolute path, a ``..``,
+a URL or a symlink that leads out of the root is refused. No reason a load fails with quotes the
+file's content (reasons travel on ``training.status``, where anyone can read them): cells, column
+names and class labels are referred to by position and count only.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TextIO
 
 import numpy as np
 
@@ -113,10 +122,12 @@ def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: t
     if len(classes) < 2:
         raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
     counts = np.bincount(labels, minlength=len(classes))
-    rare = [classes[index] for index, count in enumerate(counts) if count < MIN_ROWS_PER_CLASS]
+    rare = [index for index, count in enumerate(counts) if count < MIN_ROWS_PER_CLASS]
     if rare:
         raise DatasetError(
-            name, f"classes {rare} have fewer than {MIN_ROWS_PER_CLASS} rows; each split part needs one of each"
+            name,
+            f"{len(rare)} of its {len(classes)} classes have fewer than {MIN_ROWS_PER_CLASS} rows; "
+            "each split part needs one of each",
         )
 
 
@@ -145,62 +156,111 @@ def known_datasets() -> list[str]:
     return [*_SKLEARN, "csv:PATH"]
 
 
-def load_dataset(name: str, *, label_column: str | None = None) -> Dataset:
-    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris`` or ``csv:PATH``."""
+def load_dataset(name: str, *, label_column: str | None = None, root: Path | None = None) -> Dataset:
+    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris`` or ``csv:PATH``.
+
+    ``PATH`` is relative to ``root``, by default the settings' datasets root (``FERRY_DATASETS_ROOT``).
+    """
     if name in _SKLEARN:
         if label_column is not None:
             raise DatasetError(name, "label_column applies only to csv datasets")
         return _SKLEARN[name](name)
     if name.startswith("csv:"):
-        return _load_csv(name, name[len("csv:") :], label_column or DEFAULT_LABEL_COLUMN)
+        if root is None:
+            from shared.settings import FerrySettings
+
+            root = FerrySettings().resolved_datasets_root
+        path = dataset_path(name, name[len("csv:") :], root)
+        return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN)
     raise DatasetError(name, f"unknown dataset; known: {', '.join(known_datasets())}")
 
 
-def _read_rows(name: str, location: str) -> tuple[list[str], list[list[str]]]:
-    if not location.strip():
-        raise DatasetError(name, "csv: needs a path, e.g. csv:/data/flowers.csv")
-    path = Path(location)
-    if not path.is_file():
-        raise DatasetError(name, f"file {str(path)!r} does not exist or is not a file")
+_RELATIVE_ONLY = "name a file relative to the datasets root (FERRY_DATASETS_ROOT), e.g. csv:flowers.csv"
+
+
+def dataset_path(name: str, location: str, root: Path) -> Path:
+    """The file that ``location`` names inside ``root``; a DatasetError for anything that leaves it."""
+    if not location.strip() or "\x00" in location:
+        raise DatasetError(name, f"csv: needs a file name: {_RELATIVE_ONLY}")
+    if "://" in location:
+        raise DatasetError(name, f"URLs are refused: {_RELATIVE_ONLY}")
+    relative = PurePosixPath(location)
+    if relative.is_absolute():
+        raise DatasetError(name, f"absolute paths are refused: {_RELATIVE_ONLY}")
+    if ".." in relative.parts:
+        raise DatasetError(name, f"'..' is refused: {_RELATIVE_ONLY}")
+    base = root.resolve()
+    if not base.is_dir():
+        raise DatasetError(name, f"the datasets root {str(root)!r} does not exist; create it and put csv files in it")
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base):
+        raise DatasetError(name, "the path leads out of the datasets root (a symlink); it is refused")
+    if not target.is_file():
+        raise DatasetError(name, f"no file {location!r} under the datasets root")
+    return target
+
+
+def _open_inside(name: str, path: Path, root: Path) -> TextIO:
+    """Open ``path`` for reading, refusing a symlink or a swap that leads out of ``root`` since it was resolved."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DatasetError(name, f"cannot read {str(path)!r}: {error}") from error
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise DatasetError(name, f"cannot open the file: {error.strerror or type(error).__name__}") from None
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{descriptor}")) if Path("/proc/self/fd").is_dir() else path
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode) or not opened.is_relative_to(root.resolve()):
+            raise DatasetError(name, "the path leads out of the datasets root or to no regular file; it is refused")
+        return os.fdopen(descriptor, newline="", encoding="utf-8")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _read_rows(name: str, path: Path, root: Path) -> tuple[list[str], list[list[str]]]:
+    reader = None
+    try:
+        with _open_inside(name, path, root) as handle:
+            reader = csv.reader(handle)
+            rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError:
+        raise DatasetError(name, "the file is not UTF-8 text") from None
+    except csv.Error:
+        line = f" near line {reader.line_num}" if reader is not None else ""
+        raise DatasetError(name, f"the file is not valid csv{line}") from None
+    except OSError as error:
+        raise DatasetError(name, f"the file cannot be read: {error.strerror or type(error).__name__}") from None
     if not rows:
         raise DatasetError(name, "the csv file is empty; it needs a header row and data rows")
     header = [cell.strip() for cell in rows[0]]
     return header, rows[1:]
 
 
-def _load_csv(name: str, location: str, label_column: str) -> Dataset:
-    header, rows = _read_rows(name, location)
+def _load_csv(name: str, path: Path, root: Path, label_column: str) -> Dataset:
+    header, rows = _read_rows(name, path, root)
     if label_column not in header:
-        raise DatasetError(name, f"has no label column {label_column!r}; its columns are {header}")
+        raise DatasetError(name, f"has no label column {label_column!r} among its {len(header)} header columns")
     label_index = header.index(label_column)
-    feature_columns = [column for index, column in enumerate(header) if index != label_index]
-    features = np.empty((len(rows), len(feature_columns)), dtype=np.float64)
+    feature_indices = [index for index in range(len(header)) if index != label_index]
+    features = np.empty((len(rows), len(feature_indices)), dtype=np.float64)
     raw_labels: list[str] = []
     for row_number, row in enumerate(rows, start=2):  # line 1 is the header
         if len(row) != len(header):
             raise DatasetError(name, f"line {row_number} has {len(row)} cells, the header has {len(header)}")
         raw_labels.append(row[label_index].strip())
-        cells = [cell for index, cell in enumerate(row) if index != label_index]
-        for column, cell in enumerate(cells):
-            features[row_number - 2, column] = _number(name, cell, row_number, feature_columns[column])
+        for column, index in enumerate(feature_indices):
+            features[row_number - 2, column] = _number(name, row[index], row_number, index + 1)
     labels, classes = _class_ids(raw_labels)
     return _make(name, features, labels, classes)
 
 
-def _number(name: str, cell: str, row_number: int, column: str) -> float:
+def _number(name: str, cell: str, row_number: int, column: int) -> float:
+    """The cell as a number; the reason names the column by its position, never quoting the cell."""
     try:
         value = float(cell)
     except ValueError:
-        raise DatasetError(
-            name, f"feature column {column!r} is not numeric (line {row_number}: {cell.strip()!r})"
-        ) from None
+        raise DatasetError(name, f"column {column} is not numeric on line {row_number}") from None
     if not math.isfinite(value):
-        raise DatasetError(name, f"feature column {column!r} has a missing or infinite value on line {row_number}")
+        raise DatasetError(name, f"column {column} has a missing or infinite value on line {row_number}")
     return value
 
 

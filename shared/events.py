@@ -80,9 +80,29 @@ class Hyperparameters(Frozen):
 
 
 class Compression(Frozen):
-    quantize: Literal["int8"] | None = None
-    prune: float | None = Field(default=None, gt=0, lt=1, description="fraction of weights zeroed")
+    """What to make smaller, applied in this order: prune, distill (training the pruned network from the
+    teacher), quantize. The result is checked against the uncompressed model's validation accuracy."""
+
+    quantize: Literal["int8", "int8-static", "int8-dynamic"] | None = Field(
+        default=None,
+        description="int8: static (QDQ, calibrated on training rows) or dynamic, whichever the trainer measures "
+        "faster on its CPU; int8-static or int8-dynamic: that one",
+    )
+    prune: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="share of the prunable layers' parameters removed, as whole hidden units and channels "
+        "(smallest L2 norm first), then fine-tuned",
+    )
     distill_from: str | None = Field(default=None, description="teacher model name (its champion)")
+    max_accuracy_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="the run fails when the compressed model's validation accuracy is below the uncompressed "
+        "model's (the teacher's, when distilling) by more than this",
+    )
 
 
 # --- the events --------------------------------------------------------------------------------

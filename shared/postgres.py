@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import FerrySettings
+from shared.waiting import NotReady, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,25 @@ class EmbeddedPostgres:
         self.log_file.unlink(missing_ok=True)
         self.log_file.symlink_to(server_log)
 
+    def accepts_connections(self) -> bool:
+        """True when ``pg_isready`` says the server accepts connections (the readiness check)."""
+        probe = subprocess.run(
+            [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], **self._run_kwargs()
+        )
+        return probe.returncode == 0
+
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], **self._run_kwargs()
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise PostgresError(f"PostgreSQL did not accept connections on port {self.port} within {timeout_s}s")
+        try:
+            wait_for(self.accepts_connections, what=f"PostgreSQL on port {self.port}", timeout_s=timeout_s)
+        except NotReady as error:
+            raise PostgresError(f"{error}: it does not accept connections") from None
+
+    def pid(self) -> int | None:
+        """The postmaster's pid while the server runs (first line of ``postmaster.pid``)."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
     def _ensure_database(self) -> None:
         query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"

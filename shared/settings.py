@@ -25,6 +25,9 @@ class FerrySettings(BaseSettings):
     artifact_root: str | None = Field(
         default=None, description="Artifact store: a folder or an fsspec URI; default <home>/artifacts"
     )
+    datasets_root: Path | None = Field(
+        default=None, description="The only folder csv: datasets are read from; default <home>/datasets"
+    )
     cache_dir: Path | None = Field(default=None, description="Download cache (Kafka jars); default <home>/cache")
     log_level: str = Field(default="INFO")
 
@@ -52,6 +55,10 @@ class FerrySettings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or str((self.home / "artifacts").absolute())
+
+    @property
+    def resolved_datasets_root(self) -> Path:
+        return (self.datasets_root or self.home / "datasets").absolute()
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -7,18 +7,19 @@ file lives under the settings' home folder; processes are tracked by pid files t
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.settings import FerrySettings
+from shared.waiting import NotReady, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class StackError(RuntimeError):
     """The stack could not be brought up; the message says what to do."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while the process runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
         if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
@@ -56,19 +57,33 @@ def _read_pid(pid_file: Path) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float, log_file: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    tail = ""
-    if log_file and log_file.exists():
-        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-    raise StackError(f"{what} was not ready after {timeout_s:.0f}s{tail}")
+    try:
+        wait_for(condition, what=what, timeout_s=timeout_s)
+    except NotReady as error:
+        tail = ""
+        if log_file and log_file.exists():
+            tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+        raise StackError(f"{error}{tail}") from None
+
+
+def terminate_pid(pid: int, name: str, timeout_s: float = 30) -> None:
+    """SIGTERM, wait until the process is gone, SIGKILL if it is not."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        wait_for(lambda: not pid_alive(pid), what=f"{name} stopping", timeout_s=timeout_s, max_s=0.5)
+    except NotReady:
+        log.warning("%s (pid %s) ignored SIGTERM; killing it", name, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(NotReady):
+            wait_for(lambda: not pid_alive(pid), what=f"{name} killed", timeout_s=10, max_s=0.5)
 
 
 def _terminate(pid_file: Path, name: str, timeout_s: float = 30) -> bool:
@@ -76,13 +91,7 @@ def _terminate(pid_file: Path, name: str, timeout_s: float = 30) -> bool:
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        log.warning("%s (pid %s) ignored SIGTERM; killing it", name, pid)
-        os.kill(pid, signal.SIGKILL)
+    terminate_pid(pid, name, timeout_s)
     pid_file.unlink(missing_ok=True)
     return True
 
@@ -190,8 +199,12 @@ class KafkaBroker:
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
+    def pid(self) -> int | None:
+        """The broker's pid while it runs."""
+        return _read_pid(self.pid_file)
+
     def is_running(self) -> bool:
-        return _read_pid(self.pid_file) is not None
+        return self.pid() is not None
 
     def start(self, timeout_s: float = 90) -> None:
         """Start the broker unless it runs; return once it answers metadata requests."""

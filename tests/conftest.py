@@ -30,9 +30,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    """The real broker and database, started once for the session and stopped after it."""
+def no_leftovers() -> None:
+    """Stop what the test sessions before this one left running when they were killed."""
     _stop_leftovers()
+
+
+@pytest.fixture(scope="session")
+def stack(no_leftovers: None) -> Iterator[Stack]:
+    """The real broker and database, started once for the session and stopped after it."""
     home = TEST_ROOT / str(os.getpid())  # one folder per session: sessions may run side by side
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -55,13 +60,20 @@ def stack() -> Iterator[Stack]:
 
 
 def _stop_leftovers() -> None:
-    """Stop the stacks of earlier sessions that were killed before their clean-up."""
-    for saved in TEST_ROOT.glob("*/settings.json"):
-        session_pid = int(saved.parent.name) if saved.parent.name.isdigit() else None
-        if session_pid and _alive(session_pid):
+    """Stop the stacks (and supervisors) of earlier sessions that were killed before their clean-up.
+
+    A session keeps its state under ``.ferry-test/<session pid>/``, with a ``settings.json`` in each
+    home that runs something (one level down for a whole ``ferry up`` system).
+    """
+    from shared.system import down
+
+    for saved in [*TEST_ROOT.glob("*/settings.json"), *TEST_ROOT.glob("*/*/settings.json")]:
+        session = saved.relative_to(TEST_ROOT).parts[0]
+        session_pid = int(session) if session.isdigit() else None
+        if not saved.exists() or (session_pid and _alive(session_pid)):
             continue
-        Stack(FerrySettings.model_validate_json(saved.read_text())).down()
-        shutil.rmtree(saved.parent, ignore_errors=True)
+        down(FerrySettings.model_validate_json(saved.read_text()), say=lambda line: None)
+        shutil.rmtree(TEST_ROOT / session, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -64,6 +64,16 @@ class TeacherUnavailable(TrainingFailed):
     """Distillation was asked for, but the teacher model cannot be used."""
 
 
+class CompressionTooLossy(TrainingFailed):
+    """The compressed model lost more validation accuracy than the request allows."""
+
+    def __init__(self, accuracy: float, reference: float, reference_name: str, limit: float) -> None:
+        super().__init__(
+            f"the compressed model's validation accuracy {accuracy:.4f} is {reference - accuracy:.4f} below "
+            f"{reference_name}'s {reference:.4f} (at most {limit:g} allowed); compress less or allow more"
+        )
+
+
 @dataclass(frozen=True)
 class EpochReport:
     """What the progress callback receives after each epoch."""
@@ -102,10 +112,8 @@ class TrainingPlan:
 
     @property
     def finetune_epochs(self) -> int:
-        """Epochs of training after pruning, so the surviving weights can recover."""
-        if self.compression.prune is None:
-            return 0
-        return min(self.hyperparameters.epochs, max(2 * self.hyperparameters.patience, 10))
+        """Epochs of training allowed after pruning: the same cap again (early stopping ends it)."""
+        return 0 if self.compression.prune is None else self.hyperparameters.epochs
 
     @property
     def total_epochs(self) -> int:
@@ -213,5 +221,5 @@ def soft_targets(teacher_output: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def artifact_format(compression: Compression) -> str:
-    """The ArtifactRef.format of what ships."""
-    return FORMAT_INT8 if compression.quantize == "int8" else FORMAT_FP32
+    """The ArtifactRef.format of what ships (static and dynamic int8 are both plain ONNX to a runtime)."""
+    return FORMAT_INT8 if compression.quantize is not None else FORMAT_FP32

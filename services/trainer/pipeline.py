@@ -1,5 +1,6 @@
-"""One training job from request to verified artifact: load, split, train, export, verify,
-compress, and measure exactly the file that ships.
+"""One training job from request to verified artifact: load, split, train (distilling from a
+teacher, pruning and fine-tuning when asked), export, verify, quantize, and measure exactly the
+file that ships beside the uncompressed model.
 
 No Kafka and no store here: the handler gives a work folder and a progress callback, and gets
 back the final ONNX file with its signature, metrics and timings.
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from services.trainer.adapters.compression import count_parameters, quantize_int8
 from services.trainer.adapters.onnx_model import export_onnx, predict, signature_of, verify_export
+from services.trainer.adapters.quantization import calibration_sample, quantize
 from services.trainer.adapters.torch_training import FitResult, TrainingData, fit
+from services.trainer.compression import INT8_KINDS
 from services.trainer.domain import (
     DISTILL_TEMPERATURE,
     QUANTIZED_MIN_AGREEMENT,
@@ -27,13 +29,12 @@ from services.trainer.domain import (
     Teacher,
     TeacherUnavailable,
     TrainingPlan,
-    accuracy,
     artifact_format,
-    log_loss,
     plan_training,
     soft_targets,
 )
-from shared.datasets import DatasetError, Part, Split, load_dataset, split
+from services.trainer.measure import FP32, UNPRUNED, measure_run
+from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.events import Signature, TrainingRequested
 
 
@@ -87,45 +88,57 @@ def run_training(
     teacher: Teacher | None = None,
     limits: JobLimits = JobLimits(),
 ) -> TrainedModel:
-    """Train, export, verify and (optionally) quantize; raises TrainingFailed with the reason."""
+    """Train, export, verify, compress and measure; raises TrainingFailed with the reason."""
     stopwatch = _Stopwatch()
     with stopwatch.phase("load"):
         parts = load_split(request)
         plan = plan_training(request, parts.dataset, budget_s=limits.budget_s, max_world_size=limits.max_world_size)
-        data = _training_data(parts, teacher, plan)
+        data = training_data(parts, teacher, plan)
     with stopwatch.phase("train"):
-        result, fp32_path = _train_and_export(plan, data, workdir, progress, limits.budget_clock)
+        result = _fit(plan, data, workdir, progress, limits.budget_clock)
     with stopwatch.phase("verify"):
-        verify_export(result.classifier, fp32_path, parts.validation.features)
-    shipped = fp32_path
-    if plan.compression.quantize == "int8":
+        files = _export_verified(result, workdir, parts.validation.features)
+    if plan.compression.quantize is not None:
         with stopwatch.phase("quantize"):
-            shipped = quantize_int8(fp32_path, workdir / "model.int8.onnx")
-            _check_quantized(fp32_path, shipped, parts.validation)
+            files |= _quantized(plan.compression.quantize, files[FP32], workdir, parts)
     with stopwatch.phase("measure"):
-        metrics = _metrics(shipped, fp32_path, parts.validation, result)
-        if data.soft_targets is not None and teacher is not None:
-            teacher_output = predict(teacher.path, parts.validation.features)
-            metrics["teacher_val_accuracy"] = accuracy(teacher_output, parts.validation.labels)
-        signature = signature_of(shipped)
+        measured = measure_run(
+            files, result=result, validation=parts.validation, compression=plan.compression, teacher=teacher
+        )
+        signature = signature_of(measured.shipped)
     shipped_format = artifact_format(plan.compression)
-    return TrainedModel(shipped, shipped_format, signature, parts.split_id, metrics, stopwatch.timings)
+    return TrainedModel(
+        measured.shipped, shipped_format, signature, parts.split_id, measured.metrics, stopwatch.timings
+    )
 
 
-def _train_and_export(
+def _fit(
     plan: TrainingPlan, data: TrainingData, workdir: Path, progress: ProgressCallback | None, clock: Callable[[], float]
-) -> tuple[FitResult, Path]:
+) -> FitResult:
     if plan.world_size > 1:
         # Imported here: only distributed runs need the process-group machinery.
         from services.trainer.adapters.distributed import fit_distributed
 
         return fit_distributed(plan, data, workdir=workdir, progress=progress)
-    result = fit(plan, data, progress=progress, clock=clock)
-    return result, export_onnx(result.classifier, workdir / "model.onnx")
+    return fit(plan, data, progress=progress, clock=clock)
 
 
-def _training_data(parts: Split, teacher: Teacher | None, plan: TrainingPlan) -> TrainingData:
-    """Train and validation rows only: the test part never reaches the trainer."""
+def _export_verified(result: FitResult, workdir: Path, features: np.ndarray) -> dict[str, Path]:
+    """The fp32 file (and the unpruned one), each checked against its own torch network."""
+    files = {FP32: export_onnx(result.classifier, workdir / "model.onnx")}
+    verify_export(result.classifier, files[FP32], features)
+    if result.unpruned is not None:
+        files[UNPRUNED] = export_onnx(result.unpruned, workdir / "model.unpruned.onnx")
+        verify_export(result.unpruned, files[UNPRUNED], features)
+    return files
+
+
+def training_data(parts: Split, teacher: Teacher | None, plan: TrainingPlan) -> TrainingData:
+    """Train and validation rows only: the test part never reaches the trainer.
+
+    With a teacher, row i of the soft targets is the teacher's output on raw training row i: the
+    very row (and the same raw features) the student is given; each graph standardizes its own way.
+    """
     soft = None
     if plan.compression.distill_from is not None:
         if teacher is None:
@@ -157,33 +170,27 @@ def _teacher_targets(teacher: Teacher, features: np.ndarray, plan: TrainingPlan)
     return soft_targets(outputs, DISTILL_TEMPERATURE)
 
 
-def _check_quantized(fp32_path: Path, int8_path: Path, validation: Part) -> None:
-    """Fail the run when int8 disagrees with fp32 on too many validation rows."""
-    fp32 = predict(fp32_path, validation.features)
-    int8 = predict(int8_path, validation.features)
-    agreement = float(np.mean(fp32.argmax(axis=1) == int8.argmax(axis=1)))
-    if not np.isfinite(int8).all() or agreement < QUANTIZED_MIN_AGREEMENT:
+def _quantized(requested: str, fp32_path: Path, workdir: Path, parts: Split) -> dict[str, Path]:
+    """The int8 files to choose from (both kinds for "int8"), each close enough to fp32."""
+    kinds = list(INT8_KINDS) if requested == "int8" else [requested]
+    calibration = calibration_sample(parts.train.features)  # training rows: never validation or test
+    fp32 = predict(fp32_path, parts.validation.features)
+    files, refused = {}, []
+    for kind in kinds:
+        path = quantize(kind, fp32_path, workdir / f"model.{kind}.onnx", calibration)
+        agreement = _agreement(fp32, predict(path, parts.validation.features))
+        if agreement >= QUANTIZED_MIN_AGREEMENT:
+            files[kind] = path
+        else:
+            refused.append(f"{kind} agrees with fp32 on {agreement:.1%} of validation rows")
+    if not files:
         raise ExportCheckFailed(
-            f"int8 model agrees with fp32 on {agreement:.1%} of validation rows "
-            f"(at least {QUANTIZED_MIN_AGREEMENT:.0%} needed); train without --quantize"
+            f"{'; '.join(refused)} (at least {QUANTIZED_MIN_AGREEMENT:.0%} needed); train without --quantize"
         )
+    return files
 
 
-def _metrics(shipped: Path, fp32_path: Path, validation: Part, result: FitResult) -> dict[str, float]:
-    """Validation metrics of exactly the file that ships (ORT), plus how training went."""
-    probabilities = predict(shipped, validation.features)
-    metrics = {
-        "val_accuracy": accuracy(probabilities, validation.labels),
-        "val_loss": log_loss(probabilities, validation.labels),
-        "size_bytes": float(shipped.stat().st_size),
-        "parameters": float(count_parameters(result.classifier)),
-        "best_epoch": float(result.best_epoch),
-        "epochs_run": float(result.epochs_run),
-    }
-    if shipped != fp32_path:
-        fp32 = predict(fp32_path, validation.features)
-        metrics["fp32_val_accuracy"] = accuracy(fp32, validation.labels)
-        metrics["fp32_size_bytes"] = float(fp32_path.stat().st_size)
-    if result.sparsity is not None:
-        metrics["sparsity"] = result.sparsity
-    return metrics
+def _agreement(fp32: np.ndarray, int8: np.ndarray) -> float:
+    if not np.isfinite(int8).all():
+        return 0.0
+    return float(np.mean(fp32.argmax(axis=1) == int8.argmax(axis=1)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from shared.datasets import (
     split,
     split_id,
 )
+from shared.settings import FerrySettings
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,18 @@ def test_dataset_arrays_are_read_only() -> None:
         dataset.features[0, 0] = 1.0
 
 
+@pytest.fixture(autouse=True)
+def datasets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every csv dataset of these tests lies in tmp_path, the configured datasets root."""
+    monkeypatch.setenv("FERRY_DATASETS_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def _csv(path: Path) -> str:
+    """The dataset name of a file directly under the datasets root."""
+    return f"csv:{path.name}"
+
+
 def _write_csv(path: Path, header: str, rows: list[str]) -> Path:
     path.write_text("\n".join([header, *rows]) + "\n")
     return path
@@ -60,7 +74,7 @@ def _flowers(path: Path, *, label_header: str = "label") -> Path:
 
 
 def test_csv_string_labels_map_to_ids_in_sorted_order(tmp_path: Path) -> None:
-    dataset = load_dataset(f"csv:{_flowers(tmp_path / 'flowers.csv')}")
+    dataset = load_dataset(_csv(_flowers(tmp_path / "flowers.csv")))
     assert dataset.class_names == ("setosa", "versicolor", "virginica")
     assert dataset.labels[:3].tolist() == [0, 1, 2]
     assert dataset.features.shape == (30, 2)
@@ -70,23 +84,23 @@ def test_csv_string_labels_map_to_ids_in_sorted_order(tmp_path: Path) -> None:
 
 def test_csv_numeric_labels_sort_as_numbers(tmp_path: Path) -> None:
     rows = [f"{i},{[2, 10, 9][i % 3]}" for i in range(30)]
-    dataset = load_dataset(f"csv:{_write_csv(tmp_path / 'n.csv', 'x,label', rows)}")
+    dataset = load_dataset(_csv(_write_csv(tmp_path / "n.csv", "x,label", rows)))
     assert dataset.class_names == ("2", "9", "10")
     assert dataset.labels[:3].tolist() == [0, 2, 1]
 
 
 def test_csv_label_column_can_be_named(tmp_path: Path) -> None:
     path = _flowers(tmp_path / "f.csv", label_header="species")
-    assert load_dataset(f"csv:{path}", label_column="species").num_classes == 3
+    assert load_dataset(_csv(path), label_column="species").num_classes == 3
 
 
 def test_fingerprint_is_of_content_not_of_file_name(tmp_path: Path) -> None:
-    first = load_dataset(f"csv:{_flowers(tmp_path / 'a.csv')}")
-    second = load_dataset(f"csv:{_flowers(tmp_path / 'b.csv')}")
+    first = load_dataset(_csv(_flowers(tmp_path / "a.csv")))
+    second = load_dataset(_csv(_flowers(tmp_path / "b.csv")))
     assert first.fingerprint == second.fingerprint
     changed = _flowers(tmp_path / "c.csv")
     changed.write_text(changed.read_text().replace("0.5,0,setosa", "0.25,0,setosa", 1))
-    assert load_dataset(f"csv:{changed}").fingerprint != first.fingerprint
+    assert load_dataset(_csv(changed)).fingerprint != first.fingerprint
 
 
 @pytest.mark.parametrize(
@@ -94,8 +108,8 @@ def test_fingerprint_is_of_content_not_of_file_name(tmp_path: Path) -> None:
     [
         ("sklearn:mnist", "unknown dataset"),
         ("parquet:/x", "unknown dataset"),
-        ("csv:", "needs a path"),
-        ("csv:/nonexistent/data.csv", "does not exist"),
+        ("csv:", "needs a file name"),
+        ("csv:nonexistent/data.csv", "no file 'nonexistent/data.csv' under the datasets root"),
     ],
 )
 def test_bad_names_say_what_is_wrong(name: str, fragment: str) -> None:
@@ -103,34 +117,121 @@ def test_bad_names_say_what_is_wrong(name: str, fragment: str) -> None:
         load_dataset(name)
 
 
-def test_csv_without_its_label_column_names_the_columns(tmp_path: Path) -> None:
-    path = _flowers(tmp_path / "f.csv", label_header="species")
-    with pytest.raises(DatasetError, match=r"no label column 'label'.*\['petal', 'sepal', 'species'\]"):
-        load_dataset(f"csv:{path}")
+SECRET = "s3cr3t-content"
+
+
+def test_csv_without_its_label_column_says_so_without_quoting_the_header(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "f.csv", f"petal,{SECRET},species", [f"{i},{i},a" for i in range(30)])
+    with pytest.raises(DatasetError, match=r"no label column 'label' among its 3 header columns") as raised:
+        load_dataset(_csv(path))
+    assert SECRET not in str(raised.value)
 
 
 @pytest.mark.parametrize(
     ("header", "rows", "fragment"),
     [
-        ("x,label", [f"high,{i % 2}" for i in range(30)], "not numeric .*line 2: 'high'"),
-        ("x,label", [f"nan,{i % 2}" for i in range(30)], "missing or infinite"),
+        ("x,label", [f"{SECRET},{i % 2}" for i in range(30)], "column 1 is not numeric on line 2"),
+        ("label,x", [f"{i % 2},nan" for i in range(30)], "column 2 has a missing or infinite value on line 2"),
         ("x,label", [f"{i},{i % 2}" for i in range(MIN_ROWS - 1)], "at least 20"),
-        ("x,label", [f"{i},a" for i in range(30)], "at least 2"),
-        ("x,label", [f"{i},{'b' if i < 2 else 'a'}" for i in range(30)], r"\['b'\] have fewer than 3"),
-        ("x,y,label", ["1,2,a", "1,a"] * 15, "line 3 has 2 cells"),
+        ("x,label", [f"{i},{SECRET}" for i in range(30)], "at least 2"),
+        ("x,label", [f"{i},{SECRET if i < 2 else 'a'}" for i in range(30)], "1 of its 2 classes have fewer than 3"),
+        ("x,y,label", [f"1,2,{SECRET}", "1,a"] * 15, "line 3 has 2 cells"),
         ("label", [f"{i % 2}" for i in range(30)], "no feature columns"),
+        ("x,y,label", [f"1,{SECRET * 20_000},a"] * 30, "not valid csv near line 2"),  # over csv's field limit
     ],
 )
-def test_bad_csv_content_fails_with_a_reason(tmp_path: Path, header: str, rows: list[str], fragment: str) -> None:
+def test_bad_csv_content_fails_with_a_reason_that_quotes_no_content(
+    tmp_path: Path, header: str, rows: list[str], fragment: str
+) -> None:
     path = _write_csv(tmp_path / "bad.csv", header, rows)
-    with pytest.raises(DatasetError, match=fragment):
-        load_dataset(f"csv:{path}")
+    with pytest.raises(DatasetError, match=fragment) as raised:
+        load_dataset(_csv(path))
+    assert SECRET not in str(raised.value)
+
+
+def test_a_file_that_is_not_utf8_fails_without_quoting_it(tmp_path: Path) -> None:
+    (tmp_path / "latin.csv").write_bytes(b"x,label\n" + "1,caf\u00e9\n".encode("latin-1") * 30)
+    with pytest.raises(DatasetError, match="not UTF-8 text") as raised:
+        load_dataset("csv:latin.csv")
+    assert "caf" not in str(raised.value)
 
 
 def test_empty_csv_fails(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DatasetError, match="empty"):
-        load_dataset(f"csv:{tmp_path / 'empty.csv'}")
+        load_dataset(_csv(tmp_path / "empty.csv"))
+
+
+# The datasets root: a csv: name is a path inside it, and nothing else is ever opened.
+
+
+@pytest.fixture
+def confined(tmp_path: Path) -> Path:
+    """A datasets root with a good file inside and a good file just outside it."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    _flowers(root / "sub" / "flowers.csv")
+    _flowers(tmp_path / "outside.csv")
+    return root
+
+
+def test_a_relative_name_resolves_under_the_root(confined: Path) -> None:
+    assert load_dataset("csv:sub/flowers.csv", root=confined).num_classes == 3
+    (confined / "alias.csv").symlink_to(confined / "sub" / "flowers.csv")  # a link that stays inside is fine
+    assert load_dataset("csv:alias.csv", root=confined).num_classes == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("csv:/etc/passwd", "absolute paths are refused"),
+        ("csv://etc/passwd", "absolute paths are refused"),
+        ("csv:file:///etc/passwd", "URLs are refused"),
+        ("csv:http://127.0.0.1:1/x.csv", "URLs are refused"),
+        ("csv:../outside.csv", "'..' is refused"),
+        ("csv:sub/../../outside.csv", "'..' is refused"),
+        ("csv:sub/..", "'..' is refused"),
+        ("csv:nul\x00.csv", "needs a file name"),
+    ],
+)
+def test_names_that_leave_the_root_are_refused(confined: Path, name: str, fragment: str) -> None:
+    with pytest.raises(DatasetError, match=fragment) as raised:
+        load_dataset(name, root=confined)
+    assert "root:" not in str(raised.value)  # /etc/passwd's first line never shows
+
+
+def test_the_absolute_path_of_a_file_inside_the_root_is_refused_too(confined: Path) -> None:
+    with pytest.raises(DatasetError, match="absolute paths are refused"):
+        load_dataset(f"csv:{confined / 'sub' / 'flowers.csv'}", root=confined)
+
+
+def test_symlinks_that_lead_out_of_the_root_are_refused(confined: Path, tmp_path: Path) -> None:
+    (confined / "link.csv").symlink_to(tmp_path / "outside.csv")
+    (confined / "passwd.csv").symlink_to("/etc/passwd")
+    (confined / "away").symlink_to(tmp_path, target_is_directory=True)
+    for name in ("csv:link.csv", "csv:passwd.csv", "csv:away/outside.csv"):
+        with pytest.raises(DatasetError, match="leads out of the datasets root") as raised:
+            load_dataset(name, root=confined)
+        assert "root:" not in str(raised.value)
+
+
+def test_a_missing_root_or_a_special_file_fails_clearly(confined: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="the datasets root .* does not exist"):
+        load_dataset("csv:flowers.csv", root=tmp_path / "missing")
+    os.mkfifo(confined / "pipe.csv")  # would block a reader forever
+    with pytest.raises(DatasetError, match="no file 'pipe.csv'"):
+        load_dataset("csv:pipe.csv", root=confined)
+
+
+def test_the_default_root_is_the_home_datasets_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FERRY_DATASETS_ROOT")
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path / "home"))
+    assert FerrySettings().resolved_datasets_root == (tmp_path / "home" / "datasets").absolute()
+    (tmp_path / "home" / "datasets").mkdir(parents=True)
+    _flowers(tmp_path / "home" / "datasets" / "flowers.csv")
+    assert load_dataset("csv:flowers.csv").num_classes == 3
+    with pytest.raises(DatasetError, match="no file"):
+        load_dataset(f"csv:{_csv(_flowers(tmp_path / 'elsewhere.csv'))[4:]}")
 
 
 def test_split_is_deterministic_and_70_15_15() -> None:

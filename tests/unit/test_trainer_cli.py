@@ -37,7 +37,9 @@ def test_arguments_become_a_training_request() -> None:
             "--epochs",
             "12",
             "--quantize",
-            "int8",
+            "int8-static",
+            "--max-accuracy-drop",
+            "0.02",
             "--prune",
             "0.3",
             "--distill-from",
@@ -52,13 +54,28 @@ def test_arguments_become_a_training_request() -> None:
     assert request.world_size == 2
     assert request.hyperparameters.epochs == 12 and request.hyperparameters.hidden_sizes == [64, 32]
     compression = request.compression
-    assert (compression.quantize, compression.prune, compression.distill_from) == ("int8", 0.3, "big")
+    assert (compression.quantize, compression.prune, compression.distill_from) == ("int8-static", 0.3, "big")
+    assert compression.max_accuracy_drop == 0.02
+
+
+def test_distillation_gets_a_longer_epoch_cap_unless_one_is_given() -> None:
+    plain = build_request(_parse("--model", "m", "--dataset", "sklearn:digits"))
+    distilled = build_request(_parse("--model", "m", "--dataset", "sklearn:digits", "--distill-from", "big"))
+    chosen = build_request(
+        _parse("--model", "m", "--dataset", "sklearn:digits", "--distill-from", "big", "--epochs", "7")
+    )
+    assert (plain.hyperparameters.epochs, distilled.hyperparameters.epochs, chosen.hyperparameters.epochs) == (
+        30,
+        300,
+        7,
+    )
 
 
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
         (("--prune", "1.5"), "prune"),
+        (("--max-accuracy-drop", "-0.1"), "max_accuracy_drop"),
         (("--epochs", "0"), "epochs"),
         (("--hidden-sizes", "64,wide"), "comma-separated integers"),
     ],
@@ -102,6 +119,29 @@ def test_follow_ends_at_the_registered_version_of_this_request() -> None:
     out = io.StringIO()
     assert follow(events, _request(), out=out) == 0
     assert "registered m version 3" in out.getvalue() and "not ours" not in out.getvalue()
+
+
+def test_follow_says_what_compression_bought_and_whether_int8_is_faster() -> None:
+    registered = _registered("r1", 4).model_copy(
+        update={
+            "metrics": {
+                "val_accuracy": 0.97,
+                "parameter_ratio": 0.06,
+                "size_ratio": 0.026,
+                "latency_ratio_b1": 1.2,
+                "latency_ratio_b64": 0.5,
+                "val_accuracy_drop": 0.007,
+                "int8_faster": 0.0,
+                "stopped_at_epoch_cap": 1.0,
+            }
+        }
+    )
+    out = io.StringIO()
+    assert follow([registered], _request(), out=out) == 0
+    shown = out.getvalue()
+    assert "0.06x the parameters, 0.026x the bytes, latency 1.2x at batch 1 and 0.5x at batch 64" in shown
+    assert "validation accuracy -0.0070" in shown
+    assert "int8 is smaller but not faster" in shown and "a larger --epochs may help" in shown
 
 
 def test_follow_reports_a_failure() -> None:

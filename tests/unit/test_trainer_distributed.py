@@ -30,8 +30,9 @@ def test_plan_survives_its_json_trip_to_the_ranks() -> None:
     assert plan_from_json(plan_to_json(plan)) == plan
 
 
-def test_two_ranks_train_and_rank_zero_exports_a_served_quality_model(tmp_path: Path) -> None:
-    request = TrainingRequested(model_name="digits", dataset="sklearn:digits", world_size=2)
+def test_two_ranks_train_and_prune_alike_and_the_parent_exports_a_served_quality_model(tmp_path: Path) -> None:
+    compression = Compression(prune=0.5)
+    request = TrainingRequested(model_name="digits", dataset="sklearn:digits", world_size=2, compression=compression)
     reports: list[EpochReport] = []
     trained = run_training(request, workdir=tmp_path, progress=reports.append, limits=LIMITS)
     parts = load_split(request)
@@ -39,6 +40,9 @@ def test_two_ranks_train_and_rank_zero_exports_a_served_quality_model(tmp_path: 
     assert accuracy(predict(trained.path, parts.test.features), parts.test.labels) >= 0.95
     assert [report.epoch for report in reports] == list(range(1, int(trained.metrics["epochs_run"]) + 1))
     assert trained.signature.inputs[0].shape == [-1, 64]
+    # Rank 0's pruned weights were loaded into a network of their shape, exported and verified.
+    assert trained.metrics["parameters"] < trained.metrics["unpruned_parameters"] == 50826
+    assert trained.metrics["parameter_ratio"] == pytest.approx(0.5, abs=0.05)
 
 
 def test_a_diverging_rank_group_fails_with_the_reason(tmp_path: Path) -> None:

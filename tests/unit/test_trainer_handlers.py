@@ -110,7 +110,7 @@ def _write_csv(path: Path) -> Path:
     ("fields", "reason"),
     [
         ({"dataset": "sklearn:nope"}, "unknown dataset"),
-        ({"dataset": "csv:/nonexistent.csv"}, "does not exist"),
+        ({"dataset": "csv:nonexistent.csv"}, "no file 'nonexistent.csv' under the datasets root"),
         ({"arch": "cnn"}, "needs image-shaped data"),
         ({"world_size": 4}, "exceeds this trainer's limit"),
         ({"compression": Compression(distill_from="teacher")}, "'teacher' has no champion"),
@@ -120,7 +120,10 @@ def _write_csv(path: Path) -> Path:
         ),
     ],
 )
-def test_bad_requests_fail_cleanly_with_a_reason(tmp_path: Path, fields: dict[str, object], reason: str) -> None:
+def test_bad_requests_fail_cleanly_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fields: dict[str, object], reason: str
+) -> None:
+    monkeypatch.setenv("FERRY_DATASETS_ROOT", str(tmp_path))
     publisher = ListPublisher()
     handle_training_requested(_request(**fields), META, deps=_deps(tmp_path, publisher))
     statuses = publisher.of_type(TrainingStatus)
@@ -129,15 +132,43 @@ def test_bad_requests_fail_cleanly_with_a_reason(tmp_path: Path, fields: dict[st
     assert publisher.of_type(ModelTrained) == []
 
 
-def test_a_csv_without_its_label_column_fails_cleanly(tmp_path: Path) -> None:
+def test_a_csv_without_its_label_column_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_DATASETS_ROOT", str(tmp_path))
     publisher = ListPublisher()
     path = _write_csv(tmp_path / "flowers.csv")
-    handle_training_requested(_request(dataset=f"csv:{path}"), META, deps=_deps(tmp_path, publisher))
+    handle_training_requested(_request(dataset=f"csv:{path.name}"), META, deps=_deps(tmp_path, publisher))
     assert "no label column 'label'" in (publisher.of_type(TrainingStatus)[-1].reason or "")
     named = ListPublisher()
-    labelled = _request(dataset=f"csv:{path}", label_column="species")
+    labelled = _request(dataset=f"csv:{path.name}", label_column="species")
     handle_training_requested(labelled, META, deps=_deps(tmp_path, named))
     assert _states(named)[-1] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "reason"),
+    [
+        ("csv:/etc/passwd", "absolute paths are refused"),
+        ("csv:../outside.csv", "'..' is refused"),
+        ("csv:link.csv", "leads out of the datasets root"),
+        ("csv:secret.csv", "column 1 is not numeric on line 2"),
+    ],
+)
+def test_a_dataset_outside_the_root_fails_with_a_reason_that_quotes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str, reason: str
+) -> None:
+    root = tmp_path / "datasets"
+    root.mkdir()
+    monkeypatch.setenv("FERRY_DATASETS_ROOT", str(root))
+    secret = "s3cr3t-content"
+    (tmp_path / "outside.csv").write_text(f"{secret},label\n" + "1,a\n2,b\n" * 15)
+    (root / "link.csv").symlink_to(tmp_path / "outside.csv")
+    (root / "secret.csv").write_text("x,label\n" + f"{secret},a\n" * 30)
+    publisher = ListPublisher()
+    handle_training_requested(_request(dataset=dataset), META, deps=_deps(tmp_path, publisher))
+    failed = publisher.of_type(TrainingStatus)[-1]
+    assert failed.state == "failed" and reason in (failed.reason or "")
+    assert secret not in (failed.reason or "") and "root:" not in (failed.reason or "")
+    assert publisher.of_type(ModelTrained) == []
 
 
 def test_a_transient_failure_is_left_to_the_consumer_loop(tmp_path: Path) -> None:

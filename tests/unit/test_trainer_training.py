@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
-from services.trainer.adapters.compression import quantize_int8
 from services.trainer.adapters.onnx_model import export_onnx, predict, verify_export
+from services.trainer.adapters.quantization import calibration_sample, quantize
 from services.trainer.adapters.torch_training import TrainingData, fit
 from services.trainer.domain import (
+    DISTILL_TEMPERATURE,
     BudgetExceeded,
     EpochReport,
     ExportCheckFailed,
@@ -27,8 +27,9 @@ from services.trainer.domain import (
     TeacherUnavailable,
     accuracy,
     plan_training,
+    soft_targets,
 )
-from services.trainer.pipeline import JobLimits, TrainedModel, load_split, run_training
+from services.trainer.pipeline import JobLimits, TrainedModel, load_split, run_training, training_data
 from shared.datasets import Split
 from shared.events import Compression, Hyperparameters, Signature, TensorSpec, TrainingRequested
 
@@ -116,42 +117,128 @@ def test_onnx_matches_torch_and_the_check_catches_a_wrong_graph(tmp_path: Path) 
         verify_export(classifier, path, parts.validation.features)
 
 
-def test_int8_is_three_times_smaller_and_within_a_point(tmp_path: Path, mlp: TrainedModel, digits: Split) -> None:
+def _ops(path: Path) -> list[str]:
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+def _weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    graph = onnx.load(str(path)).graph
+    return {t.name: tuple(t.dims) for t in graph.initializer if t.name.endswith("weight")}
+
+
+def test_int8_ships_the_faster_kind_and_says_whether_it_is_faster(
+    tmp_path: Path, mlp: TrainedModel, digits: Split
+) -> None:
     quantized = _train(tmp_path, _request(compression=Compression(quantize="int8")))
+    metrics = quantized.metrics
     assert quantized.format == "onnx-int8"
-    assert quantized.metrics["fp32_size_bytes"] / quantized.path.stat().st_size >= 3.0
+    assert quantized.path.name == ("model.int8-static.onnx" if metrics["int8_static"] else "model.int8-dynamic.onnx")
+    assert metrics["fp32_size_bytes"] / quantized.path.stat().st_size >= 3.0
     assert abs(_test_accuracy(quantized, digits) - _test_accuracy(mlp, digits)) <= 0.01
-    assert "MatMulInteger" in {node.op_type for node in onnx.load(str(quantized.path)).graph.node}
+    kind = "int8_static" if metrics["int8_static"] else "int8_dynamic"
+    assert metrics["latency_b1_ms"] == metrics[f"{kind}_latency_b1_ms"]
+    faster = (
+        metrics["latency_b1_ms"] < metrics["fp32_latency_b1_ms"]
+        and metrics["latency_b64_ms"] < metrics["fp32_latency_b64_ms"]
+    )
+    assert metrics["int8_faster"] == float(faster)  # never called faster unless measured so at both sizes
+    assert metrics["latency_ratio_b64"] == pytest.approx(
+        metrics["latency_b64_ms"] / metrics["fp32_latency_b64_ms"], rel=1e-3
+    )
 
 
-def test_int8_cnn_quantizes_only_the_dense_layers(tmp_path: Path, cnn: TrainedModel, digits: Split) -> None:
-    quantized = quantize_int8(cnn.path, tmp_path / "cnn.int8.onnx")
-    ops = {node.op_type for node in onnx.load(str(quantized)).graph.node}
+def test_static_int8_quantizes_the_convolutions_too(tmp_path: Path, cnn: TrainedModel, digits: Split) -> None:
+    quantized = quantize("int8-static", cnn.path, tmp_path / "cnn.qdq.onnx", calibration_sample(digits.train.features))
+    graph = onnx.load(str(quantized)).graph
+    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    assert len(convolutions) == 2 and all(set(node.input[:2]) <= dequantized for node in convolutions)
+    assert cnn.path.stat().st_size / quantized.stat().st_size >= 3.0
+    assert abs(_test_accuracy(quantized, digits) - _test_accuracy(cnn, digits)) <= 0.01
+
+
+def test_dynamic_int8_quantizes_only_the_dense_layers(tmp_path: Path, cnn: TrainedModel, digits: Split) -> None:
+    quantized = quantize("int8-dynamic", cnn.path, tmp_path / "cnn.int8.onnx", digits.train.features[:0])
+    ops = set(_ops(quantized))
     assert "ConvInteger" not in ops and "Conv" in ops and "MatMulInteger" in ops
     assert cnn.path.stat().st_size / quantized.stat().st_size >= 3.0
     assert abs(_test_accuracy(quantized, digits) - _test_accuracy(cnn, digits)) <= 0.01
 
 
-def test_pruning_zeroes_the_exported_weights_and_keeps_quality(tmp_path: Path, digits: Split) -> None:
+def test_structured_pruning_ships_a_smaller_graph_and_reports_by_how_much(
+    tmp_path: Path, mlp: TrainedModel, digits: Split
+) -> None:
     pruned = _train(tmp_path, _request(compression=Compression(prune=0.5)))
-    assert pruned.metrics["sparsity"] >= 0.5
-    graph = onnx.load(str(pruned.path)).graph
-    weights = [numpy_helper.to_array(tensor) for tensor in graph.initializer if tensor.name.endswith("weight")]
-    assert weights and all(np.mean(w == 0) >= 0.49 for w in weights)
+    full, cut = _weight_shapes(mlp.path), _weight_shapes(pruned.path)
+    assert full["classifier.body.0.weight"] == (256, 64) and cut["classifier.body.0.weight"][0] < 256
+    assert cut["classifier.body.2.weight"][0] < 128  # the second hidden layer lost units too
+    metrics = pruned.metrics
+    assert metrics["parameter_ratio"] == pytest.approx(0.5, abs=0.03)
+    assert metrics["parameter_ratio"] == pytest.approx(metrics["parameters"] / metrics["unpruned_parameters"], rel=1e-4)
+    assert metrics["size_ratio"] == pytest.approx(pruned.path.stat().st_size / mlp.path.stat().st_size, rel=1e-4)
+    assert metrics["uncompressed_parameters"] == metrics["unpruned_parameters"] == 50826
+    assert {"latency_ratio_b1", "latency_ratio_b64", "val_accuracy_drop", "pruned_fraction"} <= set(metrics)
     assert _test_accuracy(pruned, digits) >= 0.95
 
 
-def test_distillation_learns_from_the_teacher(tmp_path: Path, cnn: TrainedModel, digits: Split) -> None:
-    student = Hyperparameters(hidden_sizes=[32])
+def test_pruned_cnn_exports_a_graph_that_passes_the_export_check(digits: Split, tmp_path: Path) -> None:
+    request = _request(arch="cnn", hyperparameters=Hyperparameters(epochs=3), compression=Compression(prune=0.5))
+    plan = plan_training(request, digits.dataset, budget_s=60, max_world_size=1)
+    result = fit(plan, training_data(digits, None, plan))
+    assert result.unpruned is not None and result.pruning is not None
+    for name, network in (("pruned", result.classifier), ("unpruned", result.unpruned)):
+        path = export_onnx(network, tmp_path / f"{name}.onnx")
+        assert verify_export(network, path, digits.validation.features) <= 1e-4
+    conv_out = {name: shape[0] for name, shape in _weight_shapes(tmp_path / "pruned.onnx").items() if len(shape) == 4}
+    assert conv_out["classifier.body.features.2.weight"] < 32  # whole channels went
+
+
+def test_soft_targets_are_the_teachers_outputs_on_the_same_raw_rows(cnn: TrainedModel, digits: Split) -> None:
+    request = _request(compression=Compression(distill_from="digits-cnn"))
+    plan = plan_training(request, digits.dataset, budget_s=60, max_world_size=1)
+    data = training_data(digits, Teacher("digits-cnn", 3, cnn.path), plan)
+    assert data.soft_targets is not None and np.array_equal(data.train_features, digits.train.features)
+    # The teacher's graph standardizes by itself: it is given the raw rows, as the student is.
+    expected = soft_targets(predict(cnn.path, digits.train.features), DISTILL_TEMPERATURE)
+    np.testing.assert_allclose(data.soft_targets, expected, atol=1e-6)
+    # Row i belongs to row i: scored alone, row i gives the same target, and it names row i's label.
+    for row in (0, 7, len(expected) - 1):
+        alone = soft_targets(predict(cnn.path, digits.train.features[row : row + 1]), DISTILL_TEMPERATURE)
+        np.testing.assert_allclose(data.soft_targets[row], alone[0], atol=1e-6)
+    assert np.mean(data.soft_targets.argmax(axis=1) == digits.train.labels) >= 0.98
+
+
+def test_the_full_pipeline_prunes_distills_and_quantizes(tmp_path: Path, cnn: TrainedModel, digits: Split) -> None:
+    teacher = Teacher(model_name="digits-cnn", version=3, path=cnn.path)
+    compression = Compression(prune=0.5, distill_from="digits-cnn", quantize="int8", max_accuracy_drop=1.0)
+    request = _request(hyperparameters=Hyperparameters(hidden_sizes=[64], epochs=8), compression=compression)
+    trained = _train(tmp_path, request, teacher=teacher)
+    metrics = trained.metrics
+    assert trained.format == "onnx-int8" and trained.path.parent == tmp_path
+    assert trained.signature.inputs[0].shape == [-1, 64]
+    # The uncompressed model of a distilled student is its teacher; the ratios are to it.
+    assert metrics["teacher_version"] == 3 and metrics["teacher_val_accuracy"] == cnn.metrics["val_accuracy"]
+    assert metrics["uncompressed_parameters"] == metrics["teacher_parameters"] == cnn.metrics["parameters"]
+    assert metrics["parameter_ratio"] == pytest.approx(metrics["parameters"] / cnn.metrics["parameters"], rel=1e-4)
+    assert metrics["size_ratio"] == pytest.approx(trained.path.stat().st_size / cnn.path.stat().st_size, rel=1e-4)
+    assert metrics["val_accuracy_drop"] == pytest.approx(cnn.metrics["val_accuracy"] - metrics["val_accuracy"])
+    assert metrics["parameters"] < metrics["unpruned_parameters"] < metrics["teacher_parameters"]
+    assert set(metrics) >= {"latency_ratio_b1", "latency_ratio_b64", "int8_static", "int8_faster", "fp32_size_bytes"}
+    probabilities = predict(trained.path, digits.test.features)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_distillation_learns_from_the_teacher(tmp_path: Path, cnn: TrainedModel) -> None:
+    student = Hyperparameters(hidden_sizes=[32], epochs=10)
     teacher = Teacher(model_name="digits-cnn", version=3, path=cnn.path)
     distilled = _train(
         tmp_path / "distilled",
-        _request(hyperparameters=student, compression=Compression(distill_from="digits-cnn")),
+        _request(hyperparameters=student, compression=Compression(distill_from="digits-cnn", max_accuracy_drop=1.0)),
         teacher=teacher,
     )
     plain = _train(tmp_path / "plain", _request(hyperparameters=student))
-    assert _test_accuracy(distilled, digits) >= 0.95
-    assert distilled.metrics["teacher_val_accuracy"] >= 0.97
+    assert distilled.metrics["teacher_version"] == 3
+    assert distilled.metrics["teacher_val_accuracy"] == cnn.metrics["val_accuracy"]
     assert _sha256(distilled.path) != _sha256(plain.path)  # the soft targets changed what was learned
 
 

@@ -1,8 +1,9 @@
 """DistributedDataParallel over local processes: gloo on CPU, nccl when each rank has a GPU.
 
 The parent spawns ``world_size`` ranks and hands them the plan as JSON and the data as .npz (no
-pickled objects cross). Rank 0 reports progress through a queue, exports the ONNX file and saves
-a weights-only checkpoint; the parent loads it with ``torch.load(..., weights_only=True)``.
+pickled objects cross). Rank 0 reports progress through a queue and saves weights-only checkpoints
+(the trained network, and the full-width one when it was pruned); the parent loads them with
+``torch.load(..., weights_only=True)`` into networks shaped like them, and exports.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import torch.multiprocessing as torch_mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from services.trainer.adapters.compression import make_pruning_permanent, prune_weights
-from services.trainer.adapters.onnx_model import export_onnx
+from services.trainer.adapters.pruning import PruneOutcome, resize_like
 from services.trainer.adapters.torch_models import Classifier, build_classifier
 from services.trainer.adapters.torch_training import FitResult, TrainingData, fit
 from services.trainer.domain import EpochReport, ProgressCallback, TrainingFailed, TrainingPlan
@@ -31,7 +31,7 @@ from shared.events import Compression, Hyperparameters
 
 _GROUP_TIMEOUT = timedelta(seconds=300)  # a rank that vanished must not hang the others forever
 CHECKPOINT_NAME = "checkpoint.pt"
-ONNX_NAME = "model.onnx"
+UNPRUNED_CHECKPOINT_NAME = "checkpoint.unpruned.pt"
 
 
 class ProcessGroupCoordinator:
@@ -74,8 +74,8 @@ def plan_from_json(text: str) -> TrainingPlan:
 
 def fit_distributed(
     plan: TrainingPlan, data: TrainingData, *, workdir: Path, progress: ProgressCallback | None = None
-) -> tuple[FitResult, Path]:
-    """Train on ``plan.world_size`` local ranks; returns the result and rank 0's ONNX file."""
+) -> FitResult:
+    """Train on ``plan.world_size`` local ranks; returns rank 0's result."""
     data_path = workdir / "training-data.npz"
     data.save(data_path)
     queue = torch_mp.get_context("spawn").SimpleQueue()
@@ -95,7 +95,7 @@ def fit_distributed(
         for process in context.processes:
             if process.is_alive():  # only when the parent itself failed (say, its callback)
                 process.terminate()
-    return _result(plan, workdir, messages), workdir / ONNX_NAME
+    return _result(plan, workdir, messages)
 
 
 def _drain(queue: Any, progress: ProgressCallback | None) -> list[dict[str, Any]]:
@@ -115,19 +115,25 @@ def _result(plan: TrainingPlan, workdir: Path, messages: list[dict[str, Any]]) -
     done = next((message for message in messages if message["kind"] == "done"), None)
     if done is None:
         raise RuntimeError("distributed training ended without a result from rank 0")
-    classifier = _load_checkpoint(plan, workdir / CHECKPOINT_NAME)
-    return FitResult(classifier, done["best_epoch"], done["epochs_run"], done["best_val_loss"], done["sparsity"])
+    pruned = done["pruning"] is not None
+    return FitResult(
+        classifier=_load_checkpoint(plan, workdir / CHECKPOINT_NAME),
+        best_epoch=done["best_epoch"],
+        epochs_run=done["epochs_run"],
+        best_val_loss=done["best_val_loss"],
+        stopped_at_epoch_cap=done["stopped_at_epoch_cap"],
+        unpruned=_load_checkpoint(plan, workdir / UNPRUNED_CHECKPOINT_NAME) if pruned else None,
+        pruning=PruneOutcome(**done["pruning"]) if pruned else None,
+    )
 
 
 def _load_checkpoint(plan: TrainingPlan, path: Path) -> Classifier:
-    """Rebuild the network and load rank 0's weights (tensors only: weights_only=True)."""
+    """Rebuild the network in the checkpoint's shapes (pruned or not) and load rank 0's weights."""
     placeholder = np.zeros(plan.num_features, dtype=np.float32)
     classifier = build_classifier(plan, placeholder, placeholder + 1, plan.hyperparameters.seed)
-    if plan.compression.prune is not None:
-        # The checkpoint holds plain pruned weights; a throwaway mask gives the same layout first.
-        prune_weights(classifier, plan.compression.prune)
-        make_pruning_permanent(classifier)
-    classifier.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    state = torch.load(path, weights_only=True, map_location="cpu")  # tensors only: no pickle
+    resize_like(classifier, state)
+    classifier.load_state_dict(state)
     return classifier.eval()
 
 
@@ -138,7 +144,7 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, plan_json: str, data_path: str, workdir: str, port: int, queue: Any) -> None:
-    """One rank: join the group, train, and on rank 0 export and report."""
+    """One rank: join the group, train, and on rank 0 save the weights and report."""
     plan = plan_from_json(plan_json)
     use_nccl = torch.cuda.is_available() and torch.cuda.device_count() >= plan.world_size
     device = torch.device(f"cuda:{rank}") if use_nccl else torch.device("cpu")
@@ -172,12 +178,14 @@ def _train_rank(
         return
     if rank != 0:
         return
-    export_onnx(result.classifier, workdir / ONNX_NAME)
     torch.save(result.classifier.state_dict(), workdir / CHECKPOINT_NAME)
+    if result.unpruned is not None:
+        torch.save(result.unpruned.state_dict(), workdir / UNPRUNED_CHECKPOINT_NAME)
     summary = {
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "best_val_loss": result.best_val_loss,
-        "sparsity": result.sparsity,
+        "stopped_at_epoch_cap": result.stopped_at_epoch_cap,
+        "pruning": asdict(result.pruning) if result.pruning is not None else None,
     }
     queue.put(json.dumps({"kind": "done", **summary}))

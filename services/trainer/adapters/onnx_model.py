@@ -100,6 +100,17 @@ def verify_export(classifier: Classifier, path: Path, features: np.ndarray) -> f
     return max_difference
 
 
+def onnx_parameters(path: Path) -> int:
+    """Weights and biases stored in an fp32 graph (its input-standardization constants excluded),
+    for a model that has no torch network here, such as a teacher."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(
+        int(np.prod(tensor.dims))
+        for tensor in graph.initializer
+        if tensor.data_type == onnx.TensorProto.FLOAT and tensor.dims and "standardize" not in tensor.name
+    )
+
+
 def signature_of(path: Path) -> Signature:
     """The OIP v2 signature, read from the ONNX graph itself (dynamic axes as -1)."""
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -105,8 +105,3 @@ def build_classifier(plan: TrainingPlan, mean: np.ndarray, std: np.ndarray, seed
         else:
             body = _dense_stack(plan.num_features, hidden, plan.num_classes)
     return Classifier(Standardize(mean, std), body)
-
-
-def prunable_layers(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
-    """Layers whose weights pruning may zero (linear and convolutional)."""
-    return [module for module in model.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]

@@ -1,4 +1,5 @@
-"""Training in PyTorch: seeded, early-stopped on validation loss, keeping the best weights.
+"""Training in PyTorch: seeded, early-stopped on validation loss, keeping the best weights; with a
+teacher's soft targets (distillation) and with structured pruning followed by fine-tuning.
 
 One code path serves a single process and each rank of DistributedDataParallel: the
 ``Coordinator`` hides the difference (identity for one process, collectives for many), and every
@@ -7,6 +8,7 @@ decision (stop, fail) is taken on rank 0's numbers and shared, so the ranks neve
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DistributedSampler
 
-from services.trainer.adapters.compression import make_pruning_permanent, prune_weights, sparsity
+from services.trainer.adapters.pruning import PruneOutcome, prune_units
 from services.trainer.adapters.torch_models import Classifier, build_classifier, standardization
 from services.trainer.domain import (
     DISTILL_ALPHA,
@@ -67,13 +69,20 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class FitResult:
-    """The trained classifier (on CPU, eval mode) and how training went."""
+    """The trained classifier (on CPU, eval mode) and how training went.
+
+    With pruning, ``unpruned`` is the full-width network at its best epoch, before the cut, and
+    ``pruning`` says how much the cut removed. ``stopped_at_epoch_cap``: training ran every epoch
+    it was allowed and was still improving at the last one (more epochs would likely help).
+    """
 
     classifier: Classifier
     best_epoch: int
     epochs_run: int
     best_val_loss: float
-    sparsity: float | None
+    stopped_at_epoch_cap: bool = False
+    unpruned: Classifier | None = None
+    pruning: PruneOutcome | None = None
 
 
 class Coordinator(Protocol):
@@ -130,7 +139,7 @@ def fit(
     coordinator: Coordinator | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> FitResult:
-    """Train per the plan (then prune and fine-tune when asked); returns the best weights.
+    """Train per the plan (then prune structurally and fine-tune when asked); returns the best weights.
 
     ``clock`` measures the budget: wall time by default, ``time.process_time`` for CPU time.
     """
@@ -140,16 +149,18 @@ def fit(
     classifier = build_classifier(plan, mean, std, plan.hyperparameters.seed).to(device)
     tensors = _to_device(data, device)
     run = _Run(plan, tensors, coordinator, progress, Budget(plan.budget_s, clock))
-    stopping, epochs_run = _train_phase(classifier, run, first_epoch=1, epochs=plan.hyperparameters.epochs)
-    final_sparsity = None
+    epochs = plan.hyperparameters.epochs
+    stopping, epochs_run = _train_phase(classifier, run, first_epoch=1, epochs=epochs)
+    at_cap = epochs_run == epochs and stopping.best_epoch == epochs
+    unpruned, pruning = None, None
     if plan.compression.prune is not None:
-        prune_weights(classifier, plan.compression.prune)
+        # Every rank cuts the same units: DDP keeps the weights identical and the rule is deterministic.
+        unpruned = copy.deepcopy(classifier).cpu().eval()
+        pruning = prune_units(classifier, plan.compression.prune)
         stopping, extra = _train_phase(classifier, run, first_epoch=epochs_run + 1, epochs=plan.finetune_epochs)
         epochs_run += extra
-        make_pruning_permanent(classifier)
-        final_sparsity = sparsity(classifier)
     classifier = classifier.cpu().eval()
-    return FitResult(classifier, stopping.best_epoch, epochs_run, stopping.best_loss, final_sparsity)
+    return FitResult(classifier, stopping.best_epoch, epochs_run, stopping.best_loss, at_cap, unpruned, pruning)
 
 
 def _to_device(data: TrainingData, device: torch.device) -> dict[str, torch.Tensor]:

@@ -1,0 +1,111 @@
+"""What a run's files are judged on, measured: validation accuracy (ONNX Runtime), parameters,
+bytes and CPU latency of every file a run made and of its teacher; which int8 kind ships; and the
+ratios of the shipped model to the uncompressed one, so "compressed and non-inferior" has numbers.
+
+The uncompressed model is the teacher when distilling (the student replaces it), else the same
+network before pruning and quantization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.trainer.adapters.latency import measure_latency
+from services.trainer.adapters.onnx_model import onnx_parameters, predict
+from services.trainer.adapters.pruning import count_parameters
+from services.trainer.adapters.torch_training import FitResult
+from services.trainer.compression import (
+    INT8_KINDS,
+    Latency,
+    ModelFacts,
+    check_accuracy,
+    choose_int8,
+    compression_ratios,
+)
+from services.trainer.domain import Teacher, accuracy, log_loss
+from shared.datasets import Part
+from shared.events import Compression
+
+FP32 = "fp32"
+UNPRUNED = "unpruned"
+TEACHER = "teacher"
+_DESCRIBED = {TEACHER: "the teacher", UNPRUNED: "the unpruned model", FP32: "the fp32 model"}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The file that ships and the metrics of the version."""
+
+    shipped: Path
+    metrics: dict[str, float]
+
+
+def measure_run(
+    files: dict[str, Path],
+    *,
+    result: FitResult,
+    validation: Part,
+    compression: Compression,
+    teacher: Teacher | None = None,
+) -> Measured:
+    """Measure every file, pick the int8 kind by latency, check the accuracy given up, report."""
+    paths = {**files, **({TEACHER: teacher.path} if teacher is not None else {})}
+    latency = measure_latency(paths, validation.features)
+    facts = {name: _facts(name, path, result, validation, latency[name]) for name, path in paths.items()}
+    int8_kinds = {kind: latency[kind] for kind in INT8_KINDS if kind in files}
+    shipped = choose_int8(latency[FP32], int8_kinds) if int8_kinds else FP32
+    probabilities = predict(paths[shipped], validation.features)
+    metrics = {
+        **facts[shipped].metrics(""),
+        "val_loss": log_loss(probabilities, validation.labels),
+        "best_epoch": float(result.best_epoch),
+        "epochs_run": float(result.epochs_run),
+        "stopped_at_epoch_cap": float(result.stopped_at_epoch_cap),
+    }
+    if int8_kinds:
+        metrics |= _int8_metrics(shipped, facts)
+    if result.pruning is not None:
+        metrics |= facts[UNPRUNED].metrics("unpruned_")
+        metrics["pruned_fraction"] = result.pruning.removed_fraction
+        metrics["units_kept"] = sum(result.pruning.widths_after) / sum(result.pruning.widths_before)
+    if teacher is not None:
+        metrics |= facts[TEACHER].metrics("teacher_")
+        metrics["teacher_version"] = float(teacher.version)
+    reference = TEACHER if teacher is not None else UNPRUNED if result.pruning is not None else FP32
+    if shipped != FP32 or reference != FP32:
+        metrics |= facts[reference].metrics("uncompressed_") | compression_ratios(facts[shipped], facts[reference])
+        check_accuracy(facts[shipped], facts[reference], _DESCRIBED[reference], compression.max_accuracy_drop)
+    return Measured(paths[shipped], metrics)
+
+
+def _facts(name: str, path: Path, result: FitResult, validation: Part, latency: Latency) -> ModelFacts:
+    if name == TEACHER:
+        parameters = onnx_parameters(path)
+    elif name == UNPRUNED and result.unpruned is not None:
+        parameters = count_parameters(result.unpruned)
+    else:
+        parameters = count_parameters(result.classifier)
+    return ModelFacts(
+        val_accuracy=accuracy(predict(path, validation.features), validation.labels),
+        parameters=parameters,
+        size_bytes=path.stat().st_size,
+        latency=latency,
+    )
+
+
+def _int8_metrics(shipped: str, facts: dict[str, ModelFacts]) -> dict[str, float]:
+    """fp32's facts, every int8 kind's latency, which kind ships and whether it is really faster."""
+    metrics = facts[FP32].metrics("fp32_")
+    for kind in INT8_KINDS:
+        if kind in facts:
+            prefix = kind.replace("-", "_")
+            metrics[f"{prefix}_latency_b1_ms"] = facts[kind].latency.batch1_ms
+            metrics[f"{prefix}_latency_b64_ms"] = facts[kind].latency.batch64_ms
+    metrics["int8_static"] = float(shipped == "int8-static")
+    # Smaller is certain; "faster" only when measured so at batch 1 and at batch 64.
+    chosen, fp32 = facts[shipped].latency, facts[FP32].latency
+    metrics["int8_faster"] = float(chosen.faster_than(fp32))
+    metrics["int8_faster_b1"] = float(chosen.batch1_ms < fp32.batch1_ms)
+    metrics["int8_faster_b64"] = float(chosen.batch64_ms < fp32.batch64_ms)
+    return metrics

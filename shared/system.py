@@ -1,0 +1,178 @@
+"""The whole local Ferry: ``ferry up`` / ``ferry status`` / ``ferry down`` (``make up|status|down``).
+
+``up`` starts the stack (Kafka and PostgreSQL, through :class:`shared.stack.Stack`, the same code as
+the test fixtures), makes sure the registry's token file exists, and starts every installed service
+under supervisord (:mod:`shared.supervisor`), then waits until each answers its health path.
+Kafka and PostgreSQL are not supervisord's: the stack starts them with a readiness check, tracks
+them by pid, and PostgreSQL's postmaster restarts its own crashed backends.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from shared.services import SERVICES, ServiceSpec
+from shared.settings import FerrySettings
+from shared.stack import Stack, kafka_answers
+from shared.supervisor import ProgramInfo, Supervisor, SupervisorSettings
+from shared.tokens import TOKENS_FILE_ENV, TokensFile, ensure_tokens_file, operator_token
+from shared.waiting import NotReady, wait_for
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One row of ``ferry status``."""
+
+    name: str
+    pid: int | None
+    port: int | None
+    state: str
+    healthy: bool
+    restarts: int = 0
+    last_start: float | None = None
+    log: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def settings_environment(settings: FerrySettings) -> dict[str, str]:
+    """``FERRY_*`` variables that give a child process exactly these settings (home made absolute).
+
+    ``FERRY_DATABASE_URL`` stays unset while the embedded server is used: set, it means "external".
+    """
+    values = settings.model_dump(exclude_none=True)
+    values["home"] = settings.home.absolute()
+    values["datasets_root"] = settings.resolved_datasets_root
+    return {f"FERRY_{key.upper()}": str(value) for key, value in values.items()}
+
+
+def service_environment(settings: FerrySettings, tokens: TokensFile) -> dict[str, str]:
+    """The environment supervisord (and so every service) runs with."""
+    env = dict(os.environ) | settings_environment(settings)
+    env[TOKENS_FILE_ENV] = str(tokens.path)
+    # The registry reads FERRY_API_TOKEN until it reads the tokens file: the same token either way.
+    env.setdefault("FERRY_API_TOKEN", operator_token(tokens.path))
+    for spec in SERVICES:  # how services find each other: FERRY_<NAME>_URL unless the user set one
+        env.setdefault(f"FERRY_{spec.name.upper()}_URL", spec.url())
+    return env
+
+
+def up(settings: FerrySettings, say: Say = print) -> int:
+    """Start the stack and the services; 0 once every part is healthy."""
+    started = time.monotonic()
+    stack = Stack(settings)
+    stack.up()
+    settings.resolved_datasets_root.mkdir(parents=True, exist_ok=True)
+    say(f"stack up in {time.monotonic() - started:.1f}s; csv datasets are read from {settings.resolved_datasets_root}")
+    tokens = ensure_tokens_file(settings)
+    say(f"API tokens: {tokens.path} ({'generated' if tokens.created else 'kept'}; lines '<user> <token>', mode 0600)")
+    supervisor = Supervisor(settings)
+    names = ", ".join(spec.name for spec in supervisor.services()) or "none installed"
+    environment = service_environment(settings, tokens)
+    changed = supervisor.pid() is not None and supervisor.settings_changed(environment)
+    fresh = supervisor.start(environment, workdir=Path.cwd())
+    say(f"supervisord {'started' if fresh else 'already running'} (pid {supervisor.pid()}): {names}")
+    if changed:
+        say("  FERRY_* settings differ from those it runs with: `make down && make up` applies them")
+    healthy = _wait_healthy(settings, supervisor)
+    say(render(status(settings)))
+    if not healthy:
+        say(f"not every service is healthy yet; see {supervisor.log_file.parent}/<service>.log")
+        return 1
+    return 0
+
+
+def _wait_healthy(settings: FerrySettings, supervisor: Supervisor) -> bool:
+    specs = supervisor.services()
+    try:
+        wait_for(
+            lambda: all(health_ok(spec) for spec in specs),
+            what="the services",
+            timeout_s=supervisor.options.ready_timeout_s,
+            max_s=2.0,
+        )
+    except NotReady:
+        return False
+    return True
+
+
+def down(settings: FerrySettings, say: Say = print) -> int:
+    """Stop the services, supervisord, then Kafka and PostgreSQL."""
+    stopped = ["supervisord and its services"] if Supervisor(settings).stop() else []
+    stopped += Stack(settings).down()
+    say("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def health_ok(spec: ServiceSpec, timeout_s: float = 2.0) -> bool:
+    """An HTTP GET of the service's health path answers 200."""
+    try:
+        return httpx.get(spec.url(spec.health_path), timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def status(settings: FerrySettings) -> list[Part]:
+    """Kafka, PostgreSQL, supervisord and every service, each with pid, port, health and restarts."""
+    stack = Stack(settings)
+    kafka_pid = stack.kafka.pid()
+    parts = [
+        Part("kafka", kafka_pid, settings.kafka_port, "running" if kafka_pid else "stopped",
+             bool(kafka_pid) and kafka_answers(settings.kafka_bootstrap), log=str(stack.kafka.log_file)),
+    ]  # fmt: skip
+    if stack.postgres is None:
+        parts.append(Part("postgres", None, None, "external", True))
+    else:
+        running = stack.postgres.is_running()
+        parts.append(
+            Part("postgres", stack.postgres.pid() if running else None, settings.postgres_port,
+                 "running" if running else "stopped", running and stack.postgres.accepts_connections(),
+                 log=str(stack.postgres.log_file))
+        )  # fmt: skip
+    supervisor = Supervisor(settings, SupervisorSettings())
+    daemon = supervisor.pid()
+    parts.append(Part("supervisord", daemon, None, "running" if daemon else "stopped", bool(daemon),
+                      log=str(supervisor.log_file)))  # fmt: skip
+    programs = {program.name: program for program in supervisor.programs()}
+    for spec in SERVICES:
+        if spec.name in programs or spec.installed():
+            parts.append(_service_part(spec, programs.get(spec.name), supervisor))
+    return parts
+
+
+def _service_part(spec: ServiceSpec, program: ProgramInfo | None, supervisor: Supervisor) -> Part:
+    if program is None:
+        return Part(spec.name, None, spec.port, "not started", False, log=str(supervisor.log_of(spec.name)))
+    return Part(
+        spec.name, program.pid, spec.port, program.state.lower(), program.state == "RUNNING" and health_ok(spec),
+        program.restarts, program.started, str(program.log_file),
+    )  # fmt: skip
+
+
+def healthy(parts: list[Part]) -> bool:
+    """True when the stack is up and every service supervisord was given is healthy."""
+    return all(part.healthy for part in parts if part.state != "not started")
+
+
+def render(parts: list[Part]) -> str:
+    rows = [("part", "pid", "port", "state", "health", "last restart")]
+    for part in parts:
+        if part.restarts and part.last_start:
+            times = "restart" if part.restarts == 1 else "restarts"
+            restart = f"{time.strftime('%H:%M:%S', time.localtime(part.last_start))} ({part.restarts} {times})"
+        else:
+            restart = "-"
+        rows.append((part.name, str(part.pid or "-"), str(part.port or "-"), part.state,
+                     "ok" if part.healthy else "-" if part.state == "not started" else "DOWN", restart))  # fmt: skip
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)  # fmt: skip

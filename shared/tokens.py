@@ -1,0 +1,89 @@
+"""The registry's API tokens for a local Ferry: generated once into the state folder, never well known.
+
+``make up`` and ``make demo`` call :func:`ensure_tokens_file`: unless ``FERRY_REGISTRY_TOKENS_FILE``
+names a file of the user's own, a random token is written once to ``<home>/secrets/api-tokens`` as
+the line ``operator <token>`` (folder 0700, file 0600). The registry reads that file (lines
+``<user> <token>``); the demo and a person at a shell read the operator's token from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.settings import FerrySettings
+
+log = logging.getLogger(__name__)
+
+TOKENS_FILE_ENV = "FERRY_REGISTRY_TOKENS_FILE"
+OPERATOR = "operator"
+
+
+class TokenError(RuntimeError):
+    """The tokens file is missing, unreadable or holds no usable token; the message says which."""
+
+
+@dataclass(frozen=True)
+class TokensFile:
+    path: Path
+    created: bool
+
+
+def default_tokens_file(settings: FerrySettings) -> Path:
+    return settings.home.absolute() / "secrets" / "api-tokens"
+
+
+def ensure_tokens_file(settings: FerrySettings) -> TokensFile:
+    """The tokens file to give the registry: the user's (``FERRY_REGISTRY_TOKENS_FILE``) or a generated one."""
+    configured = os.environ.get(TOKENS_FILE_ENV)
+    if configured:
+        path = Path(configured).absolute()
+        if not path.is_file():
+            raise TokenError(f"{TOKENS_FILE_ENV}={configured} names no file; create it (lines '<user> <token>')")
+        _warn_if_readable_by_others(path)
+        return TokensFile(path, created=False)
+    path = default_tokens_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made by an earlier `make up` (or a concurrent one): keep it
+        _warn_if_readable_by_others(path)
+        return TokensFile(path, created=False)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"{OPERATOR} {secrets.token_urlsafe(32)}\n")
+    return TokensFile(path, created=True)
+
+
+def read_tokens(path: Path) -> dict[str, str]:
+    """``{user: token}`` from lines ``<user> <token>`` (blank lines and ``#`` comments are skipped)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise TokenError(f"cannot read the tokens file {path}: {error.strerror}") from None
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise TokenError(f"{path} line {number}: expected '<user> <token>'")
+        tokens[parts[0]] = parts[1]
+    if not tokens:
+        raise TokenError(f"{path} holds no token")
+    return tokens
+
+
+def operator_token(path: Path) -> str:
+    """The token the demo and the operator use: the ``operator`` line's, else the first line's."""
+    tokens = read_tokens(path)
+    return tokens.get(OPERATOR) or next(iter(tokens.values()))
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s is readable by other users; chmod 600 it", path)
