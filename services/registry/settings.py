@@ -79,7 +79,7 @@ class RegistrySettings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("FERRY_API_TOKEN", "FERRY_REGISTRY_API_TOKEN", "api_token"),
-        description="A single bearer token for writes, credited to user 'admin'",
+        description="A single bearer token for writes, credited to user 'admin' (unless the tokens file names it)",
     )
     tokens_file: Path | None = Field(
         default=None, description="File of '<user> <token>' lines: each token's user is the actor of its writes"
@@ -109,7 +109,5 @@ class RegistrySettings(BaseSettings):
             weakness = token_weakness(token)
             if weakness:
                 raise InvalidApiTokens(f"FERRY_API_TOKEN {weakness}")
-            if token in tokens:
-                raise InvalidApiTokens(f"FERRY_API_TOKEN is also the token of {tokens[token]!r} in the tokens file")
-            tokens[token] = ENV_TOKEN_USER
+            tokens.setdefault(token, ENV_TOKEN_USER)  # a token the file names keeps the file's user
         return tokens

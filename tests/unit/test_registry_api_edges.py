@@ -135,6 +135,8 @@ def test_a_tokens_file_names_each_tokens_user(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("FERRY_REGISTRY_TOKENS_FILE", str(path))
     monkeypatch.setenv("FERRY_API_TOKEN", TOKEN)
     assert RegistrySettings().api_tokens() == {operator: "operator", alice: "alice", TOKEN: "admin"}
+    monkeypatch.setenv("FERRY_API_TOKEN", operator)  # as `make up` sets both: the file's user stays
+    assert RegistrySettings().api_tokens() == {operator: "operator", alice: "alice"}
 
 
 @pytest.mark.parametrize(
