@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import metrics
+from pydantic import TypeAdapter
 
 from services.registry.adapters import views
 from services.registry.adapters.repository import retry_conflicts
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from services.registry.entrypoints.api import ApiDeps
 
 log = logging.getLogger(__name__)
+EVALUATIONS = TypeAdapter(list[EvaluationOut])
 
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the model's name")]
 VersionPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="the version number, from 1")]
@@ -158,11 +160,14 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
         headers["Content-Length"] = str(artifact.size_bytes)
         return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
 
-    @router.get("/models/{name}/versions/{version}/evaluations", summary="Evaluations of a version, newest first")
-    def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> list[EvaluationOut]:
+    @router.get("/models/{name}/versions/{version}/evaluations", summary="Evaluations of a version, newest first",
+                response_model=list[EvaluationOut])  # fmt: skip
+    def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> Response:
         with deps.read_sessions() as session:
             model_id = views.get_version(session, name, version).model_id
-            return [EvaluationOut.of(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
+            rows = [EvaluationOut.of(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
+        # Built and checked once: FastAPI would validate every report again on the way out.
+        return Response(EVALUATIONS.dump_json(rows), media_type="application/json")
 
     @router.get("/models/{name}/versions/{version}/lineage",
                 summary="Training request → artifact → evaluations → deployments")  # fmt: skip
