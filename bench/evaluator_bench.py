@@ -35,6 +35,7 @@ from services.evaluator.adapters.artifact_store import ModelLoader  # noqa: E402
 from services.evaluator.domain.policy import Policy  # noqa: E402
 from services.evaluator.domain.records import VersionRecord  # noqa: E402
 from services.evaluator.evaluation import DatasetSplits, Evaluation, evaluate  # noqa: E402
+from services.registry.adapters.memory import ListSender  # noqa: E402
 from services.registry.bootstrap import bootstrap  # noqa: E402
 from services.registry.entrypoints.api import create_app  # noqa: E402
 from services.registry.handlers import handle_model_decided, handle_model_trained  # noqa: E402
@@ -52,7 +53,6 @@ from shared.events import (  # noqa: E402
     new_id,
     utc_now,
 )
-from shared.kafka import ListPublisher  # noqa: E402
 from shared.postgres import EmbeddedPostgres, temporary_database  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 from shared.stack import PROJECT_ROOT  # noqa: E402
@@ -159,10 +159,10 @@ def meta(event: Event) -> EventMeta:
 
 def store_report(settings: RegistrySettings, trained: list[ModelTrained], evaluation: Evaluation) -> None:
     """Register both versions and record the evaluation through the registry's own handlers."""
-    registry = bootstrap(settings, publisher=ListPublisher())
+    registry = bootstrap(settings, sender=ListSender())
     try:
-        for event in trained:
-            handle_model_trained(event, meta(event), uow=registry.uow())
+        for event in trained:  # the registry verifies each artifact in its store (the bench's store)
+            handle_model_trained(event, meta(event), uow=registry.uow(), artifacts=registry.artifacts)
         promote_first = ModelDecided(model_name=MODEL, version=1, decision="promote", stage="champion", reason="bench")
         handle_model_decided(promote_first, meta(promote_first), uow=registry.uow())
         verdict = evaluation.verdict
@@ -176,7 +176,7 @@ def store_report(settings: RegistrySettings, trained: list[ModelTrained], evalua
 
 def serve(settings: RegistrySettings, port: int) -> None:
     """The registry's API alone, in its own process (the client must not share its GIL)."""
-    registry = bootstrap(settings, migrate=False, publisher=ListPublisher())
+    registry = bootstrap(settings, migrate=False, sender=ListSender())
     app = create_app(settings, registry.api_deps())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
 
@@ -248,20 +248,20 @@ def main() -> None:
         splits("sklearn:digits")  # the split is cut once per process; the evaluations below reuse it
         ort_s = bench_ort_alone(loader, records, splits, args.repeats)
         samples, evaluation = bench_evaluation(loader, records, splits, args.repeats)
-    median = statistics.median(samples)
-    rows = evaluation.report["split"]["rows"]
-    print(f"one evaluation of digits ({rows} held-out rows, both models, {args.repeats} timed, all complete):")
-    print(f"  ONNX Runtime alone, both models score the split   {ort_s * 1000:8.2f} ms")
-    print(f"  whole evaluation (median; best {min(samples) * 1000:.0f} ms)        {median * 1000:8.2f} ms   "
-          f"{median / ort_s:5.0f}x ORT alone   {'OK' if median < 2 else 'ABOVE 2 s AIM'}")  # fmt: skip
-    phases = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in evaluation.report["timings_s"].items())
-    print(f"  phases of the last one: {phases}")
-    print(f"  decision: {evaluation.verdict.reason[:160]}…")
-    with database(args) as url:
-        settings = RegistrySettings(ferry=FerrySettings(database_url=url))
-        store_report(settings, [event for _, event in made], evaluation)
-        print(f"REST view of the stored report ({args.requests} requests, uvicorn on loopback):")
-        bench_rest(settings, args.requests)
+        median = statistics.median(samples)
+        rows = evaluation.report["split"]["rows"]
+        print(f"one evaluation of digits ({rows} held-out rows, both models, {args.repeats} timed, all complete):")
+        print(f"  ONNX Runtime alone, both models score the split   {ort_s * 1000:8.2f} ms")
+        print(f"  whole evaluation (median; best {min(samples) * 1000:.0f} ms)        {median * 1000:8.2f} ms   "
+              f"{median / ort_s:5.0f}x ORT alone   {'OK' if median < 2 else 'ABOVE 2 s AIM'}")  # fmt: skip
+        timings = evaluation.report["timings_s"].items()
+        print(f"  phases of the last one: {', '.join(f'{name} {seconds * 1000:.0f} ms' for name, seconds in timings)}")
+        print(f"  decision: {evaluation.verdict.reason[:160]}…")
+        with database(args) as url:  # the registry registers only artifacts in its store: the bench's
+            settings = RegistrySettings(ferry=FerrySettings(database_url=url, artifact_root=store.root))
+            store_report(settings, [event for _, event in made], evaluation)
+            print(f"REST view of the stored report ({args.requests} requests, uvicorn on loopback):")
+            bench_rest(settings, args.requests)
 
 
 if __name__ == "__main__":

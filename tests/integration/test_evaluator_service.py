@@ -9,6 +9,7 @@ with ``model.trained`` as the trainer would.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def registry_url(settings: FerrySettings, tmp_path_factory: pytest.TempPathFacto
         "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
         "FERRY_REGISTRY_PORT": str(port),
         "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
-        "FERRY_API_TOKEN": "evaluator-tests",
+        "FERRY_API_TOKEN": secrets.token_urlsafe(24),  # the registry refuses a placeholder token
     }
     log_file = tmp_path_factory.mktemp("logs") / "registry.log"
     with log_file.open("wb") as log:
