@@ -22,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 # Sub-millisecond inference and request times need finer buckets than OTel's defaults.
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# The same bounds for histograms whose unit is the second (``..._seconds`` in Prometheus), from 50 µs.
+LATENCY_BUCKETS_S = (0.00005, *(bound / 1000 for bound in LATENCY_BUCKETS_MS))
 
 
 @dataclass
@@ -43,9 +45,11 @@ def setup_telemetry(service: str, *, log_level: str = "INFO", json_logs: bool = 
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    # Bucket bounds follow the instrument's unit: milliseconds and seconds each get their own.
     views = [
-        View(instrument_name="*latency*", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_MS)),
-        View(instrument_name="*duration*", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_MS)),
+        View(instrument_name=pattern, instrument_unit=unit, aggregation=ExplicitBucketHistogramAggregation(bounds))
+        for pattern in ("*latency*", "*duration*")
+        for unit, bounds in (("ms", LATENCY_BUCKETS_MS), ("s", LATENCY_BUCKETS_S))
     ]
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=views)
     metrics.set_meter_provider(meter_provider)

@@ -31,6 +31,15 @@ class VersionNotFound(RegistryError):
         self.version = version
 
 
+class ArtifactRejected(RegistryError):
+    """An event's artifact is not the store's own, intact copy of its digest: it is never registered."""
+
+    def __init__(self, model_name: str, reason: str) -> None:
+        super().__init__(f"artifact of {model_name!r} refused: {reason}")
+        self.model_name = model_name
+        self.reason = reason
+
+
 class DecisionNotApplicable(RegistryError):
     """A decision that contradicts the current deployment (e.g. rollback with no previous champion)."""
 
@@ -68,15 +77,19 @@ class Decision:
     stage: Stage | None = None
     canary_weight: float | None = None
     shadow: bool | None = None
+    force: bool = False
+    """Promote a rejected version all the same (only a user can, with a reason; the history marks it)."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of a decision: the deployment before and after, and the statuses that change."""
+    """The result of a decision: the deployment before and after, the statuses that change, and whether a
+    rejected version was promoted by force."""
 
     before: DeploymentState
     after: DeploymentState
     status_changes: Mapping[int, VersionStatus] = field(default_factory=dict)
+    forced: bool = False
 
     @property
     def deployment_changed(self) -> bool:
@@ -102,7 +115,7 @@ def decide(
     if decision.version is not None and decision.version not in statuses:
         raise VersionNotFound(decision.model_name, decision.version)
     if decision.kind == "promote":
-        outcome = _promote(state, decision, default_canary_weight)
+        outcome = _promote(state, decision, statuses, default_canary_weight)
     elif decision.kind == "reject":
         outcome = _reject(state, decision, statuses)
     elif decision.kind == "rollback":
@@ -110,8 +123,8 @@ def decide(
     else:
         outcome = _set_canary_weight(state, decision)
     if outcome.after.same_routing(state):
-        return Outcome(before=state, after=state, status_changes=outcome.status_changes)
-    return Outcome(state, replace(outcome.after, revision=state.revision + 1), outcome.status_changes)
+        return replace(outcome, after=state)
+    return replace(outcome, after=replace(outcome.after, revision=state.revision + 1))
 
 
 def _required_version(decision: Decision) -> int:
@@ -120,15 +133,22 @@ def _required_version(decision: Decision) -> int:
     return decision.version
 
 
-def _promote(state: DeploymentState, decision: Decision, default_canary_weight: float) -> Outcome:
+def _promote(
+    state: DeploymentState, decision: Decision, statuses: Mapping[int, VersionStatus], default_canary_weight: float
+) -> Outcome:
     version = _required_version(decision)
+    forced = statuses.get(version) == "rejected"
+    if forced and not decision.force:
+        raise DecisionNotApplicable(
+            decision.model_name, "promote", f"version {version} was rejected; promoting it needs force and a reason"
+        )
     changes: dict[int, VersionStatus] = {}
     if resolve_stage(decision.stage, decision.canary_weight) == "champion":
         for displaced in (state.champion, state.challenger):
             if displaced is not None and displaced != version:
                 changes[displaced] = "archived"
         changes[version] = "champion"
-        return Outcome(state, DeploymentState(champion=version, revision=state.revision), changes)
+        return Outcome(state, DeploymentState(champion=version, revision=state.revision), changes, forced)
     if version == state.champion:
         raise DecisionNotApplicable(decision.model_name, "promote", f"version {version} is already the champion")
     weight = decision.canary_weight if decision.canary_weight is not None else default_canary_weight
@@ -137,7 +157,7 @@ def _promote(state: DeploymentState, decision: Decision, default_canary_weight: 
         changes[state.challenger] = "archived"
     changes[version] = "challenger"
     after = replace(state, challenger=version, canary_weight=weight, shadow=shadow)
-    return Outcome(state, after, changes)
+    return Outcome(state, after, changes, forced)
 
 
 def _reject(state: DeploymentState, decision: Decision, statuses: Mapping[int, VersionStatus]) -> Outcome:

@@ -3,16 +3,26 @@ rows that announce it and the applied event id commit together, or not at all.""
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from services.registry.adapters.orm import Deployment, DeploymentHistory, Evaluation, ModelVersion, RegisteredModel
+from services.registry.adapters.orm import (
+    Deployment,
+    DeploymentHistory,
+    Evaluation,
+    ModelVersion,
+    RegisteredModel,
+    version_columns,
+)
 from services.registry.adapters.repository import Repository, UnitOfWork
-from services.registry.domain import Decision, DeploymentState, Outcome, VersionStatus, decide
+from services.registry.domain import ArtifactRejected, Decision, DeploymentState, Outcome, VersionStatus, decide
+from shared.artifacts import ArtifactError, ArtifactStore
 from shared.envelope import EventMeta
+from shared.errors import TransientError
 from shared.events import (
     ArtifactRef,
     DeployedVersion,
@@ -37,24 +47,55 @@ class Registration:
     created: bool
 
 
-def derived_event_id(source_event_id: str, what: str) -> str:
-    """A stable id for an event caused by another: re-applying the cause could never mint a new id."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source_event_id}/{what}"))
+def derived_event_id(cause: EventMeta, what: str) -> str:
+    """A stable id for an event caused by another: re-applying the cause could never mint a new id.
+
+    The cause is identified as CloudEvents does, by (source, id): the same id from two sources are two causes.
+    """
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{cause.source}\x00{cause.event_id}/{what}"))
 
 
-def handle_model_trained(event: ModelTrained, meta: EventMeta, *, uow: UnitOfWork) -> Registration:
-    """Register the artifact as the model's next version and announce it; repeats change nothing."""
+def verified_artifact_uri(artifact: ArtifactRef, model_name: str, artifacts: ArtifactStore) -> str:
+    """The store's own URI of the artifact, once the store holds it intact; ArtifactRejected otherwise.
+
+    The URI an event carries is never opened: it must name the store's key for the digest, and the store's
+    copy must have the stated digest and size. A store that cannot be reached is a TransientError (retried).
+    """
+    if not artifacts.is_own_uri(artifact.uri, artifact.sha256):
+        shown = artifact.uri if len(artifact.uri) <= 300 else artifact.uri[:300] + "…"
+        raise ArtifactRejected(model_name, f"{shown!r} is not the artifact store's key for sha256 {artifact.sha256}")
+    try:
+        artifacts.verify(artifact.sha256, size_bytes=artifact.size_bytes)
+    except ArtifactError as error:  # missing, a link out of the store, another size or digest
+        raise ArtifactRejected(model_name, str(error)) from error
+    except PermissionError as error:
+        raise ArtifactRejected(model_name, f"the store's copy of {artifact.sha256} is not readable") from error
+    except OSError as error:
+        raise TransientError(f"the artifact store is unreachable: {type(error).__name__}: {error}") from error
+    return artifacts.uri(artifact.sha256)
+
+
+def handle_model_trained(
+    event: ModelTrained, meta: EventMeta, *, uow: UnitOfWork, artifacts: ArtifactStore
+) -> Registration:
+    """Register the artifact as the model's next version and announce it; repeats change nothing.
+
+    The artifact is verified in the store before the transaction (hashing it while holding the model's row
+    lock would hold up every other registration of the model). So a redelivery of an applied event is
+    verified again, and dead-lettered should its artifact have vanished since: that loses nothing.
+    """
+    artifact_uri = verified_artifact_uri(event.artifact, event.model_name, artifacts)
     with uow:
         model_id, number = uow.repo.next_version_number(event.model_name)  # locks the model row
-        if not uow.repo.claim_event(meta.event_id, meta.type_name):
+        if not uow.repo.claim_event(meta.source, meta.event_id, meta.type_name):
             return Registration(version=None, created=False)
-        version = version_from_event(event, meta)
+        version = version_from_event(event, meta, artifact_uri=artifact_uri)
         version.model_id, version.number = model_id, number
         if not uow.repo.add_version(version):  # the same request and artifact, under a new event id
             existing = uow.repo.version_number_by_request(model_id, event.request_id, event.artifact.sha256)
             return Registration(version=existing, created=False)  # rolled back: the number is not used
         announcement = registered_event(event.model_name, version)
-        uow.repo.add_outbox(announcement, derived_event_id(meta.event_id, "registered"))
+        uow.repo.add_outbox(announcement, derived_event_id(meta, "registered"))
         uow.commit()
         return Registration(version=version.number, created=True)
 
@@ -74,15 +115,14 @@ def handle_model_decided(
         created_at=utc_now(), report=event.report,
     )  # fmt: skip
     return apply_decision(
-        decision, uow=uow, source_event_id=meta.event_id, evaluation=evaluation,
-        default_canary_weight=default_canary_weight,
-    )  # fmt: skip
+        decision, uow=uow, cause=meta, evaluation=evaluation, default_canary_weight=default_canary_weight
+    )
 
 
 def handle_deployment_command(decision: Decision, *, uow: UnitOfWork, default_canary_weight: float = 0.1) -> Outcome:
     """A user's promote, canary weight or rollback: the same path as the evaluator's decisions."""
     outcome = apply_decision(
-        decision, uow=uow, source_event_id=None, evaluation=None, default_canary_weight=default_canary_weight
+        decision, uow=uow, cause=None, evaluation=None, default_canary_weight=default_canary_weight
     )
     assert outcome is not None  # only an already-applied event id yields None, and commands carry none
     return outcome
@@ -92,14 +132,17 @@ def apply_decision(
     decision: Decision,
     *,
     uow: UnitOfWork,
-    source_event_id: str | None,
+    cause: EventMeta | None,
     evaluation: Evaluation | None,
     default_canary_weight: float,
 ) -> Outcome | None:
-    """Lock the model, decide, write statuses, evaluation, deployment, history and outbox; commit."""
+    """Lock the model, decide, write statuses, evaluation, deployment, history and outbox; commit.
+
+    ``cause`` is the event that asked for the decision (None for a user's command).
+    """
     with uow:
         model = uow.repo.lock_model(decision.model_name, create=False)
-        if source_event_id is not None and not uow.repo.claim_event(source_event_id, ModelDecided.type_name):
+        if cause is not None and not uow.repo.claim_event(cause.source, cause.event_id, ModelDecided.type_name):
             return None
         deployment = uow.repo.deployment(model)
         state = state_of(deployment)
@@ -118,7 +161,7 @@ def apply_decision(
             evaluation.model_id = model.id
             uow.repo.add_evaluation(evaluation)
         if outcome.deployment_changed:
-            _record_change(uow.repo, model, deployment, outcome, decision, source_event_id, versions)
+            _record_change(uow.repo, model, deployment, outcome, decision, cause, versions)
         uow.commit()
         return outcome
 
@@ -129,7 +172,7 @@ def _record_change(
     deployment: Deployment,
     outcome: Outcome,
     decision: Decision,
-    source_event_id: str | None,
+    cause: EventMeta | None,
     versions: Mapping[int, ModelVersion],
 ) -> None:
     before, after = outcome.before, outcome.after
@@ -144,7 +187,8 @@ def _record_change(
             model_id=model.id, revision=after.revision, action=decision.kind, from_champion=before.champion,
             to_champion=after.champion, from_challenger=before.challenger, to_challenger=after.challenger,
             from_canary_weight=before.canary_weight, to_canary_weight=after.canary_weight, shadow=after.shadow,
-            actor=decision.actor, reason=decision.reason, source_event_id=source_event_id, created_at=utc_now(),
+            actor=decision.actor, reason=decision.reason, source_event_id=cause.event_id if cause else None,
+            created_at=utc_now(), forced=outcome.forced,
         )
     )  # fmt: skip
     changed = DeploymentChanged(
@@ -152,7 +196,7 @@ def _record_change(
         challenger=_deployed(versions, after.challenger), canary_weight=after.canary_weight, shadow=after.shadow,
         reason=decision.reason, actor=decision.actor,
     )  # fmt: skip
-    event_id = derived_event_id(source_event_id, "deployment.changed") if source_event_id else new_id()
+    event_id = derived_event_id(cause, "deployment.changed") if cause else new_id()
     repo.add_outbox(changed, event_id)
 
 
@@ -187,22 +231,30 @@ def registered_event(model_name: str, version: ModelVersion) -> ModelRegistered:
     )  # fmt: skip
 
 
-def version_from_event(event: ModelTrained, meta: EventMeta) -> ModelVersion:
-    """A new version row (unnumbered) from a model.trained event."""
+def version_from_event(event: ModelTrained, meta: EventMeta, *, artifact_uri: str) -> ModelVersion:
+    """A new version row (unnumbered) from a model.trained event, its artifact at the store's ``artifact_uri``.
+
+    The columns that the event carries under the same name are copied (see ``copied_version_columns``);
+    the rest are set here. A test holds the two lists to the table.
+    """
     now = utc_now()
     dropped = sorted(name for name, value in {**event.metrics, **event.timings}.items() if not math.isfinite(value))
     tags = {"arch": event.arch, **({"non_finite_metrics": ",".join(dropped)} if dropped else {})}
     parent_model = (event.compression.distill_from or event.model_name) if event.teacher_version is not None else None
-    return ModelVersion(
-        status="registered", artifact_uri=event.artifact.uri, artifact_sha256=event.artifact.sha256,
-        artifact_size_bytes=event.artifact.size_bytes, artifact_format=event.artifact.format,
-        signature=event.signature.model_dump(mode="json"), metrics=_finite(event.metrics), dataset=event.dataset,
-        split_id=event.split_id, arch=event.arch, hyperparameters=event.hyperparameters.model_dump(mode="json"),
-        compression=event.compression.model_dump(mode="json"), timings=_finite(event.timings),
-        training_request_id=event.request_id, parent_model=parent_model,
-        parent_version=event.teacher_version, source_event_id=meta.event_id, tags=tags, created_at=now,
-        updated_at=now,
-    )  # fmt: skip
+    copied = event.model_dump(mode="json", include=set(copied_version_columns()))
+    return ModelVersion(**{
+        **copied, "metrics": _finite(event.metrics), "timings": _finite(event.timings), "status": "registered",
+        "artifact_uri": artifact_uri, "artifact_sha256": event.artifact.sha256,
+        "artifact_size_bytes": event.artifact.size_bytes, "artifact_format": event.artifact.format,
+        "training_request_id": event.request_id, "parent_model": parent_model, "parent_version": event.teacher_version,
+        "source_event_id": meta.event_id, "tags": tags, "created_at": now, "updated_at": now,
+    })  # fmt: skip
+
+
+@functools.cache
+def copied_version_columns() -> tuple[str, ...]:
+    """The version columns a model.trained event carries under the same name (dataset, signature, metrics, …)."""
+    return tuple(name for name in version_columns() if name in ModelTrained.model_fields)
 
 
 def _finite(values: Mapping[str, float]) -> dict[str, float]:

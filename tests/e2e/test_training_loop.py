@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from shared.settings import FerrySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TOKEN = "e2e-token"
+TOKEN = secrets.token_urlsafe(24)  # the registry refuses a placeholder token at start-up
 
 
 def _free_port() -> int:

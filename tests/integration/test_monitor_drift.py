@@ -23,6 +23,7 @@ from monitor_support import (
     wait_for,
 )
 
+from shared.artifacts import ArtifactStore
 from shared.events import ArtifactRef, Hyperparameters, ModelDecided, ModelTrained, Signature, TensorSpec
 from shared.kafka import KafkaPublisher
 from shared.settings import FerrySettings
@@ -33,11 +34,13 @@ REFERENCE = {"0": 0.5, "1": 0.3, "2": 0.2}
 
 
 def register_and_promote(settings: FerrySettings, registry_url: str) -> None:
+    # The registry registers only an artifact that is intact in its store (issue 7 §1).
+    uri, sha256, size = ArtifactStore(settings.resolved_artifact_root).put_bytes(b"drift-test model")
     signature = Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
                           outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 3])])  # fmt: skip
     trained = ModelTrained(
         model_name="digits", request_id="drift-test", signature=signature, dataset="sklearn:iris", split_id="s",
-        artifact=ArtifactRef(uri="/nonexistent/a.onnx", sha256="a" * 64, size_bytes=10, format="onnx"),
+        artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
         arch="mlp", hyperparameters=Hyperparameters(epochs=1),
     )  # fmt: skip
     publisher = KafkaPublisher(settings, source="test")

@@ -10,13 +10,14 @@ import pytest
 from sqlalchemy import func, select
 from test_registry_support import TopicReader, committed, publish, running, trained_event, wait_for
 
+from services.registry.adapters.memory import ListSender
 from services.registry.adapters.orm import AppliedEvent, DeploymentHistory, Evaluation, ModelVersion
 from services.registry.adapters.repository import SqlUnitOfWork
 from services.registry.bootstrap import Registry, bootstrap
 from services.registry.entrypoints.consumer import build_consumer_loop
 from services.registry.settings import RegistrySettings
 from shared.events import DeploymentChanged, ModelDecided, ModelRegistered
-from shared.kafka import ListPublisher, RetryPolicy, make_consumer
+from shared.kafka import RetryPolicy, make_consumer
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["test_registry_support"]
@@ -32,7 +33,7 @@ def test_model_trained_delivered_twice_through_kafka_makes_one_version(
     topic_reader: Callable[[str], TopicReader],
 ) -> None:
     settings = registry.settings.ferry
-    event = trained_event()
+    event = trained_event(store=registry.artifacts)
     first_id = publish(settings, event)
     publish(settings, event, event_id=first_id)  # the same message again (a producer retry, a replay)
     publish(settings, event)  # a redelivery under a new id: same request id, same sha256
@@ -52,7 +53,7 @@ def test_decisions_through_kafka_change_the_deployment_and_contradictions_are_de
     topic_reader: Callable[[str], TopicReader],
 ) -> None:
     settings = registry.settings.ferry
-    publish(settings, trained_event(), trained_event())
+    publish(settings, trained_event(store=registry.artifacts), trained_event(store=registry.artifacts))
     decide = lambda version, decision, **extra: publish(  # noqa: E731
         settings, ModelDecided(model_name="digits", version=version, decision=decision, reason="test", **extra)
     )
@@ -63,17 +64,21 @@ def test_decisions_through_kafka_change_the_deployment_and_contradictions_are_de
         decide(2, "promote", stage="canary", canary_weight=0.2)
         decide(1, "rollback")  # the champion has no predecessor: cannot apply
         decide(9, "promote", stage="champion")  # no such version
-        changes = changed.read(2)
-        dead.read(2)
-    assert [change.event.revision for change in changes] == [1, 2]  # type: ignore[attr-defined]
-    last = changes[-1].event
-    assert isinstance(last, DeploymentChanged) and last.champion and last.challenger
-    assert (last.champion.version, last.challenger.version, last.canary_weight) == (1, 2, 0.2)
-    assert last.actor == "evaluator" and last.champion.artifact.uri.endswith(".onnx")
+        decide(2, "reject")  # the canary is withdrawn
+        decide(2, "promote", stage="champion")  # a rejected version: the evaluator can never promote it
+        changes = changed.read(3)
+        dead.read(3)
+    assert [change.event.revision for change in changes] == [1, 2, 3]  # type: ignore[attr-defined]
+    canary = changes[1].event
+    assert isinstance(canary, DeploymentChanged) and canary.champion and canary.challenger
+    assert (canary.champion.version, canary.challenger.version, canary.canary_weight) == (1, 2, 0.2)
+    assert canary.actor == "evaluator" and canary.champion.artifact.uri.endswith(".onnx")
+    assert changes[2].event.challenger is None  # type: ignore[attr-defined]
     reasons = [dict(record.headers)["ferry_dlq_reason"].decode() for record in dead.records]
-    assert len(reasons) == 2
+    assert len(reasons) == 3
     assert "no champion precedes version 1" in reasons[0] and "has no version 9" in reasons[1]
-    assert count(registry, Evaluation) == 2 and count(registry, DeploymentHistory) == 2
+    assert "version 2 was rejected; promoting it needs force" in reasons[2]
+    assert count(registry, Evaluation) == 3 and count(registry, DeploymentHistory) == 3
 
 
 def test_a_database_outage_is_retried_never_dead_lettered(
@@ -83,7 +88,7 @@ def test_a_database_outage_is_retried_never_dead_lettered(
     ferry = registry_settings.ferry
     dead_database = ferry.model_copy(update={"database_url": "postgresql+psycopg://ferry@127.0.0.1:1/nowhere"})
     broken = bootstrap(registry_settings.model_copy(update={"ferry": dead_database}), migrate=False,
-                       publisher=ListPublisher())  # fmt: skip
+                       sender=ListSender())  # fmt: skip
     attempts = threading.Event()
     original = broken.uow
 
@@ -95,7 +100,7 @@ def test_a_database_outage_is_retried_never_dead_lettered(
     consumer = make_consumer(ferry, registry_settings.consumer_group, ["model.trained", "model.decided"])
     loop, dlq = build_consumer_loop(broken, consumer=consumer, retry=RetryPolicy(attempts=2, first_backoff_s=0.01))
     dead = topic_reader("model.trained.dlq")
-    event = trained_event()
+    event = trained_event(store=broken.artifacts)
     publish(ferry, event)
     try:
         wait_for(lambda: loop.poll_once(timeout_ms=200) or attempts.is_set(), what="a delivery attempt")

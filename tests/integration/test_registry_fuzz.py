@@ -29,7 +29,7 @@ def seed(registry: Registry) -> None:
         for _ in range(2):
             event = trained_event(model, store=registry.artifacts)
             meta = EventMeta(event_id=new_id(), source="t", time=utc_now(), traceparent=None, type_name=event.type_name)
-            handle_model_trained(event, meta, uow=registry.uow())
+            handle_model_trained(event, meta, uow=registry.uow(), artifacts=registry.artifacts)
 
 
 def test_no_input_yields_a_server_error(registry: Registry) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from services.registry.adapters import schema
 from services.registry.adapters.orm import Base
+from services.registry.adapters.repository import SqlRepository
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["test_registry_support"]
@@ -63,4 +67,57 @@ def test_upgrading_twice_is_harmless_and_history_is_append_only(fresh_database_u
         connection.execute(text("UPDATE deployment_history SET reason = 'rewritten'"))
     with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
         connection.execute(text("DELETE FROM deployment_history"))
+    engine.dispose()
+
+
+def test_0003_keys_applied_events_by_source_and_carries_the_outbox_over(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url, poolclass=NullPool)
+    schema.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO applied_events (event_id, type_name) VALUES ('e1', 't')"))
+        connection.execute(
+            text(
+                "INSERT INTO outbox (event_id, type_name, topic, partition_key, payload, sent_at) VALUES "
+                "('sent', 't', 'x', 'k', '{}', now()), ('waiting', 't', 'x', 'k', '{}', NULL)"
+            )
+        )
+    schema.upgrade(engine)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT source, event_id FROM applied_events")).all() == [("", "e1")]
+        connection.execute(text("INSERT INTO applied_events (source, event_id, type_name) VALUES ('a', 'e1', 't')"))
+        statuses = connection.execute(text("SELECT event_id, status FROM outbox ORDER BY id")).all()
+        assert statuses == [("sent", "sent"), ("waiting", "pending")]
+    with pytest.raises(DBAPIError, match="ck_outbox_status_known"), engine.begin() as connection:
+        connection.execute(text("UPDATE outbox SET status = 'lost'"))
+    with pytest.raises(DBAPIError, match="pk_applied_events"), engine.begin() as connection:
+        connection.execute(text("INSERT INTO applied_events (source, event_id, type_name) VALUES ('a', 'e1', 't')"))
+    schema.downgrade(engine, "0002")  # and back: one row per event id again
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT event_id FROM applied_events")).all() == [("e1",)]
+    engine.dispose()
+
+
+def test_two_processes_migrating_at_once_migrate_once(fresh_database_url: str) -> None:
+    engines = [create_engine(fresh_database_url, poolclass=NullPool) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(schema.upgrade, engines))
+    assert sorted(result is not None for result in results) == [False, True]  # one upgraded, one found it done
+    head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
+    assert all(schema.current_revision(engine) == head for engine in engines)
+    for engine in engines:
+        engine.dispose()
+
+
+def test_an_event_applied_before_0003_stays_applied_whatever_its_source(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url, poolclass=NullPool)
+    schema.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO applied_events (event_id, type_name) VALUES ('old', 't')"))
+    schema.upgrade(engine)
+    with Session(engine) as session, session.begin():
+        repo = SqlRepository(session)
+        assert not repo.claim_event("ferry.evaluator", "old", "t")  # redelivered across the upgrade: a no-op
+        assert repo.claim_event("ferry.evaluator", "new", "t")
+        assert not repo.claim_event("ferry.evaluator", "new", "t")
+        assert repo.claim_event("another.source", "new", "t")
     engine.dispose()

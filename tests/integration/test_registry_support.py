@@ -4,6 +4,8 @@ this module with ``pytest_plugins``). Each test gets its own PostgreSQL database
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
 import time
 import uuid
@@ -26,7 +28,7 @@ from shared.events import ArtifactRef, Event, Hyperparameters, ModelTrained, Sig
 from shared.kafka import KafkaPublisher, RetryPolicy
 from shared.settings import FerrySettings
 
-API_TOKEN = "registry-test-token"
+API_TOKEN = secrets.token_urlsafe(24)  # a real secret: the registry refuses placeholders at start-up
 SIGNATURE = Signature(
     inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
     outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 10])],
@@ -37,13 +39,11 @@ def trained_event(
     model: str = "digits", *, request_id: str | None = None, content: bytes | None = None,
     store: ArtifactStore | None = None,
 ) -> ModelTrained:  # fmt: skip
-    """A model.trained event; with a store, its artifact really exists there."""
+    """A model.trained event; with a store, its artifact really exists there (else it is nowhere)."""
     content = content if content is not None else uuid.uuid4().bytes * 8
     if store is not None:
         uri, sha256, size = store.put_bytes(content)
     else:
-        import hashlib
-
         sha256, size = hashlib.sha256(content).hexdigest(), len(content)
         uri = f"/nonexistent/{sha256}.onnx"
     return ModelTrained(

@@ -19,26 +19,28 @@ from services.registry.entrypoints.schemas import (
     encode_cursor,
     encode_name_cursor,
 )
-from services.registry.settings import RegistrySettings
+from services.registry.settings import InvalidApiTokens, RegistrySettings
 from shared.artifacts import ArtifactStore
 
 PROMOTE = {"action": "promote", "version": 1, "reason": "manual"}
+TOKEN = "kq3V9xT2mZr8LpW4cY7n"
 
 
 def make_client(tmp_path: Path, token: str | None, checks: dict[str, Callable[[], bool]] | None = None) -> TestClient:
+    settings = RegistrySettings(api_token=SecretStr(token) if token else None)
     deps = ApiDeps(
         read_sessions=sessionmaker(),  # never reached by these requests
         uow_factory=MemoryDatabase().uow,
         artifacts=ArtifactStore(str(tmp_path)),
         readiness=checks or {},
+        tokens=settings.api_tokens(),
     )
-    settings = RegistrySettings(api_token=SecretStr(token) if token else None)
     return TestClient(create_app(settings, deps))
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with make_client(tmp_path, "s3cret") as test_client:
+    with make_client(tmp_path, TOKEN) as test_client:
         yield test_client
 
 
@@ -56,11 +58,11 @@ def test_writes_without_a_token_are_401_and_with_a_wrong_one_403(client: TestCli
 def test_writes_are_refused_until_a_token_is_configured(tmp_path: Path) -> None:
     with make_client(tmp_path, None) as closed:
         refused = closed.post("/api/v1/models/digits/deployment", json=PROMOTE, headers={"Authorization": "Bearer x"})
-    assert refused.status_code == 403 and "set FERRY_API_TOKEN" in refused.json()["error"]
+    assert refused.status_code == 403 and "set FERRY_REGISTRY_TOKENS_FILE or FERRY_API_TOKEN" in refused.json()["error"]
 
 
 def test_invalid_bodies_are_422_with_error_and_detail(client: TestClient) -> None:
-    headers = {"Authorization": "Bearer s3cret"}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
     bodies = [
         {"action": "promote", "reason": "no version"},
         {"action": "promote", "version": 1, "canary_weight": 1.5, "reason": "too much"},
@@ -73,9 +75,6 @@ def test_invalid_bodies_are_422_with_error_and_detail(client: TestClient) -> Non
         response = client.post("/api/v1/models/digits/deployment", json=body, headers=headers)
         assert response.status_code == 422, body
         assert response.json()["error"].startswith("invalid request") and response.json()["detail"], body
-    bad_user = client.post("/api/v1/models/digits/deployment", json=PROMOTE,
-                           headers={**headers, "X-Ferry-User": "not a name!"})  # fmt: skip
-    assert bad_user.status_code == 422
 
 
 def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
@@ -115,10 +114,70 @@ def test_cursors_round_trip_and_refuse_forgeries() -> None:
         decode_name_cursor(encode_cursor(3))
 
 
-def test_the_token_comes_from_ferry_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FERRY_API_TOKEN", "from-env")
+def test_ferry_api_token_is_one_token_for_user_admin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_API_TOKEN", TOKEN)
     monkeypatch.setenv("FERRY_REGISTRY_PORT", "9999")
     settings = RegistrySettings()
-    assert settings.token == "from-env" and settings.port == 9999
-    monkeypatch.setenv("FERRY_API_TOKEN", "")
-    assert RegistrySettings().token is None
+    assert settings.api_tokens() == {TOKEN: "admin"} and settings.port == 9999
+    monkeypatch.delenv("FERRY_API_TOKEN")
+    assert RegistrySettings().api_tokens() == {}  # no token at all: the registry runs, writes are refused
+
+
+def write_tokens(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "api-tokens"
+    path.write_text(text)
+    return path
+
+
+def test_a_tokens_file_names_each_tokens_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, operator = "Alice-4f9c2b7e1d8a6035", "op_Zx81kQm3Vt5Rw7Yp2Ls"
+    path = write_tokens(tmp_path, f"# who may write\n\noperator {operator}\n  alice {alice}  \n")
+    monkeypatch.setenv("FERRY_REGISTRY_TOKENS_FILE", str(path))
+    monkeypatch.setenv("FERRY_API_TOKEN", TOKEN)
+    assert RegistrySettings().api_tokens() == {operator: "operator", alice: "alice", TOKEN: "admin"}
+    monkeypatch.setenv("FERRY_API_TOKEN", operator)  # as `make up` sets both: the file's user stays
+    assert RegistrySettings().api_tokens() == {operator: "operator", alice: "alice"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "names no token"),
+        ("# only a comment\n", "names no token"),
+        ("operator\n", "expected '<user> <token>'"),
+        ("operator one two\n", "expected '<user> <token>'"),
+        ("oper ator!x kq3V9xT2mZr8LpW4cY7n\n", "expected '<user> <token>'"),
+        ("bad!user kq3V9xT2mZr8LpW4cY7n\n", "a user name is"),
+        ("operator sh0rt\n", "shorter than 16 characters"),
+        ("operator ferry-demo-token\n", "well-known placeholder"),
+        ("operator changemechangeme\n", "well-known placeholder"),
+        ("operator secret-token-1234567\n", "well-known placeholder"),
+        ("operator aaaaaaaaaaaaaaaaaaaa\n", "fewer than 6 distinct"),
+        (f"alice {TOKEN}\nbob {TOKEN}\n", "same token as user 'alice'"),
+    ],
+)
+def test_unusable_tokens_files_are_refused_without_quoting_a_token(tmp_path: Path, text: str, problem: str) -> None:
+    settings = RegistrySettings(tokens_file=write_tokens(tmp_path, text))
+    with pytest.raises(InvalidApiTokens, match=problem) as caught:
+        settings.api_tokens()
+    for token in ("kq3V9xT2mZr8LpW4cY7n", "sh0rt", "ferry-demo-token", "changemechangeme", "secret-token-1234567"):
+        assert token not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("", "is empty"),
+        ("changeme", "shorter"),
+        ("ferry-demo-token", "placeholder"),
+        ("SECRET_TOKEN_0000", "placeholder"),
+    ],
+)
+def test_an_empty_or_placeholder_ferry_api_token_is_refused(token: str, problem: str) -> None:
+    with pytest.raises(InvalidApiTokens, match=f"^FERRY_API_TOKEN .*{problem}"):
+        RegistrySettings(api_token=SecretStr(token)).api_tokens()
+
+
+def test_a_missing_tokens_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidApiTokens, match="cannot be read"):
+        RegistrySettings(tokens_file=tmp_path / "nowhere").api_tokens()

@@ -120,3 +120,15 @@ def test_stage_and_actor_defaults() -> None:
     assert resolve_stage(None, None) == "champion"
     assert resolve_stage("canary", None) == "canary"
     assert actor_for("alice") == "user:alice" and actor_for(None) == "api"
+
+
+def test_a_rejected_version_is_promoted_only_with_force_and_the_outcome_says_so() -> None:
+    state = DeploymentState(champion=1, revision=2)
+    statuses = {1: "champion", 2: "rejected"}
+    for stage in ("canary", "champion"):
+        with pytest.raises(DecisionNotApplicable, match="version 2 was rejected; promoting it needs force"):
+            decide(state, decision("promote", 2, stage=stage), statuses)  # type: ignore[arg-type]
+    forced = decide(state, decision("promote", 2, stage="champion", force=True), statuses)  # type: ignore[arg-type]
+    assert forced.forced and forced.after.champion == 2 and forced.status_changes == {1: "archived", 2: "champion"}
+    plain = decide(state, decision("promote", 2, stage="champion", force=True), {1: "champion", 2: "registered"})  # type: ignore[arg-type]
+    assert not plain.forced  # force on a version that was not rejected changes nothing

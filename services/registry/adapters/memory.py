@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from services.registry.adapters.orm import (
     Deployment,
@@ -23,7 +23,7 @@ from services.registry.adapters.orm import (
     OutboxMessage,
     RegisteredModel,
 )
-from services.registry.adapters.repository import new_deployment, new_model, outbox_message
+from services.registry.adapters.repository import check_event_identity, new_deployment, new_model, outbox_message
 from services.registry.domain import ModelNotFound
 from shared.events import Event
 
@@ -38,7 +38,7 @@ class MemoryState:
     evaluations: list[Evaluation] = field(default_factory=list)
     history: list[DeploymentHistory] = field(default_factory=list)
     outbox: list[OutboxMessage] = field(default_factory=list)
-    applied: set[str] = field(default_factory=set)
+    applied: set[tuple[str, str]] = field(default_factory=set)
 
 
 class MemoryRepository:
@@ -59,10 +59,11 @@ class MemoryRepository:
             raise ModelNotFound(name)
         return model
 
-    def claim_event(self, event_id: str, type_name: str) -> bool:
-        if event_id in self.state.applied:
+    def claim_event(self, source: str, event_id: str, type_name: str) -> bool:
+        check_event_identity(source, event_id)
+        if (source, event_id) in self.state.applied:
             return False
-        self.state.applied.add(event_id)
+        self.state.applied.add((source, event_id))
         return True
 
     def next_version_number(self, name: str) -> tuple[int, int]:
@@ -154,3 +155,32 @@ class MemoryUnitOfWork:
         self._database.commits += 1
         if self._database.after_commit is not None:
             self._database.after_commit()
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class _Acked:
+    """A send future that is already acked."""
+
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class ListSender:
+    """The outbox relay's sender without a broker (the bench's --no-kafka, API-only processes): keeps what it sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[SentMessage] = []
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None) -> _Acked:
+        self.messages.append(SentMessage(topic, key, value, list(headers or [])))
+        return _Acked()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Nothing to release."""

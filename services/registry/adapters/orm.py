@@ -6,6 +6,8 @@ CHECK constraints and the append-only trigger live in the migrations only.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +101,48 @@ class ModelVersion(Base):
     updated_at: Mapped[datetime]
 
 
+def version_columns() -> tuple[str, ...]:
+    """The columns of ``model_versions``, in table order."""
+    return tuple(column.key for column in ModelVersion.__table__.columns)
+
+
+@dataclass(frozen=True)
+class VersionLayout:
+    """How the API shows a version's columns: the one mapping the views, schemas and handler derive from.
+
+    Every column is public under its own name but ``id`` and ``model_id`` (internal), ``number`` (shown as
+    ``version``) and the ``artifact_*`` columns (shown as the ``artifact`` object). The API adds ``model_name``.
+    """
+
+    fields: dict[str, str]
+    """Top-level API field → column."""
+    artifact: dict[str, str]
+    """Field of the ``artifact`` object → column."""
+    timestamps: frozenset[str]
+    """Columns that are times (the API prints them in RFC 3339, UTC)."""
+
+
+INTERNAL_VERSION_COLUMNS = ("id", "model_id")
+RENAMED_VERSION_COLUMNS = {"number": "version"}
+ARTIFACT_PREFIX = "artifact_"
+
+
+@functools.cache
+def version_layout() -> VersionLayout:
+    """The API's layout over ``model_versions``, derived from the table."""
+    fields: dict[str, str] = {}
+    artifact: dict[str, str] = {}
+    for column in ModelVersion.__table__.columns:
+        if column.key in INTERNAL_VERSION_COLUMNS:
+            continue
+        if column.key.startswith(ARTIFACT_PREFIX):
+            artifact[column.key.removeprefix(ARTIFACT_PREFIX)] = column.key
+        else:
+            fields[RENAMED_VERSION_COLUMNS.get(column.key, column.key)] = column.key
+    timestamps = frozenset(column.key for column in ModelVersion.__table__.columns if isinstance(column.type, DateTime))
+    return VersionLayout(fields, artifact, timestamps)
+
+
 class Evaluation(Base):
     """The evaluator's report on a candidate against a baseline, and what it decided."""
 
@@ -169,14 +213,18 @@ class DeploymentHistory(Base):
     reason: Mapped[str] = mapped_column(Text)
     source_event_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A rejected version promoted by hand with ``force`` (the reason says why)."""
 
 
 class OutboxMessage(Base):
-    """An event waiting to be published (``sent_at`` null) or already published."""
+    """An event waiting to be published (status ``pending``), published (``sent``), or parked as ``failed``:
+    a row that can never be published (too large for its topic, an invalid payload), with ``last_error``."""
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
+        Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
+        Index("ix_outbox_failed", "id", postgresql_where=text("status = 'failed'")),
         Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
     )
 
@@ -190,13 +238,18 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, default="pending")
+    traceparent: Mapped[str | None] = mapped_column(Text)
+    """The W3C trace the change was made in (a consumed event's or an HTTP request's): the event continues it."""
 
 
 class AppliedEvent(Base):
-    """An event id whose effect is committed: applying it again is a no-op."""
+    """An event, identified as CloudEvents does by (source, id), whose effect is committed: applying it again
+    is a no-op."""
 
     __tablename__ = "applied_events"
 
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
     event_id: Mapped[str] = mapped_column(Text, primary_key=True)
     type_name: Mapped[str] = mapped_column(Text)
     applied_at: Mapped[datetime]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
+from opentelemetry import propagate
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -25,10 +26,13 @@ from services.registry.adapters.orm import (
 from services.registry.domain import ModelNotFound
 from shared.errors import PermanentError, TransientError
 from shared.events import Event, utc_now
+from shared.faults import fault_point
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+AFTER_COMMIT = "registry.after_commit"
+"""Fault point: a change and its outbox rows are committed; the relay was not told, the offset not committed."""
 UNIQUE_VIOLATION = "23505"
 RETRYABLE_STATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
@@ -38,7 +42,7 @@ class Repository(Protocol):
 
     def lock_model(self, name: str, *, create: bool) -> RegisteredModel: ...
     def next_version_number(self, name: str) -> tuple[int, int]: ...
-    def claim_event(self, event_id: str, type_name: str) -> bool: ...
+    def claim_event(self, source: str, event_id: str, type_name: str) -> bool: ...
     def add_version(self, version: ModelVersion) -> bool: ...
     def version_number_by_request(self, model_id: int, request_id: str, sha256: str) -> int | None: ...
     def versions(self, model: RegisteredModel, numbers: Iterable[int]) -> dict[int, ModelVersion]: ...
@@ -76,12 +80,25 @@ def new_deployment(model_id: int) -> Deployment:
 
 
 def outbox_values(event: Event, event_id: str) -> dict[str, Any]:
-    """The columns of the outbox row that will carry ``event`` to its topic."""
+    """The columns of the outbox row that will carry ``event`` to its topic, in the trace of the change."""
     return {
         "event_id": event_id, "type_name": event.type_name, "topic": event.topic,
         "partition_key": event.partition_key(), "payload": event.model_dump(mode="json"), "created_at": utc_now(),
-        "sent_at": None, "attempts": 0, "last_error": None,
+        "sent_at": None, "attempts": 0, "last_error": None, "status": "pending", "traceparent": active_traceparent(),
     }  # fmt: skip
+
+
+def active_traceparent() -> str | None:
+    """The W3C traceparent of the span in progress (a consumed event's, an HTTP request's), or None."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def check_event_identity(source: str, event_id: str) -> None:
+    """An event is identified by (source, id); a blank one could never be told apart from the next."""
+    if not event_id.strip() or not source.strip():
+        raise PermanentError("an event needs a non-empty ce_id and ce_source to be applied exactly once")
 
 
 def outbox_message(event: Event, event_id: str) -> OutboxMessage:
@@ -127,9 +144,10 @@ class SqlRepository:
             row = self.session.execute(statements.take_version_number(), values).one()
         return int(row[0]), int(row[1])
 
-    def claim_event(self, event_id: str, type_name: str) -> bool:
-        """Record the event as applied in this transaction; False when it already was."""
-        values = {"event_id": event_id, "type_name": type_name, "applied_at": utc_now()}
+    def claim_event(self, source: str, event_id: str, type_name: str) -> bool:
+        """Record the event (source, id) as applied in this transaction; False when it already was."""
+        check_event_identity(source, event_id)
+        values = {"source": source, "event_id": event_id, "type_name": type_name, "applied_at": utc_now()}
         return self.session.connection().execute(statements.claim_event(), values).first() is not None
 
     def add_version(self, version: ModelVersion) -> bool:
@@ -204,6 +222,7 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+        fault_point(AFTER_COMMIT)
         if self._after_commit is not None:
             self._after_commit()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, bindparam, update
+from sqlalchemy import DateTime, Executable, Table, Text, bindparam, select, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 
 from services.registry.adapters.orm import AppliedEvent, Base, ModelVersion, OutboxMessage, RegisteredModel
@@ -36,9 +36,23 @@ def take_version_number() -> Executable:
 
 @functools.cache
 def claim_event() -> Executable:
-    """Insert an applied event id unless present; returns the id when it was inserted."""
+    """Insert an applied event (source, id) unless present; returns the id when it was inserted.
+
+    Events applied before migration 0003 were recorded without their source (as ``''``): such an id counts
+    as applied whatever source it comes from now, so a redelivery across the upgrade changes nothing.
+    """
     table = table_of(AppliedEvent)
-    return insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
+    legacy = select(table.c.event_id).where(table.c.source == "", table.c.event_id == bindparam("event_id"))
+    row = select(
+        bindparam("source", type_=Text), bindparam("event_id", type_=Text), bindparam("type_name", type_=Text),
+        bindparam("applied_at", type_=DateTime(timezone=True)),
+    ).where(~legacy.exists())  # fmt: skip
+    return (
+        insert(table)
+        .from_select(["source", "event_id", "type_name", "applied_at"], row)
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(table.c.event_id)
+    )
 
 
 @functools.cache

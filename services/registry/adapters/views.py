@@ -8,7 +8,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Text, bindparam, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from services.registry.adapters.orm import Deployment, DeploymentHistory, Evaluation, ModelVersion, RegisteredModel
+from services.registry.adapters.orm import (
+    Deployment,
+    DeploymentHistory,
+    Evaluation,
+    ModelVersion,
+    RegisteredModel,
+    version_layout,
+)
 from services.registry.domain import ModelNotFound, VersionNotFound, VersionStatus
 
 
@@ -38,24 +45,25 @@ def _document() -> ColumnElement[Any]:
     """One version as the API shows it (VersionOut's fields), built by PostgreSQL as JSON text.
 
     The two hottest reads send these documents as they come: no ORM objects, no JSON parsing, no
-    re-serialising. A test checks that every document validates as, and equals, the VersionOut
-    that the ORM mapping (schemas.version_fields) gives for the same row.
+    re-serialising. The fields come from the one layout (orm.version_layout) that schemas.version_fields
+    also follows; a test checks that every document validates as, and equals, the VersionOut built from
+    the ORM row.
     """
-    version = ModelVersion
-    artifact = func.jsonb_build_object(
-        "uri", version.artifact_uri, "sha256", version.artifact_sha256,
-        "size_bytes", version.artifact_size_bytes, "format", version.artifact_format,
-    )  # fmt: skip
-    document = func.jsonb_build_object(
-        "model_name", bindparam("model_name", type_=Text), "version", version.number, "status", version.status,
-        "artifact", artifact, "signature", version.signature, "metrics", version.metrics,
-        "dataset", version.dataset, "split_id", version.split_id, "arch", version.arch,
-        "hyperparameters", version.hyperparameters, "compression", version.compression, "timings", version.timings,
-        "training_request_id", version.training_request_id, "parent_model", version.parent_model,
-        "parent_version", version.parent_version, "source_event_id", version.source_event_id, "tags", version.tags,
-        "created_at", _utc_text(version.created_at), "updated_at", _utc_text(version.updated_at),
-    )  # fmt: skip
-    return cast(document, Text)
+    layout = version_layout()
+
+    def value(column: str) -> Any:
+        attribute = getattr(ModelVersion, column)
+        return _utc_text(attribute) if column in layout.timestamps else attribute
+
+    artifact = func.jsonb_build_object(*_pairs({name: value(column) for name, column in layout.artifact.items()}))
+    fields = {"model_name": bindparam("model_name", type_=Text), "artifact": artifact}
+    fields.update({name: value(column) for name, column in layout.fields.items()})
+    return cast(func.jsonb_build_object(*_pairs(fields)), Text)
+
+
+def _pairs(fields: dict[str, Any]) -> list[Any]:
+    """jsonb_build_object's arguments: name, value, name, value, …"""
+    return [item for name, value in fields.items() for item in (name, value)]
 
 
 def _utc_text(column: Any) -> ColumnElement[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,12 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from opentelemetry import metrics
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.registry.adapters.repository import UnitOfWork
 from services.registry.domain import DecisionNotApplicable, ModelNotFound, RegistryError, VersionNotFound
@@ -32,7 +30,8 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Ferry's system of record: models, versions, evaluations, deployments and their history.
 
-Reads are open. Writes (`POST /api/v1/models/{name}/deployment`) need `Authorization: Bearer <FERRY_API_TOKEN>`.
+Reads are open. Writes (`POST /api/v1/models/{name}/deployment`) need `Authorization: Bearer <token>`, a token
+of FERRY_REGISTRY_TOKENS_FILE (or FERRY_API_TOKEN, user `admin`); the token's user is the actor in the history.
 Errors are JSON: `{"error": "..."}`."""
 
 
@@ -44,15 +43,21 @@ class ApiDeps:
     uow_factory: Callable[[], UnitOfWork]
     artifacts: ArtifactStore
     readiness: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    """Bearer token → user (settings.api_tokens()); writes are refused while it is empty."""
 
 
 def create_app(settings: RegistrySettings, deps: ApiDeps) -> FastAPI:
-    """The FastAPI application: /api/v1 routes, /healthz, /readyz, /metrics, OpenAPI at /docs."""
+    """The FastAPI application: /api/v1 routes, /healthz, /readyz, /metrics, OpenAPI at /docs.
+
+    OpenTelemetry's FastAPI instrumentation joins each request to its caller's trace (``traceparent``) and
+    records ``http.server.duration`` by route template (``http_server_duration_milliseconds`` on /metrics).
+    """
     app = FastAPI(title="Ferry registry", version="1.0.0", description=DESCRIPTION)
     _install_error_handlers(app)
-    app.add_middleware(LatencyMiddleware)
     app.include_router(models_router(settings, deps), prefix="/api/v1")
     _add_operations_routes(app, deps)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz,/readyz")
     return app
 
 
@@ -122,34 +127,3 @@ def _safe_check(check: Callable[[], bool]) -> bool:
     except Exception as error:  # noqa: BLE001 - a failing probe means "not ready", never a 500
         log.warning("readiness check failed: %s", error)
         return False
-
-
-class LatencyMiddleware:
-    """Records every request's latency (ms) by method, route template and status."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        meter = metrics.get_meter("ferry.registry")
-        self._latency = meter.create_histogram(
-            "ferry.registry.http.request.latency", unit="ms", description="HTTP request latency"
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope.get("route")
-            attributes = {"method": scope["method"], "route": getattr(route, "path", "unmatched"), "status": status}
-            self._latency.record((time.perf_counter() - started) * 1000, attributes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.registry.adapters.repository import retry_conflicts
 from services.registry.domain import RegistryError
-from services.registry.handlers import HANDLERS, Registration, handle_model_decided
+from services.registry.handlers import HANDLERS, Registration, handle_model_decided, handle_model_trained
 from shared.delivery import SqliteDeliveryLog
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
@@ -29,19 +30,27 @@ TRANSIENT: tuple[type[BaseException], ...] = (*DEFAULT_TRANSIENT, OperationalErr
 
 def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
     """HANDLERS with their dependencies bound: each call gets a fresh unit of work."""
-    counter = metrics.get_meter("ferry.registry").create_counter(
+    meter = metrics.get_meter("ferry.registry")
+    counter = meter.create_counter(
         "ferry.registry.events.applied", unit="1", description="consumed events by outcome (applied, duplicate)"
     )
+    duration = meter.create_histogram(
+        "ferry.registry.handler.duration", unit="ms", description="time a handler took (database work included)"
+    )
     extra: dict[Callable[..., Any], dict[str, Any]] = {
-        handle_model_decided: {"default_canary_weight": registry.settings.default_canary_weight}
+        handle_model_trained: {"artifacts": registry.artifacts},
+        handle_model_decided: {"default_canary_weight": registry.settings.default_canary_weight},
     }
 
     def bind(handler: Callable[..., Any]) -> Handler:
         def run(event: Event, meta: EventMeta) -> None:
+            started = time.perf_counter()
             try:
                 result = retry_conflicts(lambda: handler(event, meta, uow=registry.uow(), **extra.get(handler, {})))
             except RegistryError as error:  # the event contradicts the registry: it can never apply
                 raise PermanentError(str(error)) from error
+            finally:
+                duration.record((time.perf_counter() - started) * 1000, {"type": meta.type_name})
             duplicate = result is None or (isinstance(result, Registration) and not result.created)
             counter.add(1, {"type": meta.type_name, "outcome": "duplicate" if duplicate else "applied"})
 

@@ -6,13 +6,15 @@ some of which name objects local to the router's builder.
 
 import hmac
 import json
-from collections.abc import Callable, Iterator
-from itertools import chain
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import metrics
+from pydantic import TypeAdapter
 
 from services.registry.adapters import views
 from services.registry.adapters.repository import retry_conflicts
@@ -43,17 +45,18 @@ from services.registry.entrypoints.schemas import (
 from services.registry.handlers import artifact_of, handle_deployment_command
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactError, ArtifactNotFound
-from shared.events import MODEL_NAME_PATTERN, Signature
+from shared.events import MODEL_NAME_PATTERN, ArtifactRef, Signature
 
 if TYPE_CHECKING:
     from services.registry.entrypoints.api import ApiDeps
+
+log = logging.getLogger(__name__)
+EVALUATIONS = TypeAdapter(list[EvaluationOut])
 
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the model's name")]
 VersionPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="the version number, from 1")]
 Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
-User = Annotated[str | None, Header(alias="X-Ferry-User", pattern=r"^[A-Za-z0-9_.@-]{1,100}$",
-                                    description="credited in the history as user:<name>")]  # fmt: skip
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "unknown model or version"},
@@ -62,8 +65,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     401: {"model": ErrorOut, "description": "no bearer token"},
-    403: {"model": ErrorOut, "description": "wrong token, or writes disabled (FERRY_API_TOKEN unset)"},
-    409: {"model": ErrorOut, "description": "the decision cannot apply to the current deployment"},
+    403: {"model": ErrorOut, "description": "wrong token, or writes disabled (no token configured)"},
+    409: {"model": ErrorOut, "description": "the decision cannot apply (a rejected version without force, …)"},
+}
+ARTIFACT_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}},
+    304: {"description": "ETag matched"},
+    500: {"model": ErrorOut, "description": "the store's copy failed its integrity check; nothing is served"},
+    503: {"model": ErrorOut, "description": "the artifact store is unreachable"},
 }
 
 
@@ -75,6 +84,14 @@ def models_router(settings: RegistrySettings, deps: "ApiDeps") -> APIRouter:
     _add_version_detail_routes(router, deps)
     _add_deployment_routes(router, settings, deps)
     return router
+
+
+def _integrity_failures() -> Callable[[str], None]:
+    counter = metrics.get_meter("ferry.registry").create_counter(
+        "ferry.registry.artifact.integrity_failures", unit="1",
+        description="artifact downloads refused because the store's copy does not match its digest or size",
+    )  # fmt: skip
+    return lambda model: counter.add(1, {"model": model})
 
 
 def _page_position(cursor: str | None) -> int | None:
@@ -121,12 +138,12 @@ def _add_version_routes(router: APIRouter, deps: "ApiDeps") -> None:
 
 
 def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
+    count_integrity_failure = _integrity_failures()
+
     @router.get(
         "/models/{name}/versions/{version}/artifact",
-        summary="The version's artifact, streamed; ETag and X-Ferry-Sha256 carry its sha256",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "ETag matched"},
-                   502: {"model": ErrorOut, "description": "the artifact store failed"}},
+        summary="The version's artifact (the store's copy, verified whole before the first byte); ETag is its sha256",
+        response_class=StreamingResponse, responses=ARTIFACT_ERRORS,
     )  # fmt: skip
     def get_artifact(
         name: ModelName, version: VersionPath, if_none_match: Annotated[str | None, Header()] = None
@@ -137,16 +154,20 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
         headers = {"ETag": etag, "X-Ferry-Sha256": artifact.sha256}
         if if_none_match is not None and etag in [tag.strip() for tag in if_none_match.split(",")]:
             return Response(status_code=304, headers=headers)
-        chunks = _open_stream(deps, name, version, artifact.uri, artifact.sha256)
+        chunks = _verified_chunks(deps, name, version, artifact, count_integrity_failure)
         filename = f"{name}-v{version}.{artifact.format}"
         headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        headers["Content-Length"] = str(artifact.size_bytes)
         return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
 
-    @router.get("/models/{name}/versions/{version}/evaluations", summary="Evaluations of a version, newest first")
-    def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> list[EvaluationOut]:
+    @router.get("/models/{name}/versions/{version}/evaluations", summary="Evaluations of a version, newest first",
+                response_model=list[EvaluationOut])  # fmt: skip
+    def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> Response:
         with deps.read_sessions() as session:
             model_id = views.get_version(session, name, version).model_id
-            return [EvaluationOut.of(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
+            rows = [EvaluationOut.of(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
+        # Built and checked once: FastAPI would validate every report again on the way out.
+        return Response(EVALUATIONS.dump_json(rows), media_type="application/json")
 
     @router.get("/models/{name}/versions/{version}/lineage",
                 summary="Training request → artifact → evaluations → deployments")  # fmt: skip
@@ -159,43 +180,56 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
 
 
 def _lineage(name: str, found: Any, evaluations: list[Any], history: list[Any]) -> LineageOut:
-    training = TrainingOut(
-        request_id=found.training_request_id, dataset=found.dataset, split_id=found.split_id, arch=found.arch,
-        hyperparameters=found.hyperparameters, compression=found.compression, timings=found.timings,
-        parent_model=found.parent_model, parent_version=found.parent_version, source_event_id=found.source_event_id,
-    )  # fmt: skip
     return LineageOut(
-        model_name=name, version=found.number, status=found.status, training=training, artifact=artifact_of(found),
+        model_name=name, version=found.number, status=found.status, training=TrainingOut.of(found),
+        artifact=artifact_of(found),
         signature=Signature(**found.signature), metrics=found.metrics,
         evaluations=[EvaluationOut.of(row) for row in evaluations],
         deployments=[HistoryEntryOut.of(row) for row in reversed(history)],
     )  # fmt: skip
 
 
-def _open_stream(deps: "ApiDeps", name: str, version: int, uri: str, sha256: str) -> Iterator[bytes]:
-    """Open the artifact before answering, so that a missing file is a 404 rather than a broken stream."""
+def _verified_chunks(
+    deps: "ApiDeps", name: str, version: int, artifact: ArtifactRef, count_failure: Callable[[str], None]
+) -> Iterator[bytes]:
+    """The store's copy of the version's digest, verified whole before the response starts.
+
+    The URI recorded with the version is never opened. A copy that is missing is a 404; one whose size or
+    digest is wrong (tampered, truncated, a link out of the store) is a 500, an ERROR log and a count of
+    ``ferry_registry_artifact_integrity_failures_total``, never a truncated stream; a store that cannot be
+    reached is a 503.
+    """
     try:
-        chunks = deps.artifacts.stream_verified(sha256)
-        first = next(chunks, b"")
+        return deps.artifacts.stream_verified(artifact.sha256, size_bytes=artifact.size_bytes)
     except ArtifactNotFound as error:
         raise HTTPException(404, f"the artifact of {name} v{version} is missing from the store") from error
-    except (ArtifactError, OSError, ValueError) as error:
-        raise HTTPException(502, f"the artifact store failed: {error}") from error
-    return chain([first], chunks)
+    except ArtifactError as error:
+        log.error("artifact integrity failure, not served: %s v%s (%s): %s", name, version, artifact.sha256, error)
+        count_failure(name)
+        raise HTTPException(500, f"the artifact of {name} v{version} failed its integrity check") from error
+    except OSError as error:
+        log.warning("artifact store unavailable for %s v%s: %s", name, version, error)
+        raise HTTPException(503, "the artifact store is unavailable; retry later") from error
 
 
-def writer_guard(settings: RegistrySettings) -> Callable[..., None]:
-    """The dependency that lets a write through only with ``Authorization: Bearer <FERRY_API_TOKEN>``."""
-    bearer = HTTPBearer(auto_error=False, description="the registry's FERRY_API_TOKEN")
+def writer_guard(tokens: Mapping[str, str]) -> Callable[..., str]:
+    """The dependency that lets a write through only with a configured bearer token; it yields the token's user."""
+    bearer = HTTPBearer(auto_error=False, description="a token of FERRY_REGISTRY_TOKENS_FILE (or FERRY_API_TOKEN)")
+    known = [(token.encode(), user) for token, user in tokens.items()]
 
-    def require_writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        expected = settings.token
-        if expected is None:
-            raise HTTPException(403, "writes are disabled: set FERRY_API_TOKEN on the registry to enable them")
+    def require_writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        if not known:
+            raise HTTPException(403, "writes are disabled: set FERRY_REGISTRY_TOKENS_FILE or FERRY_API_TOKEN")
         if credentials is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        offered = credentials.credentials.encode()
+        found = None
+        for token, user in known:  # compare with every token: the time taken says nothing about which matched
+            if hmac.compare_digest(offered, token):
+                found = user
+        if found is None:
             raise HTTPException(403, "invalid token")
+        return found
 
     return require_writer
 
@@ -217,10 +251,12 @@ def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: 
         next_cursor = encode_cursor(items[-1].revision) if len(rows) > limit else None
         return HistoryPage(items=items, next_cursor=next_cursor)
 
+    writer = writer_guard(deps.tokens)
+
     @router.post("/models/{name}/deployment", summary="Promote, set the canary weight, or roll back",
-                 dependencies=[Depends(writer_guard(settings))], responses=WRITE_ERRORS)  # fmt: skip
+                 responses=WRITE_ERRORS)  # fmt: skip
     def change_deployment(
-        name: ModelName, action: Annotated[DeploymentAction, Body()], user: User = None
+        name: ModelName, action: Annotated[DeploymentAction, Body()], user: Annotated[str, Depends(writer)]
     ) -> DeploymentChangeOut:
         decision = decision_of(name, action, actor_for(user))
         outcome = retry_conflicts(
@@ -238,7 +274,8 @@ def decision_of(name: str, action: Any, actor: str) -> Decision:
     """The domain decision a request body asks for."""
     if isinstance(action, PromoteAction):
         return Decision(model_name=name, kind="promote", reason=action.reason, actor=actor, version=action.version,
-                        stage=action.stage, canary_weight=action.canary_weight, shadow=action.shadow)  # fmt: skip
+                        stage=action.stage, canary_weight=action.canary_weight, shadow=action.shadow,
+                        force=action.force)  # fmt: skip
     if isinstance(action, RollbackAction):
         return Decision(model_name=name, kind="rollback", reason=action.reason, actor=actor, version=action.version)
     return Decision(model_name=name, kind="set_canary_weight", reason=action.reason, actor=actor,

@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.registry.adapters.orm import Deployment, DeploymentHistory, Evaluation, ModelVersion, RegisteredModel
+from services.registry.adapters.orm import (
+    Deployment,
+    DeploymentHistory,
+    Evaluation,
+    ModelVersion,
+    RegisteredModel,
+    version_layout,
+)
 from services.registry.domain import VersionStatus
 from shared.events import MODEL_NAME_PATTERN, ArtifactRef, Signature
 
@@ -138,18 +145,12 @@ class VersionOut(Out):
 
 
 def version_fields(model_name: str, version: ModelVersion) -> dict[str, Any]:
-    """A VersionOut's fields as plain data: a page of them is then validated in one call."""
-    return {
-        "model_name": model_name, "version": version.number, "status": version.status,
-        "artifact": {"uri": version.artifact_uri, "sha256": version.artifact_sha256,
-                     "size_bytes": version.artifact_size_bytes, "format": version.artifact_format},
-        "signature": version.signature, "metrics": version.metrics, "dataset": version.dataset,
-        "split_id": version.split_id, "arch": version.arch, "hyperparameters": version.hyperparameters,
-        "compression": version.compression, "timings": version.timings,
-        "training_request_id": version.training_request_id, "parent_model": version.parent_model,
-        "parent_version": version.parent_version, "source_event_id": version.source_event_id, "tags": version.tags,
-        "created_at": version.created_at, "updated_at": version.updated_at,
-    }  # fmt: skip
+    """A VersionOut's fields as plain data, following the one layout (orm.version_layout) the views use too."""
+    layout = version_layout()
+    fields: dict[str, Any] = {name: getattr(version, column) for name, column in layout.fields.items()}
+    fields["artifact"] = {name: getattr(version, column) for name, column in layout.artifact.items()}
+    fields["model_name"] = model_name
+    return fields
 
 
 class VersionPage(Out):
@@ -216,6 +217,7 @@ class HistoryEntryOut(Out):
     reason: str
     source_event_id: str | None
     created_at: datetime
+    forced: bool = Field(description="a rejected version promoted by hand with force (the reason says why)")
 
     @classmethod
     def of(cls, entry: DeploymentHistory) -> HistoryEntryOut:
@@ -228,6 +230,8 @@ class HistoryPage(Out):
 
 
 class TrainingOut(Out):
+    """Where a version came from: a subset of VersionOut's fields, ``training_request_id`` as ``request_id``."""
+
     request_id: str | None
     dataset: str
     split_id: str
@@ -238,6 +242,13 @@ class TrainingOut(Out):
     parent_model: str | None
     parent_version: int | None
     source_event_id: str | None
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> TrainingOut:
+        return cls(**{name: getattr(version, TRAINING_RENAMES.get(name, name)) for name in cls.model_fields})
+
+
+TRAINING_RENAMES = {"request_id": "training_request_id"}
 
 
 class LineageOut(Out):
@@ -266,6 +277,7 @@ class PromoteAction(BaseModel):
     stage: Literal["canary", "champion"] | None = None
     canary_weight: float | None = Field(default=None, ge=0, le=1)
     shadow: bool | None = Field(default=None, description="mirror traffic to the challenger; default: weight == 0")
+    force: bool = Field(default=False, description="promote a rejected version all the same (recorded in the history)")
     reason: Reason
 
 

@@ -1,0 +1,154 @@
+"""What one model scores on the held-out split: quality metrics from scikit-learn, calibration, the
+predicted-class distribution, and latency percentiles. Pure: arrays in, plain numbers out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+ECE_BINS = 15
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+class OutputsNotProbabilities(ValueError):
+    """A model whose outputs are not one probability distribution per row."""
+
+
+@dataclass(frozen=True)
+class LatencySamples:
+    """Seconds per ``session.run`` at batch 1 and at batch 64, in rounds (one list of runs per round):
+    wall-clock time, and the CPU time of the thread that ran it (``cpu_*``)."""
+
+    batch_1: Sequence[Sequence[float]]
+    batch_64: Sequence[Sequence[float]]
+    cpu_batch_1: Sequence[Sequence[float]] = ()
+    cpu_batch_64: Sequence[Sequence[float]] = ()
+
+
+def check_probabilities(probabilities: np.ndarray, num_classes: int) -> np.ndarray:
+    """The outputs as float64 probabilities (rows renormalised); OutputsNotProbabilities otherwise."""
+    if probabilities.ndim != 2 or probabilities.shape[1] != num_classes:
+        raise OutputsNotProbabilities(f"outputs have shape {list(probabilities.shape)}; expected [n, {num_classes}]")
+    values = probabilities.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise OutputsNotProbabilities("outputs contain NaN or infinite values")
+    sums = values.sum(axis=1)
+    if values.min() < -1e-6 or np.abs(sums - 1).max() > PROBABILITY_SUM_TOLERANCE:
+        raise OutputsNotProbabilities(
+            f"outputs are not probabilities: row sums range {sums.min():.4f}..{sums.max():.4f}, min {values.min():.4f}"
+        )
+    values = np.clip(values, 0.0, None)
+    return values / values.sum(axis=1, keepdims=True)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the top-label confidence over ``bins`` equal-width bins: sum of |accuracy - confidence| × share."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first bin.
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for bin_index in range(bins):
+        members = index == bin_index
+        if members.any():
+            gap = abs(float(correct[members].mean()) - float(confidence[members].mean()))
+            total += gap * float(members.mean())
+    return total
+
+
+def prediction_distribution(predictions: np.ndarray, num_classes: int) -> dict[str, float]:
+    """{class index as a string: fraction of rows predicted as it}: the monitor's drift reference."""
+    counts = np.bincount(predictions, minlength=num_classes)[:num_classes]
+    return {str(index): float(count) / len(predictions) for index, count in enumerate(counts)}
+
+
+def quality(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro precision/recall/F1, log loss, ECE (ROC AUC when binary), per class, confusion."""
+    classes = list(range(len(class_names)))
+    predictions = probabilities.argmax(axis=1)
+    macro = precision_recall_fscore_support(labels, predictions, labels=classes, average="macro", zero_division=0)
+    per_class = precision_recall_fscore_support(labels, predictions, labels=classes, average=None, zero_division=0)
+    metrics = {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "precision_macro": float(macro[0]),
+        "recall_macro": float(macro[1]),
+        "f1_macro": float(macro[2]),
+        "log_loss": float(log_loss(labels, probabilities, labels=classes)),
+        "ece": expected_calibration_error(probabilities, labels),
+    }
+    if len(classes) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
+    return {
+        "metrics": metrics,
+        "per_class": {
+            str(index): {
+                "name": class_names[index],
+                "precision": float(per_class[0][index]),
+                "recall": float(per_class[1][index]),
+                "f1": float(per_class[2][index]),
+                "support": int(per_class[3][index]),
+            }
+            for index in classes
+        },
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist(),
+        "prediction_distribution": prediction_distribution(predictions, len(classes)),
+    }
+
+
+def latency_summary(samples: LatencySamples) -> dict[str, float]:
+    """p50 and p99 in milliseconds at batch 1 and 64 (wall clock, and ``*_cpu_*`` the thread's CPU time).
+
+    p50 pools every run. p99 is the lowest of the rounds' 99th percentiles (best of N, as benchmarks do):
+    on a busy machine the scheduler takes the core away during some rounds, and those rounds' tails
+    measure the machine; a model that is really slower is slower in every round.
+    """
+    summary: dict[str, float] = {}
+    for name, wall, cpu in (
+        ("batch_1", samples.batch_1, samples.cpu_batch_1), ("batch_64", samples.batch_64, samples.cpu_batch_64),
+    ):  # fmt: skip
+        per_round = [np.asarray(runs, dtype=np.float64) * 1000 for runs in wall if len(runs)]
+        summary[f"{name}_p50_ms"], summary[f"{name}_p99_ms"] = _percentiles(per_round)
+        cpu_rounds = [np.asarray(runs, dtype=np.float64) * 1000 for runs in cpu if len(runs)]
+        if cpu_rounds:
+            summary[f"{name}_cpu_p50_ms"], summary[f"{name}_cpu_p99_ms"] = _percentiles(cpu_rounds)
+        summary[f"{name}_runs"] = float(sum(len(runs) for runs in per_round))
+        summary[f"{name}_rounds"] = float(len(per_round))
+    return summary
+
+
+def _percentiles(per_round: list[np.ndarray]) -> tuple[float, float]:
+    pooled = np.concatenate(per_round)
+    return float(np.percentile(pooled, 50)), float(min(np.percentile(runs, 99) for runs in per_round))
+
+
+def json_safe(value: Any) -> Any:
+    """The same structure with NaN and infinities replaced by None: JSON (and jsonb) has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def finite_floats(values: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of a flat mapping, as floats (ModelDecided.metrics)."""
+    return {
+        name: float(value)
+        for name, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }

@@ -1,0 +1,233 @@
+"""One evaluation from records to verdict and report: load, check, score, measure, test, judge.
+
+The handler (a candidate against the champion) and ``ferry compare`` (several versions side by side)
+both build on these steps; the bench times :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.evaluator.adapters.artifact_store import ArtifactUnusable, ModelLoader
+from services.evaluator.adapters.onnx_runtime import OnnxModel, measure_latency
+from services.evaluator.domain.compatibility import SplitCheck, dataset_fit, signature_difference, split_check
+from services.evaluator.domain.metrics import OutputsNotProbabilities, check_probabilities, latency_summary, quality
+from services.evaluator.domain.policy import Policy, Verdict, judge, judge_first, rejected
+from services.evaluator.domain.records import VersionRecord
+from services.evaluator.domain.report import ReportContext, Scored, evaluation_report, model_section
+from services.evaluator.domain.statistics import PairedComparison, bootstrap_one, paired_bootstrap
+from shared.datasets import DatasetError, Split, load_dataset, split
+from shared.errors import PermanentError
+
+COMPARED_METRICS = ("accuracy", "f1_macro")
+
+
+class DatasetSplits:
+    """The held-out split of each dataset; bundled datasets are cut once, csv files re-read every time."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Split] = {}
+
+    def __call__(self, dataset: str) -> Split:
+        if dataset in self._cache:
+            return self._cache[dataset]
+        cut = split(load_dataset(dataset))
+        if dataset.startswith("sklearn:"):
+            self._cache[dataset] = cut
+        return cut
+
+
+@dataclass
+class Stopwatch:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    verdict: Verdict
+    report: dict[str, Any]
+    candidate: Scored | None = None
+    champion: Scored | None = None
+
+
+class Unscorable(Exception):
+    """A model that cannot be scored on the split; the message is the reason."""
+
+    def __init__(self, version: int, reason: str) -> None:
+        super().__init__(f"v{version}: {reason}")
+        self.version = version
+
+
+def open_model(loader: ModelLoader, record: VersionRecord, test: Split) -> OnnxModel:
+    """Load a version and check that what was loaded is what was declared and fits the dataset."""
+    try:
+        model = loader.load(record.artifact)
+    except ArtifactUnusable as error:
+        raise Unscorable(record.version, str(error)) from error
+    mismatch = signature_difference(model.signature, record.signature, mine_is="loaded", theirs_is="registered")
+    if mismatch:
+        raise Unscorable(record.version, f"the artifact does not have its registered signature: {mismatch}")
+    misfit = dataset_fit(model.signature, test.dataset.num_features, test.dataset.num_classes, record.dataset)
+    if misfit:
+        raise Unscorable(record.version, misfit)
+    return model
+
+
+def score_all(
+    models: Sequence[tuple[VersionRecord, OnnxModel]], test: Split, latency_runs: int, watch: Stopwatch
+) -> list[Scored]:
+    """Every model on the same test rows: probabilities and quality, then interleaved latency."""
+    outputs = []
+    with watch.phase("score"):
+        for record, model in models:
+            try:
+                outputs.append(check_probabilities(model.predict(test.test.features), test.dataset.num_classes))
+            except OutputsNotProbabilities as error:
+                raise Unscorable(record.version, str(error)) from error
+    with watch.phase("metrics"):
+        qualities = [quality(found, test.test.labels, test.dataset.class_names) for found in outputs]
+    with watch.phase("latency"):
+        latencies = measure_latency([model for _, model in models], test.test.features, latency_runs)
+    return [
+        Scored(record=record, probabilities=probabilities, quality=measured, latency=latency_summary(samples))
+        for (record, _), probabilities, measured, samples in zip(models, outputs, qualities, latencies, strict=True)
+    ]
+
+
+def compare(candidate: Scored, champion: Scored, test: Split, policy: Policy) -> dict[str, PairedComparison]:
+    """Paired bootstrap (and McNemar) of accuracy and macro F1 on the same resampled rows."""
+    return {
+        metric: paired_bootstrap(
+            metric,
+            test.test.labels,
+            candidate.predictions,
+            champion.predictions,
+            test.dataset.num_classes,
+            samples=policy.bootstrap_samples,
+            seed=policy.bootstrap_seed,
+            confidence=policy.confidence,
+            margin=policy.margin,
+        )  # fmt: skip
+        for metric in COMPARED_METRICS
+    }
+
+
+def evaluate(
+    candidate: VersionRecord,
+    champion: VersionRecord | None,
+    *,
+    loader: ModelLoader,
+    splits: Callable[[str], Split],
+    policy: Policy,
+    latency_runs: int,
+) -> Evaluation:
+    """Judge ``candidate`` against ``champion`` (or the floors when there is none), with the whole report."""
+    watch = Stopwatch()
+    with watch.phase("load"):
+        try:
+            test = splits(candidate.dataset)
+        except DatasetError as error:
+            return _refused(candidate, None, rejected(f"reject v{candidate.version}: {error}", "dataset"), policy)
+        refusal = _refusal(candidate, champion, test, policy)
+        if refusal is not None:
+            return _refused(candidate, test, refusal, policy)
+        try:
+            candidate_model = open_model(loader, candidate, test)
+        except Unscorable as error:
+            return _refused(candidate, test, rejected(f"reject {error}", "artifact"), policy)
+        models = [(candidate, candidate_model)]
+        if champion is not None:
+            models.append((champion, _open_champion(loader, champion, test)))
+    try:
+        scored = score_all(models, test, latency_runs, watch)
+    except Unscorable as error:
+        if error.version != candidate.version:
+            raise PermanentError(f"the champion cannot be scored, so no candidate can be judged: {error}") from error
+        return _refused(candidate, test, rejected(f"reject {error}", "outputs"), policy)
+    checked = split_check(candidate, champion, test.split_id, policy.split_mismatch)
+    return _judged(scored, test, checked, policy, watch)
+
+
+def _refusal(candidate: VersionRecord, champion: VersionRecord | None, test: Split, policy: Policy) -> Verdict | None:
+    """A rejection before scoring: a split that cannot be compared fairly, or a signature unlike the champion's."""
+    checked = split_check(candidate, champion, test.split_id, policy.split_mismatch)
+    if checked.refusal:
+        return rejected(f"reject v{candidate.version}: {checked.refusal}", "split")
+    if champion is None:
+        return None
+    mine, theirs = f"v{candidate.version}", f"champion v{champion.version}"
+    mismatch = signature_difference(candidate.signature, champion.signature, mine_is=mine, theirs_is=theirs)
+    if mismatch:
+        return rejected(f"reject v{candidate.version}: signature differs from the champion's: {mismatch}", "signature")
+    return None
+
+
+def _open_champion(loader: ModelLoader, champion: VersionRecord, test: Split) -> OnnxModel:
+    try:
+        return open_model(loader, champion, test)
+    except Unscorable as error:
+        # Not the candidate's fault, and no fair judgement without the baseline: the event goes to the DLQ.
+        raise PermanentError(f"the champion cannot be scored, so no candidate can be judged: {error}") from error
+
+
+def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Policy, watch: Stopwatch) -> Evaluation:
+    candidate = scored[0]
+    champion = scored[1] if len(scored) > 1 else None
+    labels, classes = test.test.labels, test.dataset.num_classes
+    with watch.phase("statistics"):
+        if champion is None:
+            comparisons: dict[str, PairedComparison] = {}
+            intervals = {
+                metric: bootstrap_one(
+                    metric,
+                    labels,
+                    candidate.predictions,
+                    classes,
+                    samples=policy.bootstrap_samples,
+                    seed=policy.bootstrap_seed,
+                    confidence=policy.confidence,
+                )  # fmt: skip
+                for metric in COMPARED_METRICS
+            }
+            verdict = judge_first(candidate.facts(), policy)
+            champion_section = None
+        else:
+            comparisons = compare(candidate, champion, test, policy)
+            intervals = {metric: found.candidate for metric, found in comparisons.items()}
+            verdict = judge(candidate.facts(), champion.facts(), comparisons, policy)
+            champion_section = model_section(
+                champion, {metric: found.champion for metric, found in comparisons.items()}
+            )
+    report = evaluation_report(
+        _context(candidate.record, test), model_section(candidate, intervals), champion_section, comparisons,
+        verdict, policy, checked, watch.timings,
+    )  # fmt: skip
+    return Evaluation(verdict, report, candidate, champion)
+
+
+def _context(record: VersionRecord, test: Split | None) -> ReportContext:
+    if test is None:
+        return ReportContext(record.model_name, record.dataset, "", 0, ())
+    return ReportContext(record.model_name, record.dataset, test.split_id, len(test.test), test.dataset.class_names)
+
+
+def _refused(candidate: VersionRecord, test: Split | None, verdict: Verdict, policy: Policy) -> Evaluation:
+    identity = {
+        "version": candidate.version, "trained_on_split": candidate.split_id,
+        "artifact": {"sha256": candidate.artifact.sha256, "size_bytes": candidate.artifact.size_bytes,
+                     "format": candidate.artifact.format},
+    }  # fmt: skip
+    report = evaluation_report(_context(candidate, test), identity, None, {}, verdict, policy, SplitCheck(), {})
+    return Evaluation(verdict, report)

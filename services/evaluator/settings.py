@@ -1,0 +1,82 @@
+"""The evaluator's settings: environment prefix ``FERRY_EVALUATOR_``, plus the shared ``FERRY_`` ones.
+
+The promotion policy lives here too (``FERRY_EVALUATOR_MARGIN``, ``FERRY_EVALUATOR_BAKE_S``, ...): see
+:meth:`EvaluatorSettings.policy` and the README's table of defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.evaluator.domain.policy import Policy
+from shared.settings import FerrySettings
+
+
+class EvaluatorSettings(BaseSettings):
+    """What an evaluator process needs; the stack's own settings are nested under ``ferry``."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_EVALUATOR_", extra="ignore", frozen=True, populate_by_name=True)
+
+    ferry: FerrySettings = Field(default_factory=FerrySettings, description="The shared FERRY_ settings")
+    host: str = Field(default="127.0.0.1", description="Interface of /healthz, /metrics and /api/v1/bakes")
+    port: int = Field(default=8084, ge=0, le=65535, description="Port of the HTTP endpoints; 0 turns them off")
+    registry_url: str = Field(
+        default="http://127.0.0.1:8081",
+        validation_alias=AliasChoices("FERRY_REGISTRY_URL", "FERRY_EVALUATOR_REGISTRY_URL", "registry_url"),
+        description="Registry REST base URL: champions, deployments, history, evaluations",
+    )
+    registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    consumer_group: str = Field(default="evaluator", min_length=1)
+
+    # --- the policy (defaults documented in the README) ---
+    primary_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    min_accuracy: float = Field(default=0.80, ge=0, le=1, description="floor every version must clear")
+    min_f1_macro: float = Field(default=0.75, ge=0, le=1, description="floor every version must clear")
+    margin: float = Field(default=0.02, ge=0, le=1, description="non-inferiority margin on the primary metric")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="significance level of the paired tests")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
+    bootstrap_seed: int = Field(default=0, ge=0)
+    max_latency_ratio: float = Field(default=1.5, ge=1, description="candidate p99 CPU time / champion's, each batch")
+    latency_tolerance_ms: float = Field(default=2.0, ge=0, description="p99 differences below this are noise")
+    max_latency_p99_ms: float = Field(default=100.0, gt=0, description="absolute p99 CPU-time limit at batch 1")
+    max_size_ratio: float = Field(default=2.0, ge=1, description="candidate size / champion size")
+    size_tolerance_bytes: int = Field(default=1 << 20, ge=0, description="size differences below this are ignored")
+    max_size_bytes: int = Field(default=200 << 20, gt=0, description="absolute artifact size limit")
+    compressed_min_gain: float = Field(
+        default=0.10, gt=0, lt=1, description="the size or p50 CPU-time gain of a compressed model"
+    )
+    split_mismatch: Literal["rescore", "reject"] = Field(
+        default="rescore", description="a champion trained on another split: re-score both, or reject"
+    )
+    latency_runs: int = Field(default=1000, ge=10, le=100_000, description="timed runs at batch 1 (half at 64)")
+
+    # --- progressive rollout ---
+    canary_weight: float = Field(default=0.1, gt=0, le=1, description="traffic share of a new canary")
+    bake_s: float = Field(default=600.0, ge=0, description="how long a canary runs without alert")
+    rollback_window_s: float = Field(default=3600.0, ge=0, description="alerts this long after promotion roll back")
+    resync_interval_s: float = Field(default=30.0, gt=0, description="how often bakes are re-read from the registry")
+
+    def policy(self) -> Policy:
+        """The promotion policy these settings describe."""
+        return Policy(
+            primary_metric=self.primary_metric,
+            floors={"accuracy": self.min_accuracy, "f1_macro": self.min_f1_macro},
+            margin=self.margin,
+            alpha=self.alpha,
+            confidence=self.confidence,
+            bootstrap_samples=self.bootstrap_samples,
+            bootstrap_seed=self.bootstrap_seed,
+            max_latency_ratio=self.max_latency_ratio,
+            latency_tolerance_ms=self.latency_tolerance_ms,
+            max_latency_p99_ms=self.max_latency_p99_ms,
+            max_size_ratio=self.max_size_ratio,
+            size_tolerance_bytes=self.size_tolerance_bytes,
+            max_size_bytes=self.max_size_bytes,
+            compressed_min_gain=self.compressed_min_gain,
+            split_mismatch=self.split_mismatch,
+            canary_weight=self.canary_weight,
+        )

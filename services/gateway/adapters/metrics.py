@@ -1,0 +1,173 @@
+"""The gateway's metrics, named as the monitor's rules expect them in Prometheus.
+
+The request path only bumps plain counters in this process (a dict update, well under a microsecond);
+the values are read when ``/metrics`` is scraped (or OTLP exports). The OpenTelemetry SDK costs 30-40
+µs per measurement, more than the whole request path of a minimal ASGI server (bench/gateway_bench.py),
+so counters and gauges are OpenTelemetry *observable* instruments over these aggregates (Prometheus and
+OTLP both see them), and the two histograms, for which OpenTelemetry has no observable instrument, are
+exposed by a Prometheus collector in the same registry. Exposed names:
+
+``ferry_gateway_requests_total{model,version,route,outcome}``, ``ferry_gateway_request_duration_seconds``
+``{model,version}``, ``ferry_gateway_batch_size{model,version}``, ``ferry_gateway_queue_depth``
+``{model,version}``, ``ferry_gateway_inflight``, ``ferry_gateway_shed_total{model,kind}``,
+``ferry_gateway_rate_limited_total{model}``, ``ferry_gateway_predictions_total{model,version,class}``,
+``ferry_gateway_shadow_comparisons_total{model,version,agreed}``, ``ferry_gateway_deployments_total``
+``{model,outcome}``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from prometheus_client import REGISTRY
+from prometheus_client.core import HistogramMetricFamily
+
+DURATION_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                      0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+Labels = tuple[str, ...]
+
+COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # attribute of GatewayMetrics: (OpenTelemetry name, unit, label names)
+    "requests": ("ferry.gateway.requests", "{request}", ("model", "version", "route", "outcome")),
+    "shed": ("ferry.gateway.shed", "{request}", ("model", "kind")),
+    "rate_limited": ("ferry.gateway.rate_limited", "{request}", ("model",)),
+    "predictions": ("ferry.gateway.predictions", "{prediction}", ("model", "version", "class")),
+    "shadow_comparisons": ("ferry.gateway.shadow_comparisons", "{comparison}", ("model", "version", "agreed")),
+    "deployments": ("ferry.gateway.deployments", "{deployment}", ("model", "outcome")),
+}
+HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "duration": ("ferry_gateway_request_duration_seconds", DURATION_BUCKETS_S),
+    "batch_size": ("ferry_gateway_batch_size", BATCH_BUCKETS),
+}
+
+
+class LocalHistogram:
+    """Bucket counts and sums per label set."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.series: dict[Labels, list[float]] = {}  # counts per bucket (+Inf last), then the sum
+
+    def record(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        series[bisect.bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+
+class GatewayMetrics:
+    """This gateway's aggregates; every live instance is exported (tests build several in one process)."""
+
+    def __init__(
+        self, *, inflight: Callable[[], int], queue_depths: Callable[[], Iterable[tuple[str, int, int]]]
+    ) -> None:
+        self.inflight = inflight
+        self.queue_depths = queue_depths
+        self.counters: dict[str, defaultdict[Labels, float]] = {name: defaultdict(float) for name in COUNTERS}
+        self.histograms = {name: LocalHistogram(bounds) for name, (_, bounds) in HISTOGRAMS.items()}
+        _install_exporters()
+        _LIVE.add(self)
+
+    def prepare(self, model: str, version: int) -> None:
+        """Zero series for a version just loaded: a rate over a series that appears with its first error
+        would miss that error, and an error ratio needs its numerator's series from the start."""
+        requests = self.counters["requests"]
+        for route in ("champion", "canary"):
+            for outcome in ("ok", "error", "timeout"):
+                requests.setdefault((model, str(version), route, outcome), 0.0)
+
+    def count(self, counter: str, labels: Labels, amount: float = 1) -> None:
+        self.counters[counter][labels] += amount
+
+    def request(self, model: str, version: int, route: str, outcome: str, seconds: float | None) -> None:
+        version_label = str(version)
+        self.counters["requests"][(model, version_label, route, outcome)] += 1
+        if seconds is not None:
+            self.histograms["duration"].record((model, version_label), seconds)
+
+    def batch(self, model: str, version: int, size: int) -> None:
+        self.histograms["batch_size"].record((model, str(version)), size)
+
+    def predicted(self, model: str, version: int, output: np.ndarray) -> None:
+        """Count each row's predicted class (the arg-max of a 2-D output)."""
+        if output.ndim != 2 or output.shape[0] == 0:
+            return
+        counts = self.counters["predictions"]
+        version_label = str(version)
+        if output.shape[0] == 1:
+            counts[(model, version_label, str(int(output[0].argmax())))] += 1
+            return
+        for predicted_class, count in zip(*np.unique(output.argmax(axis=1), return_counts=True), strict=True):
+            counts[(model, version_label, str(int(predicted_class)))] += int(count)
+
+
+_LIVE: weakref.WeakSet[GatewayMetrics] = weakref.WeakSet()
+_installed = threading.Lock()
+_done: list[bool] = []
+
+
+def _install_exporters() -> None:
+    """Once per process: the observable instruments and the histogram collector, over every live instance."""
+    with _installed:
+        if _done:
+            return
+        _done.append(True)
+        meter = metrics.get_meter("ferry.gateway")
+        for attribute, (name, unit, label_names) in COUNTERS.items():
+            meter.create_observable_counter(name, [_counter_callback(attribute, label_names)], unit=unit)
+        meter.create_observable_gauge("ferry.gateway.inflight", [_inflight], unit="{request}",
+                                      description="requests admitted and not yet answered")  # fmt: skip
+        meter.create_observable_gauge("ferry.gateway.queue_depth", [_queues], unit="{request}",
+                                      description="requests waiting for a batch, per version")  # fmt: skip
+        REGISTRY.register(_HistogramCollector())
+
+
+def _counter_callback(attribute: str, label_names: tuple[str, ...]) -> Callable[[CallbackOptions], list[Observation]]:
+    def observe(_: CallbackOptions) -> list[Observation]:
+        merged: defaultdict[Labels, float] = defaultdict(float)
+        for instance in list(_LIVE):
+            for labels, value in list(instance.counters[attribute].items()):
+                merged[labels] += value
+        return [Observation(value, dict(zip(label_names, labels, strict=True))) for labels, value in merged.items()]
+
+    return observe
+
+
+def _inflight(_: CallbackOptions) -> list[Observation]:
+    return [Observation(sum(instance.inflight() for instance in list(_LIVE)))]
+
+
+def _queues(_: CallbackOptions) -> list[Observation]:
+    return [Observation(depth, {"model": model, "version": str(version)})
+            for instance in list(_LIVE) for model, version, depth in instance.queue_depths()]  # fmt: skip
+
+
+class _HistogramCollector:
+    """Exposes the local histograms in Prometheus' text format, beside OpenTelemetry's metrics."""
+
+    def collect(self) -> Iterator[Any]:
+        for attribute, (name, bounds) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(name, f"gateway {attribute.replace('_', ' ')}", labels=["model", "version"])
+            merged: dict[Labels, list[float]] = {}
+            for instance in list(_LIVE):
+                for labels, series in list(instance.histograms[attribute].series.items()):
+                    into = merged.setdefault(labels, [0.0] * len(series))
+                    for index, value in enumerate(series):
+                        into[index] += value
+            for labels, series in merged.items():
+                cumulative, buckets = 0.0, []
+                for bound, count in zip([*map(str, bounds), "+Inf"], series[:-1], strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                family.add_metric(list(labels), buckets, series[-1])
+            yield family

@@ -1,0 +1,213 @@
+"""The Open Inference Protocol v2 inference body: JSON tensors and the binary tensor extension.
+
+A request is a JSON header, optionally followed by raw tensor bytes: then the header's length comes in
+``Inference-Header-Content-Length`` and each binary input says its size in
+``parameters.binary_data_size``, the blobs following one another in input order (little-endian,
+row-major). Outputs come back binary when the request asks (``parameters.binary_data_output`` for all,
+or ``parameters.binary_data`` per output), which is what ``tritonclient.http`` does by default.
+Everything malformed raises InvalidInput with the reason, never anything that would become a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic_core import from_json
+
+from services.gateway.domain import InvalidInput
+from services.gateway.inference import Tensor
+
+HEADER_LENGTH = "inference-header-content-length"
+_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(code).newbyteorder("<")
+    for name, code in {
+        "BOOL": "?", "UINT8": "u1", "UINT16": "u2", "UINT32": "u4", "UINT64": "u8", "INT8": "i1", "INT16": "i2",
+        "INT32": "i4", "INT64": "i8", "FP16": "f2", "FP32": "f4", "FP64": "f8",
+    }.items()
+}  # fmt: skip
+_JSON_KINDS = {"BOOL": "b", "FP16": "biuf", "FP32": "biuf", "FP64": "biuf"}  # other datatypes: integers only
+_NUMPY_TO_OIP = {dtype.newbyteorder("="): name for name, dtype in _DTYPES.items()}
+MAX_INPUTS = 64
+MAX_RANK = 16
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool | None
+
+
+@dataclass(frozen=True)
+class InferBody:
+    """A decoded inference request."""
+
+    request_id: str | None
+    tensors: list[Tensor]
+    outputs: list[RequestedOutput]
+    binary_output: bool
+    timeout_s: float | None
+
+
+def decode_infer(body: bytes, header_length: int | None) -> InferBody:
+    """Parse a request body (with its ``Inference-Header-Content-Length``, if any)."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {header_length} does not fit the body of {len(body)} bytes"
+        )
+    header_bytes = body if header_length is None else body[:header_length]
+    try:
+        header = from_json(header_bytes, allow_inf_nan=False)
+    except ValueError as error:
+        raise InvalidInput(f"the request is not valid JSON: {error}"[:300]) from error
+    if not isinstance(header, dict):
+        raise InvalidInput("the request must be a JSON object")
+    request_id = header.get("id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 256):
+        raise InvalidInput("'id' must be a string of at most 256 characters")
+    parameters = _object(header.get("parameters"), "parameters")
+    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    tensors = _tensors(header.get("inputs"), binary)
+    return InferBody(
+        request_id=request_id, tensors=tensors, outputs=_requested_outputs(header.get("outputs")),
+        binary_output=parameters.get("binary_data_output") is True, timeout_s=_timeout_s(parameters.get("timeout")),
+    )  # fmt: skip
+
+
+def _object(value: Any, what: str, position: int | None = None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"'{what.format(position)}' must be a JSON object")
+    return value
+
+
+def _timeout_s(value: Any) -> float | None:
+    """Triton's ``parameters.timeout``, in microseconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput("parameters.timeout must be a positive number of microseconds")
+    return value / 1e6
+
+
+def _tensors(inputs: Any, binary: memoryview) -> list[Tensor]:
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
+    if len(inputs) > MAX_INPUTS:
+        raise InvalidInput(f"at most {MAX_INPUTS} input tensors")
+    tensors: list[Tensor] = []
+    offset = 0
+    for position, raw in enumerate(inputs):
+        tensor, used = _tensor(raw, position, binary[offset:])
+        tensors.append(tensor)
+        offset += used
+    if offset != len(binary):
+        raise InvalidInput(
+            f"the binary part has {len(binary)} bytes but the inputs' binary_data_size add up to {offset}"
+        )
+    return tensors
+
+
+def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
+    """One input tensor, and how many bytes of the binary part it used."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"inputs[{position}] must be a JSON object")
+    name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"inputs[{position}].name must be a non-empty string")
+    if not isinstance(datatype, str) or datatype not in _DTYPES:
+        raise InvalidInput(f"input {name!r}: datatype must be one of {sorted(_DTYPES)}")
+    if (not isinstance(shape, list) or len(shape) > MAX_RANK
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)):  # fmt: skip
+        raise InvalidInput(f"input {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers")
+    count = math.prod(shape)
+    dtype = _DTYPES[datatype]
+    size = _object(raw.get("parameters"), "inputs[{}].parameters", position).get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if size > len(binary):
+            raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body")
+        if size != count * dtype.itemsize:
+            raise InvalidInput(f"input {name!r}: {size} bytes of data for shape {shape} of {datatype}")
+        data = np.frombuffer(binary[:size], dtype=dtype).reshape(shape)
+        return Tensor(name, datatype, tuple(shape), data), size
+    if "data" not in raw:
+        raise InvalidInput(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+    return Tensor(name, datatype, tuple(shape), _json_data(raw["data"], name, datatype, shape, count)), 0
+
+
+def _json_data(values: Any, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
+    if not isinstance(values, list):
+        raise InvalidInput(f"input {name!r}: 'data' must be a list")
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, RecursionError) as error:
+        raise InvalidInput(f"input {name!r}: 'data' is not a regular array of numbers") from error
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: {array.size} values for shape {shape} ({count} expected)")
+    if count and array.dtype.kind not in _JSON_KINDS.get(datatype, "biu"):
+        raise InvalidInput(f"input {name!r}: 'data' holds values that are not {datatype}")
+    try:
+        return array.astype(_DTYPES[datatype].newbyteorder("="), copy=False).reshape(shape)
+    except (ValueError, OverflowError) as error:
+        raise InvalidInput(f"input {name!r}: values do not fit {datatype}") from error
+
+
+def _requested_outputs(outputs: Any) -> list[RequestedOutput]:
+    if outputs is None:
+        return []
+    if not isinstance(outputs, list) or len(outputs) > MAX_INPUTS:
+        raise InvalidInput("'outputs' must be a list of at most 64 objects")
+    requested = []
+    for position, raw in enumerate(outputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise InvalidInput(f"outputs[{position}] must be an object with a string 'name'")
+        binary = _object(raw.get("parameters"), "outputs[{}].parameters", position).get("binary_data")
+        requested.append(RequestedOutput(raw["name"], binary if isinstance(binary, bool) else None))
+    return requested
+
+
+def select_outputs(
+    names: list[str], arrays: list[np.ndarray], requested: list[RequestedOutput], binary_output: bool
+) -> list[tuple[str, np.ndarray, bool]]:
+    """The outputs to send (all, or those asked for, in the order asked) and whether each goes binary."""
+    if not requested:
+        return [(name, array, binary_output) for name, array in zip(names, arrays, strict=False)]
+    by_name = dict(zip(names, arrays, strict=False))
+    chosen = []
+    for output in requested:
+        if output.name not in by_name:
+            raise InvalidInput(f"unknown output tensor {output.name!r}; the model gives {names}")
+        chosen.append((output.name, by_name[output.name], binary_output if output.binary is None else output.binary))
+    return chosen
+
+
+def encode_infer(
+    model_name: str, version: int, request_id: str | None, outputs: list[tuple[str, np.ndarray, bool]]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary outputs follow it."""
+    described: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array, binary in outputs:
+        datatype = _NUMPY_TO_OIP.get(array.dtype.newbyteorder("="), "FP32")
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            blob = np.ascontiguousarray(array, dtype=_DTYPES[datatype]).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        described.append(entry)
+    response: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
+    if request_id is not None:
+        response["id"] = request_id
+    response["outputs"] = described
+    header = json.dumps(response, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

@@ -1,0 +1,122 @@
+"""The live table of what the gateway serves: per model, one immutable snapshot of its loaded versions.
+
+Requests read a model's snapshot and take a reference on the version they run; a swap replaces the
+snapshot in one assignment on the event loop's thread, then waits for the versions it retired to
+finish what they hold before releasing their sessions. Reads and swaps happen on that one thread, so a
+request either sees the old snapshot (and finishes on it) or the new one; none sees half of a swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from services.gateway.adapters.onnx_runtime import OnnxModel
+from services.gateway.batching import Batcher
+from services.gateway.domain import Deployment, Fault, VersionSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    """A version ready to serve: its session, its batching queue and the requests it holds now."""
+
+    model_name: str
+    spec: VersionSpec
+    model: OnnxModel
+    batcher: Batcher
+    inflight: int = 0
+    retired: bool = False
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+    def acquire(self) -> None:
+        self.inflight += 1
+        self._drained.clear()
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._drained.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no request holds this version; False when ``timeout_s`` passed first."""
+        if self.inflight == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.model.close()
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One model's snapshot: its deployment and the versions loaded for it (``previous`` is the fallback)."""
+
+    deployment: Deployment
+    champion: LoadedVersion | None = None
+    challenger: LoadedVersion | None = None
+    previous: LoadedVersion | None = None
+
+    def loaded(self) -> list[LoadedVersion]:
+        found: dict[int, LoadedVersion] = {}
+        for version in (self.champion, self.challenger, self.previous):
+            if version is not None:
+                found.setdefault(version.version, version)
+        return list(found.values())
+
+    def find(self, number: int) -> LoadedVersion | None:
+        for version in self.loaded():
+            if version.version == number:
+                return version
+        return None
+
+
+class Fleet:
+    """Every served model's snapshot, and the injected faults; mutate only on the event loop's thread."""
+
+    def __init__(self, drain_timeout_s: float = 30.0) -> None:
+        self.models: dict[str, ModelState] = {}
+        self.faults: dict[tuple[str, int], Fault] = {}
+        self._drain_timeout_s = drain_timeout_s
+        self.released = 0
+
+    def get(self, name: str) -> ModelState | None:
+        return self.models.get(name)
+
+    async def install(self, name: str, state: ModelState | None) -> None:
+        """Serve ``state`` for ``name`` from now on (None: stop serving it); release what it no longer uses."""
+        before = self.models.get(name)
+        if state is None:
+            self.models.pop(name, None)
+        else:
+            self.models[name] = state  # the swap: one assignment, on the loop's thread
+        keep = {id(version) for version in state.loaded()} if state else set()
+        retired = [version for version in (before.loaded() if before else []) if id(version) not in keep]
+        for version in retired:
+            version.retired = True
+        await asyncio.gather(*(self._release(version) for version in retired))
+
+    async def _release(self, version: LoadedVersion) -> None:
+        if not await version.drain(self._drain_timeout_s):
+            log.warning(
+                "%s v%s still held by %d requests after %.0fs; releasing it anyway",
+                version.model_name, version.version, version.inflight, self._drain_timeout_s,
+            )  # fmt: skip
+        version.close()
+        self.released += 1
+        log.info("released %s v%s", version.model_name, version.version)
+
+    async def close(self) -> None:
+        for name in list(self.models):
+            await self.install(name, None)

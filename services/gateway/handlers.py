@@ -1,0 +1,158 @@
+"""Deployments in: the ``deployment.changed`` handler and the deployer that turns a deployment into
+loaded, verified, warmed-up versions and swaps them in.
+
+A swap: fetch each new version's artifact by digest through the store's one verified read path (never
+a URI from an event), check its signature, build and warm up its session (all on the caller's thread,
+while the old versions keep serving), then install the new snapshot on the event loop and release what
+it no longer uses once its requests are done. A version that fails any step is never served: what
+served its role before keeps serving, and the next deployment event tries that version again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from services.gateway.adapters.onnx_runtime import LoadFailed
+from services.gateway.domain import Deployment, VersionSpec, is_newer, previous_after
+from services.gateway.fleet import Fleet, LoadedVersion, ModelState
+from shared.artifacts import ArtifactError, ArtifactStore
+from shared.envelope import EventMeta
+from shared.errors import TransientError
+from shared.events import DeployedVersion, DeploymentChanged, Event
+
+log = logging.getLogger(__name__)
+
+ApplyOutcome = Literal["applied", "stale", "refused"]
+LoadVersion = Callable[[str, VersionSpec, bytes], LoadedVersion]
+
+
+def version_spec(deployed: DeployedVersion | None) -> VersionSpec | None:
+    if deployed is None:
+        return None
+    artifact = deployed.artifact
+    return VersionSpec(deployed.version, artifact.sha256, artifact.size_bytes, deployed.signature)
+
+
+def deployment_of(event: DeploymentChanged) -> Deployment:
+    """The event as the gateway's deployment (the artifact's URI is deliberately left behind)."""
+    return Deployment(
+        model_name=event.model_name, revision=event.revision, champion=version_spec(event.champion),
+        challenger=version_spec(event.challenger), canary_weight=event.canary_weight, shadow=event.shadow,
+    )  # fmt: skip
+
+
+class VersionRefused(Exception):
+    """A version that failed a step of its load: it is not served."""
+
+
+@dataclass
+class Deployer:
+    """Applies deployments: loads what is new off the event loop, swaps on it."""
+
+    fleet: Fleet
+    store: ArtifactStore
+    load_version: LoadVersion
+    keep_previous: bool = True
+    loop: asyncio.AbstractEventLoop | None = None
+    on_outcome: Callable[[str, ApplyOutcome], None] = lambda model, outcome: None
+    swap_timeout_s: float = 120.0
+
+    def apply(self, deployment: Deployment) -> ApplyOutcome:
+        """Serve ``deployment`` if it is newer than what is served; call from any thread but the loop's.
+
+        A version that fails to load is replaced by what served its role before (the current champion
+        keeps serving for a refused champion; a refused challenger gets no traffic), and the outcome is
+        "refused"; the rest of the deployment (another version, the weights) still applies.
+        """
+        name = deployment.model_name
+        current = self.fleet.get(name)
+        if current is not None and not is_newer(deployment, current.deployment):
+            self.on_outcome(name, "stale")
+            return "stale"
+        fresh: list[LoadedVersion] = []
+        refusals: list[str] = []
+        try:
+            state = self._state_for(deployment, current, fresh, refusals)
+            self._install(name, state)
+        except BaseException:
+            for version in fresh:
+                version.close()
+            raise
+        served = {role: getattr(state, role).version for role in ("champion", "challenger", "previous")
+                  if getattr(state, role) is not None}  # fmt: skip
+        if refusals:
+            log.error("%s revision %d: refused %s; serving %s", name, deployment.revision, "; ".join(refusals), served)
+            self.on_outcome(name, "refused")
+            return "refused"
+        log.info("%s revision %d now served: %s", name, deployment.revision, served)
+        self.on_outcome(name, "applied")
+        return "applied"
+
+    def _state_for(
+        self, deployment: Deployment, current: ModelState | None, fresh: list[LoadedVersion], refusals: list[str]
+    ) -> ModelState:
+        loaded = {version.version: version for version in (current.loaded() if current else [])}
+
+        def obtain(spec: VersionSpec | None, instead: LoadedVersion | None) -> LoadedVersion | None:
+            if spec is None:
+                return None
+            existing = loaded.get(spec.version)
+            if existing is not None and existing.spec == spec:
+                return existing  # a rollback or a weight change reuses the session it has
+            try:
+                version = self._load(deployment.model_name, spec)
+            except VersionRefused as error:
+                refusals.append(str(error))
+                return instead
+            fresh.append(version)
+            loaded[spec.version] = version
+            return version
+
+        champion = obtain(deployment.champion, current.champion if current else None)
+        challenger = obtain(deployment.challenger, None)
+        if challenger is champion:
+            challenger = None
+        previous = None
+        if self.keep_previous and current is not None:
+            old_champion = current.champion.version if current.champion else None
+            old_previous = current.previous.version if current.previous else None
+            number = previous_after(old_champion, champion.version if champion else None, old_previous)
+            previous = current.find(number) if number is not None else None
+        return ModelState(deployment=deployment, champion=champion, challenger=challenger, previous=previous)
+
+    def _load(self, model_name: str, spec: VersionSpec) -> LoadedVersion:
+        try:
+            data = self.store.fetch(spec.sha256, size_bytes=spec.size_bytes)
+        except ArtifactError as error:
+            raise VersionRefused(f"v{spec.version}: {error}") from error
+        except OSError as error:  # the store itself is away (a network filesystem, S3): try again later
+            raise TransientError(f"artifact store unavailable: {error}") from error
+        try:
+            return self.load_version(model_name, spec, data)
+        except LoadFailed as error:
+            raise VersionRefused(f"v{spec.version}: {error}") from error
+
+    def _install(self, name: str, state: ModelState | None) -> None:
+        if self.loop is None:
+            raise RuntimeError("the deployer has no event loop yet")
+        future = asyncio.run_coroutine_threadsafe(self.fleet.install(name, state), self.loop)
+        future.result(self.swap_timeout_s)
+
+
+def handle_deployment_changed(event: DeploymentChanged, meta: EventMeta, *, deployer: Deployer) -> None:
+    """Serve the deployment the event describes (replays and older revisions change nothing)."""
+    deployer.apply(deployment_of(event))
+
+
+def bind_handlers(deployer: Deployer) -> dict[type[Event], list[Callable[[Event, EventMeta], None]]]:
+    """The consumer loop's routing table, with the deployer bound."""
+
+    def on_deployment_changed(event: Event, meta: EventMeta) -> None:
+        assert isinstance(event, DeploymentChanged)
+        handle_deployment_changed(event, meta, deployer=deployer)
+
+    return {DeploymentChanged: [on_deployment_changed]}

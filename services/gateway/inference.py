@@ -1,0 +1,224 @@
+"""The request path: rate limit, route, admit, run (batched, within the deadline), fall back, shadow.
+
+Every step records on the request's :class:`Trail` which version served it and why, for its span, its
+access-log line and its metrics; the HTTP edge only decodes, calls :meth:`Inference.infer` and encodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.gateway.adapters.metrics import GatewayMetrics
+from services.gateway.domain import (
+    Admission,
+    DeadlineExceeded,
+    GatewayError,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    RateLimited,
+    RateLimiter,
+    Route,
+    RunFailed,
+    VersionNotFound,
+    WorkKind,
+    check_inputs,
+    choose_version,
+)
+from services.gateway.fleet import Fleet, LoadedVersion, ModelState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A decoded input tensor: its name, OIP datatype, shape and data (already shaped)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+
+
+@dataclass
+class Trail:
+    """What happened to one request: filled in as it goes, read by the span, the log and the response."""
+
+    request_id: str
+    model: str
+    version: int | None = None
+    route: Route | None = None
+    outcome: str = "error"
+    failed_over_from: int | None = None
+
+
+@dataclass(frozen=True)
+class InferResult:
+    version: int
+    route: Route
+    output_names: list[str]
+    outputs: list[np.ndarray]
+
+
+@dataclass
+class Inference:
+    """The request path over the fleet; lives on the event loop's thread."""
+
+    fleet: Fleet
+    admission: Admission
+    limiter: RateLimiter
+    metrics: GatewayMetrics
+    max_deadline_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    draw: Callable[[], float] = random.random
+    _shadows: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def infer(
+        self, trail: Trail, tensors: Sequence[Tensor], *, pinned: int | None, route_key: str, client: str,
+        deadline_s: float | None = None,
+    ) -> InferResult:  # fmt: skip
+        """Answer one request; raises a GatewayError subclass when it cannot be answered."""
+        started = self.clock()
+        wait = self.limiter.check(client, started)
+        if wait > 0:
+            self.metrics.count("rate_limited", (trail.model,))
+            raise RateLimited(wait)
+        state = self.fleet.get(trail.model)
+        if state is None or state.champion is None and state.challenger is None and pinned is None:
+            raise ModelNotFound(trail.model)
+        target, route = self._route(state, pinned, route_key)
+        trail.version, trail.route = target.version, route
+        try:
+            check_inputs(target.spec.signature, [(t.name, t.datatype, t.shape) for t in tensors])
+        except InvalidInput:
+            trail.outcome = "client_error"
+            self.metrics.request(trail.model, target.version, route, "client_error", None)
+            raise
+        kind: WorkKind = "canary" if route == "canary" else "champion"
+        if not self.admission.try_enter(kind):
+            self.metrics.count("shed", (trail.model, kind))
+            raise Overloaded(kind)
+        feeds = {tensor.name: tensor.data for tensor in tensors}
+        deadline = started + min(deadline_s or self.max_deadline_s, self.max_deadline_s)
+        try:
+            outputs = await self._run_or_fall_back(trail, state, target, feeds, deadline)
+        finally:
+            self.admission.leave()
+        served = state.find(trail.version) if trail.version is not None else None
+        if route == "champion" and state.deployment.shadow and state.challenger is not None:
+            self._mirror(trail.model, state.challenger, feeds, outputs, deadline)
+        names = served.model.output_names if served else target.model.output_names
+        return InferResult(version=trail.version or target.version, route=trail.route or route,
+                           output_names=names, outputs=outputs)  # fmt: skip
+
+    def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:
+        if pinned is not None:
+            version = state.find(pinned)
+            if version is None:
+                raise VersionNotFound(state.deployment.model_name, str(pinned))
+            return version, "pinned"
+        champion, challenger = state.champion, state.challenger
+        if champion is None:
+            assert challenger is not None
+            return challenger, "canary"
+        number, route = choose_version(
+            champion.version, challenger.version if challenger else None, state.deployment.canary_weight, route_key
+        )
+        return (challenger if route == "canary" and challenger is not None else champion), route
+
+    async def _run_or_fall_back(
+        self, trail: Trail, state: ModelState, target: LoadedVersion, feeds: dict[str, np.ndarray], deadline: float
+    ) -> list[np.ndarray]:
+        try:
+            return await self._timed_run(trail.model, target, trail.route or "champion", feeds, deadline, trail)
+        except RunFailed:
+            fallback = state.previous
+            if trail.route != "champion" or fallback is None or fallback is target:
+                raise
+            log.warning("%s v%s failed; retrying request %s on v%s", trail.model, target.version,
+                        trail.request_id, fallback.version)  # fmt: skip
+            trail.failed_over_from, trail.version, trail.route = target.version, fallback.version, "fallback"
+            return await self._timed_run(trail.model, fallback, "fallback", feeds, deadline, trail)
+
+    async def _timed_run(
+        self, model: str, version: LoadedVersion, route: Route, feeds: dict[str, np.ndarray], deadline: float,
+        trail: Trail | None,
+    ) -> list[np.ndarray]:  # fmt: skip
+        started = self.clock()
+        outcome = "error"
+        try:
+            outputs = await self._run(version, feeds, deadline)
+            outcome = "ok"
+            return outputs
+        except DeadlineExceeded:
+            outcome = "timeout"
+            raise
+        finally:
+            if trail is not None:
+                trail.outcome = outcome
+            self.metrics.request(model, version.version, route, outcome, self.clock() - started)
+            if outcome == "ok":
+                self.metrics.predicted(model, version.version, outputs[0])
+
+    async def _run(self, version: LoadedVersion, feeds: dict[str, np.ndarray], deadline: float) -> list[np.ndarray]:
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            raise DeadlineExceeded(self.max_deadline_s)
+        version.acquire()
+        try:
+            async with asyncio.timeout(remaining):
+                fault = self.fleet.faults.get((version.model_name, version.version))
+                if fault is not None:
+                    if fault.delay_ms > 0:
+                        await asyncio.sleep(fault.delay_ms / 1000)
+                    if fault.fails(self.draw()):
+                        raise RunFailed(f"injected fault in {version.model_name} v{version.version}")
+                return await version.batcher.submit(feeds)
+        except TimeoutError as error:
+            raise DeadlineExceeded(remaining) from error
+        except GatewayError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the runtime failed on validated input: a fault
+            raise RunFailed(
+                f"{version.model_name} v{version.version} failed at run time: {type(error).__name__}"
+            ) from error
+        finally:
+            version.release()
+
+    def _mirror(self, model: str, challenger: LoadedVersion, feeds: dict[str, np.ndarray],
+                answer: list[np.ndarray], deadline: float) -> None:  # fmt: skip
+        """Send the same inputs to the challenger in the background; compare, never answer with it."""
+        if not self.admission.try_enter("shadow"):
+            self.metrics.count("shed", (model, "shadow"))
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(model, challenger, feeds, answer, deadline))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, model: str, challenger: LoadedVersion, feeds: dict[str, np.ndarray],
+                      answer: list[np.ndarray], deadline: float) -> None:  # fmt: skip
+        try:
+            outputs = await self._timed_run(model, challenger, "shadow", feeds, deadline, None)
+        except GatewayError:
+            return  # counted by _timed_run; a shadow's failure never reaches the client
+        finally:
+            self.admission.leave()
+        if answer[0].ndim == 2 and outputs[0].shape == answer[0].shape:
+            agreed = int(np.count_nonzero(outputs[0].argmax(axis=1) == answer[0].argmax(axis=1)))
+            version = str(challenger.version)
+            if agreed:
+                self.metrics.count("shadow_comparisons", (model, version, "true"), agreed)
+            if agreed < len(answer[0]):
+                self.metrics.count("shadow_comparisons", (model, version, "false"), len(answer[0]) - agreed)
+
+    async def drain_shadows(self) -> None:
+        """Wait for the shadow runs in flight (tests and shutdown)."""
+        while self._shadows:
+            await asyncio.gather(*list(self._shadows), return_exceptions=True)

@@ -1,0 +1,188 @@
+"""End to end: registry, trainer and evaluator processes on the real stack; a user runs `ferry train` twice.
+
+The evaluator issue's "done when": the second version's evaluation (both models, the test, the decision
+and its reason) is visible through the registry's REST API, and the canary, the promotion and a forced
+rollback all show in the deployment history. On the way the evaluator crashes right after publishing
+the canary decision (a fault point), and the restarted one neither evaluates again nor forgets the bake.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.events import AlertChanged
+from shared.faults import FAULT_EXIT_CODE, reached
+from shared.kafka import KafkaPublisher
+from shared.settings import FerrySettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BAKE_S = 4.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def loop_env(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path) -> dict[str, str]:
+    registry_port = _free_port()
+    return {
+        **os.environ,
+        "FERRY_HOME": str(tmp_path / "home"),
+        "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
+        "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix,
+        "FERRY_DATABASE_URL": fresh_database_url,
+        "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root,
+        "FERRY_REGISTRY_PORT": str(registry_port),
+        "FERRY_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
+        "FERRY_TRAINER_METRICS_PORT": "0",
+        "FERRY_EVALUATOR_PORT": str(_free_port()),
+        "FERRY_EVALUATOR_BAKE_S": str(BAKE_S),
+        "FERRY_EVALUATOR_RESYNC_INTERVAL_S": "1",
+        # Timings are not what this test judges: a busy machine's scheduler must not decide the verdicts.
+        "FERRY_EVALUATOR_LATENCY_TOLERANCE_MS": "50",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Processes:
+    """Service processes logging to the test's folder; all must stop cleanly at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, **extra: str) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**self.env, **extra},
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.running[name] = process
+        return process
+
+    def tail(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in self.logs.glob("*.log"))
+
+    def wait_http(self, url: str, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, process in self.running.items():
+                assert process.poll() is None, f"{name} exited early:\n{self.tail()}"
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"{url} not ready after {timeout_s}s:\n{self.tail()}")
+
+
+@pytest.fixture
+def processes(loop_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
+    running = Processes(loop_env, tmp_path)
+    yield running
+    for process in running.running.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for name, process in running.running.items():
+        code = process.wait(timeout=60)
+        assert code in (0, FAULT_EXIT_CODE), f"{name} exited with {code}:\n{running.tail()}"
+
+
+def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def train(env: dict[str, str], hidden: str, epochs: int, seed: int) -> None:
+    result = ferry(env, "train", "--model", "digits", "--dataset", "sklearn:digits", "--hidden-sizes", hidden,
+                   "--epochs", str(epochs), "--seed", str(seed), "--wait")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def until(what: str, probe: Any, processes: Processes, timeout_s: float = 90) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}:\n{processes.tail()}")
+
+
+def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
+    loop_env: dict[str, str], processes: Processes, tmp_path: Path
+) -> None:
+    registry = loop_env["FERRY_REGISTRY_URL"]
+    api = f"{registry}/api/v1/models/digits"
+    evaluator_url = f"http://127.0.0.1:{loop_env['FERRY_EVALUATOR_PORT']}"
+    faults = tmp_path / "faults"
+
+    def deployment() -> dict[str, Any]:
+        response = httpx.get(f"{api}/deployment", timeout=5)
+        return response.json() if response.status_code == 200 else {}
+
+    processes.start("registry")
+    processes.wait_http(f"{registry}/readyz")
+    processes.start("trainer")
+    crashing = processes.start("evaluator", FERRY_FAULT_POINT="evaluator.after_decision@2",
+                               FERRY_FAULT_REPORT=str(faults))  # fmt: skip
+    processes.wait_http(f"{evaluator_url}/readyz")
+
+    train(loop_env, "16", 6, 3)
+    until("v1 as the first champion", lambda: deployment().get("champion") == 1, processes)
+    train(loop_env, "96", 30, 1)
+    assert crashing.wait(timeout=120) == FAULT_EXIT_CODE  # it died right after publishing v2's canary decision
+    assert reached(faults) == ["evaluator.after_decision"]
+    processes.start("evaluator")  # the same model.registered comes again; the bake lives in the registry
+    until("v2 as the canary", lambda: deployment().get("challenger") == 2 or deployment().get("champion") == 2,
+          processes)  # fmt: skip
+    until("v2 promoted after its bake", lambda: deployment().get("champion") == 2, processes)
+
+    evaluations = httpx.get(f"{api}/versions/2/evaluations", timeout=5).json()
+    assert [(e["decision"], e["stage"]) for e in evaluations] == [("promote", "champion"), ("promote", "canary")]
+    report = evaluations[1]["report"]
+    assert report["candidate"]["version"] == 2 and report["champion"]["version"] == 1
+    assert set(report["comparison"]) == {"accuracy", "f1_macro"}
+    assert report["comparison"]["accuracy"]["mcnemar"]["p_value"] <= 1
+    assert report["decision"]["reason"] == evaluations[1]["reason"] and "accuracy" in evaluations[1]["reason"]
+
+    settings = FerrySettings(
+        kafka_bootstrap=loop_env["FERRY_KAFKA_BOOTSTRAP"], topic_prefix=loop_env["FERRY_TOPIC_PREFIX"]
+    )
+    publisher = KafkaPublisher(settings, source="tests")
+    publisher.publish(AlertChanged(model_name="digits", rule="latency_p99", state="fired", version=2,
+                                   severity="critical", action="rollback", value=0.9, threshold=0.05))  # fmt: skip
+    publisher.close()
+    until("v2 rolled back", lambda: deployment().get("champion") == 1, processes)
+
+    history = list(reversed(httpx.get(f"{api}/deployment/history", timeout=5).json()["items"]))
+    assert [(e["action"], e["to_champion"], e["to_challenger"]) for e in history] == [
+        ("promote", 1, None), ("promote", 1, 2), ("promote", 2, None), ("rollback", 1, None)]  # fmt: skip
+    assert all(entry["actor"] == "evaluator" for entry in history)
+
+    compared = ferry(loop_env, "compare", "digits", "1", "2", "--latency-runs", "100")
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "differences against v1" in compared.stdout and "McNemar p=" in compared.stdout
+    accuracy_line = next(line for line in compared.stdout.splitlines() if line.startswith("accuracy"))
+    assert f"{report['candidate']['metrics']['accuracy']:.4f}" in accuracy_line
+
+    assert httpx.get(f"{evaluator_url}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{evaluator_url}/api/v1/bakes", timeout=5).json() == []
+    exposed = httpx.get(f"{evaluator_url}/metrics", timeout=5).text
+    assert 'ferry_evaluator_evaluations_total{decision="rollback"' in exposed
+    assert 'ferry_evaluator_evaluations_total{decision="promote"' in exposed

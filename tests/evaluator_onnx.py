@@ -1,0 +1,53 @@
+"""Small ONNX classifiers for the evaluator's tests, built without torch: a linear layer and a softmax.
+
+``fitted_digits`` fits a logistic regression on digits' *train* part (never the test part) and writes
+its weights into the graph, which makes a good model in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def softmax_classifier(
+    weights: np.ndarray, bias: np.ndarray, *, input_name: str = "input", output_name: str = "probabilities"
+) -> bytes:
+    """input FP32 [batch, d] → Gemm → Softmax → output FP32 [batch, k], opset 17."""
+    features, classes = weights.shape
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", [input_name, "weights", "bias"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], [output_name], axis=1),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
+        initializer=[
+            numpy_helper.from_array(weights.astype(np.float32), "weights"),
+            numpy_helper.from_array(bias.astype(np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def fitted_digits(*, regularisation: float = 1.0, rows: int | None = None, **names: str) -> bytes:
+    """A logistic regression on digits' train part (its first ``rows`` rows, when given)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from shared.datasets import load_dataset, split
+
+    train = split(load_dataset("sklearn:digits")).train
+    features, labels = train.features[:rows] / 16.0, train.labels[:rows]
+    fitted = LogisticRegression(C=regularisation, max_iter=300).fit(features, labels)
+    return softmax_classifier(fitted.coef_.T / 16.0, fitted.intercept_, **names)
+
+
+def random_digits(seed: int = 0, **names: str) -> bytes:
+    """A model that guesses: random weights."""
+    rng = np.random.default_rng(seed)
+    return softmax_classifier(rng.normal(size=(64, 10)) * 0.01, np.zeros(10), **names)

@@ -1,0 +1,84 @@
+"""The evaluator's edges without a network: the registry client over a mock transport, the HTTP face."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from services.evaluator.adapters.registry_client import RegistryClient
+from services.evaluator.domain.rollout import Bake, BakeBook
+from services.evaluator.entrypoints.api import create_app
+from shared.errors import PermanentError, TransientError
+
+VERSION = {
+    "version": 2, "status": "registered", "dataset": "sklearn:digits", "split_id": "s",
+    "artifact": {"uri": "/x", "sha256": "b" * 64, "size_bytes": 10, "format": "onnx-int8"},
+    "signature": {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}], "outputs": []},
+    "compression": {"quantize": "int8", "prune": None, "distill_from": None},
+}  # fmt: skip
+HISTORY = {"items": [{"revision": 2, "action": "promote", "from_champion": 1, "to_champion": 1, "from_challenger": None,
+                      "to_challenger": 2, "to_canary_weight": 0.1, "actor": "evaluator", "reason": "r",
+                      "created_at": "2026-01-01T00:00:00Z"}], "next_cursor": None}  # fmt: skip
+
+
+def client(answer: Any) -> RegistryClient:
+    return RegistryClient("http://registry", transport=httpx.MockTransport(answer))
+
+
+def test_the_client_reads_versions_history_and_every_page_of_models() -> None:
+    pages = {
+        None: {"items": [{"name": "a"}], "next_cursor": "c1"},
+        "c1": {"items": [{"name": "b"}], "next_cursor": None},
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/v1/models":
+            return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+        if path.endswith("/versions/2"):
+            return httpx.Response(200, json=VERSION)
+        if path.endswith("/deployment/history"):
+            return httpx.Response(200, json=HISTORY)
+        return httpx.Response(404, json={"error": "model 'x' is not registered"})
+
+    registry = client(answer)
+    record = registry.version("digits", 2)
+    assert record is not None and record.compressed and record.artifact.format == "onnx-int8"
+    assert registry.version("digits", 3) is None and registry.deployment("nope") is None
+    [entry] = registry.history("digits")
+    assert (entry.to_challenger, entry.actor, entry.created_at.year) == (2, "evaluator", 2026)
+    assert registry.model_names() == ["a", "b"]
+    assert registry.evaluations("nope", 1) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (lambda request: httpx.Response(503, json={"error": "database"}), TransientError),
+        (lambda request: httpx.Response(429), TransientError),
+        (lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused")), TransientError),
+        (lambda request: httpx.Response(422, json={"error": "bad"}), PermanentError),
+    ],
+)
+def test_a_registry_that_is_away_is_transient_and_a_refusal_permanent(answer: Any, error: type) -> None:
+    with pytest.raises(error):
+        client(answer).deployment("digits")
+
+
+def test_the_http_face_tells_health_readiness_and_pending_bakes() -> None:
+    bakes = BakeBook()
+    bakes.schedule(Bake("digits", 2, 1_000.0))
+    state = {"alive": True, "ready": False}
+    app = create_app(bakes, alive=lambda: state["alive"], ready=lambda: state["ready"], clock=lambda: 990.0)
+    with TestClient(app) as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/readyz").status_code == 503
+        state["ready"], state["alive"] = True, False
+        assert http.get("/readyz").json() == {"status": "ready"}
+        assert http.get("/healthz").json()["error"] == "a worker thread has stopped"
+        [pending] = http.get("/api/v1/bakes").json()
+        assert (pending["model_name"], pending["version"], pending["due_in_s"]) == ("digits", 2, 10.0)
+        assert http.get("/metrics").status_code == 200
