@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field
 
 ModelName = str  # validated by MODEL_NAME_PATTERN where it enters the system
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -167,14 +167,14 @@ class ModelTrained(Event):
     request_id: str
     artifact: ArtifactRef
     signature: Signature
-    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
     dataset: str
     split_id: str = Field(description="fingerprint of the deterministic split")
     arch: str
     hyperparameters: Hyperparameters
     compression: Compression = Field(default_factory=Compression)
     teacher_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    timings: dict[str, FiniteFloat] = Field(default_factory=dict, description="seconds per phase")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
 
 
 class ModelRegistered(Event):
@@ -188,7 +188,7 @@ class ModelRegistered(Event):
     signature: Signature
     dataset: str
     split_id: str
-    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
     training_request_id: str | None = None
 
 
@@ -203,8 +203,8 @@ class ModelDecided(Event):
     stage: Literal["canary", "champion"] | None = Field(default=None, description="for promote")
     canary_weight: float | None = Field(default=None, ge=0, le=1)
     baseline_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
-    baseline_metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
     reason: str = Field(min_length=1)
     actor: str = "evaluator"
     report: dict[str, Any] = Field(
