@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ModelName = str  # validated by MODEL_NAME_PATTERN where it enters the system
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+# Upper bounds, so that an absurd number fails validation with a readable reason at the edge instead of
+# overflowing a database column (INTEGER is 32-bit) or a library (numpy seeds are 32-bit) later.
+INT32_MAX = 2**31 - 1
+MAX_SEED = 2**32 - 1
+MAX_ARTIFACT_BYTES = 2**40  # 1 TiB
+MAX_EPOCHS = 10_000
+MAX_HIDDEN_LAYERS = 64
+MAX_WORLD_SIZE = 64
 
 
 def new_id() -> str:
@@ -52,7 +61,9 @@ class TensorSpec(Frozen):
 
     name: str
     datatype: str = Field(description="OIP v2 datatype, e.g. FP32, INT64")
-    shape: list[int] = Field(description="-1 marks a dynamic axis (the batch)")
+    shape: list[Annotated[int, Field(ge=-1, le=INT32_MAX)]] = Field(
+        max_length=32, description="-1 marks a dynamic axis (the batch)"
+    )
 
 
 class Signature(Frozen):
@@ -65,18 +76,21 @@ class ArtifactRef(Frozen):
 
     uri: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=MAX_ARTIFACT_BYTES)
     format: str = Field(description="onnx, onnx-int8, ...")
 
 
 class Hyperparameters(Frozen):
-    epochs: int = Field(default=30, ge=1, le=10_000)
+    epochs: int = Field(default=30, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=64, ge=1, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0, le=10)
     weight_decay: float = Field(default=0.0, ge=0, le=1)
-    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 128])
-    seed: int = Field(default=0, ge=0)
-    patience: int = Field(default=5, ge=1, description="early stopping: epochs without validation gain")
+    # Sanity bounds only: the trainer's plan checks the real limits and answers with a failed status.
+    hidden_sizes: list[Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]] = Field(
+        default_factory=lambda: [256, 128], max_length=MAX_HIDDEN_LAYERS
+    )
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    patience: int = Field(default=5, ge=1, le=MAX_EPOCHS, description="early stopping: epochs without validation gain")
 
 
 class Compression(Frozen):
@@ -120,7 +134,7 @@ class TrainingRequested(Event):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     compression: Compression = Field(default_factory=Compression)
     label_column: str | None = Field(default=None, description="for csv datasets; default 'label'")
-    world_size: int = Field(default=1, ge=1, le=64, description="DDP processes")
+    world_size: int = Field(default=1, ge=1, le=MAX_WORLD_SIZE, description="DDP processes")
     requested_by: str | None = None
 
 
@@ -132,8 +146,8 @@ class TrainingStatus(Event):
 
     request_id: str
     state: Literal["started", "progress", "completed", "failed"]
-    epoch: int | None = None
-    epochs: int | None = None
+    epoch: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    epochs: int | None = Field(default=None, ge=0, le=INT32_MAX)
     train_loss: float | None = None
     val_loss: float | None = None
     val_accuracy: float | None = None
@@ -159,7 +173,7 @@ class ModelTrained(Event):
     arch: str
     hyperparameters: Hyperparameters
     compression: Compression = Field(default_factory=Compression)
-    teacher_version: int | None = None
+    teacher_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
 
 
@@ -169,7 +183,7 @@ class ModelRegistered(Event):
     type_name: ClassVar[str] = "ferry.model.registered.v1"
     topic: ClassVar[str] = "model.registered"
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT32_MAX)
     artifact: ArtifactRef
     signature: Signature
     dataset: str
@@ -184,11 +198,11 @@ class ModelDecided(Event):
     type_name: ClassVar[str] = "ferry.model.decided.v1"
     topic: ClassVar[str] = "model.decided"
 
-    version: int = Field(ge=1, description="the candidate, or the version rolled back from")
+    version: int = Field(ge=1, le=INT32_MAX, description="the candidate, or the version rolled back from")
     decision: Literal["promote", "reject", "rollback"]
     stage: Literal["canary", "champion"] | None = Field(default=None, description="for promote")
     canary_weight: float | None = Field(default=None, ge=0, le=1)
-    baseline_version: int | None = None
+    baseline_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     metrics: dict[str, float] = Field(default_factory=dict)
     baseline_metrics: dict[str, float] = Field(default_factory=dict)
     reason: str = Field(min_length=1)
@@ -201,7 +215,7 @@ class ModelDecided(Event):
 
 
 class DeployedVersion(Frozen):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT32_MAX)
     artifact: ArtifactRef
     signature: Signature
 
@@ -212,7 +226,7 @@ class DeploymentChanged(Event):
     type_name: ClassVar[str] = "ferry.deployment.changed.v1"
     topic: ClassVar[str] = "deployment.changed"
 
-    revision: int = Field(ge=1)
+    revision: int = Field(ge=1, le=INT32_MAX)
     champion: DeployedVersion | None = None
     challenger: DeployedVersion | None = None
     canary_weight: float = Field(default=0.0, ge=0, le=1)
@@ -229,7 +243,7 @@ class AlertChanged(Event):
 
     rule: str
     state: Literal["fired", "resolved"]
-    version: int | None = None
+    version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     severity: Literal["info", "warning", "critical"] = "warning"
     action: Literal["notify", "rollback"] = "notify"
     value: float

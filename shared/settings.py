@@ -30,6 +30,9 @@ class FerrySettings(BaseSettings):
     )
     cache_dir: Path | None = Field(default=None, description="Download cache (Kafka jars); default <home>/cache")
     log_level: str = Field(default="INFO")
+    delivery_attempts: int = Field(
+        default=3, ge=1, le=100, description="Deaths of a consumer with a message in hand before it is dead-lettered"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

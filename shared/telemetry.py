@@ -40,7 +40,7 @@ def setup_telemetry(service: str, *, log_level: str = "INFO", json_logs: bool = 
     """Install the global meter and tracer providers for this process; call once, from bootstrap."""
     resource = Resource.create({"service.name": f"ferry-{service}", "service.namespace": "ferry"})
     readers: list[MetricReader] = [PrometheusMetricReader()]
-    otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp = spans_exported()
     if otlp:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
@@ -61,6 +61,11 @@ def setup_telemetry(service: str, *, log_level: str = "INFO", json_logs: bool = 
     trace.set_tracer_provider(tracer_provider)
     configure_logging(service, level=log_level, json_logs=json_logs)
     return Telemetry(meter_provider, tracer_provider)
+
+
+def spans_exported() -> bool:
+    """Whether this process exports traces (OTLP configured): only then is a span per message worth its cost."""
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
 def metrics_payload() -> tuple[bytes, str]:

@@ -11,11 +11,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 
 from services.trainer.adapters.completed import CompletedRequests
+from services.trainer.adapters.scratch import clean_stale_runs
 from services.trainer.adapters.teachers import RegistryTeachers, TeacherSource
 from services.trainer.handlers import TrainerDeps, build_handlers
 from services.trainer.pipeline import JobLimits
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
+from shared.delivery import SqliteDeliveryLog
 from shared.events import TrainingRequested
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 
@@ -82,6 +84,7 @@ def bootstrap(
 ) -> TrainerService:
     """Build the trainer from settings; tests may pass a teacher source, consumer or producer."""
     settings = settings or TrainerSettings()
+    clean_stale_runs(settings.resolved_work_dir)  # what a trainer killed mid-run left behind
     import torch  # here, not at the top: importing torch is slow and `ferry --help` needs none of it
 
     torch.set_num_threads(settings.torch_threads)
@@ -103,6 +106,10 @@ def bootstrap(
         group=settings.consumer_group,
         handlers=build_handlers(deps),
         stop=stop,
+        # A request that kills the trainer every time (out of memory, a native crash) is dead-lettered
+        # after FERRY_DELIVERY_ATTEMPTS deaths instead of being trained forever; counted per host.
+        delivery_log=SqliteDeliveryLog(settings.ferry.home / "trainer" / "delivery.sqlite"),
+        max_attempts=settings.ferry.delivery_attempts,
     )
     closers: list[Callable[[], Any]] = [publisher.close]
     if isinstance(deps.teachers, RegistryTeachers):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -13,12 +12,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from services.trainer.adapters.completed import CompletedRequests
+from services.trainer.adapters.scratch import run_folder
 from services.trainer.adapters.teachers import TeacherSource
 from services.trainer.domain import EpochReport, Teacher, TrainingFailed
 from services.trainer.pipeline import JobLimits, TrainedModel, run_training
 from shared.artifacts import ArtifactStore
 from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, TrainingStatus
+from shared.faults import fault_point
 from shared.kafka import DEFAULT_TRANSIENT
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,7 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
 
 def _train(event: TrainingRequested, deps: TrainerDeps) -> ModelTrained:
     """Run the job in a scratch folder, store the artifact, record the request as completed."""
-    deps.work_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=deps.work_root, prefix="run-") as folder:
-        workdir = Path(folder)
+    with run_folder(deps.work_root) as workdir:
         teacher = None
         if event.compression.distill_from is not None:
             teacher = deps.teachers.fetch(event.compression.distill_from, workdir)
@@ -139,6 +138,7 @@ def _report_progress(event: TrainingRequested, publish: Publish, report: EpochRe
             val_accuracy=report.val_accuracy,
         )
     )
+    fault_point("trainer.mid_training")  # crash tests: FERRY_FAULT_POINT=trainer.mid_training@<epoch>
 
 
 def _status(event: TrainingRequested, state: State, **fields: Any) -> TrainingStatus:

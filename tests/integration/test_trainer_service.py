@@ -19,6 +19,7 @@ from kafka.partitioner.default import murmur2
 
 from shared.envelope import decode
 from shared.events import Event, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus
+from shared.faults import FAULT_EXIT_CODE, reached
 from shared.kafka import KafkaPublisher, make_consumer
 from shared.settings import FerrySettings
 from shared.stack import PROJECT_ROOT
@@ -57,23 +58,27 @@ class Observed:
 
 
 @pytest.fixture
-def trainers(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Callable[[str], Trainer]]:
+def trainers(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Callable[..., Trainer]]:
     started: list[Trainer] = []
 
-    def start(name: str) -> Trainer:
+    def start(name: str, *, home: str | None = None, extra_env: dict[str, str] | None = None) -> Trainer:
         log = tmp_path / f"{name}.log"
-        env = os.environ | {
-            "FERRY_HOME": str(tmp_path / name),
-            "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
-            "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix,
-            "FERRY_TOPIC_PARTITIONS": str(ferry_settings.topic_partitions),
-            "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root,
-            "FERRY_LOG_LEVEL": "INFO",
-            "FERRY_TRAINER_CONSUMER_GROUP": _group(ferry_settings),
-            "FERRY_TRAINER_METRICS_PORT": "0",
-            "FERRY_TRAINER_BUDGET_S": "300",
-            "FERRY_REGISTRY_URL": "http://127.0.0.1:9",  # no distillation here
-        }
+        env = (
+            os.environ
+            | {
+                "FERRY_HOME": str(tmp_path / (home or name)),
+                "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
+                "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix,
+                "FERRY_TOPIC_PARTITIONS": str(ferry_settings.topic_partitions),
+                "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root,
+                "FERRY_LOG_LEVEL": "INFO",
+                "FERRY_TRAINER_CONSUMER_GROUP": _group(ferry_settings),
+                "FERRY_TRAINER_METRICS_PORT": "0",
+                "FERRY_TRAINER_BUDGET_S": "300",
+                "FERRY_REGISTRY_URL": "http://127.0.0.1:9",  # no distillation here
+            }
+            | (extra_env or {})
+        )
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.trainer.entrypoints.consumer"],
@@ -146,7 +151,7 @@ def _names_over_partitions(partitions: int, per_partition: int) -> list[str]:
 
 
 def test_two_trainer_processes_split_the_requests(
-    ferry_settings: FerrySettings, trainers: Callable[[str], Trainer]
+    ferry_settings: FerrySettings, trainers: Callable[..., Trainer]
 ) -> None:
     first, second = trainers("first"), trainers("second")
     _wait_for_members(ferry_settings, 2)
@@ -172,27 +177,37 @@ def test_two_trainer_processes_split_the_requests(
     assert by_first | by_second == {request.request_id for request in requests}
 
 
-def test_a_request_survives_a_killed_trainer_and_a_redelivery_republishes(
-    ferry_settings: FerrySettings, trainers: Callable[[str], Trainer]
+def test_a_trainer_killed_mid_training_restarts_cleans_up_and_completes_the_request_once(
+    ferry_settings: FerrySettings, trainers: Callable[..., Trainer], tmp_path: Path
 ) -> None:
-    doomed = trainers("doomed")
+    report = tmp_path / "faults.txt"
+    doomed = trainers(
+        "doomed", extra_env={"FERRY_FAULT_POINT": "trainer.mid_training@2", "FERRY_FAULT_REPORT": str(report)}
+    )
     _wait_for_members(ferry_settings, 1)
-    slow = Hyperparameters(epochs=60, patience=60, hidden_sizes=[256, 128])  # long enough to be killed mid-run
-    request = TrainingRequested(model_name="digits", dataset="sklearn:digits", hyperparameters=slow)
+    request = TrainingRequested(model_name="digits", dataset="sklearn:iris", hyperparameters=QUICK)
     publisher = KafkaPublisher(ferry_settings, source="test")
     publisher.publish(request)
     observed, consumer = Observed(), _observer(ferry_settings)
+    work = tmp_path / "doomed" / "trainer" / "work"
     try:
-        _collect(consumer, observed, lambda: "progress" in observed.states(request.request_id))
-        doomed.process.kill()  # a crash: no clean shutdown, the offset stays uncommitted
-        trainers("survivor")
+        assert doomed.process.wait(timeout=180) == FAULT_EXIT_CODE, doomed.log.read_text()[-3000:]
+        assert reached(report) == ["trainer.mid_training"]  # it died in the second epoch, not before or after
+        [stale] = [path for path in work.iterdir() if path.is_dir()]  # the scratch folder it left behind
+
+        survivor = trainers("survivor", home="doomed")  # the same host: the same work folder and attempt log
         _collect(consumer, observed, lambda: bool(observed.of(ModelTrained, request.request_id)))
-        assert observed.states(request.request_id).count("started") == 2  # the survivor trained it again
+        assert not stale.exists()
+        log = survivor.log.read_text()
+        assert "removed 1 stale run folder" in log
+        assert "were in hand when its consumer died" in log  # the request's second attempt, counted
+        assert observed.states(request.request_id).count("started") == 2  # trained again after the crash
         publisher.publish(request)  # the same request once more, as a redelivery brings it
-        _collect(consumer, observed, lambda: len(observed.of(ModelTrained, request.request_id)) == 2)
+        _collect(consumer, observed, lambda: observed.states(request.request_id).count("completed") == 2)
     finally:
         consumer.close()
         publisher.close()
     (first, first_id), (again, again_id) = observed.of(ModelTrained, request.request_id)
     assert again == first and again_id == first_id  # the same event: the registry dedupes it
     assert observed.states(request.request_id).count("started") == 2  # republished, not retrained
+    assert not [path for path in work.iterdir() if path.name.startswith("run-")]

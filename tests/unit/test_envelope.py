@@ -12,16 +12,17 @@ from shared.envelope import DecodeError, decode, encode
 from shared.events import Compression, Hyperparameters, TrainingRequested, TrainingStatus
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}", fullmatch=True)
+no_nul = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))  # encode refuses NUL
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 
 statuses = st.builds(
     TrainingStatus,
     model_name=names,
-    request_id=st.text(min_size=1, max_size=40),
+    request_id=st.text(no_nul, min_size=1, max_size=40),
     state=st.sampled_from(["started", "progress", "completed", "failed"]),
     epoch=st.none() | st.integers(0, 10_000),
     train_loss=st.none() | finite,
-    reason=st.none() | st.text(max_size=200),
+    reason=st.none() | st.text(no_nul, max_size=200),
 )
 requests = st.builds(
     TrainingRequested,
@@ -97,3 +98,49 @@ def test_unknown_fields_are_refused_not_ignored() -> None:
     headers, key, value = _message(value=json.dumps(payload).encode())
     with pytest.raises(DecodeError, match="surprise: Extra inputs are not permitted"):
         decode(headers, key, value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"ce_id": b""}, "ce_id is empty"),
+        ({"ce_id": b"  "}, "ce_id is empty"),
+        ({"ce_source": b""}, "ce_source is empty"),
+        ({"ce_specversion": b"0.3"}, "ce_specversion must be '1.0' (CloudEvents 1.0), got '0.3'"),
+        ({"ce_specversion": b"1.0.1"}, "ce_specversion must be '1.0'"),
+        ({"content-type": b"text/plain"}, "content-type must be application/json, got 'text/plain'"),
+        ({"ce_id": b"\xff\xfe"}, "header ce_id is not UTF-8"),
+        ({"ce_time": b"yesterday"}, "ce_time is not an RFC 3339 time"),
+        ({"value": b'{"model_name": "m", "request_id": "r\\u0000", "state": "started"}'}, "NUL character"),
+    ],
+)
+def test_cloudevents_1_0_is_held_to(overrides, reason) -> None:
+    headers, key, value = _message(**overrides)
+    with pytest.raises(DecodeError, match=reason.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        decode(headers, key, value)
+
+
+def test_a_content_type_with_parameters_is_json_all_the_same() -> None:
+    headers, key, value = _message(**{"content-type": b"application/json; charset=utf-8"})
+    assert decode(headers, key, value).event.model_name == "m"
+
+
+def test_an_event_is_identified_by_its_source_and_id() -> None:
+    first = decode(*_message(ce_id=b"same", ce_source=b"ferry/a"))
+    second = decode(*_message(ce_id=b"same", ce_source=b"ferry/b"))
+    assert first.meta.identity == ("ferry/a", "same")
+    assert first.meta.identity != second.meta.identity
+
+
+def test_a_long_list_of_problems_is_summarised_not_dumped() -> None:
+    payload = {"model_name": "m", "request_id": "r", "state": "started"} | {f"extra{n}": n for n in range(50)}
+    headers, key, value = _message(value=json.dumps(payload).encode())
+    with pytest.raises(DecodeError) as error:
+        decode(headers, key, value)
+    assert "extra0: Extra inputs are not permitted" in str(error.value)
+    assert str(error.value).endswith("and 40 more problems")
+
+
+def test_an_event_holding_a_nul_character_is_refused_when_encoded_too() -> None:
+    with pytest.raises(ValueError, match="NUL character"):
+        encode(TrainingStatus(model_name="m", request_id="r", state="failed", reason="bad\x00byte"), source="t")

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.events import EVENT_TYPES, TOPICS, Hyperparameters, ModelDecided, TrainingRequested, json_schemas
+from shared.events import (
+    EVENT_TYPES,
+    TOPICS,
+    DeploymentChanged,
+    Hyperparameters,
+    ModelDecided,
+    ModelRegistered,
+    ModelTrained,
+    TrainingRequested,
+    TrainingStatus,
+    json_schemas,
+)
 
 
 def test_type_names_are_versioned_and_unique() -> None:
@@ -49,3 +60,52 @@ def test_json_schemas_cover_every_event() -> None:
     schemas = json_schemas()
     assert set(schemas) == set(EVENT_TYPES)
     assert "model_name" in schemas["ferry.model.trained.v1"]["required"]
+
+
+@pytest.mark.parametrize(
+    ("event_class", "fields", "field_name"),
+    [
+        (ModelTrained, {"artifact": {"size_bytes": 10**20}}, "artifact.size_bytes"),
+        (ModelRegistered, {"version": 2**40}, "version"),
+        (ModelDecided, {"version": 2**31}, "version"),
+        (DeploymentChanged, {"revision": 2**31}, "revision"),
+        (TrainingRequested, {"hyperparameters": {"seed": 2**70}}, "hyperparameters.seed"),
+        (TrainingRequested, {"hyperparameters": {"epochs": 10**6}}, "hyperparameters.epochs"),
+        (TrainingRequested, {"hyperparameters": {"batch_size": 2**40}}, "hyperparameters.batch_size"),
+        (TrainingRequested, {"hyperparameters": {"hidden_sizes": [2**40]}}, "hyperparameters.hidden_sizes.0"),
+        (TrainingRequested, {"world_size": 10**9}, "world_size"),
+        (TrainingStatus, {"epoch": 2**40}, "epoch"),
+    ],
+)
+def test_absurd_numbers_fail_validation_with_the_field_named(event_class, fields, field_name) -> None:
+    data = _valid(event_class)
+    for name, value in fields.items():
+        data[name] = data[name] | value if isinstance(value, dict) and isinstance(data.get(name), dict) else value
+    with pytest.raises(ValidationError) as error:
+        event_class.model_validate(data)
+    located = {".".join(str(part) for part in problem["loc"]) for problem in error.value.errors()}
+    assert field_name in located
+
+
+def _valid(event_class) -> dict:
+    """A valid instance of each event class, as the data a message would carry."""
+    artifact = {"uri": "file:///a", "sha256": "a" * 64, "size_bytes": 10, "format": "onnx"}
+    signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []}
+    examples = {
+        TrainingRequested: {"model_name": "m", "dataset": "sklearn:iris", "hyperparameters": {}},
+        TrainingStatus: {"model_name": "m", "request_id": "r", "state": "progress"},
+        ModelTrained: {"model_name": "m", "request_id": "r", "artifact": artifact, "signature": signature,
+                       "dataset": "d", "split_id": "s", "arch": "mlp", "hyperparameters": {}, "metrics": {}},
+        ModelRegistered: {"model_name": "m", "version": 1, "artifact": artifact, "signature": signature,
+                          "dataset": "d", "split_id": "s"},
+        ModelDecided: {"model_name": "m", "version": 1, "decision": "reject", "reason": "worse"},
+        DeploymentChanged: {"model_name": "m", "revision": 1},
+    }  # fmt: skip
+    data = examples[event_class]
+    event_class.model_validate(data)  # the example itself is valid
+    return dict(data)
+
+
+def test_no_topic_name_ends_with_another() -> None:
+    """The consumer loop tells an event on the wrong topic by the topic's ending (after any prefix)."""
+    assert not [(a, b) for a in TOPICS for b in TOPICS if a != b and a.endswith(b)]

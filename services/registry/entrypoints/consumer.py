@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from services.registry.adapters.repository import retry_conflicts
 from services.registry.domain import RegistryError
 from services.registry.handlers import HANDLERS, Registration, handle_model_decided, handle_model_trained
+from shared.delivery import SqliteDeliveryLog
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
 from shared.events import Event
@@ -81,5 +82,9 @@ def build_consumer_loop(
         retry=retry or RetryPolicy(),
         transient=TRANSIENT,
         stop=registry.stop,
+        # Delivery attempts survive a crash here (per host): a message that kills the registry every
+        # time is dead-lettered after FERRY_DELIVERY_ATTEMPTS deaths instead of crash-looping it.
+        delivery_log=SqliteDeliveryLog(settings.ferry.home / "registry" / "delivery.sqlite"),
+        max_attempts=settings.ferry.delivery_attempts,
     )
     return loop, dlq_producer

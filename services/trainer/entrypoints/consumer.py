@@ -40,6 +40,8 @@ def main() -> int:
     log.info("trainer consuming %s", settings.ferry.topic("training.requested"))
     try:
         service.loop.run()
+    except Exception:  # noqa: BLE001 - the loop logged why; exit non-zero so that a supervisor restarts us
+        return 1
     finally:
         service.close()
         telemetry.shutdown()
