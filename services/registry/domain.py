@@ -137,10 +137,14 @@ def _promote(
     state: DeploymentState, decision: Decision, statuses: Mapping[int, VersionStatus], default_canary_weight: float
 ) -> Outcome:
     version = _required_version(decision)
-    forced = statuses.get(version) == "rejected"
+    # A rejected or rolled-back version comes back only by a person's explicit choice: a late or
+    # repeated promote (a second evaluator's bake racing a rollback, say) must not revive it.
+    status = statuses.get(version)
+    forced = status in ("rejected", "rolled_back")
     if forced and not decision.force:
+        done = "was rejected" if status == "rejected" else "was rolled back"
         raise DecisionNotApplicable(
-            decision.model_name, "promote", f"version {version} was rejected; promoting it needs force and a reason"
+            decision.model_name, "promote", f"version {version} {done}; promoting it needs force and a reason"
         )
     changes: dict[int, VersionStatus] = {}
     if resolve_stage(decision.stage, decision.canary_weight) == "champion":

@@ -20,7 +20,7 @@ from shared.artifacts import ArtifactStore
 from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, TrainingStatus
 from shared.faults import fault_point
-from shared.kafka import DEFAULT_TRANSIENT
+from shared.kafka import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
         deps.publish(_status(event, "failed", reason=str(failure)))
         deps.record_outcome("failed", time.monotonic() - started)
         return
-    except DEFAULT_TRANSIENT:
-        raise  # the consumer loop retries: the broker or the registry may come back
     except Exception as error:
-        # A bug, not the request's fault: tell the requester, then let the loop dead-letter it.
+        if is_transient(error):
+            raise  # the consumer loop retries: the broker or the registry may come back
+        # A bug, or a Kafka error that will not pass: tell the requester, then let the loop dead-letter it.
         deps.publish(_status(event, "failed", reason=f"trainer error: {type(error).__name__}: {error}"))
         deps.record_outcome("error", time.monotonic() - started)
         raise

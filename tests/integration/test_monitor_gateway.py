@@ -1,7 +1,7 @@
 """The monitor against the real gateway: a version made to fail through the gateway's fault-injection
 admin API fires GatewayErrorRatio (on Kafka, asking for a rollback) and resolves once it is healthy; a
 skewed input stream fires PredictionDrift for that version; a real Prometheus scraping the same gateway
-with the generated config fires the error-ratio alert too. Skipped until the gateway is installed."""
+with the generated config fires the error-ratio alert too."""
 
 from __future__ import annotations
 
@@ -19,14 +19,12 @@ from monitor_support import AlertWatcher, ServiceProcess, active, base_env, free
 from monitor_support import wait_for as wait_until
 from test_monitor_metric_names import exposed, generated_names, owner
 
-pytest.importorskip("services.gateway.__main__")
-
-from services.monitor.adapters.rules_file import read_rules  # noqa: E402
-from services.monitor.provisioning.prometheus import ScrapeTarget, alerting_rules, prometheus_config  # noqa: E402
-from shared.artifacts import ArtifactStore  # noqa: E402
-from shared.events import ArtifactRef, Hyperparameters, ModelDecided, ModelTrained, Signature, TensorSpec  # noqa: E402
-from shared.kafka import KafkaPublisher  # noqa: E402
-from shared.settings import FerrySettings  # noqa: E402
+from services.monitor.adapters.rules_file import read_rules
+from services.monitor.provisioning.prometheus import ScrapeTarget, alerting_rules, prometheus_config
+from shared.artifacts import ArtifactStore
+from shared.events import ArtifactRef, Hyperparameters, ModelDecided, ModelTrained, Signature, TensorSpec
+from shared.kafka import KafkaPublisher
+from shared.settings import FerrySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -132,3 +132,14 @@ def test_a_rejected_version_is_promoted_only_with_force_and_the_outcome_says_so(
     assert forced.forced and forced.after.champion == 2 and forced.status_changes == {1: "archived", 2: "champion"}
     plain = decide(state, decision("promote", 2, stage="champion", force=True), {1: "champion", 2: "registered"})  # type: ignore[arg-type]
     assert not plain.forced  # force on a version that was not rejected changes nothing
+
+
+def test_a_rolled_back_version_is_not_revived_by_a_late_promote() -> None:
+    # The evaluator's bake of v2 racing the rollback that an alert caused: the promote comes second.
+    state = DeploymentState(champion=1, revision=4)
+    statuses = {1: "champion", 2: "rolled_back"}
+    for stage in ("canary", "champion"):
+        with pytest.raises(DecisionNotApplicable, match="version 2 was rolled back; promoting it needs force"):
+            decide(state, decision("promote", 2, stage=stage), statuses)  # type: ignore[arg-type]
+    forced = decide(state, decision("promote", 2, stage="canary", force=True), statuses)  # type: ignore[arg-type]
+    assert forced.forced and forced.after.challenger == 2

@@ -179,6 +179,16 @@ def test_a_transient_failure_is_left_to_the_consumer_loop(tmp_path: Path) -> Non
     assert _states(publisher) == ["started"]  # no "failed": a retry may still succeed
 
 
+def test_a_kafka_error_that_will_not_pass_is_reported_then_raised_for_the_dlq(tmp_path: Path) -> None:
+    from kafka.errors import MessageSizeTooLargeError
+
+    publisher = ListPublisher()
+    deps = _deps(tmp_path, publisher, FailingTeachers(MessageSizeTooLargeError("too large")))
+    with pytest.raises(MessageSizeTooLargeError):
+        handle_training_requested(_request(compression=Compression(distill_from="t")), META, deps=deps)
+    assert _states(publisher) == ["started", "failed"]  # not retriable: the requester hears of it
+
+
 def test_a_trainer_bug_is_reported_then_raised_for_the_dlq(tmp_path: Path) -> None:
     publisher = ListPublisher()
     deps = _deps(tmp_path, publisher, FailingTeachers(RuntimeError("boom")))

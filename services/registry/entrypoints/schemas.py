@@ -217,7 +217,9 @@ class HistoryEntryOut(Out):
     reason: str
     source_event_id: str | None
     created_at: datetime
-    forced: bool = Field(description="a rejected version promoted by hand with force (the reason says why)")
+    forced: bool = Field(
+        description="a rejected or rolled-back version promoted by hand with force (the reason says why)"
+    )
 
     @classmethod
     def of(cls, entry: DeploymentHistory) -> HistoryEntryOut:
@@ -277,7 +279,9 @@ class PromoteAction(BaseModel):
     stage: Literal["canary", "champion"] | None = None
     canary_weight: float | None = Field(default=None, ge=0, le=1)
     shadow: bool | None = Field(default=None, description="mirror traffic to the challenger; default: weight == 0")
-    force: bool = Field(default=False, description="promote a rejected version all the same (recorded in the history)")
+    force: bool = Field(
+        default=False, description="promote a rejected or rolled-back version all the same (recorded in the history)"
+    )
     reason: Reason
 
 
