@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from shared.postgres import temporary_database
 from shared.settings import FerrySettings
@@ -21,12 +21,6 @@ from shared.stack import PROJECT_ROOT, Stack
 from shared.topics import ensure_topics
 
 TEST_ROOT = PROJECT_ROOT / ".ferry-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +37,9 @@ def stack(no_leftovers: None) -> Iterator[Stack]:
     home.mkdir(parents=True)
     settings = FerrySettings(
         home=home,
-        kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-        kafka_controller_port=_free_port(),
-        postgres_port=_free_port(),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
         cache_dir=PROJECT_ROOT / ".ferry" / "cache",
         topic_prefix="base.",
     )

@@ -3,7 +3,6 @@ models in a real artifact store, deployments applied through the same deployer t
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import uvicorn
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client.parser import text_string_to_metric_families
+from support import free_port
 
 from services.gateway.bootstrap import Gateway, bootstrap
 from services.gateway.domain import Deployment, VersionSpec
@@ -26,12 +26,6 @@ from services.gateway.settings import GatewaySettings
 from shared.artifacts import ArtifactStore
 from shared.settings import FerrySettings
 from shared.telemetry import setup_telemetry
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ensure_telemetry() -> None:

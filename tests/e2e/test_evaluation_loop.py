@@ -8,9 +8,7 @@ the canary decision (a fault point), and the restarted one neither evaluates aga
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import free_port
 
 from shared.events import AlertChanged
 from shared.faults import FAULT_EXIT_CODE, reached
@@ -31,32 +30,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BAKE_S = 4.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def loop_env(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path) -> dict[str, str]:
-    registry_port = _free_port()
+def loop_env(user_env: dict[str, str]) -> dict[str, str]:
     return {
-        **os.environ,
-        "FERRY_HOME": str(tmp_path / "home"),
-        "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
-        "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix,
-        "FERRY_DATABASE_URL": fresh_database_url,
-        "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root,
-        "FERRY_REGISTRY_PORT": str(registry_port),
-        "FERRY_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        **user_env,
         "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
-        "FERRY_TRAINER_METRICS_PORT": "0",
-        "FERRY_EVALUATOR_PORT": str(_free_port()),
+        "FERRY_EVALUATOR_PORT": str(free_port()),
         "FERRY_EVALUATOR_BAKE_S": str(BAKE_S),
         "FERRY_EVALUATOR_RESYNC_INTERVAL_S": "1",
         # Timings are not what this test judges: a busy machine's scheduler must not decide the verdicts.
         "FERRY_EVALUATOR_LATENCY_TOLERANCE_MS": "50",
-        "PYTHONUNBUFFERED": "1",
     }
 
 

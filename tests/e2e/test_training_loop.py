@@ -7,9 +7,7 @@ in the registry with its metrics, and its artifact downloads intact and serves t
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -22,36 +20,16 @@ import onnxruntime as ort
 import pytest
 
 from shared.datasets import load_dataset, split
-from shared.settings import FerrySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOKEN = secrets.token_urlsafe(24)  # the registry refuses a placeholder token at start-up
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def loop_env(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path) -> dict[str, str]:
-    """The environment a user would export: every service and the CLI read the same FERRY_* settings."""
-    port = _free_port()
-    return {
-        **os.environ,
-        "FERRY_HOME": str(tmp_path / "home"),
-        "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
-        "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix,
-        "FERRY_DATABASE_URL": fresh_database_url,
-        "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root,
-        "FERRY_REGISTRY_PORT": str(port),
-        "FERRY_REGISTRY_URL": f"http://127.0.0.1:{port}",
-        "FERRY_TRAINER_METRICS_PORT": "0",
-        "FERRY_API_TOKEN": TOKEN,
-        "PYTHONUNBUFFERED": "1",
-    }
+def loop_env(user_env: dict[str, str]) -> dict[str, str]:
+    """The environment a user would export, with the registry's API token."""
+    return {**user_env, "FERRY_API_TOKEN": TOKEN}
 
 
 @pytest.fixture

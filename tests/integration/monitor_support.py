@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,29 +18,13 @@ import httpx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from support import free_port, wait_for
 
 from shared.envelope import decode
 from shared.events import AlertChanged
 from shared.kafka import make_consumer
 from shared.settings import FerrySettings
 from shared.stack import PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """Poll until ``predicate`` returns something truthy; fail after ``timeout_s`` (generous: a busy machine)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class _Server:

@@ -4,7 +4,6 @@ N attempts (a real child process, killed at a fault point); a broker away for tw
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from loop_support import STATUS, Loops, committed, encoded, end_offsets, read_all, send_raw, status
+from support import free_port
 
 from shared.envelope import EventMeta
 from shared.events import TrainingStatus
@@ -94,12 +94,6 @@ def test_a_message_that_kills_its_consumer_every_time_is_dead_lettered_after_n_a
     assert any(f'group="{group}"' in line and f'topic="{topic}"' in line and 'partition="' in line for line in lag)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -107,7 +101,7 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
     """A broker of the test's own, stopped from inside a handler (so the batch's commit and a dead-letter
     copy meet the outage for sure), kept down for two minutes, then started again."""
     settings = FerrySettings(
-        home=tmp_path / "outage", kafka_bootstrap=f"127.0.0.1:{_free_port()}", kafka_controller_port=_free_port(),
+        home=tmp_path / "outage", kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
         cache_dir=PROJECT_ROOT / ".ferry" / "cache", topic_prefix="outage.",
     )  # fmt: skip
     broker = KafkaBroker(settings)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import onnxruntime as ort
 import pytest
 from evaluator_onnx import fitted_digits
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_score, recall_score
+from support import free_port
 from test_registry_support import TopicReader, wait_for
 
 from services.evaluator.adapters.onnx_runtime import OnnxModel
@@ -51,12 +51,6 @@ HELD_OUT = split(load_dataset("sklearn:digits"))
 class Artifact:
     data: bytes
     format: str = "onnx"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import free_port
 from test_registry_support import TopicReader, publish, trained_event, wait_for
 
 from services.registry.settings import RegistrySettings
@@ -33,12 +33,6 @@ from shared.stack import PROJECT_ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest_plugins = ["test_registry_support"]
 OPERATOR_TOKEN = secrets.token_urlsafe(32)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Service:

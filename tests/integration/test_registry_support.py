@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from pydantic import SecretStr
+from support import wait_for
 
 from services.registry.bootstrap import Registry, bootstrap
 from services.registry.entrypoints.consumer import build_consumer_loop
@@ -52,17 +53,6 @@ def trained_event(
         metrics={"val_accuracy": 0.97, "val_loss": 0.1}, dataset="sklearn:digits", split_id="split-1", arch="mlp",
         hyperparameters=Hyperparameters(epochs=3),
     )  # fmt: skip
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import free_port
 
 from shared.settings import FerrySettings
 from shared.stack import PROJECT_ROOT
@@ -31,12 +31,6 @@ from shared.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SESSION_ROOT = PROJECT_ROOT / ".ferry-test" / str(os.getpid())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -76,21 +70,21 @@ def system(no_leftovers: None) -> Iterator[System]:
     settings = FerrySettings(
         home=home,
         cache_dir=PROJECT_ROOT / ".ferry" / "cache",
-        kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-        kafka_controller_port=_free_port(),
-        postgres_port=_free_port(),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
         topic_partitions=1,
     )
     (home / "settings.json").write_text(settings.model_dump_json())  # so a killed session's leftovers get stopped
-    registry_port = _free_port()
+    registry_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "OTEL_"))}
     env |= settings_environment(settings) | {
         "FERRY_REGISTRY_PORT": str(registry_port),
         "FERRY_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
-        "FERRY_TRAINER_METRICS_PORT": str(_free_port()),
-        "FERRY_EVALUATOR_PORT": str(_free_port()),
-        "FERRY_GATEWAY_PORT": str(_free_port()),
-        "FERRY_MONITOR_PORT": str(_free_port()),
+        "FERRY_TRAINER_METRICS_PORT": str(free_port()),
+        "FERRY_EVALUATOR_PORT": str(free_port()),
+        "FERRY_GATEWAY_PORT": str(free_port()),
+        "FERRY_MONITOR_PORT": str(free_port()),
         "FERRY_SUPERVISOR_START_SECS": "2",
     }
     running = System(home, env)

@@ -1,0 +1,31 @@
+"""Small helpers every kind of test uses: a free loopback port, and waiting on a condition."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    """Poll until ``predicate`` returns something truthy and return it; fail the test after ``timeout_s``.
+
+    Deadlines are generous on purpose: the machine may be busy, and a test judges behaviour, not speed.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
