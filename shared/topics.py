@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -11,6 +10,7 @@ from kafka.errors import TopicAlreadyExistsError
 from shared.events import TOPICS
 from shared.kafka import dlq_topic
 from shared.settings import FerrySettings
+from shared.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,14 @@ def ensure_topics(settings: FerrySettings) -> list[str]:
 
 def _wait_until_led(admin: KafkaAdminClient, names: list[str], timeout_s: float = 30) -> None:
     """Return once every topic's partitions have a leader: a consumer that joins earlier is assigned nothing."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def led() -> bool:
         described = admin.describe_topics(names)
         pending = [
             topic["name"]
             for topic in described
             if topic["error_code"] or not topic["partitions"] or any(p["leader_id"] < 0 for p in topic["partitions"])
         ]
-        if not pending and len(described) == len(names):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topics without a leader after {timeout_s:.0f}s: {pending}")
-        time.sleep(0.1)
+        return not pending and len(described) == len(names)
+
+    wait_for(led, what=f"leaders for the partitions of {len(names)} topics", timeout_s=timeout_s, max_s=0.5)

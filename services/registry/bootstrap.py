@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +21,7 @@ from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from services.registry.adapters import schema
 from services.registry.adapters.outbox import OutboxRelay, Sender
@@ -103,17 +103,21 @@ def make_engine(settings: RegistrySettings) -> Engine:
 
 def wait_for_database(engine: Engine, timeout_s: float = 60.0) -> None:
     """Return once the database answers; raise its last error after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            return
-        except (OperationalError, InterfaceError) as error:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("database not reachable yet, retrying: %s", error.orig)
-            time.sleep(1.0)
+
+    def answer() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    retrying = Retrying(
+        retry=retry_if_exception_type((OperationalError, InterfaceError)),
+        wait=wait_exponential_jitter(initial=0.2, max=2.0, jitter=0.2),
+        stop=stop_after_delay(timeout_s),
+        before_sleep=lambda state: log.warning(
+            "database not reachable yet, retrying: %s", state.outcome and state.outcome.exception()
+        ),
+        reraise=True,
+    )
+    retrying(answer)
 
 
 def bootstrap(

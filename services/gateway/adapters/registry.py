@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity.stop import stop_base
 
 from services.gateway.domain import Deployment, VersionSpec
 from shared.events import Signature
@@ -81,14 +83,24 @@ def load_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[Deployment]:
     """The deployments, retrying while the registry is not reachable yet; the last error after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.5
-    while True:
-        try:
-            return source.deployments()
-        except (httpx.HTTPError, KeyError, ValueError) as error:
-            if time.monotonic() + delay > deadline or stop():
-                raise
-            log.warning("registry not answering yet (%s); retrying in %.1fs", error, delay)
-            sleep(delay)
-            delay = min(delay * 2, 5.0)
+    retrying = Retrying(
+        retry=retry_if_exception_type((httpx.HTTPError, KeyError, ValueError)),
+        wait=wait_exponential_jitter(initial=0.5, max=5.0, jitter=0.2),
+        stop=stop_after_delay(timeout_s) | _StopWhen(stop),
+        sleep=sleep,
+        before_sleep=lambda state: log.warning(
+            "registry not answering yet (%s); retrying", state.outcome and state.outcome.exception()
+        ),
+        reraise=True,
+    )
+    return retrying(source.deployments)
+
+
+class _StopWhen(stop_base):
+    """Stop retrying as soon as ``check`` says so (the gateway is shutting down)."""
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self._check = check
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._check()
