@@ -110,7 +110,7 @@ def wait_for_database(engine: Engine, timeout_s: float = 60.0) -> None:
 
     retrying = Retrying(
         retry=retry_if_exception_type((OperationalError, InterfaceError)),
-        wait=wait_exponential_jitter(initial=0.2, max=2.0, jitter=0.2),
+        wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
         stop=stop_after_delay(timeout_s),
         before_sleep=lambda state: log.warning(
             "database not reachable yet, retrying: %s", state.outcome and state.outcome.exception()

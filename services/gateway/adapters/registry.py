@@ -85,7 +85,7 @@ def load_with_retries(
     """The deployments, retrying while the registry is not reachable yet; the last error after ``timeout_s``."""
     retrying = Retrying(
         retry=retry_if_exception_type((httpx.HTTPError, KeyError, ValueError)),
-        wait=wait_exponential_jitter(initial=0.5, max=5.0, jitter=0.2),
+        wait=wait_exponential_jitter(multiplier=0.5, max=5.0, jitter=0.2),
         stop=stop_after_delay(timeout_s) | _StopWhen(stop),
         sleep=sleep,
         before_sleep=lambda state: log.warning(

@@ -10,12 +10,12 @@ Everything malformed raises InvalidInput with the reason, never anything that wo
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic_core import from_json
 
 from services.gateway.domain import InvalidInput
@@ -201,13 +201,19 @@ def encode_infer(
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"] = np.ascontiguousarray(array).ravel()  # orjson writes numpy arrays itself, 10x faster
         described.append(entry)
     response: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
     if request_id is not None:
         response["id"] = request_id
     response["outputs"] = described
-    header = json.dumps(response, separators=(",", ":")).encode()
+    try:
+        header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:  # a datatype orjson's numpy support lacks: plain lists
+        for entry in described:
+            if isinstance(entry.get("data"), np.ndarray):
+                entry["data"] = entry["data"].tolist()
+        header = orjson.dumps(response)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
