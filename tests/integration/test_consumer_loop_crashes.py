@@ -98,8 +98,9 @@ def test_a_message_that_kills_its_consumer_every_time_is_dead_lettered_after_n_a
 def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A broker of the test's own, stopped from inside a handler (so the batch's commit and a dead-letter
-    copy meet the outage for sure), kept down for two minutes, then started again."""
+    """A broker of the test's own, stopped from inside the handler of a batch's last message (so that
+    batch's commit and the next batch's dead-letter copy meet the outage), kept down for two minutes,
+    then started again."""
     settings = FerrySettings(
         home=tmp_path / "outage", kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
         cache_dir=PROJECT_ROOT / ".ferry" / "cache", topic_prefix="outage.",
@@ -122,7 +123,10 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
                 broker.stop()  # the effect is done; its commit and the next message's DLQ copy are not
                 broker_down.set()
 
-        loop = loops.make({TrainingStatus: [handle]}, group="outage")
+        # Six to a poll: the first batch ends at the message that stops the broker, so its commit is sent into
+        # the outage; the poison and the last message wait in the fetcher's buffer, read without the broker,
+        # and the poison's dead-letter copy meets the outage too.
+        loop = loops.make({TrainingStatus: [handle]}, group="outage", consumer_options={"max_poll_records": 6})
         worker = threading.Thread(target=loop.run, name="outage-loop", daemon=True)
         worker.start()
         assert broker_down.wait(120), "the loop never reached the message that stops the broker"

@@ -8,6 +8,7 @@ pickled objects cross). Rank 0 reports progress through a queue and saves weight
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -91,6 +92,11 @@ def fit_distributed(
         while not context.join(timeout=0.2):
             messages += _drain(queue, progress)
         messages += _drain(queue, progress)
+    except torch_mp.ProcessExitedException:
+        # A rank that dies in teardown after rank 0 reported the failure does not hide the reason.
+        messages += _drain(queue, progress)
+        if not any(message["kind"] == "failed" for message in messages):
+            raise
     finally:
         for process in context.processes:
             if process.is_alive():  # only when the parent itself failed (say, its callback)
@@ -158,6 +164,9 @@ def _rank_main(rank: int, plan_json: str, data_path: str, workdir: str, port: in
     )
     try:
         _train_rank(rank, plan, TrainingData.load(Path(data_path)), Path(workdir), queue, device)
+        # Every rank is done with its collectives (and rank 0 has reported) before any tears the group down.
+        gc.collect()  # DDP's reducer, if a failure's traceback kept it, goes while its group still stands
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
