@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -38,6 +39,28 @@ class Publisher(Protocol):
         ...
 
 
+def send_all(sends: Sequence[Callable[[], Any]], *, timeout_s: float) -> list[Exception | None]:
+    """Call every send (each returns a producer future), then wait for each ack: one result per send,
+    None when acked, else its error (a send that raised, or an ack that failed or timed out)."""
+    futures: list[Any] = []
+    for send in sends:
+        try:
+            futures.append(send())
+        except Exception as error:  # noqa: BLE001 - reported per send, like a failed ack
+            futures.append(error)
+    results: list[Exception | None] = []
+    for future in futures:
+        if isinstance(future, Exception):
+            results.append(future)
+            continue
+        try:
+            future.get(timeout=timeout_s)
+            results.append(None)
+        except Exception as error:  # noqa: BLE001 - the caller decides what a failed ack means
+            results.append(error)
+    return results
+
+
 class KafkaPublisher:
     """Publishes events in CloudEvents binary mode; acks=all and idempotence, waits for the ack."""
 
@@ -57,23 +80,7 @@ class KafkaPublisher:
 
         Order within a partition is kept: the producer is idempotent, so its retries never reorder.
         """
-        sent: list[Any] = []
-        for event, event_id in items:
-            try:
-                sent.append(self._send(event, event_id))
-            except Exception as error:  # noqa: BLE001 - reported per item, like a failed ack
-                sent.append(error)
-        results: list[Exception | None] = []
-        for future in sent:
-            if isinstance(future, Exception):
-                results.append(future)
-                continue
-            try:
-                future.get(timeout=30)
-                results.append(None)
-            except Exception as error:  # noqa: BLE001 - the caller decides what a failed ack means
-                results.append(error)
-        return results
+        return send_all([partial(self._send, event, event_id) for event, event_id in items], timeout_s=30)
 
     def _send(self, event: Event, event_id: str | None) -> Any:
         message = encode(event, source=self._source, event_id=event_id)

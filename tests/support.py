@@ -17,8 +17,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """Poll until ``predicate`` returns something truthy and return it; fail the test after ``timeout_s``.
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout_s: float = 60.0,
+    what: str = "condition",
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """Poll until ``predicate`` returns something truthy and return it; fail the test after ``timeout_s``
+    (with ``detail()``, say the services' logs, in the message).
 
     Deadlines are generous on purpose: the machine may be busy, and a test judges behaviour, not speed.
     """
@@ -28,4 +35,4 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str
         if value:
             return value
         time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}" + (f":\n{detail()}" if detail else ""))

@@ -8,16 +8,13 @@ the canary decision (a fault point), and the restarted one neither evaluates aga
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from e2e_support import Processes, ferry
 from support import free_port
 
 from shared.events import AlertChanged
@@ -43,68 +40,17 @@ def loop_env(user_env: dict[str, str]) -> dict[str, str]:
     }
 
 
-class Processes:
-    """Service processes logging to the test's folder; all must stop cleanly at the end."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, **extra: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**self.env, **extra},
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        self.running[name] = process
-        return process
-
-    def tail(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in self.logs.glob("*.log"))
-
-    def wait_http(self, url: str, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for name, process in self.running.items():
-                assert process.poll() is None, f"{name} exited early:\n{self.tail()}"
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"{url} not ready after {timeout_s}s:\n{self.tail()}")
-
-
 @pytest.fixture
 def processes(loop_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
     running = Processes(loop_env, tmp_path)
     yield running
-    for process in running.running.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for name, process in running.running.items():
-        code = process.wait(timeout=60)
-        assert code in (0, FAULT_EXIT_CODE), f"{name} exited with {code}:\n{running.tail()}"
-
-
-def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    running.stop(allowed=(0, FAULT_EXIT_CODE))
 
 
 def train(env: dict[str, str], hidden: str, epochs: int, seed: int) -> None:
     result = ferry(env, "train", "--model", "digits", "--dataset", "sklearn:digits", "--hidden-sizes", hidden,
                    "--epochs", str(epochs), "--seed", str(seed), "--wait")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def until(what: str, probe: Any, processes: Processes, timeout_s: float = 90) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}:\n{processes.tail()}")
 
 
 def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
@@ -127,14 +73,13 @@ def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
     processes.wait_http(f"{evaluator_url}/readyz")
 
     train(loop_env, "16", 6, 3)
-    until("v1 as the first champion", lambda: deployment().get("champion") == 1, processes)
+    processes.until("v1 as the first champion", lambda: deployment().get("champion") == 1)
     train(loop_env, "96", 30, 1)
     assert crashing.wait(timeout=120) == FAULT_EXIT_CODE  # it died right after publishing v2's canary decision
     assert reached(faults) == ["evaluator.after_decision"]
     processes.start("evaluator")  # the same model.registered comes again; the bake lives in the registry
-    until("v2 as the canary", lambda: deployment().get("challenger") == 2 or deployment().get("champion") == 2,
-          processes)  # fmt: skip
-    until("v2 promoted after its bake", lambda: deployment().get("champion") == 2, processes)
+    processes.until("v2 as the canary", lambda: 2 in (deployment().get("challenger"), deployment().get("champion")))
+    processes.until("v2 promoted after its bake", lambda: deployment().get("champion") == 2)
 
     evaluations = httpx.get(f"{api}/versions/2/evaluations", timeout=5).json()
     assert [(e["decision"], e["stage"]) for e in evaluations] == [("promote", "champion"), ("promote", "canary")]
@@ -151,7 +96,7 @@ def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
     publisher.publish(AlertChanged(model_name="digits", rule="latency_p99", state="fired", version=2,
                                    severity="critical", action="rollback", value=0.9, threshold=0.05))  # fmt: skip
     publisher.close()
-    until("v2 rolled back", lambda: deployment().get("champion") == 1, processes)
+    processes.until("v2 rolled back", lambda: deployment().get("champion") == 1)
 
     history = list(reversed(httpx.get(f"{api}/deployment/history", timeout=5).json()["items"]))
     assert [(e["action"], e["to_champion"], e["to_challenger"]) for e in history] == [

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from e2e_support import Processes, ferry
 
 from shared.datasets import load_dataset, split
 
@@ -35,45 +33,15 @@ def loop_env(user_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def services(loop_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """The registry and one trainer, as processes; yields the registry's URL."""
-    processes = []
+    processes = Processes(loop_env, tmp_path)
     for name in ("registry", "trainer"):
-        log = (tmp_path / f"{name}.log").open("wb")
-        processes.append(
-            subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=loop_env, stdout=log, stderr=log)
-        )
+        processes.start(name)
     registry = loop_env["FERRY_REGISTRY_URL"]
     try:
-        _wait_ready(f"{registry}/readyz", processes, tmp_path)
+        processes.wait_http(f"{registry}/readyz", timeout_s=60)
         yield registry
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            assert process.wait(timeout=60) == 0, f"a service did not stop cleanly; logs in {tmp_path}"
-
-
-def _wait_ready(url: str, processes: list[subprocess.Popen], logs: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.poll() is None, f"a service exited early:\n{_tail(logs)}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} not ready after {timeout_s}s:\n{_tail(logs)}")
-
-
-def _tail(logs: Path) -> str:
-    return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs.glob("*.log"))
-
-
-def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True, timeout=300
-    )
+        processes.stop()
 
 
 def test_ferry_train_wait_ends_with_a_registered_served_quality_version(

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka import KafkaConsumer
+from loop_support import read_all
 from opentelemetry import trace
 
 from shared.envelope import EventMeta, encode
@@ -54,21 +54,6 @@ def drain(loop: ConsumerLoop, until: Callable[[], bool], timeout_s: float = 60) 
     while not until():
         assert time.monotonic() < deadline, "timed out waiting for the consumer loop"
         loop.poll_once(timeout_ms=200)
-
-
-def read_all(settings: FerrySettings, topic: str, expected: int, timeout_s: float = 20) -> list:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    records: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=300).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
 
 
 def test_round_trip_keeps_headers_and_trace_context(ferry_settings: FerrySettings) -> None:

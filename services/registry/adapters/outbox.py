@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from kafka.errors import InvalidRecordError, MessageSizeTooLargeError, RecordListTooLargeError
@@ -45,6 +46,7 @@ from services.registry.adapters.statements import table_of
 from shared.envelope import encode
 from shared.events import EVENT_TYPES, Event, utc_now
 from shared.faults import fault_point
+from shared.kafka import send_all
 
 log = logging.getLogger(__name__)
 
@@ -261,25 +263,11 @@ class OutboxRelay:
 
     def _send_wave(self, wave: Sequence[PendingRow]) -> list[Exception | None]:
         """Send every row of the wave, then wait for each ack: one result per row, None when acked."""
-        futures: list[Any] = []
-        for row in wave:
-            try:
-                message = encode(event_of(row), source=self._source, event_id=row.event_id, traceparent=row.traceparent)
-                futures.append(self._sender.send(self._topic(row.topic), key=message.key, value=message.value,
-                                                 headers=message.headers))  # fmt: skip
-            except Exception as error:  # noqa: BLE001 - reported per row, like a failed ack
-                futures.append(error)
-        results: list[Exception | None] = []
-        for future in futures:
-            if isinstance(future, Exception):
-                results.append(future)
-                continue
-            try:
-                future.get(timeout=self._ack_timeout_s)
-                results.append(None)
-            except Exception as error:  # noqa: BLE001 - the caller decides what a failed ack means
-                results.append(error)
-        return results
+        return send_all([partial(self._send_row, row) for row in wave], timeout_s=self._ack_timeout_s)
+
+    def _send_row(self, row: PendingRow) -> Any:
+        message = encode(event_of(row), source=self._source, event_id=row.event_id, traceparent=row.traceparent)
+        return self._sender.send(self._topic(row.topic), key=message.key, value=message.value, headers=message.headers)
 
     def _record(self, result: PassResult) -> None:
         """Mark acked rows sent, park the undeliverable, count the attempts of the rest: one transaction."""
