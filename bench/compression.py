@@ -30,7 +30,7 @@ from services.trainer.adapters.latency import TimingPlan, measure_latency  # noq
 from services.trainer.adapters.onnx_model import predict  # noqa: E402
 from services.trainer.compression import Latency  # noqa: E402
 from services.trainer.domain import Teacher, accuracy  # noqa: E402
-from services.trainer.pipeline import TrainedModel, load_split, run_training  # noqa: E402
+from services.trainer.service import TrainedModel, load_split, run_training  # noqa: E402
 from shared.datasets import Split  # noqa: E402
 from shared.events import Compression, Hyperparameters, TrainingRequested  # noqa: E402
 

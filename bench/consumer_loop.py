@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/consumer_loop.py [--events 20000] [--rounds 5] [--kafka HOST:PORT] [--spans]
 
-Starts its own Kafka broker (shared.stack, home .ferry-bench-loop, free ports) unless --kafka names a
+Starts its own Kafka broker (shared.local.stack, home .ferry-bench-loop, free ports) unless --kafka names a
 running one. Publishes ``--events`` small CloudEvents (``training.status``) to a fresh topic, then, in
 alternating rounds, consumes all of them from the start with each contender, each round in a fresh
 consumer group with the same consumer settings (``shared.kafka.make_consumer``):
@@ -44,8 +44,8 @@ from shared.delivery import SqliteDeliveryLog  # noqa: E402
 from shared.envelope import EventMeta, encode  # noqa: E402
 from shared.events import TrainingStatus  # noqa: E402
 from shared.kafka import ConsumerLoop, make_consumer, make_producer  # noqa: E402
+from shared.local.stack import PROJECT_ROOT, KafkaBroker  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
-from shared.stack import PROJECT_ROOT, KafkaBroker  # noqa: E402
 from shared.telemetry import setup_telemetry  # noqa: E402
 from shared.topics import ensure_topics  # noqa: E402
 
@@ -73,8 +73,13 @@ def broker_settings(args: argparse.Namespace) -> Iterator[FerrySettings]:
         return
     home = PROJECT_ROOT / ".ferry-bench-loop"
     shutil.rmtree(home, ignore_errors=True)
-    settings = FerrySettings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
-                             cache_dir=PROJECT_ROOT / ".ferry" / "cache", topic_prefix=prefix)  # fmt: skip
+    settings = FerrySettings(
+        home=home,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        cache_dir=PROJECT_ROOT / ".ferry" / "cache",
+        topic_prefix=prefix,
+    )
     broker = KafkaBroker(settings)
     print("starting Kafka under .ferry-bench-loop ...", flush=True)
     try:
@@ -218,8 +223,10 @@ def main() -> int:
     print(f"{args.events} events, {len(ends)} partitions, best of {args.rounds} rounds:")
     print(f"  bare kafka-python consumer   {best_bare:8.0f} events/s")
     name = "ConsumerLoop + spans, no-op" if args.spans else "ConsumerLoop, no-op handler"
-    print(f"  {name:<27}  {best_loop:8.0f} events/s   loop/bare {ratio:.2f}   "
-          f"{'OK' if ratio >= 0.6 and best_loop >= 10_000 else 'BELOW AIM (0.6 and 10,000/s)'}")  # fmt: skip
+    print(
+        f"  {name:<27}  {best_loop:8.0f} events/s   loop/bare {ratio:.2f}   "
+        f"{'OK' if ratio >= 0.6 and best_loop >= 10_000 else 'BELOW AIM (0.6 and 10,000/s)'}"
+    )
     logging.shutdown()
     return 0
 

@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from services.evaluator.adapters.artifact_store import ModelLoader  # noqa: E402
 from services.evaluator.domain.policy import Policy  # noqa: E402
 from services.evaluator.domain.records import VersionRecord  # noqa: E402
-from services.evaluator.evaluation import DatasetSplits, Evaluation, evaluate  # noqa: E402
+from services.evaluator.service import DatasetSplits, Evaluation, evaluate  # noqa: E402
 from services.registry.adapters.memory import ListSender  # noqa: E402
 from services.registry.bootstrap import bootstrap  # noqa: E402
 from services.registry.entrypoints.api import create_app  # noqa: E402
 from services.registry.handlers import handle_model_decided, handle_model_trained  # noqa: E402
 from services.registry.settings import RegistrySettings  # noqa: E402
-from services.trainer.pipeline import run_training  # noqa: E402
+from services.trainer.service import run_training  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
 from shared.envelope import EventMeta  # noqa: E402
 from shared.events import (  # noqa: E402
@@ -53,9 +53,9 @@ from shared.events import (  # noqa: E402
     new_id,
     utc_now,
 )
-from shared.postgres import EmbeddedPostgres, temporary_database  # noqa: E402
+from shared.local.postgres import EmbeddedPostgres, temporary_database  # noqa: E402
+from shared.local.stack import PROJECT_ROOT  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
-from shared.stack import PROJECT_ROOT  # noqa: E402
 
 MODEL = "bench"
 
@@ -78,18 +78,28 @@ def train_two(store: ArtifactStore, work: Path) -> list[tuple[VersionRecord, Mod
     torch.set_num_threads(1)
     made = []
     for number, seed in ((1, 0), (2, 1)):
-        request = TrainingRequested(model_name=MODEL, dataset="sklearn:digits",
-                                    hyperparameters=Hyperparameters(epochs=15, seed=seed))  # fmt: skip
+        request = TrainingRequested(
+            model_name=MODEL, dataset="sklearn:digits", hyperparameters=Hyperparameters(epochs=15, seed=seed)
+        )
         folder = work / str(number)
         folder.mkdir()
         trained = run_training(request, workdir=folder)
         uri, sha256, size = store.put_file(trained.path)
         artifact = ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format=trained.format)
-        record = VersionRecord(MODEL, number, "registered", artifact, trained.signature, "sklearn:digits",
-                               trained.split_id)  # fmt: skip
-        event = ModelTrained(model_name=MODEL, request_id=new_id(), artifact=artifact, signature=trained.signature,
-                             metrics=trained.metrics, dataset="sklearn:digits", split_id=trained.split_id, arch="mlp",
-                             hyperparameters=request.hyperparameters)  # fmt: skip
+        record = VersionRecord(
+            MODEL, number, "registered", artifact, trained.signature, "sklearn:digits", trained.split_id
+        )
+        event = ModelTrained(
+            model_name=MODEL,
+            request_id=new_id(),
+            artifact=artifact,
+            signature=trained.signature,
+            metrics=trained.metrics,
+            dataset="sklearn:digits",
+            split_id=trained.split_id,
+            arch="mlp",
+            hyperparameters=request.hyperparameters,
+        )
         made.append((record, event))
     return made
 
@@ -166,9 +176,16 @@ def store_report(settings: RegistrySettings, trained: list[ModelTrained], evalua
         promote_first = ModelDecided(model_name=MODEL, version=1, decision="promote", stage="champion", reason="bench")
         handle_model_decided(promote_first, meta(promote_first), uow=registry.uow())
         verdict = evaluation.verdict
-        decided = ModelDecided(model_name=MODEL, version=2, decision=verdict.decision, stage=verdict.stage,
-                               canary_weight=verdict.canary_weight, baseline_version=1, reason=verdict.reason,
-                               report=evaluation.report)  # fmt: skip
+        decided = ModelDecided(
+            model_name=MODEL,
+            version=2,
+            decision=verdict.decision,
+            stage=verdict.stage,
+            canary_weight=verdict.canary_weight,
+            baseline_version=1,
+            reason=verdict.reason,
+            report=evaluation.report,
+        )
         handle_model_decided(decided, meta(decided), uow=registry.uow())
     finally:
         registry.close()
@@ -217,16 +234,22 @@ def bench_rest(settings: RegistrySettings, requests: int) -> None:
         server.terminate()
         server.join(10)
     if healthy != requests or served != requests or found != requests:
-        raise SystemExit(f"{served}/{requests} report views, {found}/{requests} version reads and {healthy}/{requests} "
-                         "health checks answered: no timing printed")  # fmt: skip
+        raise SystemExit(
+            f"{served}/{requests} report views, {found}/{requests} version reads and {healthy}/{requests} "
+            "health checks answered: no timing printed"
+        )
     base_p99 = percentile(healthz, 0.99)
     print(f"  GET /healthz (baseline)         p50 {statistics.median(healthz):6.2f} ms   p99 {base_p99:6.2f} ms")
-    print(f"  GET …/versions/2 (for scale)    p50 {statistics.median(version):6.2f} ms   "
-          f"p99 {percentile(version, 0.99):6.2f} ms")  # fmt: skip
+    print(
+        f"  GET …/versions/2 (for scale)    p50 {statistics.median(version):6.2f} ms   "
+        f"p99 {percentile(version, 0.99):6.2f} ms"
+    )
     p50, p99 = statistics.median(view), percentile(view, 0.99)
-    print(f"  GET …/versions/2/evaluations    p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   p99/baseline "
-          f"{p99 / base_p99:4.1f}x   ({size / 1024:.1f} KB, {served} answers with the report)   "
-          f"{'OK' if p99 < 20 else 'ABOVE 20 ms AIM'}")  # fmt: skip
+    print(
+        f"  GET …/versions/2/evaluations    p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   p99/baseline "
+        f"{p99 / base_p99:4.1f}x   ({size / 1024:.1f} KB, {served} answers with the report)   "
+        f"{'OK' if p99 < 20 else 'ABOVE 20 ms AIM'}"
+    )
 
 
 def _has_report(response: httpx.Response) -> bool:
@@ -252,8 +275,10 @@ def main() -> None:
         rows = evaluation.report["split"]["rows"]
         print(f"one evaluation of digits ({rows} held-out rows, both models, {args.repeats} timed, all complete):")
         print(f"  ONNX Runtime alone, both models score the split   {ort_s * 1000:8.2f} ms")
-        print(f"  whole evaluation (median; best {min(samples) * 1000:.0f} ms)        {median * 1000:8.2f} ms   "
-              f"{median / ort_s:5.0f}x ORT alone   {'OK' if median < 2 else 'ABOVE 2 s AIM'}")  # fmt: skip
+        print(
+            f"  whole evaluation (median; best {min(samples) * 1000:.0f} ms)        {median * 1000:8.2f} ms   "
+            f"{median / ort_s:5.0f}x ORT alone   {'OK' if median < 2 else 'ABOVE 2 s AIM'}"
+        )
         timings = evaluation.report["timings_s"].items()
         print(f"  phases of the last one: {', '.join(f'{name} {seconds * 1000:.0f} ms' for name, seconds in timings)}")
         print(f"  decision: {evaluation.verdict.reason[:160]}…")

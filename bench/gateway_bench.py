@@ -82,8 +82,15 @@ def in_process(model: Path, connections: int, seconds: float) -> dict[str, float
 def load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
     """Drive ``url`` from a separate process; the summary, or why no rate is printed."""
     out_file = body_file.with_name("load-result.json")
-    command = [sys.executable, str(HERE / "gateway_load.py"), url, str(body_file), str(connections), str(seconds),
-               str(out_file)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(HERE / "gateway_load.py"),
+        url,
+        str(body_file),
+        str(connections),
+        str(seconds),
+        str(out_file),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if result.returncode != 0:
         return f"load generator failed: {result.stderr.strip()[-200:]}"
@@ -102,8 +109,14 @@ class Server:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / f"{name.replace(' ', '_')}.log"
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                                            cwd=str(BENCH_HOME), start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env or os.environ.copy(),
+                cwd=str(BENCH_HOME),
+                start_new_session=True,
+            )
 
     def wait_ready(self, body: bytes, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
@@ -156,8 +169,10 @@ def print_table(rows: dict[str, dict[int, Any]], levels: list[int], machine: str
     print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms)" for c in levels) + " |")
     print("| --- | " + " | ".join("---" for _ in levels) + " |")
     for name, results in rows.items():
-        cells = [(f"{r['rps']:,.0f}, {r['p50']:.2f}, {r['p99']:.2f}" if isinstance(r, dict) else r)
-                 for r in (results[c] for c in levels)]  # fmt: skip
+        cells = [
+            (f"{r['rps']:,.0f}, {r['p50']:.2f}, {r['p99']:.2f}" if isinstance(r, dict) else r)
+            for r in (results[c] for c in levels)
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     peers = [results for name, results in rows.items() if name.startswith("(d)")]
     gateway = rows.get("(c) ferry gateway x1")
@@ -171,8 +186,10 @@ def print_table(rows: dict[str, dict[int, Any]], levels: list[int], machine: str
             print(f"{level} conn: no ratio (a peer or the gateway has no rate)")
             continue
         best = max(rated, key=lambda r: r["rps"])
-        print(f"{level} conn: gateway/best peer throughput {mine['rps'] / best['rps']:.2f}x, "
-              f"p99 {mine['p99']:.2f} ms vs {best['p99']:.2f} ms")  # fmt: skip
+        print(
+            f"{level} conn: gateway/best peer throughput {mine['rps'] / best['rps']:.2f}x, "
+            f"p99 {mine['p99']:.2f} ms vs {best['p99']:.2f} ms"
+        )
 
 
 def main() -> int:
@@ -195,13 +212,17 @@ def main() -> int:
         "(a) onnxruntime in-process": {c: in_process(model, c, args.seconds) for c in levels}
     }
     no_batching = {"FERRY_GATEWAY_BATCHING": '{"max_batch_size": 1}'}
-    plan = [("(b) minimal ASGI + ORT", lambda: local_server("minimal", 1, model)),
-            ("(c) ferry gateway x1", lambda: local_server("gateway", 1, model)),
-            ("(c) ferry gateway x2", lambda: local_server("gateway", 2, model)),
-            ("(c) gateway x1, batching off", lambda: local_server("gateway", 1, model, **no_batching))]  # fmt: skip
+    plan = [
+        ("(b) minimal ASGI + ORT", lambda: local_server("minimal", 1, model)),
+        ("(c) ferry gateway x1", lambda: local_server("gateway", 1, model)),
+        ("(c) ferry gateway x2", lambda: local_server("gateway", 2, model)),
+        ("(c) gateway x1, batching off", lambda: local_server("gateway", 1, model, **no_batching)),
+    ]
     if not args.skip_peers:
-        plan += [("(d) torchserve (batch 8, 5 ms)", lambda: peer_server("torchserve", model, cores)),
-                 ("(d) mlserver", lambda: peer_server("mlserver", model, cores))]  # fmt: skip
+        plan += [
+            ("(d) torchserve (batch 8, 5 ms)", lambda: peer_server("torchserve", model, cores)),
+            ("(d) mlserver", lambda: peer_server("mlserver", model, cores)),
+        ]
     for name, start in plan:
         if args.only not in name:
             continue

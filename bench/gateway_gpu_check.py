@@ -48,8 +48,12 @@ FEATURES, HIDDEN, CLASSES = 2048, 8192, 10  # 2048 x 8192 fp32 weights: 64 MiB p
 def gpu_memory_mib() -> float | None:
     """Memory used on the first visible GPU, by whichever tool is there."""
     if shutil.which("nvidia-smi"):
-        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if done.returncode == 0 and done.stdout.strip():
             return float(done.stdout.split()[0])
     try:
@@ -119,16 +123,29 @@ def spec_as(version: int, base: VersionSpec) -> VersionSpec:
     return VersionSpec(version, base.sha256, base.size_bytes, base.signature)
 
 
-def run_gateway(args: argparse.Namespace, checks: Checks, store: ArtifactStore, specs: dict[int, VersionSpec],
-                models: dict[int, bytes]) -> None:  # fmt: skip
+def run_gateway(
+    args: argparse.Namespace,
+    checks: Checks,
+    store: ArtifactStore,
+    specs: dict[int, VersionSpec],
+    models: dict[int, bytes],
+) -> None:
     import uvicorn
 
     port = free_port()
-    settings = GatewaySettings(ferry=FerrySettings(artifact_root=store.root), port=port, device=args.device,
-                               access_log=False, inline_run_ms=0.0)  # fmt: skip
+    settings = GatewaySettings(
+        ferry=FerrySettings(artifact_root=store.root),
+        port=port,
+        device=args.device,
+        access_log=False,
+        inline_run_ms=0.0,
+    )
     gateway = bootstrap(settings, source=_Empty(), store=store, follow_kafka=False)
-    server = uvicorn.Server(uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", access_log=False))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(gateway), host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -147,8 +164,11 @@ def run_gateway(args: argparse.Namespace, checks: Checks, store: ArtifactStore, 
         status = httpx.get(f"{url}/status").json()["models"]["gpu"]
         served = f"champion v{status['champion']['version']} on {status['champion']['provider']}"
         wanted = CUDA if args.device == "cuda" else CPU
-        checks.record("swapped versions served on the device", status["champion"]["provider"] == wanted,
-                      f"{args.swaps} swaps; {served}")  # fmt: skip
+        checks.record(
+            "swapped versions served on the device",
+            status["champion"]["provider"] == wanted,
+            f"{args.swaps} swaps; {served}",
+        )
         if args.device == "cuda":
             _check_memory(checks, baseline, memory)
         _check_load(args, checks, url, models[1 + args.swaps % 2])
@@ -156,8 +176,11 @@ def run_gateway(args: argparse.Namespace, checks: Checks, store: ArtifactStore, 
         unloaded = gateway.deployer.apply(Deployment("gpu", args.swaps + 1))  # no versions: release all
         after = gpu_memory_mib()
         if loaded_peak is not None and after is not None:
-            checks.record("memory released when unloaded", after < loaded_peak,
-                          f"{loaded_peak:.0f} MiB loaded -> {after:.0f} MiB unloaded ({unloaded})")  # fmt: skip
+            checks.record(
+                "memory released when unloaded",
+                after < loaded_peak,
+                f"{loaded_peak:.0f} MiB loaded -> {after:.0f} MiB unloaded ({unloaded})",
+            )
     finally:
         server.should_exit = True
         thread.join(30)
@@ -188,8 +211,11 @@ def _check_memory(checks: Checks, baseline: float | None, memory: list[float | N
     settled = max(readings[:3])
     allowed = settled + max(256.0, 0.25 * (settled - baseline))
     shown = ", ".join(f"{value:.0f}" for value in readings)
-    checks.record("GPU memory flat across swaps", max(readings[3:]) <= allowed,
-                  f"baseline {baseline:.0f} MiB; after each swap: {shown} MiB (allowed <= {allowed:.0f})")  # fmt: skip
+    checks.record(
+        "GPU memory flat across swaps",
+        max(readings[3:]) <= allowed,
+        f"baseline {baseline:.0f} MiB; after each swap: {shown} MiB (allowed <= {allowed:.0f})",
+    )
 
 
 def _check_load(args: argparse.Namespace, checks: Checks, url: str, model: bytes) -> None:
@@ -203,8 +229,15 @@ def _check_load(args: argparse.Namespace, checks: Checks, url: str, model: bytes
     one_row = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": rows[0].tolist()}]}
     request.write_text(json.dumps(one_row))
     out_file = request.with_suffix(".out.json")
-    command = [sys.executable, str(ROOT / "bench" / "gateway_load.py"), f"{url}/v2/models/gpu/infer", str(request),
-               "16", str(args.seconds), str(out_file)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "gateway_load.py"),
+        f"{url}/v2/models/gpu/infer",
+        str(request),
+        "16",
+        str(args.seconds),
+        str(out_file),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         checks.record("load through the gateway", False, done.stderr[-300:])
@@ -213,9 +246,11 @@ def _check_load(args: argparse.Namespace, checks: Checks, url: str, model: bytes
     latencies = sorted(result["latencies_ms"]) or [0.0]
     rate = result["ok"] / result["seconds"]
     p50, p99 = latencies[len(latencies) // 2], latencies[int(0.99 * (len(latencies) - 1))]
-    checks.record("load through the gateway", result["ok"] > 0 and result["failed"] == 0,
-                  f"{result['ok']} answered 200, {result['failed']} failed; {rate:.0f} req/s, p50 {p50:.2f} ms, "
-                  f"p99 {p99:.2f} ms")  # fmt: skip
+    checks.record(
+        "load through the gateway",
+        result["ok"] > 0 and result["failed"] == 0,
+        f"{result['ok']} answered 200, {result['failed']} failed; {rate:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+    )
 
 
 def report(checks: Checks, started: float) -> int:

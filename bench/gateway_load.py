@@ -68,8 +68,10 @@ async def run(url: str, body: bytes, connections: int, seconds: float, headers: 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     extra = "".join(f"{header}\r\n" for header in headers)
-    request = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body  # fmt: skip
+    request = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
     loop = asyncio.get_running_loop()
     results: dict[str, list] = {"latencies": [], "statuses": []}
     started = time.perf_counter()
@@ -85,8 +87,13 @@ async def run(url: str, body: bytes, connections: int, seconds: float, headers: 
     for status in results["statuses"]:
         statuses[status] = statuses.get(status, 0) + 1
     ok = statuses.get("200", 0)
-    return {"ok": ok, "failed": len(results["statuses"]) - ok, "statuses": statuses, "seconds": elapsed,
-            "latencies_ms": [round(value * 1000, 4) for value in results["latencies"]]}  # fmt: skip
+    return {
+        "ok": ok,
+        "failed": len(results["statuses"]) - ok,
+        "statuses": statuses,
+        "seconds": elapsed,
+        "latencies_ms": [round(value * 1000, 4) for value in results["latencies"]],
+    }
 
 
 def main() -> None:

@@ -61,8 +61,19 @@ def minimal_app() -> Any:
         tensor = from_json(body)["inputs"][0]
         rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
         output = session.run(None, {input_name: rows})[0]
-        answer = json.dumps({"model_name": "bench", "outputs": [{"name": "probabilities", "datatype": "FP32",
-                            "shape": list(output.shape), "data": output.ravel().tolist()}]}).encode()  # fmt: skip
+        answer = json.dumps(
+            {
+                "model_name": "bench",
+                "outputs": [
+                    {
+                        "name": "probabilities",
+                        "datatype": "FP32",
+                        "shape": list(output.shape),
+                        "data": output.ravel().tolist(),
+                    }
+                ],
+            }
+        ).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
@@ -110,8 +121,16 @@ def serve(kind: str, port: int, workers: int, model: str) -> None:
 
     os.environ["FERRY_BENCH_MODEL"] = str(Path(model).resolve())
     factory = {"minimal": "gateway_servers:minimal_app", "gateway": "gateway_servers:gateway_app"}[kind]
-    uvicorn.run(factory, factory=True, host="127.0.0.1", port=port, workers=workers, app_dir=str(Path(__file__).parent),
-                lifespan="on" if kind == "gateway" else "off", **UVICORN)  # fmt: skip
+    uvicorn.run(
+        factory,
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        app_dir=str(Path(__file__).parent),
+        lifespan="on" if kind == "gateway" else "off",
+        **UVICORN,
+    )
 
 
 # --- peers in their own venvs ----------------------------------------------------------------------
@@ -189,9 +208,25 @@ def torchserve(model: Path, port: int, cores: int) -> tuple[list[str], dict[str,
     (work / "model-config.yaml").write_text(
         f"minWorkers: {cores}\nmaxWorkers: {cores}\nbatchSize: 8\nmaxBatchDelay: 5\n"
     )
-    subprocess.run([str(python.parent / "torch-model-archiver"), "--model-name", "bench", "--version", "1.0",
-                    "--serialized-file", str(model), "--handler", str(work / "handler.py"), "--export-path", str(store),
-                    "--config-file", str(work / "model-config.yaml"), "--force"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(python.parent / "torch-model-archiver"),
+            "--model-name",
+            "bench",
+            "--version",
+            "1.0",
+            "--serialized-file",
+            str(model),
+            "--handler",
+            str(work / "handler.py"),
+            "--export-path",
+            str(store),
+            "--config-file",
+            str(work / "model-config.yaml"),
+            "--force",
+        ],
+        check=True,
+    )
     (store / "bench.mar").exists() or (_ for _ in ()).throw(RuntimeError("torch-model-archiver made no bench.mar"))
     # model.onnx is the name the handler opens: the archiver keeps the serialized file's own name.
     config = work / "config.properties"
@@ -200,9 +235,18 @@ def torchserve(model: Path, port: int, cores: int) -> tuple[list[str], dict[str,
         f"metrics_address=http://127.0.0.1:{port + 2}\ndisable_token_authorization=true\nenable_envvars_config=true\n"
         f"number_of_netty_threads={cores}\ndefault_workers_per_model={cores}\nmodel_store={store}\n"
         "load_models=bench.mar\ninstall_py_dep_per_model=false\n"
-    )  # fmt: skip
-    command = [str(python.parent / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(config),
-               "--model-store", str(store), "--disable-token-auth"]  # fmt: skip
+    )
+    command = [
+        str(python.parent / "torchserve"),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(config),
+        "--model-store",
+        str(store),
+        "--disable-token-auth",
+    ]
     # TorchServe writes its logs under the working directory unless told: keep them in the run folder.
     logs = {"LOG_LOCATION": str(work / "logs"), "METRICS_LOCATION": str(work / "logs")}
     return command, {**os.environ, **logs, "PATH": f"{python.parent}:{os.environ['PATH']}"}, "/predictions/bench"
@@ -236,11 +280,26 @@ def mlserver(model: Path, port: int, cores: int) -> tuple[list[str], dict[str, s
     work = BENCH_HOME / "mlserver-run"
     (work / "bench").mkdir(parents=True, exist_ok=True)
     (work / "ort_model.py").write_text(MLSERVER_MODEL)
-    (work / "settings.json").write_text(json.dumps({"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2,
-                                                     "host": "127.0.0.1", "parallel_workers": cores}))  # fmt: skip
-    (work / "bench" / "model-settings.json").write_text(json.dumps({
-        "name": "bench", "implementation": "ort_model.OnnxModel", "parameters": {"uri": str(model)},
-    }))  # fmt: skip
+    (work / "settings.json").write_text(
+        json.dumps(
+            {
+                "http_port": port,
+                "grpc_port": port + 1,
+                "metrics_port": port + 2,
+                "host": "127.0.0.1",
+                "parallel_workers": cores,
+            }
+        )
+    )
+    (work / "bench" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "bench",
+                "implementation": "ort_model.OnnxModel",
+                "parameters": {"uri": str(model)},
+            }
+        )
+    )
     command = [str(python.parent / "mlserver"), "start", str(work)]
     return command, {**os.environ, "PYTHONPATH": str(work)}, "/v2/models/bench/infer"
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/registry_bench.py [--versions 10000] [--requests 2000] [--no-kafka]
 
-Starts its own Kafka and PostgreSQL (shared.stack, home .ferry-bench, free ports) unless
+Starts its own Kafka and PostgreSQL (shared.local.stack, home .ferry-bench, free ports) unless
 --database-url and --kafka name running ones. Reads go through real uvicorn on loopback with a
 keep-alive client; each timing is printed with its ratio to a baseline measured in the same run
 (/healthz for reads, a bare one-row transaction for registrations). Aims: p99 < 20 ms, >= 300/s.
@@ -44,7 +44,8 @@ from services.registry.adapters.orm import ModelVersion, OutboxMessage, Register
 from services.registry.bootstrap import Registry, bootstrap  # noqa: E402
 from services.registry.entrypoints.api import create_app  # noqa: E402
 from services.registry.entrypoints.consumer import TOPICS, build_consumer_loop  # noqa: E402
-from services.registry.handlers import handle_model_decided, handle_model_trained, version_from_event  # noqa: E402
+from services.registry.handlers import handle_model_decided, handle_model_trained  # noqa: E402
+from services.registry.service import version_from_event  # noqa: E402
 from services.registry.settings import RegistrySettings  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
 from shared.envelope import EventMeta  # noqa: E402
@@ -59,13 +60,15 @@ from shared.events import (
     utc_now,
 )  # noqa: E402
 from shared.kafka import KafkaPublisher, make_consumer  # noqa: E402
-from shared.postgres import temporary_database  # noqa: E402
+from shared.local.postgres import temporary_database  # noqa: E402
+from shared.local.stack import PROJECT_ROOT, Stack  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
-from shared.stack import PROJECT_ROOT, Stack  # noqa: E402
 from shared.topics import ensure_topics  # noqa: E402
 
-SIGNATURE = Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
-                      outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 10])])  # fmt: skip
+SIGNATURE = Signature(
+    inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
+    outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 10])],
+)
 
 
 def free_port() -> int:
@@ -78,10 +81,16 @@ def trained(model: str, store: ArtifactStore) -> ModelTrained:
     """A model.trained event whose artifact (1,000 bytes) is in the store: the registry verifies it."""
     uri, sha256, size = store.put_bytes(uuid.uuid4().bytes * 62 + b"onnx-bench")
     return ModelTrained(
-        model_name=model, request_id=new_id(), signature=SIGNATURE, dataset="sklearn:digits", split_id="s",
+        model_name=model,
+        request_id=new_id(),
+        signature=SIGNATURE,
+        dataset="sklearn:digits",
+        split_id="s",
         artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
-        metrics={"val_accuracy": 0.9}, arch="mlp", hyperparameters=Hyperparameters(),
-    )  # fmt: skip
+        metrics={"val_accuracy": 0.9},
+        arch="mlp",
+        hyperparameters=Hyperparameters(),
+    )
 
 
 def meta(event: ModelTrained | ModelDecided) -> EventMeta:
@@ -107,23 +116,33 @@ def timed(action: Callable[[], object], repeat: int) -> list[float]:
 
 def report(name: str, samples: list[float], baseline: list[float]) -> None:
     p50, p99, base = statistics.median(samples), percentile(samples, 0.99), percentile(baseline, 0.99)
-    print(f"  {name:<34} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   p99/baseline {p99 / base:5.1f}x"
-          f"   {'OK' if p99 < 20 else 'ABOVE 20 ms AIM'}")  # fmt: skip
+    print(
+        f"  {name:<34} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   p99/baseline {p99 / base:5.1f}x"
+        f"   {'OK' if p99 < 20 else 'ABOVE 20 ms AIM'}"
+    )
 
 
 @contextmanager
 def stack_settings(args: argparse.Namespace) -> Iterator[FerrySettings]:
     """Settings on the given servers, or on a stack of our own (stopped afterwards)."""
     if args.database_url and (args.kafka or args.no_kafka):
-        settings = FerrySettings(database_url=args.database_url, kafka_bootstrap=args.kafka or "127.0.0.1:9092",
-                                 topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")  # fmt: skip
+        settings = FerrySettings(
+            database_url=args.database_url,
+            kafka_bootstrap=args.kafka or "127.0.0.1:9092",
+            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+        )
         if not args.no_kafka:
             ensure_topics(settings)
         yield settings
         return
-    settings = FerrySettings(home=PROJECT_ROOT / ".ferry-bench", kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                             kafka_controller_port=free_port(), postgres_port=free_port(),
-                             cache_dir=PROJECT_ROOT / ".ferry" / "cache", topic_prefix="bench.")  # fmt: skip
+    settings = FerrySettings(
+        home=PROJECT_ROOT / ".ferry-bench",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+        cache_dir=PROJECT_ROOT / ".ferry" / "cache",
+        topic_prefix="bench.",
+    )
     stack = Stack(settings)
     print("starting Kafka and PostgreSQL under .ferry-bench ...", flush=True)
     try:
@@ -151,9 +170,11 @@ def bench_registrations(registry: Registry, count: int) -> float:
     if made != count:
         print(f"  handler path: {made} versions for {count} events; no rate printed")
         return 0.0
-    print(f"  handler path: {rate:8.0f} registrations/s   (bare transaction {baseline_rate:.0f}/s, "
-          f"ratio {rate / baseline_rate:.2f}; includes verifying each artifact in the store)   "
-          f"{'OK' if rate >= 300 else 'BELOW 300/s AIM'}")  # fmt: skip
+    print(
+        f"  handler path: {rate:8.0f} registrations/s   (bare transaction {baseline_rate:.0f}/s, "
+        f"ratio {rate / baseline_rate:.2f}; includes verifying each artifact in the store)   "
+        f"{'OK' if rate >= 300 else 'BELOW 300/s AIM'}"
+    )
     return rate
 
 
@@ -167,8 +188,13 @@ def fill_versions(registry: Registry, total: int) -> None:
             event = artifact.model_copy(update={"request_id": new_id()})  # one stored artifact, many requests
             version = version_from_event(event, meta(event), artifact_uri=event.artifact.uri)
             version.model_id, version.number = model.id, number
-            rows.append({column.key: getattr(version, column.key) for column in ModelVersion.__table__.columns
-                         if column.key != "id"})  # fmt: skip
+            rows.append(
+                {
+                    column.key: getattr(version, column.key)
+                    for column in ModelVersion.__table__.columns
+                    if column.key != "id"
+                }
+            )
         if rows:
             session.execute(insert(ModelVersion), rows)
         model.latest_version = total
@@ -184,12 +210,28 @@ def serve(settings: RegistrySettings, port: int) -> None:
 def add_evaluation(registry: Registry) -> None:
     """One evaluation of version 1 with a report of the size the evaluator sends (both models, the test)."""
     classes = {str(index): 0.1 for index in range(10)}
-    side = {"accuracy": 0.97, "f1_macro": 0.96, "log_loss": 0.1, "prediction_distribution": classes,
-            "confusion": [[int(index == other) * 18 for other in range(10)] for index in range(10)]}  # fmt: skip
-    report = {"candidate": side, "baseline": side, "test": {"name": "mcnemar", "p_value": 0.03, "n": 360},
-              "policy": {"min_gain": 0.0, "alpha": 0.05}}  # fmt: skip
-    decision = ModelDecided(model_name="bench", version=1, decision="reject", reason="bench", report=report,
-                            metrics={"accuracy": 0.97}, baseline_metrics={"accuracy": 0.97})  # fmt: skip
+    side = {
+        "accuracy": 0.97,
+        "f1_macro": 0.96,
+        "log_loss": 0.1,
+        "prediction_distribution": classes,
+        "confusion": [[int(index == other) * 18 for other in range(10)] for index in range(10)],
+    }
+    report = {
+        "candidate": side,
+        "baseline": side,
+        "test": {"name": "mcnemar", "p_value": 0.03, "n": 360},
+        "policy": {"min_gain": 0.0, "alpha": 0.05},
+    }
+    decision = ModelDecided(
+        model_name="bench",
+        version=1,
+        decision="reject",
+        reason="bench",
+        report=report,
+        metrics={"accuracy": 0.97},
+        baseline_metrics={"accuracy": 0.97},
+    )
     handle_model_decided(decision, meta(decision), uow=registry.uow())
 
 
@@ -262,8 +304,10 @@ def bench_end_to_end(ferry: FerrySettings, count: int, models: int, reader: InMe
     settings_ferry = ferry.model_copy(update={"topic_prefix": f"e2e{uuid.uuid4().hex[:6]}."})
     ensure_topics(settings_ferry)
     with temporary_database(str(ferry.database_url), prefix="registry_e2e") as url:
-        settings = RegistrySettings(ferry=settings_ferry.model_copy(update={"database_url": url}),
-                                    consumer_group=f"bench-{uuid.uuid4().hex[:6]}")  # fmt: skip
+        settings = RegistrySettings(
+            ferry=settings_ferry.model_copy(update={"database_url": url}),
+            consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
+        )
         registry = bootstrap(settings)
         try:
             _run_end_to_end(registry, count, models, reader)
@@ -347,12 +391,16 @@ def report_end_to_end(
         return
     rate = count / announced_s
     loop_s = max(registered_s - handler_s, 0.0)
-    print(f"{label} {rate:6.0f} registrations/s ({announced_s:.2f} s until the last model.registered was acked)   "
-          f"{'OK' if rate >= 300 else 'BELOW 300/s AIM'}")  # fmt: skip
-    print(f"    all versions in the database after {registered_s:.2f} s; of the whole time: handlers "
-          f"{100 * handler_s / announced_s:.0f}% ({handled} calls, {1000 * handler_s / max(handled, 1):.2f} ms each), "
-          f"the rest of the consumer loop {100 * loop_s / announced_s:.0f}%, relay tail "
-          f"{100 * (announced_s - registered_s) / announced_s:.0f}%")  # fmt: skip
+    print(
+        f"{label} {rate:6.0f} registrations/s ({announced_s:.2f} s until the last model.registered was acked)   "
+        f"{'OK' if rate >= 300 else 'BELOW 300/s AIM'}"
+    )
+    print(
+        f"    all versions in the database after {registered_s:.2f} s; of the whole time: handlers "
+        f"{100 * handler_s / announced_s:.0f}% ({handled} calls, {1000 * handler_s / max(handled, 1):.2f} ms each), "
+        f"the rest of the consumer loop {100 * loop_s / announced_s:.0f}%, relay tail "
+        f"{100 * (announced_s - registered_s) / announced_s:.0f}%"
+    )
 
 
 def main() -> None:

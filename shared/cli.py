@@ -22,7 +22,7 @@ Command = Callable[[argparse.Namespace, FerrySettings], int]
 
 
 def _stack_up(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.stack import Stack
+    from shared.local.stack import Stack
 
     stack = Stack(settings)
     started = time.monotonic()
@@ -35,11 +35,11 @@ def _stack_up(args: argparse.Namespace, settings: FerrySettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.postgres import PostgresError
-    from shared.stack import StackError
-    from shared.supervisor import SupervisorError
-    from shared.system import up
-    from shared.tokens import TokenError
+    from shared.local.postgres import PostgresError
+    from shared.local.stack import StackError
+    from shared.local.supervisor import SupervisorError
+    from shared.local.system import up
+    from shared.local.tokens import TokenError
 
     try:
         return up(settings)
@@ -49,13 +49,13 @@ def _up(args: argparse.Namespace, settings: FerrySettings) -> int:
 
 
 def _down(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.system import down
+    from shared.local.system import down
 
     return down(settings)
 
 
 def _status(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.system import healthy, render, status
+    from shared.local.system import healthy, render, status
 
     parts = status(settings)
     if getattr(args, "json", False):
@@ -124,7 +124,7 @@ def _roundtrip(args: argparse.Namespace, settings: FerrySettings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: FerrySettings) -> int:
-    from shared.demo import demo_command
+    from shared.local.demo import demo_command
 
     return demo_command(args, settings)
 

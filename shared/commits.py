@@ -140,8 +140,13 @@ class OffsetCommitter:
         self._pending.update(partitions)
         delay = self._backoff.next()
         self._not_before = time.monotonic() + delay
-        log.warning("offset commit failed (%s: %s); %d partitions stay pending, retrying in %.1fs",
-                    type(error).__name__, error, len(partitions), delay)  # fmt: skip
+        log.warning(
+            "offset commit failed (%s: %s); %d partitions stay pending, retrying in %.1fs",
+            type(error).__name__,
+            error,
+            len(partitions),
+            delay,
+        )
 
     def _succeeded(self) -> None:
         self._backoff.reset()

@@ -325,8 +325,14 @@ class ConsumerLoop:
             return
         delay = self._poll_backoff.next()
         retriable = isinstance(error, KafkaError) and error.retriable or isinstance(error, OSError | TimeoutError)
-        log.log(logging.WARNING if retriable else logging.ERROR, "poll failed (%s: %s); polling again in %.1fs",
-                type(error).__name__, error, delay, exc_info=not retriable)  # fmt: skip
+        log.log(
+            logging.WARNING if retriable else logging.ERROR,
+            "poll failed (%s: %s); polling again in %.1fs",
+            type(error).__name__,
+            error,
+            delay,
+            exc_info=not retriable,
+        )
         self.stop_event.wait(delay)
 
     def _skip_unreadable(self, error: CorruptRecordError) -> None:
@@ -336,12 +342,18 @@ class ConsumerLoop:
             # Polling again would spin inside kafka-python on the same record: better to die and be seen.
             raise RuntimeError("a record cannot be read and its partition is unknown") from error
         offset = int(self.consumer.position(partition))
-        log.error("record %s[%s]@%s cannot be read (%s); dead-lettering its coordinates and skipping it",
-                  partition.topic, partition.partition, offset, error)  # fmt: skip
+        log.error(
+            "record %s[%s]@%s cannot be read (%s); dead-lettering its coordinates and skipping it",
+            partition.topic,
+            partition.partition,
+            offset,
+            error,
+        )
         original = Original(partition.topic, partition.partition, offset, readable=False)
         try:
-            self._dead_letter(original, reason=f"unreadable record: {error}", error_type=type(error).__name__,
-                              outcome="unreadable")  # fmt: skip
+            self._dead_letter(
+                original, reason=f"unreadable record: {error}", error_type=type(error).__name__, outcome="unreadable"
+            )
         except DeadLetterAborted:
             return  # stopping; the record is met again after the restart
         self._telemetry.flush()

@@ -24,9 +24,19 @@ from shared.events import Event
 from shared.settings import FerrySettings
 
 __all__ = [
-    "DEFAULT_TRANSIENT", "ConsumerLoop", "Handler", "KafkaPublisher", "ListPublisher", "Publisher", "RetryPolicy",
-    "dlq_topic", "is_transient", "make_consumer", "make_producer", "stop_on_signals",
-]  # fmt: skip
+    "DEFAULT_TRANSIENT",
+    "ConsumerLoop",
+    "Handler",
+    "KafkaPublisher",
+    "ListPublisher",
+    "Publisher",
+    "RetryPolicy",
+    "dlq_topic",
+    "is_transient",
+    "make_consumer",
+    "make_producer",
+    "stop_on_signals",
+]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +172,28 @@ def stop_on_signals(stop: threading.Event) -> None:
     """SIGTERM and SIGINT set ``stop``: the loop finishes the message in hand, commits, and returns."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+
+
+def kafka_answers(bootstrap: str) -> bool:
+    """Ask the broker for its cluster metadata; True when it answers."""
+    import socket
+
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:  # a cheap check first: the admin client's reconnect back-off grows to seconds
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="ferry-probe")
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()

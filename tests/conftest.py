@@ -1,6 +1,6 @@
 """Test fixtures: one real Kafka broker and one real PostgreSQL for the whole session.
 
-They are started by the same code as ``make up`` (shared.stack), on free ports, under
+They are started by the same code as ``make up`` (shared.local.stack), on free ports, under
 ``.ferry-test/`` so that a running ``make up`` stack is left alone.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from support import free_port
 
-from shared.postgres import temporary_database
+from shared.local.postgres import temporary_database
+from shared.local.stack import PROJECT_ROOT, Stack
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT, Stack
 from shared.topics import ensure_topics
 
 TEST_ROOT = PROJECT_ROOT / ".ferry-test"
@@ -59,7 +59,7 @@ def _stop_leftovers() -> None:
     A session keeps its state under ``.ferry-test/<session pid>/``, with a ``settings.json`` in each
     home that runs something (one level down for a whole ``ferry up`` system).
     """
-    from shared.system import down
+    from shared.local.system import down
 
     for saved in [*TEST_ROOT.glob("*/settings.json"), *TEST_ROOT.glob("*/*/settings.json")]:
         session = saved.relative_to(TEST_ROOT).parts[0]

@@ -44,8 +44,9 @@ class ListSource:
         return list(self.items)
 
 
-def store_version(store: ArtifactStore, version: int, *, seed: int | None = None, features: int = 8,
-                  classes: int = 3) -> VersionSpec:  # fmt: skip
+def store_version(
+    store: ArtifactStore, version: int, *, seed: int | None = None, features: int = 8, classes: int = 3
+) -> VersionSpec:
     """A sample classifier stored as ``version`` (its weights seeded by ``seed``, default the version)."""
     data = classifier_bytes(features, classes, seed=version if seed is None else seed)
     _, sha256, size = store.put_bytes(data)
@@ -66,17 +67,20 @@ class Served:
 
 
 @contextmanager
-def served_gateway(tmp_path: Path, deployments: list[Deployment] | None = None, store: ArtifactStore | None = None,
-                   **overrides: Any) -> Iterator[Served]:  # fmt: skip
+def served_gateway(
+    tmp_path: Path, deployments: list[Deployment] | None = None, store: ArtifactStore | None = None, **overrides: Any
+) -> Iterator[Served]:
     """A gateway serving ``deployments`` (applied at its start) on a free port, until the block ends."""
     ensure_telemetry()
     store = store or ArtifactStore(str(tmp_path / "artifacts"))
     port = free_port()
-    settings = GatewaySettings(ferry=FerrySettings(home=tmp_path, artifact_root=store.root), port=port,
-                               device="cpu", **overrides)  # fmt: skip
+    settings = GatewaySettings(
+        ferry=FerrySettings(home=tmp_path, artifact_root=store.root), port=port, device="cpu", **overrides
+    )
     gateway = bootstrap(settings, source=ListSource(list(deployments or [])), store=store, follow_kafka=False)
-    config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                            access_log=False)  # fmt: skip
+    config = uvicorn.Config(
+        create_app(gateway), host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -100,9 +104,15 @@ def served_gateway(tmp_path: Path, deployments: list[Deployment] | None = None, 
 
 def infer_json(rows: list[list[float]], *, request_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "inputs": [{"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32",
-                    "data": [value for row in rows for value in row]}]
-    }  # fmt: skip
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [len(rows), len(rows[0])],
+                "datatype": "FP32",
+                "data": [value for row in rows for value in row],
+            }
+        ]
+    }
     if request_id is not None:
         body["id"] = request_id
     return body

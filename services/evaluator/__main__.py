@@ -64,14 +64,24 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     for worker in workers:
         worker.start()
-    log.info("evaluator consuming %s and %s (group %s); registry %s", settings.ferry.topic("model.registered"),
-             settings.ferry.topic("alert"), settings.consumer_group, settings.registry_url)  # fmt: skip
+    log.info(
+        "evaluator consuming %s and %s (group %s); registry %s",
+        settings.ferry.topic("model.registered"),
+        settings.ferry.topic("alert"),
+        settings.consumer_group,
+        settings.registry_url,
+    )
     try:
         if settings.port:
-            app = create_app(service.deps.bakes, alive=lambda: all(worker.is_alive() for worker in workers),
-                             ready=service.bakes.resynced.is_set, clock=service.deps.clock)  # fmt: skip
-            config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                                    lifespan="off")  # fmt: skip
+            app = create_app(
+                service.deps.bakes,
+                alive=lambda: all(worker.is_alive() for worker in workers),
+                ready=service.bakes.resynced.is_set,
+                clock=service.deps.clock,
+            )
+            config = uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+            )
             server = uvicorn.Server(config)
             server.run()  # uvicorn re-raises SIGTERM/SIGINT after serving: request_stop then runs
             service.stop()

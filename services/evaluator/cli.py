@@ -12,15 +12,22 @@ from typing import Any, TextIO
 from shared.settings import FerrySettings
 
 ROWS = (
-    ("accuracy", "accuracy", "{:.4f}"), ("f1_macro", "macro F1", "{:.4f}"),
-    ("precision_macro", "macro precision", "{:.4f}"), ("recall_macro", "macro recall", "{:.4f}"),
-    ("log_loss", "log loss", "{:.4f}"), ("ece", "ECE", "{:.4f}"), ("roc_auc", "ROC AUC", "{:.4f}"),
-)  # fmt: skip
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("f1_macro", "macro F1", "{:.4f}"),
+    ("precision_macro", "macro precision", "{:.4f}"),
+    ("recall_macro", "macro recall", "{:.4f}"),
+    ("log_loss", "log loss", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+    ("roc_auc", "ROC AUC", "{:.4f}"),
+)
 LATENCY_ROWS = (
-    ("batch_1_p50_ms", "p50 ms, batch 1"), ("batch_1_p99_ms", "p99 ms, batch 1"),
-    ("batch_1_cpu_p99_ms", "p99 CPU ms, batch 1"), ("batch_64_p50_ms", "p50 ms, batch 64"),
-    ("batch_64_p99_ms", "p99 ms, batch 64"), ("batch_64_cpu_p99_ms", "p99 CPU ms, batch 64"),
-)  # fmt: skip
+    ("batch_1_p50_ms", "p50 ms, batch 1"),
+    ("batch_1_p99_ms", "p99 ms, batch 1"),
+    ("batch_1_cpu_p99_ms", "p99 CPU ms, batch 1"),
+    ("batch_64_p50_ms", "p50 ms, batch 64"),
+    ("batch_64_p99_ms", "p99 ms, batch 64"),
+    ("batch_64_cpu_p99_ms", "p99 CPU ms, batch 64"),
+)
 
 
 def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySettings], int]]:
@@ -37,7 +44,7 @@ def run_compare(args: argparse.Namespace, settings: FerrySettings, out: TextIO |
     """Load every version through the registry and the store, score them on one split, print the table."""
     from services.evaluator.adapters.artifact_store import ModelLoader
     from services.evaluator.adapters.registry_client import RegistryClient
-    from services.evaluator.evaluation import DatasetSplits, Stopwatch, Unscorable, compare, open_model, score_all
+    from services.evaluator.service import DatasetSplits, Stopwatch, Unscorable, compare, open_model, score_all
     from services.evaluator.settings import EvaluatorSettings
     from shared.artifacts import ArtifactStore
     from shared.datasets import DatasetError
@@ -78,12 +85,14 @@ def run_compare(args: argparse.Namespace, settings: FerrySettings, out: TextIO |
         return 1
     baseline = scored[0]
     comparisons = [compare(other, baseline, test, policy) for other in scored[1:]]
-    table = comparison_table(args.model, test.split_id, len(test.test), scored, comparisons, policy.confidence,
-                             policy.alpha)  # fmt: skip
+    table = comparison_table(
+        args.model, test.split_id, len(test.test), scored, comparisons, policy.confidence, policy.alpha
+    )
     stale = [record.version for record in found if record.split_id != test.split_id]
     if stale:
-        table["warnings"] = [f"v{number} was trained on another split: its test rows may include its training rows"
-                             for number in stale]  # fmt: skip
+        table["warnings"] = [
+            f"v{number} was trained on another split: its test rows may include its training rows" for number in stale
+        ]
     if args.json:
         from services.evaluator.domain.metrics import json_safe
 
@@ -110,17 +119,28 @@ def comparison_table(
         if item.metric == "accuracy":
             significant = item.mcnemar.p_value < alpha
         return {
-            "estimate": item.difference.estimate, "low": item.difference.low, "high": item.difference.high,
+            "estimate": item.difference.estimate,
+            "low": item.difference.low,
+            "high": item.difference.high,
             "mcnemar_p": item.mcnemar.p_value if item.metric == "accuracy" else None,
             "discordant": [item.mcnemar.candidate_only, item.mcnemar.champion_only],
             "significant": significant,
-        }  # fmt: skip
+        }
 
     return {
-        "model": model, "split_id": split_id, "test_rows": rows, "confidence": confidence, "alpha": alpha,
+        "model": model,
+        "split_id": split_id,
+        "test_rows": rows,
+        "confidence": confidence,
+        "alpha": alpha,
         "versions": [
-            {"version": found.record.version, "metrics": dict(found.metrics), "latency_ms": dict(found.latency),
-             "size_bytes": found.record.artifact.size_bytes, "format": found.record.artifact.format}
+            {
+                "version": found.record.version,
+                "metrics": dict(found.metrics),
+                "latency_ms": dict(found.latency),
+                "size_bytes": found.record.artifact.size_bytes,
+                "format": found.record.artifact.format,
+            }
             for found in scored
         ],
         "baseline": scored[0].record.version,
@@ -128,14 +148,17 @@ def comparison_table(
             {"version": found.record.version, **{metric: difference(item) for metric, item in pair.items()}}
             for found, pair in zip(scored[1:], comparisons, strict=True)
         ],
-    }  # fmt: skip
+    }
 
 
 def print_table(table: dict[str, Any], out: TextIO) -> None:
     versions = table["versions"]
     width = 14
-    print(f"{table['model']}: {len(versions)} versions on held-out split {table['split_id']} "
-          f"({table['test_rows']} rows, the same rows for every version)", file=out)  # fmt: skip
+    print(
+        f"{table['model']}: {len(versions)} versions on held-out split {table['split_id']} "
+        f"({table['test_rows']} rows, the same rows for every version)",
+        file=out,
+    )
     print(f"{'':22}" + "".join(f"{'v' + str(entry['version']):>{width}}" for entry in versions), file=out)
     for key, label, form in ROWS:
         if all(key in entry["metrics"] for entry in versions):
@@ -146,8 +169,10 @@ def print_table(table: dict[str, Any], out: TextIO) -> None:
         print(f"{label:22}" + "".join(f"{entry['latency_ms'][key]:>{width}.3f}" for entry in versions), file=out)
     print(f"{'size KB':22}" + "".join(f"{entry['size_bytes'] / 1024:>{width}.1f}" for entry in versions), file=out)
     level = f"{table['confidence']:.0%}"
-    print(f"\ndifferences against v{table['baseline']} (paired bootstrap {level} CI; exact McNemar for accuracy):",
-          file=out)  # fmt: skip
+    print(
+        f"\ndifferences against v{table['baseline']} (paired bootstrap {level} CI; exact McNemar for accuracy):",
+        file=out,
+    )
     for entry in table["differences"]:
         for metric in ("accuracy", "f1_macro"):
             item = entry[metric]

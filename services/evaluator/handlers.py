@@ -35,7 +35,7 @@ from services.evaluator.domain.rollout import (
     next_bake_step,
     plan_rollback,
 )
-from services.evaluator.evaluation import DatasetSplits, evaluate
+from services.evaluator.service import DatasetSplits, evaluate
 from shared.datasets import Split
 from shared.envelope import EventMeta
 from shared.errors import PermanentError, TransientError
@@ -123,12 +123,18 @@ def handle_model_registered(event: ModelRegistered, meta: EventMeta | None, *, d
     )
     verdict = evaluation.verdict
     decided = ModelDecided(
-        model_name=name, version=record.version, decision=verdict.decision, stage=verdict.stage,
-        canary_weight=verdict.canary_weight, baseline_version=champion.version if champion else None,
+        model_name=name,
+        version=record.version,
+        decision=verdict.decision,
+        stage=verdict.stage,
+        canary_weight=verdict.canary_weight,
+        baseline_version=champion.version if champion else None,
         metrics=evaluation.candidate.flat_metrics() if evaluation.candidate else {},
         baseline_metrics=evaluation.champion.flat_metrics() if evaluation.champion else {},
-        reason=_clip(verdict.reason), actor=EVALUATOR_ACTOR, report=evaluation.report,
-    )  # fmt: skip
+        reason=_clip(verdict.reason),
+        actor=EVALUATOR_ACTOR,
+        report=evaluation.report,
+    )
     with deps.lock:
         deps.publish(decided, event_id=derived_event_id(name, record.version, record.artifact.sha256, "evaluation"))
         deps.in_flight[name] = (record.version, deps.clock())
@@ -183,16 +189,30 @@ def handle_alert(event: AlertChanged, meta: EventMeta, *, deps: EvaluatorDeps) -
     with deps.lock:
         deployment = deps.registry.deployment(name)
         history = deps.registry.history(name) if deployment is not None else []
-        plan = plan_rollback(version, event.rule, deployment, history, now=deps.clock(),
-                             window_s=deps.rollout.rollback_window_s, alert_words=words)  # fmt: skip
+        plan = plan_rollback(
+            version,
+            event.rule,
+            deployment,
+            history,
+            now=deps.clock(),
+            window_s=deps.rollout.rollback_window_s,
+            alert_words=words,
+        )
         if plan.ignored or deployment is None:
             log.info("alert %s for %s v%s ignored: %s", event.rule, name, version, plan.reason)
             deps.record_decision("alert_ignored")
             return plan
         deps.bakes.retire(name, version)
         report = _rollback_report(event, meta, deployment, plan, deps.rollout)
-        decided = ModelDecided(model_name=name, version=version, decision="rollback", baseline_version=plan.return_to,
-                               reason=_clip(plan.reason), actor=EVALUATOR_ACTOR, report=report)  # fmt: skip
+        decided = ModelDecided(
+            model_name=name,
+            version=version,
+            decision="rollback",
+            baseline_version=plan.return_to,
+            reason=_clip(plan.reason),
+            actor=EVALUATOR_ACTOR,
+            report=report,
+        )
         deps.publish(decided, event_id=derived_event_id(name, version, deployment.revision, "rollback"))
     deps.record_decision("rollback")
     log.warning("%s v%s: %s", name, version, plan.reason)
@@ -203,14 +223,30 @@ def _rollback_report(
     event: AlertChanged, meta: EventMeta, deployment: DeploymentRecord, plan: RollbackPlan, rollout: Rollout
 ) -> dict[str, Any]:
     return {
-        "schema": REPORT_SCHEMA, "kind": "rollback", "model_name": event.model_name, "version": plan.version,
-        "stage": plan.stage, "return_to": plan.return_to, "rollback_window_s": rollout.rollback_window_s,
-        "alert": {"rule": event.rule, "severity": event.severity, "value": event.value, "threshold": event.threshold,
-                  "labels": dict(event.labels), "since": event.since.isoformat(), "event_id": meta.event_id},
-        "deployment": {"champion": deployment.champion, "challenger": deployment.challenger,
-                       "canary_weight": deployment.canary_weight, "revision": deployment.revision},
+        "schema": REPORT_SCHEMA,
+        "kind": "rollback",
+        "model_name": event.model_name,
+        "version": plan.version,
+        "stage": plan.stage,
+        "return_to": plan.return_to,
+        "rollback_window_s": rollout.rollback_window_s,
+        "alert": {
+            "rule": event.rule,
+            "severity": event.severity,
+            "value": event.value,
+            "threshold": event.threshold,
+            "labels": dict(event.labels),
+            "since": event.since.isoformat(),
+            "event_id": meta.event_id,
+        },
+        "deployment": {
+            "champion": deployment.champion,
+            "challenger": deployment.challenger,
+            "canary_weight": deployment.canary_weight,
+            "revision": deployment.revision,
+        },
         "decision": {"decision": "rollback", "reason": plan.reason},
-    }  # fmt: skip
+    }
 
 
 def complete_bake(bake: Bake, *, deps: EvaluatorDeps) -> BakeStep:
@@ -223,8 +259,9 @@ def complete_bake(bake: Bake, *, deps: EvaluatorDeps) -> BakeStep:
         deployment = deps.registry.deployment(name)
         history = deps.registry.history(name) if deployment is not None else []
         now = deps.clock()
-        step = next_bake_step(bake, record, deployment, history, now=now, bake_s=deps.rollout.bake_s,
-                              give_up_s=deps.rollout.give_up_s)  # fmt: skip
+        step = next_bake_step(
+            bake, record, deployment, history, now=now, bake_s=deps.rollout.bake_s, give_up_s=deps.rollout.give_up_s
+        )
         if step.action == "wait" and step.wait_until is not None:
             deps.bakes.schedule(replace(bake, due_at=step.wait_until))
             return step
@@ -233,14 +270,27 @@ def complete_bake(bake: Bake, *, deps: EvaluatorDeps) -> BakeStep:
             log.info("bake of %s v%s dropped: %s", name, version, step.reason)
             return step
         report = {
-            "schema": REPORT_SCHEMA, "kind": "bake", "model_name": name, "version": version,
-            "canary_weight": deployment.canary_weight, "bake_s": deps.rollout.bake_s, "baked_s": step.baked_s,
-            "canary_revision": step.canary_revision, "champion_before": deployment.champion,
+            "schema": REPORT_SCHEMA,
+            "kind": "bake",
+            "model_name": name,
+            "version": version,
+            "canary_weight": deployment.canary_weight,
+            "bake_s": deps.rollout.bake_s,
+            "baked_s": step.baked_s,
+            "canary_revision": step.canary_revision,
+            "champion_before": deployment.champion,
             "decision": {"decision": "promote", "stage": "champion", "reason": step.reason},
-        }  # fmt: skip
-        decided = ModelDecided(model_name=name, version=version, decision="promote", stage="champion",
-                               baseline_version=deployment.champion, reason=_clip(step.reason), actor=EVALUATOR_ACTOR,
-                               report=report)  # fmt: skip
+        }
+        decided = ModelDecided(
+            model_name=name,
+            version=version,
+            decision="promote",
+            stage="champion",
+            baseline_version=deployment.champion,
+            reason=_clip(step.reason),
+            actor=EVALUATOR_ACTOR,
+            report=report,
+        )
         deps.publish(decided, event_id=derived_event_id(name, version, step.canary_revision, "champion"))
     deps.record_decision("promote")
     log.info("%s v%s: %s", name, version, step.reason)

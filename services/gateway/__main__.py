@@ -40,9 +40,17 @@ def app_factory() -> GatewayApp:
 
 def main() -> int:
     settings = GatewaySettings()
-    options: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
-               "lifespan": "on", "http": "httptools", "loop": "uvloop", "backlog": 4096,
-               "timeout_graceful_shutdown": int(settings.shutdown_timeout_s)}  # fmt: skip
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "http": "httptools",
+        "loop": "uvloop",
+        "backlog": 4096,
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout_s),
+    }
     # uvicorn handles SIGTERM while serving and raises it again once it has stopped: by then this no-op
     # is the handler, so the process returns its own exit status instead of dying of the signal.
     for signum in (signal.SIGTERM, signal.SIGINT):

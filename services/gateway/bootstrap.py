@@ -19,7 +19,7 @@ from services.gateway.batching import Batcher
 from services.gateway.domain import Admission, RateLimiter, VersionSpec, batchable
 from services.gateway.fleet import Fleet, LoadedVersion
 from services.gateway.handlers import Deployer
-from services.gateway.inference import Inference
+from services.gateway.service import Inference
 from services.gateway.settings import GatewaySettings
 from shared.artifacts import ArtifactStore
 from shared.kafka import ConsumerLoop
@@ -65,8 +65,9 @@ class Gateway:
 
     def _follow(self) -> None:
         if self.source is not None:
-            deployments = load_with_retries(self.source, timeout_s=self.settings.startup_timeout_s,
-                                            stop=self.stop_event.is_set)  # fmt: skip
+            deployments = load_with_retries(
+                self.source, timeout_s=self.settings.startup_timeout_s, stop=self.stop_event.is_set
+            )
             for deployment in deployments:
                 self.deployer.apply(deployment)
             log.info("loaded %d deployments from the registry", len(deployments))
@@ -131,13 +132,19 @@ def version_loader(
         sizes = (
             (1, config.max_batch_size) if can_batch and settings.warmup_batch and config.max_batch_size > 1 else (1,)
         )
-        model = load_model(data, spec.signature, device=settings.device, threads=settings.ort_threads,
-                           warmup_batches=sizes)  # fmt: skip
+        model = load_model(
+            data, spec.signature, device=settings.device, threads=settings.ort_threads, warmup_batches=sizes
+        )
         log.info("loaded %s v%s on %s", model_name, spec.version, model.provider)
         metrics.prepare(model_name, spec.version)
-        batcher = Batcher(model.run, config, batchable=can_batch, name=f"{model_name}-v{spec.version}",
-                          on_batch=lambda size: metrics.batch(model_name, spec.version, size),
-                          inline_below_ms=settings.inline_run_ms)  # fmt: skip
+        batcher = Batcher(
+            model.run,
+            config,
+            batchable=can_batch,
+            name=f"{model_name}-v{spec.version}",
+            on_batch=lambda size: metrics.batch(model_name, spec.version, size),
+            inline_below_ms=settings.inline_run_ms,
+        )
         return LoadedVersion(model_name=model_name, spec=spec, model=model, batcher=batcher)
 
     return load
@@ -156,22 +163,39 @@ def bootstrap(
     fleet = Fleet(drain_timeout_s=settings.drain_timeout_s)
     admission = Admission(settings.max_inflight, shadow_share=settings.shadow_share, canary_share=settings.canary_share)
     holder: list[Gateway] = []
-    metrics = GatewayMetrics(inflight=lambda: admission.inflight,
-                             queue_depths=lambda: holder[0].queue_depths() if holder else iter(()))  # fmt: skip
-    inference = Inference(fleet, admission, RateLimiter(settings.rate_limit_rps, settings.burst), metrics,
-                          max_deadline_s=settings.deadline_ms / 1000)  # fmt: skip
+    metrics = GatewayMetrics(
+        inflight=lambda: admission.inflight, queue_depths=lambda: holder[0].queue_depths() if holder else iter(())
+    )
+    inference = Inference(
+        fleet,
+        admission,
+        RateLimiter(settings.rate_limit_rps, settings.burst),
+        metrics,
+        max_deadline_s=settings.deadline_ms / 1000,
+    )
     store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
     deployer = Deployer(
-        fleet, store, version_loader(settings, metrics), keep_previous=settings.keep_previous,
+        fleet,
+        store,
+        version_loader(settings, metrics),
+        keep_previous=settings.keep_previous,
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
-    )  # fmt: skip
+    )
     if source is None:
         source = RegistryClient(settings.registry_url, timeout_s=settings.registry_timeout_s)
     if loop_factory is None and follow_kafka:
         from services.gateway.entrypoints.consumer import build_consumer_loop
 
         loop_factory = build_consumer_loop
-    gateway = Gateway(settings, fleet, inference, deployer, metrics, source, loop_factory,
-                      access_log=AccessLog() if settings.access_log else None)  # fmt: skip
+    gateway = Gateway(
+        settings,
+        fleet,
+        inference,
+        deployer,
+        metrics,
+        source,
+        loop_factory,
+        access_log=AccessLog() if settings.access_log else None,
+    )
     holder.append(gateway)
     return gateway

@@ -111,8 +111,11 @@ class Fleet:
         if not await version.drain(self._drain_timeout_s):
             log.warning(
                 "%s v%s still held by %d requests after %.0fs; releasing it anyway",
-                version.model_name, version.version, version.inflight, self._drain_timeout_s,
-            )  # fmt: skip
+                version.model_name,
+                version.version,
+                version.inflight,
+                self._drain_timeout_s,
+            )
         version.close()
         self.released += 1
         log.info("released %s v%s", version.model_name, version.version)

@@ -40,9 +40,13 @@ def version_spec(deployed: DeployedVersion | None) -> VersionSpec | None:
 def deployment_of(event: DeploymentChanged) -> Deployment:
     """The event as the gateway's deployment (the artifact's URI is deliberately left behind)."""
     return Deployment(
-        model_name=event.model_name, revision=event.revision, champion=version_spec(event.champion),
-        challenger=version_spec(event.challenger), canary_weight=event.canary_weight, shadow=event.shadow,
-    )  # fmt: skip
+        model_name=event.model_name,
+        revision=event.revision,
+        champion=version_spec(event.champion),
+        challenger=version_spec(event.challenger),
+        canary_weight=event.canary_weight,
+        shadow=event.shadow,
+    )
 
 
 class VersionRefused(Exception):
@@ -82,8 +86,11 @@ class Deployer:
             for version in fresh:
                 version.close()
             raise
-        served = {role: getattr(state, role).version for role in ("champion", "challenger", "previous")
-                  if getattr(state, role) is not None}  # fmt: skip
+        served = {
+            role: getattr(state, role).version
+            for role in ("champion", "challenger", "previous")
+            if getattr(state, role) is not None
+        }
         if refusals:
             log.error("%s revision %d: refused %s; serving %s", name, deployment.revision, "; ".join(refusals), served)
             self.on_outcome(name, "refused")

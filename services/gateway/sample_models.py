@@ -20,20 +20,27 @@ def classifier_bytes(features: int = 64, classes: int = 10, *, seed: int = 0, hi
     nodes, initializers = [], []
     current, width = INPUT, features
     if hidden:
-        initializers += [numpy_helper.from_array(rng.normal(0, 0.3, (width, hidden)).astype(np.float32), "w0"),
-                         numpy_helper.from_array(rng.normal(0, 0.1, hidden).astype(np.float32), "b0")]  # fmt: skip
+        initializers += [
+            numpy_helper.from_array(rng.normal(0, 0.3, (width, hidden)).astype(np.float32), "w0"),
+            numpy_helper.from_array(rng.normal(0, 0.1, hidden).astype(np.float32), "b0"),
+        ]
         nodes += [helper.make_node("Gemm", [current, "w0", "b0"], ["h0"]), helper.make_node("Relu", ["h0"], ["r0"])]
         current, width = "r0", hidden
-    initializers += [numpy_helper.from_array(rng.normal(0, 0.5, (width, classes)).astype(np.float32), "w1"),
-                     numpy_helper.from_array(rng.normal(0, 0.1, classes).astype(np.float32), "b1")]  # fmt: skip
-    nodes += [helper.make_node("Gemm", [current, "w1", "b1"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], [OUTPUT], axis=1)]  # fmt: skip
+    initializers += [
+        numpy_helper.from_array(rng.normal(0, 0.5, (width, classes)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, classes).astype(np.float32), "b1"),
+    ]
+    nodes += [
+        helper.make_node("Gemm", [current, "w1", "b1"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], [OUTPUT], axis=1),
+    ]
     graph = helper.make_graph(
-        nodes, f"classifier_{seed}",
+        nodes,
+        f"classifier_{seed}",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", features])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", classes])],
         initializers,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ferry-sample")
     model.ir_version = 8
     onnx.checker.check_model(model)

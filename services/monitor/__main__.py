@@ -52,9 +52,14 @@ def _guarded(
 
 def _server(settings: MonitorSettings, app: Any) -> uvicorn.Server:
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off",
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
-    )  # fmt: skip
+    )
     return uvicorn.Server(config)
 
 

@@ -18,9 +18,9 @@ from services.monitor.adapters.scraper import HttpScraper
 from services.monitor.adapters.webhooks import WebhookSink
 from services.monitor.domain.lifecycle import AlertBook
 from services.monitor.domain.series import SeriesStore
-from services.monitor.engine import Monitor, ReferenceSource, Scraper
 from services.monitor.entrypoints.api import ApiDeps
 from services.monitor.handlers import DeployedVersions
+from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
 from shared.kafka import KafkaPublisher, Publisher, make_producer
 

@@ -30,8 +30,7 @@ from services.registry.entrypoints.api import ApiDeps, create_app
 from services.registry.entrypoints.consumer import build_consumer_loop
 from services.registry.settings import InvalidApiTokens, RegistrySettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import make_producer
-from shared.stack import kafka_answers
+from shared.kafka import kafka_answers, make_producer
 from shared.telemetry import setup_telemetry
 
 log = logging.getLogger("services.registry")
@@ -143,9 +142,15 @@ def bootstrap(
     sender = sender or make_outbox_producer(settings)
     stop = threading.Event()
     relay = OutboxRelay(
-        engine, sender, topic=settings.ferry.topic, source=SOURCE, batch_size=settings.relay_batch_size,
-        idle_s=settings.relay_idle_s, retention=timedelta(hours=settings.outbox_retention_hours), stop=stop,
-    )  # fmt: skip
+        engine,
+        sender,
+        topic=settings.ferry.topic,
+        source=SOURCE,
+        batch_size=settings.relay_batch_size,
+        idle_s=settings.relay_idle_s,
+        retention=timedelta(hours=settings.outbox_retention_hours),
+        stop=stop,
+    )
     _register_outbox_gauges(relay)
     store = artifacts or ArtifactStore(settings.ferry.resolved_artifact_root)
     return Registry(settings, engine, session_factory, read_session_factory, sender, relay, store, tokens, stop)
@@ -176,10 +181,13 @@ def _register_outbox_gauges(relay: OutboxRelay) -> None:
 def describe(settings: RegistrySettings, tokens: dict[str, str]) -> dict[str, Any]:
     """The settings worth logging at start-up (the users that may write, never their tokens)."""
     return {
-        "port": settings.port, "host": settings.host, "kafka": settings.ferry.kafka_bootstrap,
-        "topic_prefix": settings.ferry.topic_prefix, "writers": sorted(set(tokens.values())),
+        "port": settings.port,
+        "host": settings.host,
+        "kafka": settings.ferry.kafka_bootstrap,
+        "topic_prefix": settings.ferry.topic_prefix,
+        "writers": sorted(set(tokens.values())),
         "artifact_root": settings.ferry.resolved_artifact_root,
-    }  # fmt: skip
+    }
 
 
 def run(settings: RegistrySettings) -> int:
@@ -200,8 +208,15 @@ def run(settings: RegistrySettings) -> int:
     log.info("registry starting: %s", describe(settings, registry.tokens))
     loop, dlq_producer = build_consumer_loop(registry)
     app = create_app(settings, registry.api_deps())
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_timeout_s))  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )
     server = uvicorn.Server(config)
     crashed = threading.Event()
 
@@ -214,9 +229,10 @@ def run(settings: RegistrySettings) -> int:
     signal.signal(signal.SIGINT, request_stop)
     workers = [
         threading.Thread(target=_guarded(loop.run, server, registry.stop, crashed), name="consumer-loop", daemon=True),
-        threading.Thread(target=_guarded(registry.relay.run, server, registry.stop, crashed), name="outbox-relay",
-                         daemon=True),
-    ]  # fmt: skip
+        threading.Thread(
+            target=_guarded(registry.relay.run, server, registry.stop, crashed), name="outbox-relay", daemon=True
+        ),
+    ]
     for worker in workers:
         worker.start()
     log.info("registry serving on http://%s:%s (OpenAPI at /docs)", settings.host, settings.port)

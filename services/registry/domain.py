@@ -8,8 +8,14 @@ from typing import Literal
 
 VersionStatus = Literal["registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back"]
 VERSION_STATUSES: tuple[VersionStatus, ...] = (
-    "registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back",
-)  # fmt: skip
+    "registered",
+    "evaluating",
+    "challenger",
+    "champion",
+    "rejected",
+    "archived",
+    "rolled_back",
+)
 DecisionKind = Literal["promote", "reject", "rollback", "set_canary_weight"]
 Stage = Literal["canary", "champion"]
 

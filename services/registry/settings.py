@@ -13,9 +13,29 @@ from shared.settings import FerrySettings
 MIN_TOKEN_LENGTH = 16
 # Tokens made of nothing but these words (and digits or separators) are placeholders, whatever their length.
 PLACEHOLDER_WORDS = (
-    "changeme", "change", "secret", "token", "password", "passwd", "ferry", "demo", "test", "admin", "default",
-    "example", "placeholder", "registry", "dummy", "sample", "insecure", "letmein", "api", "key", "dev", "me",
-)  # fmt: skip
+    "changeme",
+    "change",
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "ferry",
+    "demo",
+    "test",
+    "admin",
+    "default",
+    "example",
+    "placeholder",
+    "registry",
+    "dummy",
+    "sample",
+    "insecure",
+    "letmein",
+    "api",
+    "key",
+    "dev",
+    "me",
+)
 USER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
 ENV_TOKEN_USER = "admin"
 

@@ -14,7 +14,7 @@ from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.scratch import clean_stale_runs
 from services.trainer.adapters.teachers import RegistryTeachers, TeacherSource
 from services.trainer.handlers import TrainerDeps, build_handlers
-from services.trainer.pipeline import JobLimits
+from services.trainer.service import JobLimits
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
 from shared.delivery import SqliteDeliveryLog

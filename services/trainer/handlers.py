@@ -15,7 +15,7 @@ from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.scratch import run_folder
 from services.trainer.adapters.teachers import TeacherSource
 from services.trainer.domain import EpochReport, Teacher, TrainingFailed
-from services.trainer.pipeline import JobLimits, TrainedModel, run_training
+from services.trainer.service import JobLimits, TrainedModel, run_training
 from shared.artifacts import ArtifactStore
 from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, TrainingStatus

@@ -22,8 +22,12 @@ class Processes:
 
     def start(self, name: str, **extra: str) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**self.env, **extra},
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env={**self.env, **extra},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.running[name] = process
         return process
 
@@ -60,5 +64,6 @@ class Processes:
 
 def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI, as a user with ``env`` exported runs it."""
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )

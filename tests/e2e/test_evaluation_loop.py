@@ -48,8 +48,21 @@ def processes(loop_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
 
 
 def train(env: dict[str, str], hidden: str, epochs: int, seed: int) -> None:
-    result = ferry(env, "train", "--model", "digits", "--dataset", "sklearn:digits", "--hidden-sizes", hidden,
-                   "--epochs", str(epochs), "--seed", str(seed), "--wait")  # fmt: skip
+    result = ferry(
+        env,
+        "train",
+        "--model",
+        "digits",
+        "--dataset",
+        "sklearn:digits",
+        "--hidden-sizes",
+        hidden,
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--wait",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -68,8 +81,9 @@ def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
     processes.start("registry")
     processes.wait_http(f"{registry}/readyz")
     processes.start("trainer")
-    crashing = processes.start("evaluator", FERRY_FAULT_POINT="evaluator.after_decision@2",
-                               FERRY_FAULT_REPORT=str(faults))  # fmt: skip
+    crashing = processes.start(
+        "evaluator", FERRY_FAULT_POINT="evaluator.after_decision@2", FERRY_FAULT_REPORT=str(faults)
+    )
     processes.wait_http(f"{evaluator_url}/readyz")
 
     train(loop_env, "16", 6, 3)
@@ -93,14 +107,28 @@ def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
         kafka_bootstrap=loop_env["FERRY_KAFKA_BOOTSTRAP"], topic_prefix=loop_env["FERRY_TOPIC_PREFIX"]
     )
     publisher = KafkaPublisher(settings, source="tests")
-    publisher.publish(AlertChanged(model_name="digits", rule="latency_p99", state="fired", version=2,
-                                   severity="critical", action="rollback", value=0.9, threshold=0.05))  # fmt: skip
+    publisher.publish(
+        AlertChanged(
+            model_name="digits",
+            rule="latency_p99",
+            state="fired",
+            version=2,
+            severity="critical",
+            action="rollback",
+            value=0.9,
+            threshold=0.05,
+        )
+    )
     publisher.close()
     processes.until("v2 rolled back", lambda: deployment().get("champion") == 1)
 
     history = list(reversed(httpx.get(f"{api}/deployment/history", timeout=5).json()["items"]))
     assert [(e["action"], e["to_champion"], e["to_challenger"]) for e in history] == [
-        ("promote", 1, None), ("promote", 1, 2), ("promote", 2, None), ("rollback", 1, None)]  # fmt: skip
+        ("promote", 1, None),
+        ("promote", 1, 2),
+        ("promote", 2, None),
+        ("rollback", 1, None),
+    ]
     assert all(entry["actor"] == "evaluator" for entry in history)
 
     compared = ferry(loop_env, "compare", "digits", "1", "2", "--latency-runs", "100")

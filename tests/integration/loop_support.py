@@ -70,9 +70,12 @@ def drain(loop: ConsumerLoop, until: Callable[[], bool], timeout_s: float = 90) 
 def read_all(settings: FerrySettings, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
     """Every record of a topic from the start, once ``expected`` have come (or the deadline passed)."""
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         fetch_max_bytes=64 * 1024 * 1024,
-    )  # fmt: skip
+    )
     records: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:

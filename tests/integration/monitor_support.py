@@ -23,8 +23,8 @@ from support import free_port, wait_for
 from shared.envelope import decode
 from shared.events import AlertChanged
 from shared.kafka import make_consumer
+from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
 
 
 class _Server:
@@ -52,12 +52,19 @@ class FakeGateway:
     def __init__(self, model: str = "digits", version: str = "1") -> None:
         self.model, self.version = model, version
         self.registry = CollectorRegistry()
-        self.requests = Counter("ferry_gateway_requests", "", ["model", "version", "route", "outcome"],
-                                registry=self.registry)  # fmt: skip
-        self.predictions = Counter("ferry_gateway_predictions", "", ["model", "version", "class"],
-                                   registry=self.registry)  # fmt: skip
-        self.duration = Histogram("ferry_gateway_request_duration_seconds", "", ["model", "version"],
-                                  buckets=(0.001, 0.01, 0.1, 1), registry=self.registry)  # fmt: skip
+        self.requests = Counter(
+            "ferry_gateway_requests", "", ["model", "version", "route", "outcome"], registry=self.registry
+        )
+        self.predictions = Counter(
+            "ferry_gateway_predictions", "", ["model", "version", "class"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "ferry_gateway_request_duration_seconds",
+            "",
+            ["model", "version"],
+            buckets=(0.001, 0.01, 0.1, 1),
+            registry=self.registry,
+        )
         self.error_rate = 0.0
         self.class_weights: dict[str, int] = {}
         self.per_tick = 20
@@ -121,8 +128,9 @@ class WebhookReceiver:
         self.url = f"{self.server.url}/hook"
 
     def statuses(self, rule: str) -> list[str]:
-        return [alert["status"] for body in self.bodies for alert in body["alerts"]
-                if alert["labels"]["alertname"] == rule]  # fmt: skip
+        return [
+            alert["status"] for body in self.bodies for alert in body["alerts"] if alert["labels"]["alertname"] == rule
+        ]
 
     def close(self) -> None:
         self.server.close()
@@ -177,8 +185,13 @@ class ServiceProcess:
     def __init__(self, name: str, env: dict[str, str], log: Path, health_url: str) -> None:
         self.name, self.env, self.log, self.health_url = name, env, log, health_url
         with log.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=PROJECT_ROOT, env=env,
-                                            stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_for(self._healthy, timeout_s=90, what=f"{name} at {health_url} (log {log})")
 
     def _healthy(self) -> bool:
@@ -197,17 +210,24 @@ class ServiceProcess:
 
 def base_env(settings: FerrySettings, home: Path) -> dict[str, str]:
     return {
-        **os.environ, "FERRY_HOME": str(home), "FERRY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FERRY_TOPIC_PREFIX": settings.topic_prefix, "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
+        **os.environ,
+        "FERRY_HOME": str(home),
+        "FERRY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FERRY_TOPIC_PREFIX": settings.topic_prefix,
+        "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
         "PYTHONUNBUFFERED": "1",
-    }  # fmt: skip
+    }
 
 
 def start_monitor(env: dict[str, str], tmp_path: Path, **settings: str) -> tuple[ServiceProcess, str]:
     port = free_port()
-    env = {**env, "FERRY_MONITOR_PORT": str(port), "FERRY_MONITOR_SCRAPE_INTERVAL_S": "0.5",
-           "FERRY_MONITOR_CONSUMER_GROUP": f"monitor-{uuid.uuid4().hex[:8]}",
-           **{f"FERRY_MONITOR_{key.upper()}": value for key, value in settings.items()}}  # fmt: skip
+    env = {
+        **env,
+        "FERRY_MONITOR_PORT": str(port),
+        "FERRY_MONITOR_SCRAPE_INTERVAL_S": "0.5",
+        "FERRY_MONITOR_CONSUMER_GROUP": f"monitor-{uuid.uuid4().hex[:8]}",
+        **{f"FERRY_MONITOR_{key.upper()}": value for key, value in settings.items()},
+    }
     url = f"http://127.0.0.1:{port}"
     return ServiceProcess("monitor", env, tmp_path / "monitor.log", f"{url}/healthz"), url
 

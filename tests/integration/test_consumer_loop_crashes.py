@@ -17,8 +17,8 @@ from support import free_port
 from shared.envelope import EventMeta
 from shared.events import TrainingStatus
 from shared.faults import FAULT_EXIT_CODE, reached
+from shared.local.stack import PROJECT_ROOT, KafkaBroker
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT, KafkaBroker
 from shared.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -102,9 +102,12 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
     batch's commit and the next batch's dead-letter copy meet the outage), kept down for two minutes,
     then started again."""
     settings = FerrySettings(
-        home=tmp_path / "outage", kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
-        cache_dir=PROJECT_ROOT / ".ferry" / "cache", topic_prefix="outage.",
-    )  # fmt: skip
+        home=tmp_path / "outage",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        cache_dir=PROJECT_ROOT / ".ferry" / "cache",
+        topic_prefix="outage.",
+    )
     broker = KafkaBroker(settings)
     broker.start()
     loops = Loops(settings)

@@ -48,10 +48,15 @@ class RawName(str):
 
 def trained_event() -> ModelTrained:
     return ModelTrained(
-        model_name="edge", request_id="r", dataset="sklearn:iris", split_id="s", arch="mlp",
+        model_name="edge",
+        request_id="r",
+        dataset="sklearn:iris",
+        split_id="s",
+        arch="mlp",
         artifact=ArtifactRef(uri="file:///x", sha256="a" * 64, size_bytes=1, format="onnx"),
-        signature=Signature(inputs=[], outputs=[]), hyperparameters=Hyperparameters(),
-    )  # fmt: skip
+        signature=Signature(inputs=[], outputs=[]),
+        hyperparameters=Hyperparameters(),
+    )
 
 
 def json_value(**fields: Any) -> bytes:
@@ -77,17 +82,37 @@ def poisons() -> list[tuple[str, tuple[bytes | None, bytes | None, list], str, s
         ("empty ce_id", encoded(status(0), ce_id=b""), "ce_id is empty", "DecodeError"),
         ("specversion 0.3", encoded(status(0), ce_specversion=b"0.3"), "ce_specversion must be '1.0'", "DecodeError"),
         ("wrong topic", encoded(trained_event()), "belongs on topic 'model.trained'", "WrongTopic"),
-        ("huge number", (b"edge", json_value(epoch=2**40), headers),
-         "epoch: Input should be less than or equal to 2147483647", "DecodeError"),
-        ("unknown field", (b"edge", json_value(surprise=1), headers),
-         "surprise: Extra inputs are not permitted", "DecodeError"),
-        ("non-retriable Kafka error", encoded(status(0).model_copy(update={"reason": "big"})),
-         "MessageSizeTooLargeError", "MessageSizeTooLargeError"),
-        ("just under the size limit", (b"edge", just_under_the_limit(headers), headers),
-         "junk0: Extra inputs are not permitted", "DecodeError"),
-        ("non-UTF-8 header name", (b"edge", encoded(status(0))[1], [*headers, (RawName("x"), b"v")]),
-         "unreadable record", "CorruptRecordError"),
-    ]  # fmt: skip
+        (
+            "huge number",
+            (b"edge", json_value(epoch=2**40), headers),
+            "epoch: Input should be less than or equal to 2147483647",
+            "DecodeError",
+        ),
+        (
+            "unknown field",
+            (b"edge", json_value(surprise=1), headers),
+            "surprise: Extra inputs are not permitted",
+            "DecodeError",
+        ),
+        (
+            "non-retriable Kafka error",
+            encoded(status(0).model_copy(update={"reason": "big"})),
+            "MessageSizeTooLargeError",
+            "MessageSizeTooLargeError",
+        ),
+        (
+            "just under the size limit",
+            (b"edge", just_under_the_limit(headers), headers),
+            "junk0: Extra inputs are not permitted",
+            "DecodeError",
+        ),
+        (
+            "non-UTF-8 header name",
+            (b"edge", encoded(status(0))[1], [*headers, (RawName("x"), b"v")]),
+            "unreadable record",
+            "CorruptRecordError",
+        ),
+    ]
 
 
 def test_poison_messages_of_every_shape_are_dead_lettered_and_the_next_event_is_handled(
@@ -178,10 +203,14 @@ class FlakyCommits:
 
 @pytest.mark.parametrize(
     "error",
-    [RebalanceInProgressError(), CommitFailedError("group rebalanced"), KafkaTimeoutError("commit timed out"),
-     KafkaConnectionError("broker away")],
+    [
+        RebalanceInProgressError(),
+        CommitFailedError("group rebalanced"),
+        KafkaTimeoutError("commit timed out"),
+        KafkaConnectionError("broker away"),
+    ],
     ids=["rebalance", "commit-failed", "timeout", "connection"],
-)  # fmt: skip
+)
 def test_a_failed_commit_stays_pending_and_is_committed_later(
     ferry_settings: FerrySettings, loops: Loops, error: Exception
 ) -> None:
@@ -190,8 +219,9 @@ def test_a_failed_commit_stays_pending_and_is_committed_later(
     group = loops.group("flaky")
     consumer = FlakyCommits(make_consumer(ferry_settings, group, [STATUS]), [error, error])
     handled: list[int] = []
-    loop = loops.make({TrainingStatus: [lambda event, meta: handled.append(event.epoch)]}, group="flaky",
-                      consumer=consumer)  # fmt: skip
+    loop = loops.make(
+        {TrainingStatus: [lambda event, meta: handled.append(event.epoch)]}, group="flaky", consumer=consumer
+    )
     drain(loop, lambda: len(handled) == 5)
     ends = {p: o for p, o in end_offsets(ferry_settings, topic).items() if o}
 
@@ -220,8 +250,9 @@ def test_offsets_pending_at_a_rebalance_are_committed_on_revoke(ferry_settings: 
     group = loops.group("revoke")
     never = FlakyCommits(make_consumer(ferry_settings, group, [STATUS]), [KafkaConnectionError("away")] * 10_000)
     first: list[int] = []
-    loop_a = loops.make({TrainingStatus: [lambda event, meta: first.append(event.epoch)]}, group="revoke",
-                        consumer=never)  # fmt: skip
+    loop_a = loops.make(
+        {TrainingStatus: [lambda event, meta: first.append(event.epoch)]}, group="revoke", consumer=never
+    )
     drain(loop_a, lambda: len(first) == len(keys))  # handled, but its own commits all fail
     assert committed(ferry_settings, group, topic) == dict.fromkeys(end_offsets(ferry_settings, topic))
 
@@ -274,16 +305,21 @@ def test_a_failing_dlq_producer_is_retried_and_the_message_never_skipped(
     stop = threading.Event()
     # First a producer that keeps failing until the loop is told to stop: the poison must stay uncommitted.
     failing = FlakySends(producer, failures=10_000, on_send=lambda calls: calls >= 2 and stop.set())
-    loop = loops.make({TrainingStatus: [lambda event, meta: handled.append(event.epoch)]}, group="dlq",
-                      dlq_producer=failing, stop=stop)  # fmt: skip
+    loop = loops.make(
+        {TrainingStatus: [lambda event, meta: handled.append(event.epoch)]},
+        group="dlq",
+        dlq_producer=failing,
+        stop=stop,
+    )
     drain(loop, lambda: failing.calls >= 2)
     loop.close()
     assert handled == [] and read_all(ferry_settings, f"{topic}.dlq", 1, timeout_s=2) == []
 
     # Restarted with a producer that fails twice more, then works: retried, dead-lettered once, then on.
     flaky = FlakySends(producer, failures=2)
-    restarted = loops.make({TrainingStatus: [lambda event, meta: handled.append(event.epoch)]}, group="dlq",
-                           dlq_producer=flaky)  # fmt: skip
+    restarted = loops.make(
+        {TrainingStatus: [lambda event, meta: handled.append(event.epoch)]}, group="dlq", dlq_producer=flaky
+    )
     drain(restarted, lambda: handled == [1])
     assert flaky.failures == 0
     [copy] = read_all(ferry_settings, f"{topic}.dlq", 1)
@@ -296,8 +332,11 @@ def test_the_loop_reports_its_lag_per_partition(ferry_settings: FerrySettings, l
     offsets = send_raw(ferry_settings, topic, [encoded(status(n, "one-key")) for n in range(10)])
     partition = TopicPartition(topic, next(p for p, o in end_offsets(ferry_settings, topic).items() if o))
     handled: list[int] = []
-    loop = loops.make({TrainingStatus: [lambda event, meta: handled.append(event.epoch)]}, group="lag",
-                      consumer_options={"max_poll_records": 3})  # fmt: skip
+    loop = loops.make(
+        {TrainingStatus: [lambda event, meta: handled.append(event.epoch)]},
+        group="lag",
+        consumer_options={"max_poll_records": 3},
+    )
     drain(loop, lambda: len(handled) >= 3)
     assert loop.lag[partition] == offsets[-1] + 1 - len(handled)
     drain(loop, lambda: len(handled) == 10)

@@ -32,14 +32,14 @@ from test_registry_support import TopicReader, wait_for
 from services.evaluator.adapters.onnx_runtime import OnnxModel
 from services.evaluator.bootstrap import EvaluatorService, bootstrap
 from services.evaluator.settings import EvaluatorSettings
-from services.trainer.pipeline import run_training
+from services.trainer.service import run_training
 from shared.artifacts import ArtifactStore
 from shared.datasets import load_dataset, split
 from shared.events import AlertChanged, ArtifactRef, Event, Hyperparameters, ModelTrained, TrainingRequested, new_id
 from shared.kafka import KafkaPublisher, make_producer
-from shared.postgres import temporary_database
+from shared.local.postgres import temporary_database
+from shared.local.stack import PROJECT_ROOT, Stack
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT, Stack
 from shared.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]

@@ -27,8 +27,8 @@ from services.gateway.sample_models import classifier_bytes, classifier_signatur
 from shared.artifacts import ArtifactStore
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, new_id
 from shared.kafka import KafkaPublisher
+from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "gateway-it-token"
@@ -52,8 +52,9 @@ class Process:
     def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
         self.log = log
         with log.open("ab") as out:
-            self.popen = subprocess.Popen([sys.executable, "-m", module], cwd=PROJECT_ROOT, env=env, stdout=out,
-                                          stderr=subprocess.STDOUT)  # fmt: skip
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", module], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def alive(self) -> bool:
         if self.popen.poll() is not None:
@@ -64,12 +65,18 @@ class Process:
 @pytest.fixture
 def env(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path) -> dict[str, str]:
     return {
-        **os.environ, "FERRY_HOME": str(tmp_path / "home"), "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
-        "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix, "FERRY_DATABASE_URL": fresh_database_url,
-        "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root, "FERRY_API_TOKEN": TOKEN,
-        "FERRY_REGISTRY_PORT": str(free_port()), "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
-        "FERRY_GATEWAY_DEVICE": "cpu", "PYTHONUNBUFFERED": "1",
-    }  # fmt: skip
+        **os.environ,
+        "FERRY_HOME": str(tmp_path / "home"),
+        "FERRY_KAFKA_BOOTSTRAP": ferry_settings.kafka_bootstrap,
+        "FERRY_TOPIC_PREFIX": ferry_settings.topic_prefix,
+        "FERRY_DATABASE_URL": fresh_database_url,
+        "FERRY_ARTIFACT_ROOT": ferry_settings.resolved_artifact_root,
+        "FERRY_API_TOKEN": TOKEN,
+        "FERRY_REGISTRY_PORT": str(free_port()),
+        "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
+        "FERRY_GATEWAY_DEVICE": "cpu",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @pytest.fixture
@@ -86,24 +93,36 @@ def register(settings: FerrySettings, store: ArtifactStore, seeds: list[int]) ->
     publisher = KafkaPublisher(settings, source="test/gateway")
     for seed in seeds:
         uri, sha256, size = store.put_bytes(classifier_bytes(8, 3, seed=seed))
-        publisher.publish(ModelTrained(
-            model_name="flowers", request_id=new_id(), artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size,
-            format="onnx"), signature=classifier_signature(8, 3), dataset="sklearn:iris", split_id="s1", arch="mlp",
-            hyperparameters=Hyperparameters(epochs=1),
-        ))  # fmt: skip
+        publisher.publish(
+            ModelTrained(
+                model_name="flowers",
+                request_id=new_id(),
+                artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
+                signature=classifier_signature(8, 3),
+                dataset="sklearn:iris",
+                split_id="s1",
+                arch="mlp",
+                hyperparameters=Hyperparameters(epochs=1),
+            )
+        )
     publisher.close()
 
 
 def promote(registry: str, version: int, **extra: Any) -> None:
     body = {"action": "promote", "version": version, "reason": "gateway test", **extra}
-    response = httpx.post(f"{registry}/api/v1/models/flowers/deployment", json=body, timeout=30,
-                          headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    response = httpx.post(
+        f"{registry}/api/v1/models/flowers/deployment",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert response.status_code == 200, response.text
 
 
 def version_of(url: str, key: str = "k") -> str:
-    response = httpx.post(f"{url}/v2/models/flowers/infer", json=infer_json([ROW]), timeout=30,
-                          headers={"x-ferry-route-key": key})  # fmt: skip
+    response = httpx.post(
+        f"{url}/v2/models/flowers/infer", json=infer_json([ROW]), timeout=30, headers={"x-ferry-route-key": key}
+    )
     return str(response.json()["model_version"]) if response.status_code == 200 else ""
 
 
@@ -178,5 +197,8 @@ def _status(url: str) -> dict[str, Any]:
 
 def _refused(url: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("ferry_gateway_deployments_total") and 'outcome="refused"' in line)  # fmt: skip
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ferry_gateway_deployments_total") and 'outcome="refused"' in line
+    )

@@ -196,8 +196,9 @@ def test_sigterm_stops_the_loop_cleanly_and_commits_what_finished(ferry_settings
     group = f"{ferry_settings.topic_prefix}sigterm"
     child = subprocess.Popen(
         [sys.executable, "-c", SIGTERM_CONSUMER, ferry_settings.model_dump_json(), group],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout is not None
     seen = [int(child.stdout.readline()) for _ in range(4)]
     child.send_signal(signal.SIGTERM)

@@ -36,21 +36,36 @@ REFERENCE = {"0": 0.5, "1": 0.3, "2": 0.2}
 def register_and_promote(settings: FerrySettings, registry_url: str) -> None:
     # The registry registers only an artifact that is intact in its store (issue 7 §1).
     uri, sha256, size = ArtifactStore(settings.resolved_artifact_root).put_bytes(b"drift-test model")
-    signature = Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
-                          outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 3])])  # fmt: skip
+    signature = Signature(
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
+        outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 3])],
+    )
     trained = ModelTrained(
-        model_name="digits", request_id="drift-test", signature=signature, dataset="sklearn:iris", split_id="s",
+        model_name="digits",
+        request_id="drift-test",
+        signature=signature,
+        dataset="sklearn:iris",
+        split_id="s",
         artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
-        arch="mlp", hyperparameters=Hyperparameters(epochs=1),
-    )  # fmt: skip
+        arch="mlp",
+        hyperparameters=Hyperparameters(epochs=1),
+    )
     publisher = KafkaPublisher(settings, source="test")
     try:
         publisher.publish(trained)
         versions = f"{registry_url}/api/v1/models/digits/versions/1"
         wait_for(lambda: httpx.get(versions, timeout=5).status_code == 200, what="version 1 registered")
         report = {"candidate": {"version": 1, "accuracy": 0.9, "prediction_distribution": REFERENCE}}
-        publisher.publish(ModelDecided(model_name="digits", version=1, decision="promote", stage="champion",
-                                       reason="first champion", report=report))  # fmt: skip
+        publisher.publish(
+            ModelDecided(
+                model_name="digits",
+                version=1,
+                decision="promote",
+                stage="champion",
+                reason="first champion",
+                report=report,
+            )
+        )
         wait_for(lambda: httpx.get(f"{versions}/evaluations", timeout=5).json(), what="the evaluation stored")
     finally:
         publisher.close()
@@ -61,17 +76,24 @@ def test_a_skewed_prediction_stream_fires_drift_for_that_version(
 ) -> None:
     env = base_env(ferry_settings, tmp_path / "home")
     port = free_port()
-    registry_env = {**env, "FERRY_DATABASE_URL": fresh_database_url, "FERRY_REGISTRY_PORT": str(port),
-                    "FERRY_REGISTRY_RELAY_IDLE_S": "0.05"}  # fmt: skip
+    registry_env = {
+        **env,
+        "FERRY_DATABASE_URL": fresh_database_url,
+        "FERRY_REGISTRY_PORT": str(port),
+        "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
+    }
     registry = ServiceProcess("registry", registry_env, tmp_path / "registry.log", f"http://127.0.0.1:{port}/readyz")
     gateway, watcher = FakeGateway(version="1"), AlertWatcher(ferry_settings)
     monitor = None
     try:
         register_and_promote(ferry_settings, registry.health_url.removesuffix("/readyz"))
         monitor, url = start_monitor(
-            env, tmp_path, rules_file=str(short_rules(tmp_path / "rules.yaml")), targets=f"gateway={gateway.url}",
+            env,
+            tmp_path,
+            rules_file=str(short_rules(tmp_path / "rules.yaml")),
+            targets=f"gateway={gateway.url}",
             registry_url=f"http://127.0.0.1:{port}",
-        )  # fmt: skip
+        )
         # No prediction yet: the reference comes through deployment.changed (the champion is version 1).
         reference = wait_for(lambda: reference_gauge(url), what="the drift reference gauge")
         assert reference == REFERENCE

@@ -39,13 +39,15 @@ def one_hot_model() -> bytes:
     weights = np.zeros((FEATURES, CLASSES), dtype=np.float32)
     weights[:CLASSES, :CLASSES] = 5 * np.eye(CLASSES, dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["input", "w", "b"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        [
+            helper.make_node("Gemm", ["input", "w", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
         "one_hot",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", FEATURES])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", CLASSES])],
         [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.zeros(CLASSES, np.float32), "b")],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
@@ -64,8 +66,11 @@ class Traffic:
             while not self.stop.wait(0.02):
                 rows = np.zeros((len(self.classes), FEATURES), dtype=np.float32)
                 rows[np.arange(len(self.classes)), self.classes] = 1.0
-                body = {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
-                                    "data": rows.ravel().tolist()}]}  # fmt: skip
+                body = {
+                    "inputs": [
+                        {"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}
+                    ]
+                }
                 with contextlib.suppress(httpx.HTTPError):  # a failed request is what some tests want
                     client.post(f"{self.url}/v2/models/digits/infer", json=body)
 
@@ -83,29 +88,48 @@ class Loop:
     def fault(self, error_rate: float | None) -> None:
         url = f"{self.gateway}/admin/faults/digits/1"
         headers = {"Authorization": f"Bearer {ADMIN}"}
-        answer = (httpx.put(url, json={"error_rate": error_rate}, headers=headers, timeout=10)
-                  if error_rate is not None else httpx.delete(url, headers=headers, timeout=10))  # fmt: skip
+        answer = (
+            httpx.put(url, json={"error_rate": error_rate}, headers=headers, timeout=10)
+            if error_rate is not None
+            else httpx.delete(url, headers=headers, timeout=10)
+        )
         assert answer.status_code < 300, answer.text
 
 
 def register_served_version(settings: FerrySettings, registry: str) -> None:
     content = one_hot_model()
     uri, sha256, size = ArtifactStore(settings.resolved_artifact_root).put_bytes(content)
-    signature = Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, FEATURES])],
-                          outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, CLASSES])])  # fmt: skip
+    signature = Signature(
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, FEATURES])],
+        outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, CLASSES])],
+    )
     publisher = KafkaPublisher(settings, source="test")
     try:
-        publisher.publish(ModelTrained(
-            model_name="digits", request_id="monitor-gateway", signature=signature, dataset="sklearn:iris",
-            split_id="s", arch="mlp", hyperparameters=Hyperparameters(epochs=1),
-            artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
-        ))  # fmt: skip
+        publisher.publish(
+            ModelTrained(
+                model_name="digits",
+                request_id="monitor-gateway",
+                signature=signature,
+                dataset="sklearn:iris",
+                split_id="s",
+                arch="mlp",
+                hyperparameters=Hyperparameters(epochs=1),
+                artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
+            )
+        )
         version = f"{registry}/api/v1/models/digits/versions/1"
         wait_until(lambda: httpx.get(version, timeout=5).status_code == 200, what="version 1 registered")
         uniform = {str(c): 1 / CLASSES for c in range(CLASSES)}
-        publisher.publish(ModelDecided(model_name="digits", version=1, decision="promote", stage="champion",
-                                       reason="first champion",
-                                       report={"candidate": {"prediction_distribution": uniform}}))  # fmt: skip
+        publisher.publish(
+            ModelDecided(
+                model_name="digits",
+                version=1,
+                decision="promote",
+                stage="champion",
+                reason="first champion",
+                report={"candidate": {"prediction_distribution": uniform}},
+            )
+        )
         wait_until(lambda: httpx.get(f"{version}/evaluations", timeout=5).json(), what="the evaluation stored")
     finally:
         publisher.close()
@@ -117,21 +141,34 @@ def loop(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path)
     registry_port, gateway_port = free_port(), free_port()
     registry = f"http://127.0.0.1:{registry_port}"
     gateway = f"http://127.0.0.1:{gateway_port}"
-    env = {**env, "FERRY_DATABASE_URL": fresh_database_url, "FERRY_API_TOKEN": TOKEN, "FERRY_REGISTRY_URL": registry,
-           "FERRY_REGISTRY_PORT": str(registry_port), "FERRY_REGISTRY_RELAY_IDLE_S": "0.05"}  # fmt: skip
+    env = {
+        **env,
+        "FERRY_DATABASE_URL": fresh_database_url,
+        "FERRY_API_TOKEN": TOKEN,
+        "FERRY_REGISTRY_URL": registry,
+        "FERRY_REGISTRY_PORT": str(registry_port),
+        "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
+    }
     processes = [ServiceProcess("registry", env, tmp_path / "registry.log", f"{registry}/readyz")]
     watcher = AlertWatcher(ferry_settings)
     traffic: Traffic | None = None
     try:
         register_served_version(ferry_settings, registry)
-        gateway_env = {**env, "FERRY_GATEWAY_PORT": str(gateway_port), "FERRY_GATEWAY_ADMIN_TOKEN": ADMIN,
-                       "FERRY_GATEWAY_DEVICE": "cpu"}  # fmt: skip
+        gateway_env = {
+            **env,
+            "FERRY_GATEWAY_PORT": str(gateway_port),
+            "FERRY_GATEWAY_ADMIN_TOKEN": ADMIN,
+            "FERRY_GATEWAY_DEVICE": "cpu",
+        }
         processes.append(ServiceProcess("gateway", gateway_env, tmp_path / "gateway.log", f"{gateway}/v2/health/live"))
-        wait_until(lambda: httpx.get(f"{gateway}/v2/models/digits/ready", timeout=5).status_code == 200,
-                   what="the gateway serving digits v1")  # fmt: skip
+        wait_until(
+            lambda: httpx.get(f"{gateway}/v2/models/digits/ready", timeout=5).status_code == 200,
+            what="the gateway serving digits v1",
+        )
         rules_file = short_rules(tmp_path / "rules.yaml")
-        monitor, monitor_url = start_monitor(env, tmp_path, rules_file=str(rules_file),
-                                             targets=f"gateway={gateway}/metrics")  # fmt: skip
+        monitor, monitor_url = start_monitor(
+            env, tmp_path, rules_file=str(rules_file), targets=f"gateway={gateway}/metrics"
+        )
         processes.append(monitor)
         traffic = Traffic(gateway)
         threading.Thread(target=traffic.run, daemon=True).start()
@@ -173,8 +210,10 @@ def test_a_real_prometheus_on_the_real_gateway_fires_the_error_ratio_alert_too(l
         pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
     from test_monitor_prometheus import Prometheus
 
-    targets = [ScrapeTarget("gateway", f"127.0.0.1:{loop.gateway_port}"),
-               ScrapeTarget("monitor", loop.monitor.removeprefix("http://"))]  # fmt: skip
+    targets = [
+        ScrapeTarget("gateway", f"127.0.0.1:{loop.gateway_port}"),
+        ScrapeTarget("monitor", loop.monitor.removeprefix("http://")),
+    ]
     config = prometheus_config(targets, scrape_interval="1s", evaluation_interval="1s", alertmanager=None)
     prometheus = Prometheus(config, alerting_rules(read_rules(loop.rules_file)), tmp_path / "prometheus")
     try:

@@ -18,26 +18,37 @@ from services.monitor.provisioning import dashboard
 from services.monitor.provisioning.promql import metric_names
 from shared.events import TrainingRequested
 from shared.kafka import KafkaPublisher, make_producer
+from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # HELPERS.md's contract for the services still being built (checked for real once they are installed).
 CONTRACT = {
     "gateway": {
-        "ferry_gateway_requests_total", "ferry_gateway_request_duration_seconds_bucket",
-        "ferry_gateway_batch_size_bucket", "ferry_gateway_batch_size_sum", "ferry_gateway_batch_size_count",
-        "ferry_gateway_queue_depth", "ferry_gateway_inflight", "ferry_gateway_shed_total",
-        "ferry_gateway_rate_limited_total", "ferry_gateway_predictions_total", "ferry_gateway_shadow_comparisons_total",
+        "ferry_gateway_requests_total",
+        "ferry_gateway_request_duration_seconds_bucket",
+        "ferry_gateway_batch_size_bucket",
+        "ferry_gateway_batch_size_sum",
+        "ferry_gateway_batch_size_count",
+        "ferry_gateway_queue_depth",
+        "ferry_gateway_inflight",
+        "ferry_gateway_shed_total",
+        "ferry_gateway_rate_limited_total",
+        "ferry_gateway_predictions_total",
+        "ferry_gateway_shadow_comparisons_total",
     },
     "evaluator": {"ferry_evaluator_evaluations_total"},
-}  # fmt: skip
+}
 
 
 def owner(name: str) -> str:
-    for prefix, service_name in (("ferry_gateway_", "gateway"), ("ferry_evaluator_", "evaluator"),
-                                 ("ferry_training_", "trainer"), ("ferry_monitor_", "monitor")):  # fmt: skip
+    for prefix, service_name in (
+        ("ferry_gateway_", "gateway"),
+        ("ferry_evaluator_", "evaluator"),
+        ("ferry_training_", "trainer"),
+        ("ferry_monitor_", "monitor"),
+    ):
         if name.startswith(prefix):
             return service_name
     return "registry"  # its own metrics, and those of the consumer loop every service runs
@@ -45,11 +56,17 @@ def owner(name: str) -> str:
 
 def generated_names() -> set[str]:
     deploy = PROJECT_ROOT / "deploy"
-    expressions = [rule["expr"] for rule in yaml.safe_load((deploy / "prometheus/ferry.rules.yml").read_text())
-                   ["groups"][0]["rules"]]  # fmt: skip
+    expressions = [
+        rule["expr"]
+        for rule in yaml.safe_load((deploy / "prometheus/ferry.rules.yml").read_text())["groups"][0]["rules"]
+    ]
     grafana = yaml.safe_load((deploy / "grafana/provisioning/alerting/ferry-rules.yaml").read_text())
-    expressions += [step["model"]["expr"] for rule in grafana["groups"][0]["rules"] for step in rule["data"]
-                    if "expr" in step["model"]]  # fmt: skip
+    expressions += [
+        step["model"]["expr"]
+        for rule in grafana["groups"][0]["rules"]
+        for step in rule["data"]
+        if "expr" in step["model"]
+    ]
     expressions += dashboard.expressions()
     return {name for expression in expressions for name in metric_names(expression)} - {"up"}
 
@@ -65,9 +82,14 @@ def test_every_generated_metric_name_is_exposed_by_its_service(
     env = base_env(ferry_settings, tmp_path / "home")
     registry_port, trainer_port = free_port(), free_port()
     registry_url = f"http://127.0.0.1:{registry_port}"
-    processes = [ServiceProcess("registry", {**env, "FERRY_DATABASE_URL": fresh_database_url,
-                                             "FERRY_REGISTRY_PORT": str(registry_port)},
-                                tmp_path / "registry.log", f"{registry_url}/readyz")]  # fmt: skip
+    processes = [
+        ServiceProcess(
+            "registry",
+            {**env, "FERRY_DATABASE_URL": fresh_database_url, "FERRY_REGISTRY_PORT": str(registry_port)},
+            tmp_path / "registry.log",
+            f"{registry_url}/readyz",
+        )
+    ]
     gateway = FakeGateway(version="1")
     try:
         trainer_env = {**env, "FERRY_TRAINER_METRICS_PORT": str(trainer_port)}
@@ -83,16 +105,24 @@ def test_every_generated_metric_name_is_exposed_by_its_service(
         publisher.publish(TrainingRequested(model_name="digits", dataset="sklearn:absent"))
         publisher.close()
         gateway.class_weights = {"0": 5, "1": 5}
-        monitor, monitor_url = start_monitor(env, tmp_path, rules_file=str(short_rules(tmp_path / "rules.yaml")),
-                                             targets=f"gateway={gateway.url}", registry_url=registry_url)  # fmt: skip
+        monitor, monitor_url = start_monitor(
+            env,
+            tmp_path,
+            rules_file=str(short_rules(tmp_path / "rules.yaml")),
+            targets=f"gateway={gateway.url}",
+            registry_url=registry_url,
+        )
         processes.append(monitor)
         scrape = {"registry": f"{registry_url}/metrics", "trainer": trainer_url, "monitor": f"{monitor_url}/metrics"}
         wanted = generated_names()
         by_owner = {name: {n for n in wanted if owner(n) == name} for name in ("registry", "trainer", "monitor")}
         for name, url in scrape.items():
             required = by_owner[name]
-            wait_for(lambda url=url, required=required: required <= exposed(url),  # type: ignore[misc]
-                     timeout_s=120, what=f"{name} exposing {sorted(required - exposed(url))}")  # fmt: skip
+            wait_for(
+                lambda url=url, required=required: required <= exposed(url),  # type: ignore[misc]
+                timeout_s=120,
+                what=f"{name} exposing {sorted(required - exposed(url))}",
+            )
         for name in ("gateway", "evaluator"):  # their real processes are scraped in test_monitor_gateway.py
             assert {n for n in wanted if owner(n) == name} <= CONTRACT[name]
     finally:

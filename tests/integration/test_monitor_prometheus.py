@@ -28,8 +28,8 @@ from services.monitor.provisioning import dashboard
 from services.monitor.provisioning.prometheus import ScrapeTarget, alerting_rules, prometheus_config
 from services.monitor.provisioning.promql import value_expression
 from services.monitor.provisioning.render import to_yaml
+from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
@@ -88,10 +88,15 @@ class Prometheus:
         self.log = folder / "prometheus.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    "prometheus",
+                    f"--config.file={folder / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={folder / 'data'}",
+                    f"--web.listen-address={self.url.removeprefix('http://')}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_for(self._ready, timeout_s=60, what=f"Prometheus ready (log {self.log})")
 
     def _ready(self) -> bool:
@@ -120,10 +125,17 @@ def side_by_side(
         pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
     rules_file = short_rules(tmp_path / "rules.yaml")
     gateway, watcher = FakeGateway(version="5"), AlertWatcher(ferry_settings)
-    monitor, url = start_monitor(base_env(ferry_settings, tmp_path / "home"), tmp_path, rules_file=str(rules_file),
-                                 targets=f"gateway={gateway.url}", registry_url="http://127.0.0.1:9")  # fmt: skip
-    targets = [ScrapeTarget("gateway", f"127.0.0.1:{gateway.server.port}"),
-               ScrapeTarget("monitor", url.removeprefix("http://"))]  # fmt: skip
+    monitor, url = start_monitor(
+        base_env(ferry_settings, tmp_path / "home"),
+        tmp_path,
+        rules_file=str(rules_file),
+        targets=f"gateway={gateway.url}",
+        registry_url="http://127.0.0.1:9",
+    )
+    targets = [
+        ScrapeTarget("gateway", f"127.0.0.1:{gateway.server.port}"),
+        ScrapeTarget("monitor", url.removeprefix("http://")),
+    ]
     config = prometheus_config(targets, scrape_interval="1s", evaluation_interval="1s", alertmanager=None)
     prometheus = Prometheus(config, alerting_rules(read_rules(rules_file)), tmp_path / "prometheus")
     try:
@@ -139,11 +151,18 @@ def test_prometheus_and_the_monitor_fire_the_same_alerts_from_the_same_rules(
     side_by_side: tuple[FakeGateway, Prometheus, str, AlertWatcher],
 ) -> None:
     gateway, prometheus, monitor_url, watcher = side_by_side
-    wait_for(lambda: httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "up"}).json()["data"]["result"],
-             what="Prometheus's first scrape")  # fmt: skip
+    wait_for(
+        lambda: httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "up"}).json()["data"]["result"],
+        what="Prometheus's first scrape",
+    )
     gateway.error_rate = 0.5
-    expected = {"alertname": "GatewayErrorRatio", "model": "digits", "version": "5", "severity": "critical",
-                "action": "rollback"}  # fmt: skip
+    expected = {
+        "alertname": "GatewayErrorRatio",
+        "model": "digits",
+        "version": "5",
+        "severity": "critical",
+        "action": "rollback",
+    }
     assert wait_for(lambda: prometheus.firing("GatewayErrorRatio"), what="Prometheus firing") == [expected]
     [mine] = wait_for(lambda: active(monitor_url, "GatewayErrorRatio"), what="the monitor firing")
     assert mine["labels"] == {"model": "digits", "version": "5"}

@@ -44,9 +44,13 @@ def running(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Running]:
     gateway, watcher, webhook = FakeGateway(version="3"), AlertWatcher(ferry_settings), WebhookReceiver()
     env = base_env(ferry_settings, tmp_path / "home")
     monitor, url = start_monitor(
-        env, tmp_path, rules_file=str(short_rules(tmp_path / "rules.yaml")), webhook_urls=webhook.url,
-        targets=f"gateway={gateway.url}", registry_url="http://127.0.0.1:9",
-    )  # fmt: skip
+        env,
+        tmp_path,
+        rules_file=str(short_rules(tmp_path / "rules.yaml")),
+        webhook_urls=webhook.url,
+        targets=f"gateway={gateway.url}",
+        registry_url="http://127.0.0.1:9",
+    )
     try:
         yield Running(gateway, watcher, webhook, monitor, url)
     finally:
@@ -58,8 +62,10 @@ def running(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Running]:
 
 
 def test_failing_requests_fire_the_error_ratio_alert_on_kafka_and_it_resolves_when_healthy(running: Running) -> None:
-    wait_for(lambda: any(t["up"] for t in httpx.get(f"{running.url}/api/v1/targets").json()["targets"]),
-             what="the first scrape")  # fmt: skip
+    wait_for(
+        lambda: any(t["up"] for t in httpx.get(f"{running.url}/api/v1/targets").json()["targets"]),
+        what="the first scrape",
+    )
     assert running.watcher.of("GatewayErrorRatio") == []
     running.gateway.error_rate = 0.5
     [fired] = wait_for(lambda: running.watcher.of("GatewayErrorRatio", "fired"), what="GatewayErrorRatio on Kafka")
@@ -80,8 +86,10 @@ def test_failing_requests_fire_the_error_ratio_alert_on_kafka_and_it_resolves_wh
 
 
 def test_a_target_that_goes_down_fires_target_down_and_the_monitor_goes_on(running: Running) -> None:
-    wait_for(lambda: any(t["up"] for t in httpx.get(f"{running.url}/api/v1/targets").json()["targets"]),
-             what="the first scrape")  # fmt: skip
+    wait_for(
+        lambda: any(t["up"] for t in httpx.get(f"{running.url}/api/v1/targets").json()["targets"]),
+        what="the first scrape",
+    )
     running.gateway.close()
     [fired] = wait_for(lambda: running.watcher.of("TargetDown", "fired"), what="TargetDown on Kafka")
     assert fired.labels == {"job": "gateway", "instance": f"127.0.0.1:{running.gateway.server.port}"}

@@ -67,12 +67,18 @@ def test_models_and_versions_newest_first_with_cursor_pages(client: TestClient, 
 
 def test_client_mistakes_are_json_4xx(client: TestClient, stored: list[ModelTrained]) -> None:
     cases = {
-        "/api/v1/models/nope": 404, "/api/v1/models/digits/versions/99": 404, "/api/v1/nowhere": 404,
-        "/api/v1/models/digits/versions?limit=0": 422, "/api/v1/models/digits/versions?limit=201": 422,
-        "/api/v1/models/digits/versions?status=bogus": 422, "/api/v1/models/digits/versions?cursor=!!": 422,
-        "/api/v1/models/digits/versions/0": 422, f"/api/v1/models/digits/versions/{2**40}": 422,
-        "/api/v1/models/bad%20name": 422, "/api/v1/models?cursor=x": 422,
-    }  # fmt: skip
+        "/api/v1/models/nope": 404,
+        "/api/v1/models/digits/versions/99": 404,
+        "/api/v1/nowhere": 404,
+        "/api/v1/models/digits/versions?limit=0": 422,
+        "/api/v1/models/digits/versions?limit=201": 422,
+        "/api/v1/models/digits/versions?status=bogus": 422,
+        "/api/v1/models/digits/versions?cursor=!!": 422,
+        "/api/v1/models/digits/versions/0": 422,
+        f"/api/v1/models/digits/versions/{2**40}": 422,
+        "/api/v1/models/bad%20name": 422,
+        "/api/v1/models?cursor=x": 422,
+    }
     for path, status in cases.items():
         response = client.get(path)
         assert response.status_code == status, path
@@ -132,8 +138,9 @@ def test_promote_canary_and_rollback_through_the_api(
     topic_reader: Callable[[str], TopicReader],
 ) -> None:
     def post(body: dict[str, object], token: str = API_TOKEN, **headers: str) -> Any:
-        return client.post("/api/v1/models/digits/deployment", json=body,
-                           headers={"Authorization": f"Bearer {token}", **headers})  # fmt: skip
+        return client.post(
+            "/api/v1/models/digits/deployment", json=body, headers={"Authorization": f"Bearer {token}", **headers}
+        )
 
     assert post({"action": "rollback", "reason": "nothing to roll back"}).status_code == 409
     assert post({"action": "promote", "version": 1, "reason": "first"}, ALICE).json()["champion"] == 1
@@ -150,7 +157,7 @@ def test_promote_canary_and_rollback_through_the_api(
         (3, "set_canary_weight", "user:admin"),
         (2, "promote", "user:alice"),
         (1, "promote", "user:alice"),
-    ]  # fmt: skip  (X-Ferry-User counts for nothing)
+    ]  # X-Ferry-User counts for nothing
     assert client.get("/api/v1/models/digits/versions/2").json()["status"] == "rolled_back"
     assert registry.relay.relay_once() == 3 + 5  # three model.registered, five deployment.changed
     changes = topic_reader("deployment.changed").read(5)
@@ -170,8 +177,9 @@ def test_a_rejected_version_is_promoted_over_http_only_with_force(
     assert refused.status_code == 409 and "was rejected; promoting it needs force" in refused.json()["error"]
     no_reason = {"action": "promote", "version": 2, "force": True}
     assert client.post("/api/v1/models/digits/deployment", json=no_reason, headers=AUTH).status_code == 422
-    forced = client.post("/api/v1/models/digits/deployment", json={**body, "force": True},
-                         headers={"Authorization": f"Bearer {ALICE}"})  # fmt: skip
+    forced = client.post(
+        "/api/v1/models/digits/deployment", json={**body, "force": True}, headers={"Authorization": f"Bearer {ALICE}"}
+    )
     assert forced.status_code == 200 and forced.json()["champion"] == 2
     [entry] = client.get("/api/v1/models/digits/deployment/history").json()["items"]
     assert (entry["forced"], entry["actor"], entry["reason"]) == (True, "user:alice", body["reason"])
@@ -191,10 +199,22 @@ def test_a_trace_crosses_http_into_the_deployment_changed_event(
 
 
 def test_evaluations_and_lineage(client: TestClient, registry: Registry, stored: list[ModelTrained]) -> None:
-    report = {"candidate": {"accuracy": 0.98, "prediction_distribution": {"0": 0.25, "1": 0.75}},
-              "baseline": None, "test": {"name": "mcnemar", "p_value": 0.01}, "policy": {"min_gain": 0.0}}  # fmt: skip
-    decision = ModelDecided(model_name="digits", version=1, decision="promote", stage="champion", reason="better",
-                            metrics={"accuracy": 0.98}, baseline_metrics={}, report=report)  # fmt: skip
+    report = {
+        "candidate": {"accuracy": 0.98, "prediction_distribution": {"0": 0.25, "1": 0.75}},
+        "baseline": None,
+        "test": {"name": "mcnemar", "p_value": 0.01},
+        "policy": {"min_gain": 0.0},
+    }
+    decision = ModelDecided(
+        model_name="digits",
+        version=1,
+        decision="promote",
+        stage="champion",
+        reason="better",
+        metrics={"accuracy": 0.98},
+        baseline_metrics={},
+        report=report,
+    )
     handle_model_decided(decision, meta(decision), uow=registry.uow())
     evaluations = client.get("/api/v1/models/digits/versions/1/evaluations").json()
     assert [(row["decision"], row["metrics"]) for row in evaluations] == [("promote", {"accuracy": 0.98})]

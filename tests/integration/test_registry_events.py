@@ -87,8 +87,9 @@ def test_a_database_outage_is_retried_never_dead_lettered(
 ) -> None:
     ferry = registry_settings.ferry
     dead_database = ferry.model_copy(update={"database_url": "postgresql+psycopg://ferry@127.0.0.1:1/nowhere"})
-    broken = bootstrap(registry_settings.model_copy(update={"ferry": dead_database}), migrate=False,
-                       sender=ListSender())  # fmt: skip
+    broken = bootstrap(
+        registry_settings.model_copy(update={"ferry": dead_database}), migrate=False, sender=ListSender()
+    )
     attempts = threading.Event()
     original = broken.uow
 

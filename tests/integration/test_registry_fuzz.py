@@ -51,8 +51,14 @@ def fuzz(operation: Any, seen: list[int]) -> None:
         strategies.append(operation.as_strategy(path_parameters={"name": "digits"}))
 
     @given(case=st.one_of(strategies))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-              derandomize=True, phases=[Phase.explicit, Phase.generate])  # fmt: skip
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+    )
     def check(case: schemathesis.Case) -> None:
         response = case.call_and_validate(headers={"Authorization": f"Bearer {API_TOKEN}"}, checks=[not_a_server_error])
         seen.append(response.status_code)

@@ -28,8 +28,13 @@ pytest_plugins = ["test_registry_support"]
 
 
 def meta_for(event: Any, event_id: str | None = None, source: str = "tests") -> EventMeta:
-    return EventMeta(event_id=event_id if event_id is not None else new_id(), source=source, time=utc_now(),
-                     traceparent=None, type_name=event.type_name)  # fmt: skip
+    return EventMeta(
+        event_id=event_id if event_id is not None else new_id(),
+        source=source,
+        time=utc_now(),
+        traceparent=None,
+        type_name=event.type_name,
+    )
 
 
 @dataclass
@@ -79,14 +84,23 @@ def register(backend: Backend, event: ModelTrained, event_id: str | None = None,
 def decided(
     backend: Backend, version: int, decision: str, event_id: str | None = None, source: str = "tests", **fields: Any
 ) -> Any:
-    event = ModelDecided(model_name="digits", version=version, decision=decision, reason=f"{decision} it",  # type: ignore[arg-type]
-                         metrics={"accuracy": 0.9}, **fields)  # fmt: skip
+    event = ModelDecided(
+        model_name="digits",
+        version=version,
+        decision=decision,
+        reason=f"{decision} it",  # type: ignore[arg-type]
+        metrics={"accuracy": 0.9},
+        **fields,
+    )
     return handle_model_decided(event, meta_for(event, event_id, source), uow=backend.uow())
 
 
 def published(backend: Backend, type_name: str) -> list[Any]:
-    return [EVENT_TYPES[row.type_name].model_validate(row.payload) for row in backend.rows(OutboxMessage)
-            if row.type_name == type_name]  # fmt: skip
+    return [
+        EVENT_TYPES[row.type_name].model_validate(row.payload)
+        for row in backend.rows(OutboxMessage)
+        if row.type_name == type_name
+    ]
 
 
 def test_the_same_event_twice_makes_one_version(backend: Backend) -> None:
@@ -127,7 +141,11 @@ def test_promote_canary_then_champion_then_rollback(backend: Backend) -> None:
     assert statuses == {1: "champion", 2: "rolled_back", 3: "challenger"}
     history = backend.rows(DeploymentHistory)
     assert [(row.revision, row.action, row.from_champion, row.to_champion) for row in history] == [
-        (1, "promote", None, 1), (2, "promote", 1, 2), (3, "promote", 2, 2), (4, "rollback", 2, 1)]  # fmt: skip
+        (1, "promote", None, 1),
+        (2, "promote", 1, 2),
+        (3, "promote", 2, 2),
+        (4, "rollback", 2, 1),
+    ]
     changes = published(backend, "ferry.deployment.changed.v1")
     assert [change.revision for change in changes] == [1, 2, 3, 4]
     assert changes[-1].champion.version == 1 and changes[-1].challenger.version == 3
@@ -162,8 +180,9 @@ def test_a_users_command_takes_the_same_path_and_is_credited(backend: Backend) -
     register(backend, backend.trained())
     register(backend, backend.trained())
     decided(backend, 1, "promote", stage="champion")
-    command = Decision(model_name="digits", kind="promote", reason="manual", actor="user:alice", version=2,
-                       canary_weight=0.5)  # fmt: skip
+    command = Decision(
+        model_name="digits", kind="promote", reason="manual", actor="user:alice", version=2, canary_weight=0.5
+    )
     outcome = handle_deployment_command(command, uow=backend.uow())
     assert outcome.after.challenger == 2 and outcome.after.canary_weight == 0.5
     last = backend.rows(DeploymentHistory)[-1]
@@ -195,8 +214,14 @@ def test_a_rejected_version_is_promoted_only_by_force_with_the_history_saying_so
     decided(backend, 2, "reject")
     with pytest.raises(DecisionNotApplicable, match="version 2 was rejected; promoting it needs force"):
         decided(backend, 2, "promote", stage="champion")  # the evaluator's event can never force it
-    command = Decision(model_name="digits", kind="promote", reason="the test set was wrong", actor="user:alice",
-                       version=2, stage="champion")  # fmt: skip
+    command = Decision(
+        model_name="digits",
+        kind="promote",
+        reason="the test set was wrong",
+        actor="user:alice",
+        version=2,
+        stage="champion",
+    )
     with pytest.raises(DecisionNotApplicable, match="needs force"):
         handle_deployment_command(command, uow=backend.uow())
     assert [row.status for row in backend.rows(ModelVersion)] == ["champion", "rejected"]

@@ -20,8 +20,15 @@ from services.registry.adapters.repository import SqlRepository
 pytestmark = pytest.mark.integration
 pytest_plugins = ["test_registry_support"]
 
-TABLES = {"registered_models", "model_versions", "evaluations", "deployments", "deployment_history", "outbox",
-          "applied_events"}  # fmt: skip
+TABLES = {
+    "registered_models",
+    "model_versions",
+    "evaluations",
+    "deployments",
+    "deployment_history",
+    "outbox",
+    "applied_events",
+}
 
 
 def test_upgrade_from_empty_then_downgrade_to_base_and_up_again(fresh_database_url: str) -> None:
@@ -60,7 +67,7 @@ def test_upgrading_twice_is_harmless_and_history_is_append_only(fresh_database_u
             text(
                 "INSERT INTO deployment_history (model_id, revision, action, from_canary_weight, to_canary_weight, "
                 "shadow, actor, reason) VALUES (:id, 1, 'promote', 0, 0, false, 'test', 'r')"
-            ),  # fmt: skip
+            ),
             {"id": model_id},
         )
     with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:

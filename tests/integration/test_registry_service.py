@@ -28,7 +28,7 @@ from shared.artifacts import ArtifactStore
 from shared.envelope import Decoded
 from shared.events import ModelDecided, ModelRegistered
 from shared.faults import FAULT_EXIT_CODE, reached
-from shared.stack import PROJECT_ROOT
+from shared.local.stack import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest_plugins = ["test_registry_support"]
@@ -47,13 +47,19 @@ class Service:
             f"# written by the test, as make up writes .ferry/secrets/api-tokens\noperator {OPERATOR_TOKEN}\n"
         )
         self.env = {
-            **os.environ, "FERRY_HOME": str(folder / "home"), "FERRY_DATABASE_URL": str(ferry.database_url),
-            "FERRY_KAFKA_BOOTSTRAP": ferry.kafka_bootstrap, "FERRY_TOPIC_PREFIX": ferry.topic_prefix,
-            "FERRY_ARTIFACT_ROOT": str(ferry.artifact_root), "FERRY_REGISTRY_TOKENS_FILE": str(tokens),
-            "FERRY_REGISTRY_PORT": str(self.port), "FERRY_REGISTRY_CONSUMER_GROUP": settings.consumer_group,
-            "FERRY_REGISTRY_RELAY_IDLE_S": "0.05", "FERRY_REGISTRY_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+            **os.environ,
+            "FERRY_HOME": str(folder / "home"),
+            "FERRY_DATABASE_URL": str(ferry.database_url),
+            "FERRY_KAFKA_BOOTSTRAP": ferry.kafka_bootstrap,
+            "FERRY_TOPIC_PREFIX": ferry.topic_prefix,
+            "FERRY_ARTIFACT_ROOT": str(ferry.artifact_root),
+            "FERRY_REGISTRY_TOKENS_FILE": str(tokens),
+            "FERRY_REGISTRY_PORT": str(self.port),
+            "FERRY_REGISTRY_CONSUMER_GROUP": settings.consumer_group,
+            "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
+            "FERRY_REGISTRY_CONSUMER_SESSION_TIMEOUT_MS": "6000",
             "FERRY_FAULT_REPORT": str(folder / "faults.txt"),
-        }  # fmt: skip
+        }
         self.env.pop("FERRY_API_TOKEN", None)
         self.env.update(extra_env)
         self.log_file = folder / f"{name}.log"
@@ -61,8 +67,13 @@ class Service:
 
     def start(self, *, wait_ready: bool = True) -> Service:
         with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.registry"], cwd=PROJECT_ROOT,
-                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.registry"],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if wait_ready:
             wait_for(self._ready, timeout_s=90, what=f"the registry on {self.url} (log: {self.log_file})")
         return self
@@ -189,8 +200,10 @@ def test_a_crash_at_a_fault_point_loses_duplicates_and_reorders_nothing(
     if republished is not None:  # only a crash after the acks makes a broker-side duplicate
         assert (len(received) > total) is republished
 
-    decisions = [ModelDecided(model_name="digits", version=version, decision="promote", stage=stage, reason="test")
-                 for version, stage in ((1, "champion"), (2, "canary"), (3, "champion"))]  # fmt: skip
+    decisions = [
+        ModelDecided(model_name="digits", version=version, decision="promote", stage=stage, reason="test")
+        for version, stage in ((1, "champion"), (2, "canary"), (3, "champion"))
+    ]
     publish(registry_settings.ferry, *decisions)
     wait_unique(changed, 3)
     revisions = [item.event.revision for item in first_seen(changed.settle(1.0))]  # type: ignore[attr-defined]

@@ -37,9 +37,12 @@ SIGNATURE = Signature(
 
 
 def trained_event(
-    model: str = "digits", *, request_id: str | None = None, content: bytes | None = None,
+    model: str = "digits",
+    *,
+    request_id: str | None = None,
+    content: bytes | None = None,
     store: ArtifactStore | None = None,
-) -> ModelTrained:  # fmt: skip
+) -> ModelTrained:
     """A model.trained event; with a store, its artifact really exists there (else it is nowhere)."""
     content = content if content is not None else uuid.uuid4().bytes * 8
     if store is not None:
@@ -48,11 +51,16 @@ def trained_event(
         sha256, size = hashlib.sha256(content).hexdigest(), len(content)
         uri = f"/nonexistent/{sha256}.onnx"
     return ModelTrained(
-        model_name=model, request_id=request_id or new_id(),
-        artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"), signature=SIGNATURE,
-        metrics={"val_accuracy": 0.97, "val_loss": 0.1}, dataset="sklearn:digits", split_id="split-1", arch="mlp",
+        model_name=model,
+        request_id=request_id or new_id(),
+        artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
+        signature=SIGNATURE,
+        metrics={"val_accuracy": 0.97, "val_loss": 0.1},
+        dataset="sklearn:digits",
+        split_id="split-1",
+        arch="mlp",
         hyperparameters=Hyperparameters(epochs=3),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -60,9 +68,11 @@ def registry_settings(ferry_settings: FerrySettings, fresh_database_url: str) ->
     """Registry settings on this test's topics and database, with an API token."""
     return RegistrySettings(
         ferry=ferry_settings.model_copy(update={"database_url": fresh_database_url}),
-        api_token=SecretStr(API_TOKEN), relay_idle_s=0.05, db_pool_size=25,
+        api_token=SecretStr(API_TOKEN),
+        relay_idle_s=0.05,
+        db_pool_size=25,
         consumer_group=f"registry-{uuid.uuid4().hex[:8]}",
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -130,8 +140,12 @@ class TopicReader:
 
     def __init__(self, settings: FerrySettings, topic: str) -> None:
         self.topic = settings.topic(topic)
-        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                       auto_offset_reset="earliest", consumer_timeout_ms=200)  # fmt: skip
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=200,
+        )
         partitions = wait_for(lambda: self._consumer.partitions_for_topic(self.topic), what=f"{self.topic} metadata")
         self._consumer.assign([TopicPartition(self.topic, partition) for partition in sorted(partitions)])
         self.records: list[Any] = []

@@ -23,9 +23,9 @@ import httpx
 import pytest
 from support import free_port
 
+from shared.local.stack import PROJECT_ROOT
+from shared.local.system import settings_environment
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
-from shared.system import settings_environment
 from shared.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

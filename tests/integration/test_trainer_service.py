@@ -21,8 +21,8 @@ from shared.envelope import decode
 from shared.events import Event, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus
 from shared.faults import FAULT_EXIT_CODE, reached
 from shared.kafka import KafkaPublisher, make_consumer
+from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

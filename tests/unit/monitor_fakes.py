@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from services.monitor.adapters.delivery import Dispatcher, KafkaSink
 from services.monitor.adapters.scraper import ScrapeResult, Target, parse_exposition
 from services.monitor.domain.rules import load_rules
-from services.monitor.engine import Monitor
+from services.monitor.service import Monitor
 from shared.kafka import ListPublisher
 
 

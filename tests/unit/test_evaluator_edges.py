@@ -14,14 +14,31 @@ from services.evaluator.entrypoints.api import create_app
 from shared.errors import PermanentError, TransientError
 
 VERSION = {
-    "version": 2, "status": "registered", "dataset": "sklearn:digits", "split_id": "s",
+    "version": 2,
+    "status": "registered",
+    "dataset": "sklearn:digits",
+    "split_id": "s",
     "artifact": {"uri": "/x", "sha256": "b" * 64, "size_bytes": 10, "format": "onnx-int8"},
     "signature": {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}], "outputs": []},
     "compression": {"quantize": "int8", "prune": None, "distill_from": None},
-}  # fmt: skip
-HISTORY = {"items": [{"revision": 2, "action": "promote", "from_champion": 1, "to_champion": 1, "from_challenger": None,
-                      "to_challenger": 2, "to_canary_weight": 0.1, "actor": "evaluator", "reason": "r",
-                      "created_at": "2026-01-01T00:00:00Z"}], "next_cursor": None}  # fmt: skip
+}
+HISTORY = {
+    "items": [
+        {
+            "revision": 2,
+            "action": "promote",
+            "from_champion": 1,
+            "to_champion": 1,
+            "from_challenger": None,
+            "to_challenger": 2,
+            "to_canary_weight": 0.1,
+            "actor": "evaluator",
+            "reason": "r",
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+    ],
+    "next_cursor": None,
+}
 
 
 def client(answer: Any) -> RegistryClient:

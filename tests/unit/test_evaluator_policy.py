@@ -12,9 +12,15 @@ from services.evaluator.domain.statistics import Interval, McNemar, PairedCompar
 
 POLICY = Policy()
 LATENCY = {
-    "batch_1_p50_ms": 0.02, "batch_1_p99_ms": 0.05, "batch_64_p50_ms": 0.1, "batch_64_p99_ms": 0.3,
-    "batch_1_cpu_p50_ms": 0.02, "batch_1_cpu_p99_ms": 0.05, "batch_64_cpu_p50_ms": 0.1, "batch_64_cpu_p99_ms": 0.3,
-}  # fmt: skip
+    "batch_1_p50_ms": 0.02,
+    "batch_1_p99_ms": 0.05,
+    "batch_64_p50_ms": 0.1,
+    "batch_64_p99_ms": 0.3,
+    "batch_1_cpu_p50_ms": 0.02,
+    "batch_1_cpu_p99_ms": 0.05,
+    "batch_64_cpu_p50_ms": 0.1,
+    "batch_64_cpu_p99_ms": 0.3,
+}
 
 
 def facts(

@@ -22,9 +22,14 @@ from shared.events import (
 def test_type_names_are_versioned_and_unique() -> None:
     assert all(name.startswith("ferry.") and name.rsplit(".", 1)[1].startswith("v") for name in EVENT_TYPES)
     assert set(TOPICS) == {
-        "training.requested", "training.status", "model.trained", "model.registered",
-        "model.decided", "deployment.changed", "alert",
-    }  # fmt: skip
+        "training.requested",
+        "training.status",
+        "model.trained",
+        "model.registered",
+        "model.decided",
+        "deployment.changed",
+        "alert",
+    }
 
 
 def test_events_are_frozen() -> None:
@@ -94,13 +99,28 @@ def _valid(event_class) -> dict:
     examples = {
         TrainingRequested: {"model_name": "m", "dataset": "sklearn:iris", "hyperparameters": {}},
         TrainingStatus: {"model_name": "m", "request_id": "r", "state": "progress"},
-        ModelTrained: {"model_name": "m", "request_id": "r", "artifact": artifact, "signature": signature,
-                       "dataset": "d", "split_id": "s", "arch": "mlp", "hyperparameters": {}, "metrics": {}},
-        ModelRegistered: {"model_name": "m", "version": 1, "artifact": artifact, "signature": signature,
-                          "dataset": "d", "split_id": "s"},
+        ModelTrained: {
+            "model_name": "m",
+            "request_id": "r",
+            "artifact": artifact,
+            "signature": signature,
+            "dataset": "d",
+            "split_id": "s",
+            "arch": "mlp",
+            "hyperparameters": {},
+            "metrics": {},
+        },
+        ModelRegistered: {
+            "model_name": "m",
+            "version": 1,
+            "artifact": artifact,
+            "signature": signature,
+            "dataset": "d",
+            "split_id": "s",
+        },
         ModelDecided: {"model_name": "m", "version": 1, "decision": "reject", "reason": "worse"},
         DeploymentChanged: {"model_name": "m", "revision": 1},
-    }  # fmt: skip
+    }
     data = examples[event_class]
     event_class.model_validate(data)  # the example itself is valid
     return dict(data)

@@ -100,8 +100,9 @@ def test_bad_requests_are_4xx_with_a_reason(served: Served, body: object, status
 
 def test_malformed_bodies_and_framing(served: Served) -> None:
     assert _post(served, "{not json").status_code == 400
-    header = json.dumps({"inputs": [{**{k: v for k, v in GOOD.items() if k != "data"},
-                                     "parameters": {"binary_data_size": 32}}]}).encode()  # fmt: skip
+    header = json.dumps(
+        {"inputs": [{**{k: v for k, v in GOOD.items() if k != "data"}, "parameters": {"binary_data_size": 32}}]}
+    ).encode()
     blob = np.ones(8, np.float32).tobytes()
     ok = _post(served, header + blob, **{"Inference-Header-Content-Length": str(len(header))})
     assert ok.status_code == 200 and ok.json()["model_version"] == "1"
@@ -130,25 +131,34 @@ _json_values = st.recursive(
 )
 _tensors = st.fixed_dictionaries(
     {"name": st.sampled_from(["input", "x", ""]), "datatype": st.sampled_from(["FP32", "INT8", "BYTES", "fp32"])},
-    optional={"shape": st.lists(st.integers(-2, 10), max_size=3), "data": _json_values,
-              "parameters": st.dictionaries(st.sampled_from(["binary_data_size"]), st.integers(-2, 64))},
-)  # fmt: skip
+    optional={
+        "shape": st.lists(st.integers(-2, 10), max_size=3),
+        "data": _json_values,
+        "parameters": st.dictionaries(st.sampled_from(["binary_data_size"]), st.integers(-2, 64)),
+    },
+)
 _bodies = st.one_of(
     st.binary(max_size=200),
     _json_values.map(json.dumps),
-    st.fixed_dictionaries({"inputs": st.lists(_tensors, max_size=2)}, optional={"id": _json_values,
-                          "outputs": _json_values, "parameters": _json_values}).map(json.dumps),
-)  # fmt: skip
+    st.fixed_dictionaries(
+        {"inputs": st.lists(_tensors, max_size=2)},
+        optional={"id": _json_values, "outputs": _json_values, "parameters": _json_values},
+    ).map(json.dumps),
+)
 
 
 _header_text = st.from_regex(r"[!-~]{0,4}", fullmatch=True)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=_bodies, header_length=st.one_of(st.none(), st.integers(-5, 300).map(str), _header_text),
-       version=st.sampled_from(["", "/versions/1", "/versions/0", "/versions/-1", "/versions/abc"]))  # fmt: skip
-def test_fuzzed_requests_never_get_a_5xx(served: Served, body: bytes | str, header_length: str | None,
-                                         version: str) -> None:  # fmt: skip
+@given(
+    body=_bodies,
+    header_length=st.one_of(st.none(), st.integers(-5, 300).map(str), _header_text),
+    version=st.sampled_from(["", "/versions/1", "/versions/0", "/versions/-1", "/versions/abc"]),
+)
+def test_fuzzed_requests_never_get_a_5xx(
+    served: Served, body: bytes | str, header_length: str | None, version: str
+) -> None:
     headers = {} if header_length is None else {"Inference-Header-Content-Length": header_length}
     try:
         response = _post(served, body, f"/v2/models/iris{version}/infer", **headers)
@@ -162,9 +172,14 @@ def test_fuzzed_requests_never_get_a_5xx(served: Served, body: bytes | str, head
 def test_metrics_carry_the_names_the_monitor_reads(served: Served) -> None:
     _post(served, json.dumps({"inputs": [GOOD]}))
     text = httpx.get(served.url + "/metrics").text
-    for name in ("ferry_gateway_requests_total", "ferry_gateway_request_duration_seconds_bucket",
-                 "ferry_gateway_batch_size_bucket", "ferry_gateway_queue_depth", "ferry_gateway_inflight",
-                 "ferry_gateway_predictions_total"):  # fmt: skip
+    for name in (
+        "ferry_gateway_requests_total",
+        "ferry_gateway_request_duration_seconds_bucket",
+        "ferry_gateway_batch_size_bucket",
+        "ferry_gateway_queue_depth",
+        "ferry_gateway_inflight",
+        "ferry_gateway_predictions_total",
+    ):
         assert f"\n{name}{{" in text, name
     assert 'le="0.00025"' in text  # sub-millisecond buckets
     assert total(served.url, "ferry_gateway_requests_total", model="iris", route="champion", outcome="ok") >= 1

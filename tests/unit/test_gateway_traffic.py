@@ -31,8 +31,9 @@ def post(
 
 def test_canary_share_is_within_three_points_and_sticky(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "a"))
-    deployment = Deployment("m", 3, champion=store_version(store, 1), challenger=store_version(store, 2),
-                            canary_weight=0.2)  # fmt: skip
+    deployment = Deployment(
+        "m", 3, champion=store_version(store, 1), challenger=store_version(store, 2), canary_weight=0.2
+    )
     with served_gateway(tmp_path, [deployment], store=store) as served, served.client() as client:
         first = {f"user-{i}": post(client, key=f"user-{i}").json()["model_version"] for i in range(5000)}
         share = Counter(first.values())["2"] / len(first)
@@ -58,8 +59,16 @@ def test_shadow_mirrors_to_the_challenger_and_never_changes_the_answer(tmp_path:
 
 def test_rate_limit_answers_429_with_retry_after_per_client(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "a"))
-    with served_gateway(tmp_path, [Deployment("m", 1, champion=store_version(store, 1))], store=store,
-                        rate_limit_rps=0.5, rate_limit_burst=3) as served, served.client() as client:  # fmt: skip
+    with (
+        served_gateway(
+            tmp_path,
+            [Deployment("m", 1, champion=store_version(store, 1))],
+            store=store,
+            rate_limit_rps=0.5,
+            rate_limit_burst=3,
+        ) as served,
+        served.client() as client,
+    ):
         statuses = [post(client, **{"x-api-key": "alice"}).status_code for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         refused = post(client, **{"x-api-key": "alice"})
@@ -70,11 +79,16 @@ def test_rate_limit_answers_429_with_retry_after_per_client(tmp_path: Path) -> N
 
 def test_bound_on_work_in_flight_sheds_canary_before_champion_with_503(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "a"))
-    deployment = Deployment("m", 2, champion=store_version(store, 1), challenger=store_version(store, 2),
-                            canary_weight=0.5)  # fmt: skip
+    deployment = Deployment(
+        "m", 2, champion=store_version(store, 1), challenger=store_version(store, 2), canary_weight=0.5
+    )
     canary_key = next(f"c{i}" for i in range(100) if _version_for(f"c{i}") == 2)
-    with served_gateway(tmp_path, [deployment], store=store, admin_token="t", max_inflight=4,
-                        canary_share=0.25) as served, served.client() as client:  # fmt: skip
+    with (
+        served_gateway(
+            tmp_path, [deployment], store=store, admin_token="t", max_inflight=4, canary_share=0.25
+        ) as served,
+        served.client() as client,
+    ):
         for version in (1, 2):
             client.put(f"/admin/faults/m/{version}", json={"delay_ms": 1500}, headers=ADMIN).raise_for_status()
         with ThreadPoolExecutor(4) as pool:
@@ -105,8 +119,12 @@ def _wait_inflight(served: Served, count: int) -> None:
 
 def test_deadline_gives_504_and_counts_a_timeout(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "a"))
-    with served_gateway(tmp_path, [Deployment("m", 1, champion=store_version(store, 1))], store=store,
-                        admin_token="t") as served, served.client() as client:  # fmt: skip
+    with (
+        served_gateway(
+            tmp_path, [Deployment("m", 1, champion=store_version(store, 1))], store=store, admin_token="t"
+        ) as served,
+        served.client() as client,
+    ):
         client.put("/admin/faults/m/1", json={"delay_ms": 2000}, headers=ADMIN).raise_for_status()
         response = post(client, **{"x-ferry-deadline-ms": "100"})
         assert response.status_code == 504 and "deadline" in response.json()["error"]
@@ -137,8 +155,18 @@ def test_a_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(tmp_pat
     wrong_signature = store_version(store, 3, features=5)
     with served_gateway(tmp_path, [Deployment("m", 1, champion=v1)], store=store) as served, served.client() as c:
         assert served.apply(Deployment("m", 2, champion=v2)) == "refused"
-        assert served.apply(Deployment("m", 3, champion=wrong_signature.__class__(
-            3, wrong_signature.sha256, wrong_signature.size_bytes, v1.signature))) == "refused"  # fmt: skip
+        assert (
+            served.apply(
+                Deployment(
+                    "m",
+                    3,
+                    champion=wrong_signature.__class__(
+                        3, wrong_signature.sha256, wrong_signature.size_bytes, v1.signature
+                    ),
+                )
+            )
+            == "refused"
+        )
         assert post(c).json()["model_version"] == "1"
         assert c.get("/status").json()["models"]["m"]["champion"]["version"] == 1
         # A deployment that brings a good canary beside the refused champion still gets its canary.

@@ -46,26 +46,40 @@ def test_references_are_fetched_cached_and_an_absent_one_is_asked_again_later() 
         report = {"candidate": {"prediction_distribution": {"0": 0.25, "1": 0.75}}}
         return httpx.Response(200, json=[{"report": report}])
 
-    references = RegistryReferences("http://registry", client=httpx.Client(transport=httpx.MockTransport(answer)),
-                                    ttl_s=100, missing_ttl_s=10, clock=lambda: now[0])  # fmt: skip
+    references = RegistryReferences(
+        "http://registry",
+        client=httpx.Client(transport=httpx.MockTransport(answer)),
+        ttl_s=100,
+        missing_ttl_s=10,
+        clock=lambda: now[0],
+    )
     references.refresh({("digits", "2"), ("gone", "1"), ("broken", "1"), ("../etc", "1"), ("digits", "x")})
     assert references.get("digits", "2") == {"0": 0.25, "1": 0.75}
     assert references.get("gone", "1") is None and references.known() == {("digits", "2"): {"0": 0.25, "1": 0.75}}
-    assert sorted(asked) == ["/api/v1/models/broken/versions/1/evaluations",
-                             "/api/v1/models/digits/versions/2/evaluations",
-                             "/api/v1/models/gone/versions/1/evaluations"]  # fmt: skip
+    assert sorted(asked) == [
+        "/api/v1/models/broken/versions/1/evaluations",
+        "/api/v1/models/digits/versions/2/evaluations",
+        "/api/v1/models/gone/versions/1/evaluations",
+    ]
     asked.clear()
     now[0] = 50.0  # the absence has expired, the reference has not; the failed fetch is tried again
     references.refresh({("digits", "2"), ("gone", "1"), ("broken", "1")})
-    assert sorted(asked) == ["/api/v1/models/broken/versions/1/evaluations",
-                             "/api/v1/models/gone/versions/1/evaluations"]  # fmt: skip
+    assert sorted(asked) == [
+        "/api/v1/models/broken/versions/1/evaluations",
+        "/api/v1/models/gone/versions/1/evaluations",
+    ]
 
 
 def test_export_check_fails_on_a_stale_file_and_passes_once_rewritten(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = argparse.Namespace(rules=PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml", out=tmp_path, check=True,
-                              prometheus_url="http://127.0.0.1:9090", monitor_url="http://127.0.0.1:8082")  # fmt: skip
+    args = argparse.Namespace(
+        rules=PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml",
+        out=tmp_path,
+        check=True,
+        prometheus_url="http://127.0.0.1:9090",
+        monitor_url="http://127.0.0.1:8082",
+    )
     assert run_export(args) == 1  # nothing written yet
     assert run_export(argparse.Namespace(**{**vars(args), "check": False})) == 0
     assert run_export(args) == 0

@@ -21,17 +21,24 @@ from shared.envelope import EventMeta
 from shared.errors import TransientError
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id, utc_now
 
-SIGNATURE = Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
-                      outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 3])])  # fmt: skip
+SIGNATURE = Signature(
+    inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
+    outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 3])],
+)
 CONTENT = b"onnx-bytes" * 100
 
 
 def trained(uri: str, sha256: str, size: int) -> ModelTrained:
     return ModelTrained(
-        model_name="digits", request_id=new_id(), signature=SIGNATURE, dataset="sklearn:iris", split_id="s",
-        artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"), arch="mlp",
+        model_name="digits",
+        request_id=new_id(),
+        signature=SIGNATURE,
+        dataset="sklearn:iris",
+        split_id="s",
+        artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
+        arch="mlp",
         hyperparameters=Hyperparameters(),
-    )  # fmt: skip
+    )
 
 
 def register(event: ModelTrained, store: ArtifactStore, database: MemoryDatabase) -> int | None:

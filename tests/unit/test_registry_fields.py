@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.registry.adapters.orm import INTERNAL_VERSION_COLUMNS, ModelVersion, version_columns, version_layout
 from services.registry.entrypoints.schemas import TRAINING_RENAMES, TrainingOut, VersionOut, version_fields
-from services.registry.handlers import copied_version_columns, version_from_event
+from services.registry.service import copied_version_columns, version_from_event
 from shared.artifacts import ArtifactStore
 from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id, utc_now
@@ -18,11 +18,17 @@ from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature,
 def event() -> ModelTrained:
     signature = Signature(inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 2])], outputs=[])
     return ModelTrained(
-        model_name="digits", request_id="req-1", signature=signature, dataset="sklearn:digits", split_id="s1",
-        artifact=ArtifactRef(uri="/ignored", sha256="a" * 64, size_bytes=3, format="onnx"), arch="mlp",
-        hyperparameters=Hyperparameters(epochs=2), metrics={"val_accuracy": 0.9, "bad": float("nan")},
+        model_name="digits",
+        request_id="req-1",
+        signature=signature,
+        dataset="sklearn:digits",
+        split_id="s1",
+        artifact=ArtifactRef(uri="/ignored", sha256="a" * 64, size_bytes=3, format="onnx"),
+        arch="mlp",
+        hyperparameters=Hyperparameters(epochs=2),
+        metrics={"val_accuracy": 0.9, "bad": float("nan")},
         teacher_version=4,
-    )  # fmt: skip
+    )
 
 
 def test_the_api_shows_every_public_column_once() -> None:
@@ -47,8 +53,15 @@ def test_the_handler_sets_every_column_but_the_numbering(tmp_path: Path) -> None
     version = version_from_event(event(), meta, artifact_uri=store.uri("a" * 64))
     assert set(version_columns()) - set(vars(version)) == {"id", "model_id", "number"}
     assert set(copied_version_columns()) == {
-        "signature", "metrics", "dataset", "split_id", "arch", "hyperparameters", "compression", "timings",
-    }  # fmt: skip
+        "signature",
+        "metrics",
+        "dataset",
+        "split_id",
+        "arch",
+        "hyperparameters",
+        "compression",
+        "timings",
+    }
     assert version.metrics == {"val_accuracy": 0.9} and version.tags["non_finite_metrics"] == "bad"
     assert (version.artifact_uri, version.parent_model, version.parent_version) == (store.uri("a" * 64), "digits", 4)
     version.number, version.model_id = 1, 7

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from shared.local.supervisor import Supervisor, SupervisorError, SupervisorSettings, settings_digest
+from shared.local.system import Part, render, service_environment, settings_environment
+from shared.local.tokens import TOKENS_FILE_ENV, TokenError, ensure_tokens_file, operator_token, read_tokens
 from shared.services import installed_services
 from shared.settings import FerrySettings
-from shared.supervisor import Supervisor, SupervisorError, SupervisorSettings, settings_digest
-from shared.system import Part, render, service_environment, settings_environment
-from shared.tokens import TOKENS_FILE_ENV, TokenError, ensure_tokens_file, operator_token, read_tokens
 from shared.waiting import NotReady, wait_for
 
 

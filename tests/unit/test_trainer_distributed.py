@@ -9,7 +9,7 @@ import pytest
 from services.trainer.adapters.distributed import plan_from_json, plan_to_json
 from services.trainer.adapters.onnx_model import predict
 from services.trainer.domain import EpochReport, TrainingFailed, TrainingPlan, accuracy
-from services.trainer.pipeline import JobLimits, load_split, run_training
+from services.trainer.service import JobLimits, load_split, run_training
 from shared.events import Compression, Hyperparameters, TrainingRequested
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from services.trainer.handlers import (
     handle_training_requested,
     model_trained_event_id,
 )
-from services.trainer.pipeline import JobLimits
+from services.trainer.service import JobLimits
 from shared.artifacts import ArtifactStore, sha256_of
 from shared.envelope import EventMeta
 from shared.errors import TransientError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.trainer.adapters.scratch import clean_stale_runs, run_folder
 from shared.faults import FAULT_EXIT_CODE, reached
-from shared.stack import PROJECT_ROOT
+from shared.local.stack import PROJECT_ROOT
 
 DIES_IN_A_RUN = """
 import sys

@@ -29,7 +29,7 @@ from services.trainer.domain import (
     plan_training,
     soft_targets,
 )
-from services.trainer.pipeline import JobLimits, TrainedModel, load_split, run_training, training_data
+from services.trainer.service import JobLimits, TrainedModel, load_split, run_training, training_data
 from shared.datasets import Split
 from shared.events import Compression, Hyperparameters, Signature, TensorSpec, TrainingRequested
 

@@ -23,9 +23,15 @@ LATENCY_BUDGET_S = 1.0
 """Wall time all rounds at both batch sizes may take together, for all models (large models get fewer runs)."""
 MIN_RUNS_PER_ROUND = 10
 _DATATYPES = {
-    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL",
-}  # fmt: skip
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(bool)": "BOOL",
+}
 
 
 class ModelUnloadable(Exception):
@@ -88,9 +94,13 @@ def _batches(features: np.ndarray, size: int, count: int) -> list[np.ndarray]:
 
 
 def measure_latency(
-    models: Sequence[OnnxModel], features: np.ndarray, runs: int, *, rounds: int = LATENCY_ROUNDS,
+    models: Sequence[OnnxModel],
+    features: np.ndarray,
+    runs: int,
+    *,
+    rounds: int = LATENCY_ROUNDS,
     budget_s: float = LATENCY_BUDGET_S,
-) -> list[LatencySamples]:  # fmt: skip
+) -> list[LatencySamples]:
     """Per model, ``runs`` runs at batch 1 and half as many at batch 64, in ``rounds`` rounds.
 
     The models take turns run by run, so load on the machine hits them alike. Each round stops early

@@ -48,20 +48,26 @@ class RegistryClient:
         if body is None:
             return None
         return VersionRecord(
-            model_name=model_name, version=int(body["version"]), status=str(body["status"]),
+            model_name=model_name,
+            version=int(body["version"]),
+            status=str(body["status"]),
             artifact=ArtifactRef.model_validate(body["artifact"]),
             signature=Signature.model_validate(body["signature"]),
-            dataset=str(body["dataset"]), split_id=str(body["split_id"]), compression=body.get("compression") or {},
-        )  # fmt: skip
+            dataset=str(body["dataset"]),
+            split_id=str(body["split_id"]),
+            compression=body.get("compression") or {},
+        )
 
     def deployment(self, model_name: str) -> DeploymentRecord | None:
         body = self._get(f"/models/{model_name}/deployment")
         if body is None:
             return None
         return DeploymentRecord(
-            champion=body["champion"], challenger=body["challenger"],
-            canary_weight=float(body["canary_weight"]), revision=int(body["revision"]),
-        )  # fmt: skip
+            champion=body["champion"],
+            challenger=body["challenger"],
+            canary_weight=float(body["canary_weight"]),
+            revision=int(body["revision"]),
+        )
 
     def history(self, model_name: str, *, limit: int = PAGE) -> list[HistoryRecord]:
         """The newest ``limit`` deployment changes, newest first."""
@@ -80,7 +86,7 @@ class RegistryClient:
                 actor=str(item["actor"]),
                 reason=str(item["reason"]),
                 created_at=datetime.fromisoformat(item["created_at"]),
-            )  # fmt: skip
+            )
             for item in body["items"]
         ]
 
@@ -93,7 +99,7 @@ class RegistryClient:
                 stage=item.get("stage"),
                 actor=str(item["actor"]),
                 source_event_id=item.get("source_event_id"),
-            )  # fmt: skip
+            )
             for item in body or []
         ]
 

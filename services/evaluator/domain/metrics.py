@@ -115,8 +115,9 @@ def latency_summary(samples: LatencySamples) -> dict[str, float]:
     """
     summary: dict[str, float] = {}
     for name, wall, cpu in (
-        ("batch_1", samples.batch_1, samples.cpu_batch_1), ("batch_64", samples.batch_64, samples.cpu_batch_64),
-    ):  # fmt: skip
+        ("batch_1", samples.batch_1, samples.cpu_batch_1),
+        ("batch_64", samples.batch_64, samples.cpu_batch_64),
+    ):
         per_round = [np.asarray(runs, dtype=np.float64) * 1000 for runs in wall if len(runs)]
         summary[f"{name}_p50_ms"], summary[f"{name}_p99_ms"] = _percentiles(per_round)
         cpu_rounds = [np.asarray(runs, dtype=np.float64) * 1000 for runs in cpu if len(runs)]

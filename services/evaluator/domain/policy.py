@@ -75,9 +75,13 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "decision": self.decision, "claim": self.claim, "reason": self.reason, "stage": self.stage,
-            "canary_weight": self.canary_weight, "checks": [asdict(check) for check in self.checks],
-        }  # fmt: skip
+            "decision": self.decision,
+            "claim": self.claim,
+            "reason": self.reason,
+            "stage": self.stage,
+            "canary_weight": self.canary_weight,
+            "checks": [asdict(check) for check in self.checks],
+        }
 
 
 def rejected(reason: str, check_name: str) -> Verdict:
@@ -99,10 +103,20 @@ def floor_checks(candidate: ModelFacts, policy: Policy) -> list[Check]:
             Check(f"floor:{metric}", value >= floor, f"{metric} {value:.4f} {relation} the floor {floor:.2f}")
         )
     p99 = cost(candidate.latency, "batch_1", "p99")
-    checks.append(Check("limit:latency", p99 <= policy.max_latency_p99_ms,
-                        f"p99 CPU time at batch 1 {p99:.3f} ms (limit {policy.max_latency_p99_ms:g} ms)"))  # fmt: skip
-    checks.append(Check("limit:size", candidate.size_bytes <= policy.max_size_bytes,
-                        f"size {_kb(candidate.size_bytes)} (limit {_kb(policy.max_size_bytes)})"))  # fmt: skip
+    checks.append(
+        Check(
+            "limit:latency",
+            p99 <= policy.max_latency_p99_ms,
+            f"p99 CPU time at batch 1 {p99:.3f} ms (limit {policy.max_latency_p99_ms:g} ms)",
+        )
+    )
+    checks.append(
+        Check(
+            "limit:size",
+            candidate.size_bytes <= policy.max_size_bytes,
+            f"size {_kb(candidate.size_bytes)} (limit {_kb(policy.max_size_bytes)})",
+        )
+    )
     return checks
 
 
@@ -163,13 +177,22 @@ def limit_checks(candidate: ModelFacts, champion: ModelFacts, policy: Policy) ->
     for batch in ("batch_1", "batch_64"):
         mine, theirs = cost(candidate.latency, batch, "p99"), cost(champion.latency, batch, "p99")
         allowed = theirs * policy.max_latency_ratio + policy.latency_tolerance_ms
-        checks.append(Check(f"latency:{batch}", mine <= allowed,
-                            f"p99 CPU time at {batch.replace('_', ' ')} {mine:.3f} ms vs champion {theirs:.3f} ms "
-                            f"(allowed {allowed:.3f} ms)"))  # fmt: skip
+        checks.append(
+            Check(
+                f"latency:{batch}",
+                mine <= allowed,
+                f"p99 CPU time at {batch.replace('_', ' ')} {mine:.3f} ms vs champion {theirs:.3f} ms "
+                f"(allowed {allowed:.3f} ms)",
+            )
+        )
     allowed_size = int(champion.size_bytes * policy.max_size_ratio) + policy.size_tolerance_bytes
-    checks.append(Check("size", candidate.size_bytes <= allowed_size,
-                        f"size {_kb(candidate.size_bytes)} vs champion {_kb(champion.size_bytes)} "
-                        f"(allowed {_kb(allowed_size)})"))  # fmt: skip
+    checks.append(
+        Check(
+            "size",
+            candidate.size_bytes <= allowed_size,
+            f"size {_kb(candidate.size_bytes)} vs champion {_kb(champion.size_bytes)} (allowed {_kb(allowed_size)})",
+        )
+    )
     return checks
 
 

@@ -37,9 +37,12 @@ class Scored:
 
     def facts(self) -> ModelFacts:
         return ModelFacts(
-            version=self.record.version, metrics=self.metrics, latency=self.latency,
-            size_bytes=self.record.artifact.size_bytes, compressed=self.record.compressed,
-        )  # fmt: skip
+            version=self.record.version,
+            metrics=self.metrics,
+            latency=self.latency,
+            size_bytes=self.record.artifact.size_bytes,
+            compressed=self.record.compressed,
+        )
 
     def flat_metrics(self) -> dict[str, float]:
         """Everything numeric in one flat mapping (ModelDecided.metrics and the registry's columns)."""
@@ -58,7 +61,7 @@ def model_section(scored: Scored, intervals: Mapping[str, Interval]) -> dict[str
             "sha256": record.artifact.sha256,
             "size_bytes": record.artifact.size_bytes,
             "format": record.artifact.format,
-        },  # fmt: skip
+        },
         "trained_on_split": record.split_id,
         "compressed": record.compressed,
         "metrics": dict(scored.metrics),
@@ -125,7 +128,7 @@ def evaluation_report(
             "rows": context.test_rows,
             "rescored": split.rescored,
             "note": split.note,
-        },  # fmt: skip
+        },
         "classes": list(context.class_names),
         "candidate": candidate,
         "champion": champion,

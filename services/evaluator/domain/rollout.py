@@ -175,10 +175,12 @@ def plan_rollback(
         return RollbackPlan(version, "the model has no deployment", ignored=True)
     if deployment.challenger == version:
         return RollbackPlan(
-            version, f"rollback alert {rule} fired for canary v{version} during its bake ({alert_words}): "
+            version,
+            f"rollback alert {rule} fired for canary v{version} during its bake ({alert_words}): "
             f"rolled back; champion v{deployment.champion} keeps all traffic",
-            return_to=deployment.champion, stage="canary",
-        )  # fmt: skip
+            return_to=deployment.champion,
+            stage="canary",
+        )
     if deployment.champion != version:
         return RollbackPlan(version, f"v{version} is not deployed", ignored=True)
     entry = champion_entry(history, version)
@@ -186,12 +188,15 @@ def plan_rollback(
         return RollbackPlan(version, f"no history of v{version}'s promotion", ignored=True)
     age = now - _epoch(entry.created_at)
     if age > window_s:
-        return RollbackPlan(version, f"v{version} was promoted {age:.0f} s ago, outside the {window_s:g} s window",
-                            ignored=True)  # fmt: skip
+        return RollbackPlan(
+            version, f"v{version} was promoted {age:.0f} s ago, outside the {window_s:g} s window", ignored=True
+        )
     if entry.from_champion is None:
         return RollbackPlan(version, f"v{version} displaced no champion: nothing to return to", ignored=True)
     return RollbackPlan(
-        version, f"rollback alert {rule} fired for champion v{version} {age:.0f} s after its promotion "
+        version,
+        f"rollback alert {rule} fired for champion v{version} {age:.0f} s after its promotion "
         f"(window {window_s:g} s; {alert_words}): rolled back to v{entry.from_champion}",
-        return_to=entry.from_champion, stage="champion",
-    )  # fmt: skip
+        return_to=entry.from_champion,
+        stage="champion",
+    )

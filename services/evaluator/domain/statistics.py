@@ -99,9 +99,15 @@ def mcnemar(labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray) -> 
 
 
 def bootstrap_one(
-    metric: str, labels: np.ndarray, predictions: np.ndarray, num_classes: int, *,
-    samples: int, seed: int, confidence: float,
-) -> Interval:  # fmt: skip
+    metric: str,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    num_classes: int,
+    *,
+    samples: int,
+    seed: int,
+    confidence: float,
+) -> Interval:
     """The bootstrap interval of one model's metric."""
     statistic = STATISTICS[metric]
     everything = np.arange(len(labels))[None, :]
@@ -113,9 +119,17 @@ def bootstrap_one(
 
 
 def paired_bootstrap(
-    metric: str, labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, num_classes: int, *,
-    samples: int, seed: int, confidence: float, margin: float,
-) -> PairedComparison:  # fmt: skip
+    metric: str,
+    labels: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    num_classes: int,
+    *,
+    samples: int,
+    seed: int,
+    confidence: float,
+    margin: float,
+) -> PairedComparison:
     """Resample the test rows once per draw and score both models on the same draw."""
     statistic = STATISTICS[metric]
     everything = np.arange(len(labels))[None, :]

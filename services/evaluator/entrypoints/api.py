@@ -40,7 +40,7 @@ def create_app(
                 "version": bake.version,
                 "due_at": datetime.fromtimestamp(bake.due_at, UTC).isoformat(),
                 "due_in_s": round(bake.due_at - now, 3),
-            }  # fmt: skip
+            }
             for bake in bakes.pending()
         ]
 

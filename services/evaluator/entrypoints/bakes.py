@@ -54,6 +54,7 @@ class BakeRunner:
         try:
             complete_bake(bake, deps=self.deps)
         except Exception as error:  # noqa: BLE001 - a registry or broker failure: the bake waits and retries
-            log.warning("bake of %s v%s not completed, retrying in %.0fs: %s", bake.model_name, bake.version,
-                        RETRY_S, error)  # fmt: skip
+            log.warning(
+                "bake of %s v%s not completed, retrying in %.0fs: %s", bake.model_name, bake.version, RETRY_S, error
+            )
             self.deps.bakes.schedule(replace(bake, due_at=self.deps.clock() + RETRY_S))

@@ -41,6 +41,9 @@ def build_consumer_loop(
     # An evaluation takes about a second: ten per poll keeps far inside Kafka's poll deadline.
     consumer = consumer or make_consumer(settings.ferry, settings.consumer_group, TOPICS, max_poll_records=10)
     return ConsumerLoop(
-        consumer=consumer, dlq_producer=dlq_producer, group=settings.consumer_group,
-        handlers=bind_handlers(deps), stop=stop,
-    )  # fmt: skip
+        consumer=consumer,
+        dlq_producer=dlq_producer,
+        group=settings.consumer_group,
+        handlers=bind_handlers(deps),
+        stop=stop,
+    )

@@ -29,15 +29,31 @@ class AccessLog:
         self._time = ""
         self._task: asyncio.Task[None] | None = None
 
-    def record(self, request_id: str, model: str, version: int | None, route: str | None, status: int,
-               outcome: str, milliseconds: float) -> None:  # fmt: skip
+    def record(
+        self,
+        request_id: str,
+        model: str,
+        version: int | None,
+        route: str | None,
+        status: int,
+        outcome: str,
+        milliseconds: float,
+    ) -> None:
         now = int(time.time())
         if now != self._second:
             self._second, self._time = now, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-        message = (f"infer id={request_id} model={model} version={version} route={route} status={status} "
-                   f"outcome={outcome} ms={milliseconds:.3f}")  # fmt: skip
-        fields = {"message": message, "request_id": request_id, "model": model, "version": version, "route": route,
-                  "status": status}  # fmt: skip
+        message = (
+            f"infer id={request_id} model={model} version={version} route={route} status={status} "
+            f"outcome={outcome} ms={milliseconds:.3f}"
+        )
+        fields = {
+            "message": message,
+            "request_id": request_id,
+            "model": model,
+            "version": version,
+            "route": route,
+            "status": status,
+        }
         self._lines.append(f'{{"time": "{self._time}", {self._prefix}{json.dumps(fields)[1:]}\n')
 
     def flush(self) -> None:

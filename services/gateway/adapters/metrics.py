@@ -30,8 +30,25 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from prometheus_client import REGISTRY
 from prometheus_client.core import HistogramMetricFamily
 
-DURATION_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                      0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+DURATION_BUCKETS_S = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 Labels = tuple[str, ...]
 
@@ -125,10 +142,18 @@ def _install_exporters() -> None:
         meter = metrics.get_meter("ferry.gateway")
         for attribute, (name, unit, label_names) in COUNTERS.items():
             meter.create_observable_counter(name, [_counter_callback(attribute, label_names)], unit=unit)
-        meter.create_observable_gauge("ferry.gateway.inflight", [_inflight], unit="{request}",
-                                      description="requests admitted and not yet answered")  # fmt: skip
-        meter.create_observable_gauge("ferry.gateway.queue_depth", [_queues], unit="{request}",
-                                      description="requests waiting for a batch, per version")  # fmt: skip
+        meter.create_observable_gauge(
+            "ferry.gateway.inflight",
+            [_inflight],
+            unit="{request}",
+            description="requests admitted and not yet answered",
+        )
+        meter.create_observable_gauge(
+            "ferry.gateway.queue_depth",
+            [_queues],
+            unit="{request}",
+            description="requests waiting for a batch, per version",
+        )
         REGISTRY.register(_HistogramCollector())
 
 
@@ -148,8 +173,11 @@ def _inflight(_: CallbackOptions) -> list[Observation]:
 
 
 def _queues(_: CallbackOptions) -> list[Observation]:
-    return [Observation(depth, {"model": model, "version": str(version)})
-            for instance in list(_LIVE) for model, version, depth in instance.queue_depths()]  # fmt: skip
+    return [
+        Observation(depth, {"model": model, "version": str(version)})
+        for instance in list(_LIVE)
+        for model, version, depth in instance.queue_depths()
+    ]
 
 
 class _HistogramCollector:

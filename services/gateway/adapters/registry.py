@@ -51,10 +51,13 @@ class RegistryClient:
     def _deployment(self, body: dict[str, Any]) -> Deployment:
         name = body["model_name"]
         return Deployment(
-            model_name=name, revision=int(body["revision"]), champion=self._version(name, body.get("champion")),
-            challenger=self._version(name, body.get("challenger")), canary_weight=float(body["canary_weight"]),
+            model_name=name,
+            revision=int(body["revision"]),
+            champion=self._version(name, body.get("champion")),
+            challenger=self._version(name, body.get("challenger")),
+            canary_weight=float(body["canary_weight"]),
             shadow=bool(body["shadow"]),
-        )  # fmt: skip
+        )
 
     def _version(self, name: str, number: int | None) -> VersionSpec | None:
         if number is None:
@@ -62,9 +65,11 @@ class RegistryClient:
         body = self._get(f"/api/v1/models/{name}/versions/{number}")
         artifact = body["artifact"]
         return VersionSpec(
-            version=int(body["version"]), sha256=artifact["sha256"], size_bytes=int(artifact["size_bytes"]),
+            version=int(body["version"]),
+            sha256=artifact["sha256"],
+            size_bytes=int(artifact["size_bytes"]),
             signature=Signature.model_validate(body["signature"]),
-        )  # fmt: skip
+        )
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         response = self._client.get(path, params=params)

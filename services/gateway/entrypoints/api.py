@@ -74,9 +74,13 @@ def create_app(gateway: Gateway) -> GatewayApp:
         finally:
             await gateway.stop()
 
-    api = FastAPI(title="Ferry gateway", version=SERVER_VERSION, lifespan=lifespan,
-                  description="Open Inference Protocol v2 (REST, with the binary tensor extension). "
-                  'Errors are JSON: `{"error": "..."}`.')  # fmt: skip
+    api = FastAPI(
+        title="Ferry gateway",
+        version=SERVER_VERSION,
+        lifespan=lifespan,
+        description="Open Inference Protocol v2 (REST, with the binary tensor extension). "
+        'Errors are JSON: `{"error": "..."}`.',
+    )
     _install_error_handlers(api)
     _add_protocol_routes(api, gateway)
     _add_operations_routes(api, gateway)
@@ -87,8 +91,9 @@ def create_app(gateway: Gateway) -> GatewayApp:
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)},
-                            headers=getattr(error, "headers", None))  # fmt: skip
+        return JSONResponse(
+            status_code=error.status_code, content={"error": str(error.detail)}, headers=getattr(error, "headers", None)
+        )
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
@@ -120,10 +125,12 @@ def _metadata(gateway: Gateway, name: str, version: LoadedVersion) -> dict[str, 
     signature = version.spec.signature
     state = _state(gateway, name)
     return {
-        "name": name, "versions": [str(loaded.version) for loaded in state.loaded()], "platform": "onnxruntime_onnx",
+        "name": name,
+        "versions": [str(loaded.version) for loaded in state.loaded()],
+        "platform": "onnxruntime_onnx",
         "inputs": [spec.model_dump() for spec in signature.inputs],
         "outputs": [spec.model_dump() for spec in signature.outputs],
-    }  # fmt: skip
+    }
 
 
 def _add_protocol_routes(api: FastAPI, gateway: Gateway) -> None:
@@ -162,8 +169,9 @@ def _add_protocol_routes(api: FastAPI, gateway: Gateway) -> None:
 
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         # Served by the plain-ASGI route in front of FastAPI; declared here for the OpenAPI document.
-        api.add_api_route(path, _documented_only, methods=["POST"], tags=tags, summary="Inference",
-                          response_model=dict[str, Any])  # fmt: skip
+        api.add_api_route(
+            path, _documented_only, methods=["POST"], tags=tags, summary="Inference", response_model=dict[str, Any]
+        )
 
 
 async def _documented_only(body: InferRequestDoc) -> dict[str, Any]:
@@ -202,9 +210,13 @@ def _describe(state: ModelState) -> dict[str, Any]:
 
     deployment = state.deployment
     return {
-        "revision": deployment.revision, "champion": role(state.champion), "challenger": role(state.challenger),
-        "previous": role(state.previous), "canary_weight": deployment.canary_weight, "shadow": deployment.shadow,
-    }  # fmt: skip
+        "revision": deployment.revision,
+        "champion": role(state.champion),
+        "challenger": role(state.challenger),
+        "previous": role(state.previous),
+        "canary_weight": deployment.canary_weight,
+        "shadow": deployment.shadow,
+    }
 
 
 def _admin_guard(gateway: Gateway) -> Any:
@@ -228,11 +240,17 @@ def _add_admin_routes(api: FastAPI, gateway: Gateway) -> None:
 
     @api.get("/admin/faults", tags=tags, dependencies=guard, summary="Faults injected in this process")
     async def list_faults() -> list[dict[str, Any]]:
-        return [{"model": model, "version": version, "error_rate": fault.error_rate, "delay_ms": fault.delay_ms}
-                for (model, version), fault in gateway.fleet.faults.items()]  # fmt: skip
+        return [
+            {"model": model, "version": version, "error_rate": fault.error_rate, "delay_ms": fault.delay_ms}
+            for (model, version), fault in gateway.fleet.faults.items()
+        ]
 
-    @api.put("/admin/faults/{model}/{version}", tags=tags, dependencies=guard,
-             summary="Make a version fail (error_rate) or slow (delay_ms) at run time")  # fmt: skip
+    @api.put(
+        "/admin/faults/{model}/{version}",
+        tags=tags,
+        dependencies=guard,
+        summary="Make a version fail (error_rate) or slow (delay_ms) at run time",
+    )
     async def put_fault(model: str, version: int, fault: FaultIn) -> dict[str, Any]:
         gateway.fleet.faults[(model, version)] = Fault(error_rate=fault.error_rate, delay_ms=fault.delay_ms)
         return {"model": model, "version": version, **fault.model_dump()}

@@ -33,7 +33,7 @@ from services.gateway.domain import (
     retry_after_header,
 )
 from services.gateway.entrypoints.oip import HEADER_LENGTH, decode_infer, encode_infer, select_outputs
-from services.gateway.inference import Inference, Trail
+from services.gateway.service import Inference, Trail
 from services.gateway.settings import GatewaySettings
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -81,8 +81,16 @@ class InferRoute:
         self._limit = self.settings.max_body_bytes
         # Request ids this process makes up: a random prefix, then a counter (uuid4 costs ten times more).
         self._id_prefix, self._ids = uuid.uuid4().hex[:16], itertools.count(1)
-        self._wanted = (b"content-length", b"content-encoding", HEADER_LENGTH.encode(), b"x-request-id",
-                        b"x-ferry-route-key", b"x-ferry-deadline-ms", b"traceparent", self._api_key_header)  # fmt: skip
+        self._wanted = (
+            b"content-length",
+            b"content-encoding",
+            HEADER_LENGTH.encode(),
+            b"x-request-id",
+            b"x-ferry-route-key",
+            b"x-ferry-deadline-ms",
+            b"traceparent",
+            self._api_key_header,
+        )
 
     async def __call__(
         self, scope: dict[str, Any], receive: Receive, send: Send, model: str, version: str | None
@@ -105,8 +113,15 @@ class InferRoute:
         if status != 499:
             await _respond(send, status, body, trail, extra)
         if self.access_log is not None:
-            self.access_log.record(trail.request_id, model, trail.version, trail.route, status, trail.outcome,
-                                   (time.perf_counter() - started) * 1000)  # fmt: skip
+            self.access_log.record(
+                trail.request_id,
+                model,
+                trail.version,
+                trail.route,
+                status,
+                trail.outcome,
+                (time.perf_counter() - started) * 1000,
+            )
 
     def _start_span(self, headers: dict[bytes, str]) -> trace.Span | None:
         """The request's span, when spans go anywhere (an OTLP endpoint is set): creating one costs more
@@ -131,8 +146,9 @@ class InferRoute:
             deadline = _deadline_s(headers.get(b"x-ferry-deadline-ms"), request.timeout_s)
             client = headers.get(self._api_key_header) or _client_address(scope)
             route_key = headers.get(b"x-ferry-route-key") or trail.request_id
-            result = await self.inference.infer(trail, request.tensors, pinned=pinned, route_key=route_key,
-                                                client=client, deadline_s=deadline)  # fmt: skip
+            result = await self.inference.infer(
+                trail, request.tensors, pinned=pinned, route_key=route_key, client=client, deadline_s=deadline
+            )
             try:
                 outputs = select_outputs(result.output_names, result.outputs, request.outputs, request.binary_output)
             except InvalidInput:
@@ -150,8 +166,15 @@ class InferRoute:
 
 
 def _status_of(error: GatewayError) -> int:
-    for kind, status in ((InvalidInput, 400), (ModelNotFound, 404), (VersionNotFound, 404), (RateLimited, 429),
-                         (Overloaded, 503), (DeadlineExceeded, 504), (RunFailed, 500)):  # fmt: skip
+    for kind, status in (
+        (InvalidInput, 400),
+        (ModelNotFound, 404),
+        (VersionNotFound, 404),
+        (RateLimited, 429),
+        (Overloaded, 503),
+        (DeadlineExceeded, 504),
+        (RunFailed, 500),
+    ):
         if isinstance(error, kind):
             return status
     return 500
@@ -263,11 +286,15 @@ async def _respond(send: Send, status: int, body: bytes, trail: Trail, extra: di
 
 def _end_span(span: trace.Span, trail: Trail, status: int) -> None:
     if span.is_recording():
-        span.set_attributes({
-            "ferry.request_id": trail.request_id, "ferry.model": trail.model,
-            "ferry.version": trail.version if trail.version is not None else -1,
-            "ferry.route": trail.route or "none", "http.response.status_code": status,
-        })  # fmt: skip
+        span.set_attributes(
+            {
+                "ferry.request_id": trail.request_id,
+                "ferry.model": trail.model,
+                "ferry.version": trail.version if trail.version is not None else -1,
+                "ferry.route": trail.route or "none",
+                "http.response.status_code": status,
+            }
+        )
         if trail.failed_over_from is not None:
             span.set_attribute("ferry.failed_over_from", trail.failed_over_from)
         if status >= 500:

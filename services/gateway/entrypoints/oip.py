@@ -19,16 +19,26 @@ import orjson
 from pydantic_core import from_json
 
 from services.gateway.domain import InvalidInput
-from services.gateway.inference import Tensor
+from services.gateway.service import Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
 _DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(code).newbyteorder("<")
     for name, code in {
-        "BOOL": "?", "UINT8": "u1", "UINT16": "u2", "UINT32": "u4", "UINT64": "u8", "INT8": "i1", "INT16": "i2",
-        "INT32": "i4", "INT64": "i8", "FP16": "f2", "FP32": "f4", "FP64": "f8",
+        "BOOL": "?",
+        "UINT8": "u1",
+        "UINT16": "u2",
+        "UINT32": "u4",
+        "UINT64": "u8",
+        "INT8": "i1",
+        "INT16": "i2",
+        "INT32": "i4",
+        "INT64": "i8",
+        "FP16": "f2",
+        "FP32": "f4",
+        "FP64": "f8",
     }.items()
-}  # fmt: skip
+}
 _JSON_KINDS = {"BOOL": "b", "FP16": "biuf", "FP32": "biuf", "FP64": "biuf"}  # other datatypes: integers only
 _NUMPY_TO_OIP = {dtype.newbyteorder("="): name for name, dtype in _DTYPES.items()}
 MAX_INPUTS = 64
@@ -72,9 +82,12 @@ def decode_infer(body: bytes, header_length: int | None) -> InferBody:
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     tensors = _tensors(header.get("inputs"), binary)
     return InferBody(
-        request_id=request_id, tensors=tensors, outputs=_requested_outputs(header.get("outputs")),
-        binary_output=parameters.get("binary_data_output") is True, timeout_s=_timeout_s(parameters.get("timeout")),
-    )  # fmt: skip
+        request_id=request_id,
+        tensors=tensors,
+        outputs=_requested_outputs(header.get("outputs")),
+        binary_output=parameters.get("binary_data_output") is True,
+        timeout_s=_timeout_s(parameters.get("timeout")),
+    )
 
 
 def _object(value: Any, what: str, position: int | None = None) -> dict[str, Any]:
@@ -121,8 +134,11 @@ def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
         raise InvalidInput(f"inputs[{position}].name must be a non-empty string")
     if not isinstance(datatype, str) or datatype not in _DTYPES:
         raise InvalidInput(f"input {name!r}: datatype must be one of {sorted(_DTYPES)}")
-    if (not isinstance(shape, list) or len(shape) > MAX_RANK
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)):  # fmt: skip
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
+    ):
         raise InvalidInput(f"input {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers")
     count = math.prod(shape)
     dtype = _DTYPES[datatype]

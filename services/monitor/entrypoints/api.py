@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.monitor.domain.lifecycle import Alert, timestamp
-from services.monitor.engine import Monitor
 from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
 from services.monitor.provisioning.promql import condition
+from services.monitor.service import Monitor
 from shared.events import Event
 from shared.telemetry import metrics_payload
 

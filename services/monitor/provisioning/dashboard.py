@@ -31,52 +31,98 @@ SHADOW = "ferry_gateway_shadow_comparisons_total"
 # (title, unit, [(expr, legend)]) per panel, two panels a row.
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Requests by version and route", "reqps", [(_rate(REQUESTS, by="model, version, route"), VERSION + " {{route}}")]),
-    ("Latency percentiles", "s", [
-        (_quantile(q, "ferry_gateway_request_duration_seconds"), f"p{round(q * 100)} " + VERSION)
-        for q in (0.5, 0.9, 0.99)
-    ]),
-    ("Error ratio", "percentunit", [
-        (f"{_rate(REQUESTS, FAILED)} / {_rate(REQUESTS)}", VERSION),
-    ]),
+    (
+        "Latency percentiles",
+        "s",
+        [
+            (_quantile(q, "ferry_gateway_request_duration_seconds"), f"p{round(q * 100)} " + VERSION)
+            for q in (0.5, 0.9, 0.99)
+        ],
+    ),
+    (
+        "Error ratio",
+        "percentunit",
+        [
+            (f"{_rate(REQUESTS, FAILED)} / {_rate(REQUESTS)}", VERSION),
+        ],
+    ),
     ("Requests by outcome", "reqps", [(_rate(REQUESTS, by="outcome"), "{{outcome}}")]),
-    ("Batch size", "short", [
-        (f"{_rate('ferry_gateway_batch_size_sum')} / {_rate('ferry_gateway_batch_size_count')}", "mean " + VERSION),
-        (_quantile(0.9, "ferry_gateway_batch_size"), "p90 " + VERSION),
-    ]),
-    ("Canary split (share of requests by route)", "percentunit", [
-        (f"{_rate(REQUESTS, ROUTED, by='route')} / ignoring (route) group_left {_rate(REQUESTS, ROUTED, by='')}",
-         "{{route}}"),
-    ]),
-    ("Shed and rate-limited", "reqps", [
-        (_rate("ferry_gateway_shed_total", by="kind"), "shed {{kind}}"),
-        (_rate("ferry_gateway_rate_limited_total", by="model"), "rate-limited {{model}}"),
-    ]),
-    ("Queue depth and work in flight", "short", [
-        ("sum(ferry_gateway_queue_depth)", "queue"),
-        ("sum(ferry_gateway_inflight)", "in flight"),
-    ]),
-    ("Prediction drift (PSI per version)", "short", [
-        (f"max by (model, version) (ferry_monitor_drift_psi{{{MODEL}}})", VERSION),
-    ]),
-    ("Shadow agreement", "percentunit", [
-        (f"{_rate(SHADOW, AGREED)} / {_rate(SHADOW)}", VERSION),
-    ]),
+    (
+        "Batch size",
+        "short",
+        [
+            (f"{_rate('ferry_gateway_batch_size_sum')} / {_rate('ferry_gateway_batch_size_count')}", "mean " + VERSION),
+            (_quantile(0.9, "ferry_gateway_batch_size"), "p90 " + VERSION),
+        ],
+    ),
+    (
+        "Canary split (share of requests by route)",
+        "percentunit",
+        [
+            (
+                f"{_rate(REQUESTS, ROUTED, by='route')} / ignoring (route) group_left {_rate(REQUESTS, ROUTED, by='')}",
+                "{{route}}",
+            ),
+        ],
+    ),
+    (
+        "Shed and rate-limited",
+        "reqps",
+        [
+            (_rate("ferry_gateway_shed_total", by="kind"), "shed {{kind}}"),
+            (_rate("ferry_gateway_rate_limited_total", by="model"), "rate-limited {{model}}"),
+        ],
+    ),
+    (
+        "Queue depth and work in flight",
+        "short",
+        [
+            ("sum(ferry_gateway_queue_depth)", "queue"),
+            ("sum(ferry_gateway_inflight)", "in flight"),
+        ],
+    ),
+    (
+        "Prediction drift (PSI per version)",
+        "short",
+        [
+            (f"max by (model, version) (ferry_monitor_drift_psi{{{MODEL}}})", VERSION),
+        ],
+    ),
+    (
+        "Shadow agreement",
+        "percentunit",
+        [
+            (f"{_rate(SHADOW, AGREED)} / {_rate(SHADOW)}", VERSION),
+        ],
+    ),
     ("Consumer lag by group", "short", [("sum by (group) (ferry_kafka_consumer_lag)", "{{group}}")]),
-    ("Events consumed and dead-lettered", "ops", [
-        ("sum by (group, outcome) (rate(ferry_events_consumed_total[$__rate_interval]))", "{{group}} {{outcome}}"),
-        ("sum by (group) (rate(ferry_events_dead_lettered_total[$__rate_interval]))", "{{group}} dead-lettered"),
-    ]),
+    (
+        "Events consumed and dead-lettered",
+        "ops",
+        [
+            ("sum by (group, outcome) (rate(ferry_events_consumed_total[$__rate_interval]))", "{{group}} {{outcome}}"),
+            ("sum by (group) (rate(ferry_events_dead_lettered_total[$__rate_interval]))", "{{group}} dead-lettered"),
+        ],
+    ),
     ("Training runs", "short", [("sum by (outcome) (increase(ferry_training_runs_total[$__range]))", "{{outcome}}")]),
-    ("Evaluations by decision", "short", [
-        ("sum by (decision) (increase(ferry_evaluator_evaluations_total[$__range]))", "{{decision}}"),
-    ]),
-    ("Registry outbox", "s", [
-        ("max(ferry_registry_outbox_lag_seconds)", "oldest unpublished (s)"),
-        ("max(ferry_registry_outbox_pending)", "pending rows"),
-        ("max(ferry_registry_outbox_failed)", "parked rows"),
-    ]),
+    (
+        "Evaluations by decision",
+        "short",
+        [
+            ("sum by (decision) (increase(ferry_evaluator_evaluations_total[$__range]))", "{{decision}}"),
+        ],
+    ),
+    (
+        "Registry outbox",
+        "s",
+        [
+            ("max(ferry_registry_outbox_lag_seconds)", "oldest unpublished (s)"),
+            ("max(ferry_registry_outbox_pending)", "pending rows"),
+            ("max(ferry_registry_outbox_failed)", "parked rows"),
+        ],
+    ),
     ("Targets up", "short", [("up", "{{job}} {{instance}}")]),
-]  # fmt: skip
+]
 
 
 def _panel(index: int, title: str, unit: str, queries: list[tuple[str, str]]) -> dict[str, Any]:

@@ -59,8 +59,12 @@ BEFORE_PUBLISH = "registry.outbox.before_publish"
 BEFORE_MARK_SENT = "registry.outbox.before_mark_sent"
 """Fault point: the broker has acked this pass's rows, the outbox does not say so yet."""
 NEVER_DELIVERABLE: tuple[type[Exception], ...] = (
-    MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, ValueError, TypeError,
-)  # fmt: skip
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    ValueError,
+    TypeError,
+)
 """Errors that no retry can cure (ValueError covers pydantic's ValidationError and bad encodings)."""
 
 
@@ -249,8 +253,13 @@ class OutboxRelay:
                 if error is None:
                     result.sent.append(row.id)
                 elif isinstance(error, NEVER_DELIVERABLE):
-                    log.error("outbox row %s (%s, %s) can never be published and is parked as failed: %s",
-                              row.id, row.event_id, row.type_name, describe_error(error))  # fmt: skip
+                    log.error(
+                        "outbox row %s (%s, %s) can never be published and is parked as failed: %s",
+                        row.id,
+                        row.event_id,
+                        row.type_name,
+                        describe_error(error),
+                    )
                     result.parked.append((row.id, f"undeliverable: {describe_error(error)}"))
                 else:
                     result.retry.append((row.id, describe_error(error)))
@@ -276,15 +285,17 @@ class OutboxRelay:
         with self._sessions.begin() as session:
             if result.sent:
                 session.execute(
-                    update(table).where(table.c.id.in_(result.sent), table.c.status == "pending")
+                    update(table)
+                    .where(table.c.id.in_(result.sent), table.c.status == "pending")
                     .values(status="sent", sent_at=now)
-                )  # fmt: skip
+                )
             for status, rows in (("failed", result.parked), ("pending", result.retry)):
                 for row_id, reason in rows:
                     session.execute(
-                        update(table).where(table.c.id == row_id, table.c.status == "pending")
+                        update(table)
+                        .where(table.c.id == row_id, table.c.status == "pending")
                         .values(status=status, attempts=table.c.attempts + 1, last_error=reason)
-                    )  # fmt: skip
+                    )
 
     def refresh_stats(self) -> None:
         """Update the gauges: rows pending, age of the oldest pending row, rows parked as failed."""

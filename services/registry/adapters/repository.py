@@ -74,18 +74,31 @@ def new_model(name: str) -> RegisteredModel:
 
 def new_deployment(model_id: int) -> Deployment:
     return Deployment(
-        model_id=model_id, champion_version=None, challenger_version=None, canary_weight=0.0, shadow=False,
-        revision=0, updated_at=utc_now(),
-    )  # fmt: skip
+        model_id=model_id,
+        champion_version=None,
+        challenger_version=None,
+        canary_weight=0.0,
+        shadow=False,
+        revision=0,
+        updated_at=utc_now(),
+    )
 
 
 def outbox_values(event: Event, event_id: str) -> dict[str, Any]:
     """The columns of the outbox row that will carry ``event`` to its topic, in the trace of the change."""
     return {
-        "event_id": event_id, "type_name": event.type_name, "topic": event.topic,
-        "partition_key": event.partition_key(), "payload": event.model_dump(mode="json"), "created_at": utc_now(),
-        "sent_at": None, "attempts": 0, "last_error": None, "status": "pending", "traceparent": active_traceparent(),
-    }  # fmt: skip
+        "event_id": event_id,
+        "type_name": event.type_name,
+        "topic": event.topic,
+        "partition_key": event.partition_key(),
+        "payload": event.model_dump(mode="json"),
+        "created_at": utc_now(),
+        "sent_at": None,
+        "attempts": 0,
+        "last_error": None,
+        "status": "pending",
+        "traceparent": active_traceparent(),
+    }
 
 
 def active_traceparent() -> str | None:
@@ -117,8 +130,10 @@ class SqlRepository:
         model = self._select_for_update(name)
         if model is None and create:
             row = new_model(name)
-            values = {column: getattr(row, column) for column in ("name", "description", "tags", "latest_version",
-                                                                  "created_at", "updated_at")}  # fmt: skip
+            values = {
+                column: getattr(row, column)
+                for column in ("name", "description", "tags", "latest_version", "created_at", "updated_at")
+            }
             statement = insert(RegisteredModel).values(**values).on_conflict_do_nothing(index_elements=["name"])
             model_id = self.session.execute(statement.returning(RegisteredModel.id)).scalar()
             if model_id is not None:

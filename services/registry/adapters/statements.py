@@ -44,9 +44,11 @@ def claim_event() -> Executable:
     table = table_of(AppliedEvent)
     legacy = select(table.c.event_id).where(table.c.source == "", table.c.event_id == bindparam("event_id"))
     row = select(
-        bindparam("source", type_=Text), bindparam("event_id", type_=Text), bindparam("type_name", type_=Text),
+        bindparam("source", type_=Text),
+        bindparam("event_id", type_=Text),
+        bindparam("type_name", type_=Text),
         bindparam("applied_at", type_=DateTime(timezone=True)),
-    ).where(~legacy.exists())  # fmt: skip
+    ).where(~legacy.exists())
     return (
         insert(table)
         .from_select(["source", "event_id", "type_name", "applied_at"], row)

@@ -71,8 +71,9 @@ DOMAIN_STATUS: dict[type[RegistryError], int] = {ModelNotFound: 404, VersionNotF
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)},
-                            headers=getattr(error, "headers", None))  # fmt: skip
+        return JSONResponse(
+            status_code=error.status_code, content={"error": str(error.detail)}, headers=getattr(error, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
@@ -105,8 +106,12 @@ def _add_operations_routes(app: FastAPI, deps: ApiDeps) -> None:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: database and broker reachable",
-             responses={503: {"description": "a dependency is unreachable"}})  # fmt: skip
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: database and broker reachable",
+        responses={503: {"description": "a dependency is unreachable"}},
+    )
     def readyz() -> Response:
         checks = {name: _safe_check(check) for name, check in deps.readiness.items()}
         ready = all(checks.values())

@@ -13,7 +13,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.registry.adapters.repository import retry_conflicts
 from services.registry.domain import RegistryError
-from services.registry.handlers import HANDLERS, Registration, handle_model_decided, handle_model_trained
+from services.registry.handlers import HANDLERS, handle_model_decided, handle_model_trained
+from services.registry.service import Registration
 from shared.delivery import SqliteDeliveryLog
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
@@ -70,9 +71,12 @@ def build_consumer_loop(
     settings = registry.settings
     session_timeout_ms = settings.consumer_session_timeout_ms
     consumer = consumer or make_consumer(
-        settings.ferry, settings.consumer_group, TOPICS,
-        session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
-    )  # fmt: skip
+        settings.ferry,
+        settings.consumer_group,
+        TOPICS,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
+    )
     dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
     loop = ConsumerLoop(
         consumer=consumer,

@@ -42,7 +42,8 @@ from services.registry.entrypoints.schemas import (
     encode_cursor,
     encode_name_cursor,
 )
-from services.registry.handlers import artifact_of, handle_deployment_command
+from services.registry.handlers import handle_deployment_command
+from services.registry.service import artifact_of
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactError, ArtifactNotFound
 from shared.events import MODEL_NAME_PATTERN, ArtifactRef, Signature
@@ -88,9 +89,10 @@ def models_router(settings: RegistrySettings, deps: "ApiDeps") -> APIRouter:
 
 def _integrity_failures() -> Callable[[str], None]:
     counter = metrics.get_meter("ferry.registry").create_counter(
-        "ferry.registry.artifact.integrity_failures", unit="1",
+        "ferry.registry.artifact.integrity_failures",
+        unit="1",
         description="artifact downloads refused because the store's copy does not match its digest or size",
-    )  # fmt: skip
+    )
     return lambda model: counter.add(1, {"model": model})
 
 
@@ -143,8 +145,9 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
     @router.get(
         "/models/{name}/versions/{version}/artifact",
         summary="The version's artifact (the store's copy, verified whole before the first byte); ETag is its sha256",
-        response_class=StreamingResponse, responses=ARTIFACT_ERRORS,
-    )  # fmt: skip
+        response_class=StreamingResponse,
+        responses=ARTIFACT_ERRORS,
+    )
     def get_artifact(
         name: ModelName, version: VersionPath, if_none_match: Annotated[str | None, Header()] = None
     ) -> Response:
@@ -160,8 +163,11 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
         headers["Content-Length"] = str(artifact.size_bytes)
         return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
 
-    @router.get("/models/{name}/versions/{version}/evaluations", summary="Evaluations of a version, newest first",
-                response_model=list[EvaluationOut])  # fmt: skip
+    @router.get(
+        "/models/{name}/versions/{version}/evaluations",
+        summary="Evaluations of a version, newest first",
+        response_model=list[EvaluationOut],
+    )
     def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> Response:
         with deps.read_sessions() as session:
             model_id = views.get_version(session, name, version).model_id
@@ -169,8 +175,9 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
         # Built and checked once: FastAPI would validate every report again on the way out.
         return Response(EVALUATIONS.dump_json(rows), media_type="application/json")
 
-    @router.get("/models/{name}/versions/{version}/lineage",
-                summary="Training request → artifact → evaluations → deployments")  # fmt: skip
+    @router.get(
+        "/models/{name}/versions/{version}/lineage", summary="Training request → artifact → evaluations → deployments"
+    )
     def get_lineage(name: ModelName, version: VersionPath) -> LineageOut:
         with deps.read_sessions() as session:
             found = views.get_version(session, name, version)
@@ -181,12 +188,16 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
 
 def _lineage(name: str, found: Any, evaluations: list[Any], history: list[Any]) -> LineageOut:
     return LineageOut(
-        model_name=name, version=found.number, status=found.status, training=TrainingOut.of(found),
+        model_name=name,
+        version=found.number,
+        status=found.status,
+        training=TrainingOut.of(found),
         artifact=artifact_of(found),
-        signature=Signature(**found.signature), metrics=found.metrics,
+        signature=Signature(**found.signature),
+        metrics=found.metrics,
         evaluations=[EvaluationOut.of(row) for row in evaluations],
         deployments=[HistoryEntryOut.of(row) for row in reversed(history)],
-    )  # fmt: skip
+    )
 
 
 def _verified_chunks(
@@ -253,8 +264,9 @@ def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: 
 
     writer = writer_guard(deps.tokens)
 
-    @router.post("/models/{name}/deployment", summary="Promote, set the canary weight, or roll back",
-                 responses=WRITE_ERRORS)  # fmt: skip
+    @router.post(
+        "/models/{name}/deployment", summary="Promote, set the canary weight, or roll back", responses=WRITE_ERRORS
+    )
     def change_deployment(
         name: ModelName, action: Annotated[DeploymentAction, Body()], user: Annotated[str, Depends(writer)]
     ) -> DeploymentChangeOut:
@@ -273,10 +285,24 @@ def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: 
 def decision_of(name: str, action: Any, actor: str) -> Decision:
     """The domain decision a request body asks for."""
     if isinstance(action, PromoteAction):
-        return Decision(model_name=name, kind="promote", reason=action.reason, actor=actor, version=action.version,
-                        stage=action.stage, canary_weight=action.canary_weight, shadow=action.shadow,
-                        force=action.force)  # fmt: skip
+        return Decision(
+            model_name=name,
+            kind="promote",
+            reason=action.reason,
+            actor=actor,
+            version=action.version,
+            stage=action.stage,
+            canary_weight=action.canary_weight,
+            shadow=action.shadow,
+            force=action.force,
+        )
     if isinstance(action, RollbackAction):
         return Decision(model_name=name, kind="rollback", reason=action.reason, actor=actor, version=action.version)
-    return Decision(model_name=name, kind="set_canary_weight", reason=action.reason, actor=actor,
-                    canary_weight=action.canary_weight, shadow=action.shadow)  # fmt: skip
+    return Decision(
+        model_name=name,
+        kind="set_canary_weight",
+        reason=action.reason,
+        actor=actor,
+        canary_weight=action.canary_weight,
+        shadow=action.shadow,
+    )

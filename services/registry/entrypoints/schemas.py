@@ -110,11 +110,15 @@ class ModelOut(Out):
     @classmethod
     def of(cls, model: RegisteredModel, deployment: Deployment | None) -> ModelOut:
         return cls(
-            name=model.name, description=model.description, tags=model.tags, latest_version=model.latest_version,
+            name=model.name,
+            description=model.description,
+            tags=model.tags,
+            latest_version=model.latest_version,
             champion=deployment.champion_version if deployment else None,
             challenger=deployment.challenger_version if deployment else None,
-            created_at=model.created_at, updated_at=model.updated_at,
-        )  # fmt: skip
+            created_at=model.created_at,
+            updated_at=model.updated_at,
+        )
 
 
 class ModelPage(Out):
@@ -190,13 +194,24 @@ class DeploymentOut(Out):
     @classmethod
     def of(cls, model_name: str, deployment: Deployment | None) -> DeploymentOut:
         if deployment is None:
-            return cls(model_name=model_name, champion=None, challenger=None, canary_weight=0.0, shadow=False,
-                       revision=0, updated_at=None)  # fmt: skip
+            return cls(
+                model_name=model_name,
+                champion=None,
+                challenger=None,
+                canary_weight=0.0,
+                shadow=False,
+                revision=0,
+                updated_at=None,
+            )
         return cls(
-            model_name=model_name, champion=deployment.champion_version, challenger=deployment.challenger_version,
-            canary_weight=deployment.canary_weight, shadow=deployment.shadow, revision=deployment.revision,
+            model_name=model_name,
+            champion=deployment.champion_version,
+            challenger=deployment.challenger_version,
+            canary_weight=deployment.canary_weight,
+            shadow=deployment.shadow,
+            revision=deployment.revision,
             updated_at=deployment.updated_at,
-        )  # fmt: skip
+        )
 
 
 class DeploymentChangeOut(DeploymentOut):

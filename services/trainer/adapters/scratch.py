@@ -71,8 +71,11 @@ def clean_stale_runs(work_root: Path) -> list[Path]:
         if not lock.with_name(lock.name[: -len(".lock")]).exists() and _free(lock):
             lock.unlink(missing_ok=True)  # a run that died between taking its lock and making its folder
     if removed:
-        log.warning("removed %d stale run folder(s) left by a trainer that died: %s",
-                    len(removed), ", ".join(folder.name for folder in removed))  # fmt: skip
+        log.warning(
+            "removed %d stale run folder(s) left by a trainer that died: %s",
+            len(removed),
+            ", ".join(folder.name for folder in removed),
+        )
     return removed
 
 

@@ -36,8 +36,9 @@ def _id() -> sa.Column:
 
 
 def _model_id() -> sa.Column:
-    return sa.Column("model_id", sa.BigInteger(), sa.ForeignKey("registered_models.id", ondelete="CASCADE"),
-                     nullable=False)  # fmt: skip
+    return sa.Column(
+        "model_id", sa.BigInteger(), sa.ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False
+    )
 
 
 def upgrade() -> None:
@@ -99,10 +100,11 @@ def _create_versions() -> None:
     )
     op.create_index("ix_model_versions_model_status_number", "model_versions", ["model_id", "status", "number"])
     op.create_index(
-        "uq_model_versions_request_artifact", "model_versions",
+        "uq_model_versions_request_artifact",
+        "model_versions",
         ["model_id", "training_request_id", "artifact_sha256"],
         unique=True,
-    )  # fmt: skip
+    )
 
 
 def _create_evaluations() -> None:
@@ -130,7 +132,7 @@ def _create_deployments() -> None:
         "deployments",
         sa.Column(
             "model_id", sa.BigInteger(), sa.ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
-        ),  # fmt: skip
+        ),
         sa.Column("champion_version", sa.Integer(), nullable=True),
         sa.Column("challenger_version", sa.Integer(), nullable=True),
         sa.Column("canary_weight", sa.Float(), nullable=False, server_default="0"),
@@ -141,12 +143,12 @@ def _create_deployments() -> None:
             ["model_id", "champion_version"],
             ["model_versions.model_id", "model_versions.number"],
             name="fk_deployments_champion",
-        ),  # fmt: skip
+        ),
         sa.ForeignKeyConstraint(
             ["model_id", "challenger_version"],
             ["model_versions.model_id", "model_versions.number"],
             name="fk_deployments_challenger",
-        ),  # fmt: skip
+        ),
         sa.CheckConstraint("canary_weight >= 0 AND canary_weight <= 1", name="ck_deployments_canary_weight_range"),
     )
 

@@ -123,8 +123,19 @@ class EmbeddedPostgres:
         if not self.is_running():
             server_log = self.pgdata / "server.log"  # inside pgdata: writable by the server's user
             options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c fsync=off -c max_connections=200"
-            self._pg("pg_ctl", "start", "-D", str(self.pgdata), "-l", str(server_log), "-o", options, "-w",
-                     "-t", str(int(timeout_s)))  # fmt: skip
+            self._pg(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(server_log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout_s)),
+            )
             self._link_log(server_log)
             log.info("PostgreSQL started on 127.0.0.1:%s", self.port)
         self._wait_ready(timeout_s)

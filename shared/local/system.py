@@ -1,8 +1,8 @@
 """The whole local Ferry: ``ferry up`` / ``ferry status`` / ``ferry down`` (``make up|status|down``).
 
-``up`` starts the stack (Kafka and PostgreSQL, through :class:`shared.stack.Stack`, the same code as
+``up`` starts the stack (Kafka and PostgreSQL, through :class:`shared.local.stack.Stack`, the same code as
 the test fixtures), makes sure the registry's token file exists, and starts every installed service
-under supervisord (:mod:`shared.supervisor`), then waits until each answers its health path.
+under supervisord (:mod:`shared.local.supervisor`), then waits until each answers its health path.
 Kafka and PostgreSQL are not supervisord's: the stack starts them with a readiness check, tracks
 them by pid, and PostgreSQL's postmaster restarts its own crashed backends.
 """
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import httpx
 
+from shared.kafka import kafka_answers
+from shared.local.stack import Stack
+from shared.local.supervisor import ProgramInfo, Supervisor, SupervisorSettings
+from shared.local.tokens import TOKENS_FILE_ENV, TokensFile, ensure_tokens_file, operator_token
 from shared.services import SERVICES, ServiceSpec
 from shared.settings import FerrySettings
-from shared.stack import Stack, kafka_answers
-from shared.supervisor import ProgramInfo, Supervisor, SupervisorSettings
-from shared.tokens import TOKENS_FILE_ENV, TokensFile, ensure_tokens_file, operator_token
 from shared.waiting import NotReady, wait_for
 
 Say = Callable[[str], None]
@@ -126,22 +127,36 @@ def status(settings: FerrySettings) -> list[Part]:
     stack = Stack(settings)
     kafka_pid = stack.kafka.pid()
     parts = [
-        Part("kafka", kafka_pid, settings.kafka_port, "running" if kafka_pid else "stopped",
-             bool(kafka_pid) and kafka_answers(settings.kafka_bootstrap), log=str(stack.kafka.log_file)),
-    ]  # fmt: skip
+        Part(
+            "kafka",
+            kafka_pid,
+            settings.kafka_port,
+            "running" if kafka_pid else "stopped",
+            bool(kafka_pid) and kafka_answers(settings.kafka_bootstrap),
+            log=str(stack.kafka.log_file),
+        ),
+    ]
     if stack.postgres is None:
         parts.append(Part("postgres", None, None, "external", True))
     else:
         running = stack.postgres.is_running()
         parts.append(
-            Part("postgres", stack.postgres.pid() if running else None, settings.postgres_port,
-                 "running" if running else "stopped", running and stack.postgres.accepts_connections(),
-                 log=str(stack.postgres.log_file))
-        )  # fmt: skip
+            Part(
+                "postgres",
+                stack.postgres.pid() if running else None,
+                settings.postgres_port,
+                "running" if running else "stopped",
+                running and stack.postgres.accepts_connections(),
+                log=str(stack.postgres.log_file),
+            )
+        )
     supervisor = Supervisor(settings, SupervisorSettings())
     daemon = supervisor.pid()
-    parts.append(Part("supervisord", daemon, None, "running" if daemon else "stopped", bool(daemon),
-                      log=str(supervisor.log_file)))  # fmt: skip
+    parts.append(
+        Part(
+            "supervisord", daemon, None, "running" if daemon else "stopped", bool(daemon), log=str(supervisor.log_file)
+        )
+    )
     programs = {program.name: program for program in supervisor.programs()}
     for spec in SERVICES:
         if spec.name in programs or spec.installed():
@@ -153,9 +168,15 @@ def _service_part(spec: ServiceSpec, program: ProgramInfo | None, supervisor: Su
     if program is None:
         return Part(spec.name, None, spec.port, "not started", False, log=str(supervisor.log_of(spec.name)))
     return Part(
-        spec.name, program.pid, spec.port, program.state.lower(), program.state == "RUNNING" and health_ok(spec),
-        program.restarts, program.started, str(program.log_file),
-    )  # fmt: skip
+        spec.name,
+        program.pid,
+        spec.port,
+        program.state.lower(),
+        program.state == "RUNNING" and health_ok(spec),
+        program.restarts,
+        program.started,
+        str(program.log_file),
+    )
 
 
 def healthy(parts: list[Part]) -> bool:
@@ -171,8 +192,17 @@ def render(parts: list[Part]) -> str:
             restart = f"{time.strftime('%H:%M:%S', time.localtime(part.last_start))} ({part.restarts} {times})"
         else:
             restart = "-"
-        rows.append((part.name, str(part.pid or "-"), str(part.port or "-"), part.state,
-                     "ok" if part.healthy else "-" if part.state == "not started" else "DOWN", restart))  # fmt: skip
+        rows.append(
+            (
+                part.name,
+                str(part.pid or "-"),
+                str(part.port or "-"),
+                part.state,
+                "ok" if part.healthy else "-" if part.state == "not started" else "DOWN",
+                restart,
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)  # fmt: skip
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

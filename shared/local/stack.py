@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.kafka import kafka_answers
 from shared.settings import FerrySettings
 from shared.waiting import NotReady, wait_for
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 
 
@@ -128,10 +129,15 @@ class KafkaBroker:
         log.info("resolving Kafka jars from Maven Central into %s", self.lib)
         shutil.rmtree(self.lib, ignore_errors=True)
         command = [
-            "mvn", "-B", "-q", "-f", str(KAFKA_POM),
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(KAFKA_POM),
             "org.apache.maven.plugins:maven-dependency-plugin:3.7.1:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={self.lib}",
-        ]  # fmt: skip
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={self.lib}",
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(f"mvn could not resolve Kafka's jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
@@ -218,8 +224,11 @@ class KafkaBroker:
             with self.log_file.open("ab") as out:
                 process = subprocess.Popen(
                     self._java("kafka.Kafka", str(config)),
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             self.pid_file.write_text(str(process.pid))
             log.info("Kafka starting on %s (pid %s)", self.settings.kafka_bootstrap, process.pid)
         _wait(self.answers, "Kafka", timeout_s, self.log_file)
@@ -239,31 +248,6 @@ class KafkaBroker:
         return _terminate(self.pid_file, "Kafka")
 
 
-def kafka_answers(bootstrap: str) -> bool:
-    """Ask the broker for its cluster metadata; True when it answers."""
-    import socket
-
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    try:  # a cheap check first: the admin client's reconnect back-off grows to seconds
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        return False
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="ferry-probe")
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.describe_cluster()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
-
-
 @dataclass
 class Stack:
     """Kafka and PostgreSQL together: what ``ferry stack up`` and the test fixtures start."""
@@ -271,7 +255,7 @@ class Stack:
     settings: FerrySettings
 
     def __post_init__(self) -> None:
-        from shared.postgres import EmbeddedPostgres
+        from shared.local.postgres import EmbeddedPostgres
 
         self.kafka = KafkaBroker(self.settings)
         # With FERRY_DATABASE_URL set, that server is used and none is started.

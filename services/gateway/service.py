@@ -81,9 +81,15 @@ class Inference:
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def infer(
-        self, trail: Trail, tensors: Sequence[Tensor], *, pinned: int | None, route_key: str, client: str,
+        self,
+        trail: Trail,
+        tensors: Sequence[Tensor],
+        *,
+        pinned: int | None,
+        route_key: str,
+        client: str,
         deadline_s: float | None = None,
-    ) -> InferResult:  # fmt: skip
+    ) -> InferResult:
         """Answer one request; raises a GatewayError subclass when it cannot be answered."""
         started = self.clock()
         wait = self.limiter.check(client, started)
@@ -115,8 +121,9 @@ class Inference:
         if route == "champion" and state.deployment.shadow and state.challenger is not None:
             self._mirror(trail.model, state.challenger, feeds, outputs, deadline)
         names = served.model.output_names if served else target.model.output_names
-        return InferResult(version=trail.version or target.version, route=trail.route or route,
-                           output_names=names, outputs=outputs)  # fmt: skip
+        return InferResult(
+            version=trail.version or target.version, route=trail.route or route, output_names=names, outputs=outputs
+        )
 
     def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:
         if pinned is not None:
@@ -142,15 +149,25 @@ class Inference:
             fallback = state.previous
             if trail.route != "champion" or fallback is None or fallback is target:
                 raise
-            log.warning("%s v%s failed; retrying request %s on v%s", trail.model, target.version,
-                        trail.request_id, fallback.version)  # fmt: skip
+            log.warning(
+                "%s v%s failed; retrying request %s on v%s",
+                trail.model,
+                target.version,
+                trail.request_id,
+                fallback.version,
+            )
             trail.failed_over_from, trail.version, trail.route = target.version, fallback.version, "fallback"
             return await self._timed_run(trail.model, fallback, "fallback", feeds, deadline, trail)
 
     async def _timed_run(
-        self, model: str, version: LoadedVersion, route: Route, feeds: dict[str, np.ndarray], deadline: float,
+        self,
+        model: str,
+        version: LoadedVersion,
+        route: Route,
+        feeds: dict[str, np.ndarray],
+        deadline: float,
         trail: Trail | None,
-    ) -> list[np.ndarray]:  # fmt: skip
+    ) -> list[np.ndarray]:
         started = self.clock()
         outcome = "error"
         try:
@@ -192,8 +209,14 @@ class Inference:
         finally:
             version.release()
 
-    def _mirror(self, model: str, challenger: LoadedVersion, feeds: dict[str, np.ndarray],
-                answer: list[np.ndarray], deadline: float) -> None:  # fmt: skip
+    def _mirror(
+        self,
+        model: str,
+        challenger: LoadedVersion,
+        feeds: dict[str, np.ndarray],
+        answer: list[np.ndarray],
+        deadline: float,
+    ) -> None:
         """Send the same inputs to the challenger in the background; compare, never answer with it."""
         if not self.admission.try_enter("shadow"):
             self.metrics.count("shed", (model, "shadow"))
@@ -202,8 +225,14 @@ class Inference:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, model: str, challenger: LoadedVersion, feeds: dict[str, np.ndarray],
-                      answer: list[np.ndarray], deadline: float) -> None:  # fmt: skip
+    async def _shadow(
+        self,
+        model: str,
+        challenger: LoadedVersion,
+        feeds: dict[str, np.ndarray],
+        answer: list[np.ndarray],
+        deadline: float,
+    ) -> None:
         try:
             outputs = await self._timed_run(model, challenger, "shadow", feeds, deadline, None)
         except GatewayError:

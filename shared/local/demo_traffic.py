@@ -69,9 +69,12 @@ class DigitsTraffic:
             probabilities = response.json()["outputs"][0]["data"]
             predicted = max(range(len(probabilities)), key=probabilities.__getitem__)
         return Answer(
-            status=response.status_code, version=response.headers.get("x-ferry-model-version"),
-            route=response.headers.get("x-ferry-route"), predicted=predicted, label=self._labels[row],
-        )  # fmt: skip
+            status=response.status_code,
+            version=response.headers.get("x-ferry-model-version"),
+            route=response.headers.get("x-ferry-route"),
+            predicted=predicted,
+            label=self._labels[row],
+        )
 
     def spread(self, keys: int) -> list[tuple[str | None, str | None]]:
         """One request per route key ``user-0 … user-<keys-1>``: the (version, route) that served each."""

@@ -28,9 +28,9 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.local.stack import pid_alive, terminate_pid
 from shared.services import SERVICES, ServiceSpec, installed_services
 from shared.settings import FerrySettings
-from shared.stack import pid_alive, terminate_pid
 from shared.waiting import NotReady, wait_for
 
 SOCKET_PATH_MAX = 100  # a unix socket's path must fit in sun_path (108 bytes on Linux)
@@ -189,9 +189,14 @@ class Supervisor:
             self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
         command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.config)]
         result = subprocess.run(
-            command, env=dict(environment), cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            command,
+            env=dict(environment),
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=60,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             raise SupervisorError(f"supervisord did not start:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         try:

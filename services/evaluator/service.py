@@ -119,7 +119,7 @@ def compare(candidate: Scored, champion: Scored, test: Split, policy: Policy) ->
             seed=policy.bootstrap_seed,
             confidence=policy.confidence,
             margin=policy.margin,
-        )  # fmt: skip
+        )
         for metric in COMPARED_METRICS
     }
 
@@ -198,7 +198,7 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
                     samples=policy.bootstrap_samples,
                     seed=policy.bootstrap_seed,
                     confidence=policy.confidence,
-                )  # fmt: skip
+                )
                 for metric in COMPARED_METRICS
             }
             verdict = judge_first(candidate.facts(), policy)
@@ -211,9 +211,15 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
                 champion, {metric: found.champion for metric, found in comparisons.items()}
             )
     report = evaluation_report(
-        _context(candidate.record, test), model_section(candidate, intervals), champion_section, comparisons,
-        verdict, policy, checked, watch.timings,
-    )  # fmt: skip
+        _context(candidate.record, test),
+        model_section(candidate, intervals),
+        champion_section,
+        comparisons,
+        verdict,
+        policy,
+        checked,
+        watch.timings,
+    )
     return Evaluation(verdict, report, candidate, champion)
 
 
@@ -225,9 +231,13 @@ def _context(record: VersionRecord, test: Split | None) -> ReportContext:
 
 def _refused(candidate: VersionRecord, test: Split | None, verdict: Verdict, policy: Policy) -> Evaluation:
     identity = {
-        "version": candidate.version, "trained_on_split": candidate.split_id,
-        "artifact": {"sha256": candidate.artifact.sha256, "size_bytes": candidate.artifact.size_bytes,
-                     "format": candidate.artifact.format},
-    }  # fmt: skip
+        "version": candidate.version,
+        "trained_on_split": candidate.split_id,
+        "artifact": {
+            "sha256": candidate.artifact.sha256,
+            "size_bytes": candidate.artifact.size_bytes,
+            "format": candidate.artifact.format,
+        },
+    }
     report = evaluation_report(_context(candidate, test), identity, None, {}, verdict, policy, SplitCheck(), {})
     return Evaluation(verdict, report)

@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import yaml
 
-from shared.demo_traffic import BackgroundTraffic, DigitsTraffic, get_json
+from shared.local.demo_traffic import BackgroundTraffic, DigitsTraffic, get_json
+from shared.local.stack import PROJECT_ROOT
 from shared.services import installed_services, service
 from shared.settings import FerrySettings
-from shared.stack import PROJECT_ROOT
 from shared.waiting import NotReady, wait_for
 
 DEMO_BAKE_S = 20
@@ -37,7 +37,7 @@ FAST_RULE = {"name": "GatewayErrorRatio", "window": "20s", "for": "5s", "min_den
 
 def demo_token(settings: FerrySettings) -> str:
     """The operator's token from the tokens file ``make up`` generated (never a well-known one)."""
-    from shared.tokens import ensure_tokens_file, operator_token
+    from shared.local.tokens import ensure_tokens_file, operator_token
 
     return operator_token(ensure_tokens_file(settings).path)
 
@@ -68,9 +68,9 @@ def set_demo_timings(settings: FerrySettings) -> None:
 
 def bring_up(settings: FerrySettings) -> int:
     """``make up`` with the demo's settings; services already running with others are restarted."""
-    from shared.supervisor import Supervisor
-    from shared.system import service_environment, up
-    from shared.tokens import ensure_tokens_file
+    from shared.local.supervisor import Supervisor
+    from shared.local.system import service_environment, up
+    from shared.local.tokens import ensure_tokens_file
 
     set_demo_timings(settings)
     supervisor = Supervisor(settings)
@@ -85,7 +85,7 @@ def bring_up(settings: FerrySettings) -> int:
 def run_demo(settings: FerrySettings, *, down_after: bool = False) -> int:
     """The whole loop; returns the process exit code."""
     from shared.cli import main as ferry
-    from shared.system import down
+    from shared.local.system import down
 
     try:
         print("1. the whole system, as `make up`: Kafka, PostgreSQL, the API token, the services")
@@ -167,8 +167,9 @@ class Loop:
         print(f"   20 test rows: served by {served}; {correct}/20 predicted right")
 
     def judge(self, version: int) -> bool:
-        evaluation = self.wait(lambda: (self.api(f"/versions/{version}/evaluations") or [None])[-1],
-                               f"the evaluation of v{version}", 180)  # fmt: skip
+        evaluation = self.wait(
+            lambda: (self.api(f"/versions/{version}/evaluations") or [None])[-1], f"the evaluation of v{version}", 180
+        )
         decided = f"{evaluation['decision']} {evaluation.get('stage') or ''}".strip()
         print(f"   the evaluator decided {decided}: {evaluation['reason']}")
         report = evaluation.get("report") or {}
@@ -176,8 +177,10 @@ class Loop:
             part = report.get(role) or {}
             interval = (part.get("intervals") or {}).get("accuracy") or {}
             if interval:
-                print(f"   {role:9} v{part.get('version')}: accuracy {interval['estimate']:.4f} "
-                      f"(95% CI {interval['low']:.4f}..{interval['high']:.4f})")  # fmt: skip
+                print(
+                    f"   {role:9} v{part.get('version')}: accuracy {interval['estimate']:.4f} "
+                    f"(95% CI {interval['low']:.4f}..{interval['high']:.4f})"
+                )
         comparison = (report.get("comparison") or {}).get("accuracy") or {}
         if comparison:
             difference, mcnemar = comparison["difference"], comparison.get("mcnemar") or {}
@@ -189,8 +192,10 @@ class Loop:
 
     def canary(self, version: int) -> None:
         deployment = self.api("/deployment")
-        print(f"\n6. the canary: champion v{deployment['champion']}, challenger v{deployment['challenger']} "
-              f"at weight {deployment['canary_weight']}")  # fmt: skip
+        print(
+            f"\n6. the canary: champion v{deployment['champion']}, challenger v{deployment['challenger']} "
+            f"at weight {deployment['canary_weight']}"
+        )
         self.wait(lambda: ready(self.gateway, self.model, version), f"the gateway to load v{version}", 120)
         first = self.traffic.spread(200)
         counts = Counter(first)
@@ -200,8 +205,11 @@ class Loop:
         pinned = self.traffic.infer(0, route_key="pinned", version=version)
         print(f"   /versions/{version}/infer: served by v{pinned.version} ({pinned.route})")
         print(f"\n7. the bake: {DEMO_BAKE_S} s without a rollback alert, then the evaluator promotes v{version}")
-        self.wait(lambda: self.api("/deployment")["champion"] == version, f"v{version} to become the champion",
-                  DEMO_BAKE_S + 120)  # fmt: skip
+        self.wait(
+            lambda: self.api("/deployment")["champion"] == version,
+            f"v{version} to become the champion",
+            DEMO_BAKE_S + 120,
+        )
         print(f"   {self.api('/deployment/history?limit=1')['items'][0]['reason']}")
 
     def fault_and_rollback(self, previous: int, version: int) -> None:
@@ -213,18 +221,25 @@ class Loop:
         background.start()
         try:
             httpx.put(fault_url, json={"error_rate": 1.0}, headers=headers, timeout=10).raise_for_status()
-            alert = self.wait(lambda: firing(self.monitor, "GatewayErrorRatio", self.model, version),
-                              "the monitor's GatewayErrorRatio alert", 180)  # fmt: skip
-            print(f"   the monitor: {alert['rule']} firing for v{version}, value {alert['value']:.2f} > "
-                  f"{alert['threshold']} (action {alert['action']}): published on Kafka as an alert event")  # fmt: skip
+            alert = self.wait(
+                lambda: firing(self.monitor, "GatewayErrorRatio", self.model, version),
+                "the monitor's GatewayErrorRatio alert",
+                180,
+            )
+            print(
+                f"   the monitor: {alert['rule']} firing for v{version}, value {alert['value']:.2f} > "
+                f"{alert['threshold']} (action {alert['action']}): published on Kafka as an alert event"
+            )
             self.wait(lambda: self.api("/deployment")["champion"] == previous, f"the rollback to v{previous}", 120)
             print(f"   the evaluator: {self.api('/deployment/history?limit=1')['items'][0]['reason']}")
             self.wait(lambda: ready(self.gateway, self.model, previous), f"the gateway to serve v{previous}", 60)
         finally:
             httpx.delete(fault_url, headers=headers, timeout=10)
             background.stop()
-        summary = ", ".join(f"{status} v{v} ({route}) {count}" for (status, v, route), count in
-                            sorted(background.answers.items(), key=lambda item: str(item[0])))  # fmt: skip
+        summary = ", ".join(
+            f"{status} v{v} ({route}) {count}"
+            for (status, v, route), count in sorted(background.answers.items(), key=lambda item: str(item[0]))
+        )
         print(f"   traffic meanwhile, by answer: {summary}")
 
     def finish(self, first: int, second: int) -> int:
@@ -250,8 +265,12 @@ def firing(monitor: str, rule: str, model: str, version: int) -> dict[str, Any] 
     """The monitor's firing alert of ``rule`` for this model version, if there is one."""
     for alert in get_json(f"{monitor}/api/v1/alerts")["active"]:
         labels = alert.get("labels") or {}
-        if alert["rule"] == rule and alert["state"] == "firing" and labels.get("model") == model \
-                and labels.get("version") == str(version):  # fmt: skip
+        if (
+            alert["rule"] == rule
+            and alert["state"] == "firing"
+            and labels.get("model") == model
+            and labels.get("version") == str(version)
+        ):
             return dict(alert)
     return None
 
