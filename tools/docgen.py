@@ -5,7 +5,8 @@ A page under ``docs/`` asks for a generated part with a marker line, which the M
 
 - ``<!-- ferry:settings MODULE:CLASS -->``: the configuration table of a pydantic-settings class;
 - ``<!-- ferry:events -->``: the event catalogue of ``shared/events.py``;
-- ``<!-- ferry:openapi SERVICE -->``: the REST API of a service, from its FastAPI app's OpenAPI.
+- ``<!-- ferry:openapi SERVICE -->``: the REST API of a service, from its FastAPI app's OpenAPI;
+- ``<!-- ferry:layout -->``: the rooms each service under ``services/`` has, from its files.
 
 ``python -m tools.docgen --out DIR`` writes every page with its markers expanded (and each service's
 ``openapi.json``) into DIR, to read or diff without building the site.
@@ -33,7 +34,7 @@ from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-MARKER = re.compile(r"^<!-- ferry:(?P<kind>settings|events|openapi)(?: (?P<arg>\S+))? -->$", re.MULTILINE)
+MARKER = re.compile(r"^<!-- ferry:(?P<kind>settings|events|openapi|layout)(?: (?P<arg>\S+))? -->$", re.MULTILINE)
 
 SETTINGS_CLASSES: tuple[str, ...] = (
     "shared.settings:FerrySettings",
@@ -363,6 +364,44 @@ def _ref_name(schema: dict[str, Any]) -> str:
     return ref.rsplit("/", 1)[-1]
 
 
+# --- layout ----------------------------------------------------------------------------------
+
+ROOMS = ("domain", "handlers", "service", "adapters", "entrypoints", "bootstrap", "settings")
+
+
+def service_layout() -> str:
+    """A row per service: which rooms it has (a module or a package), and what else lives beside them."""
+    from shared.services import SERVICES
+
+    lines = [
+        f"| service | {' | '.join(ROOMS)} | also |",
+        f"| --- | {' | '.join('---' for _ in ROOMS)} | --- |",
+    ]
+    for spec in SERVICES:
+        folder = ROOT / "services" / spec.name
+        cells = [_room(folder, room) for room in ROOMS]
+        known = {f"{room}.py" for room in ROOMS} | set(ROOMS) | {"__init__.py", "__pycache__"}
+        others = sorted(
+            f"`{path.name}/`" if path.is_dir() else f"`{path.name}`"
+            for path in folder.iterdir()
+            if path.name not in known and not path.name.endswith(".pyc")
+        )
+        lines.append(f"| `{spec.name}` | {' | '.join(cells)} | {', '.join(others)} |")
+    return "\n".join(lines)
+
+
+def _room(folder: Path, room: str) -> str:
+    module, package = folder / f"{room}.py", folder / room
+    if package.is_dir():
+        names = sorted(path.stem for path in package.glob("*.py") if path.stem != "__init__")
+        return f"`{room}/` ({', '.join(names)})"
+    if not module.exists():
+        return "-"
+    if room == "handlers" and not re.search(r"^HANDLERS\b", module.read_text(), re.MULTILINE):
+        return "`handlers.py` (no `HANDLERS` table)"
+    return f"`{module.name}`"
+
+
 # --- pages -------------------------------------------------------------------------------------
 
 
@@ -387,6 +426,8 @@ class Generator:
                 return settings_table(arg)
             if kind == "events":
                 return event_catalogue()
+            if kind == "layout":
+                return service_layout()
             return api_reference(arg, self.document(arg))
 
         return MARKER.sub(replace, markdown)
