@@ -144,7 +144,7 @@ def settings_table(path: str) -> str:
     for row in settings_of(cls):
         also = f" (also `{'`, `'.join(row.aliases)}`)" if row.aliases else ""
         meaning = _cell(row.description) + also
-        lines.append(f"| `{row.variable}` | `{_cell(row.type)}` | {_cell(row.default)} | {meaning} |")
+        lines.append(f"| `{row.variable}` | {_type_cell(row.type)} | {_cell(row.default)} | {meaning} |")
     return "\n".join(lines)
 
 
@@ -157,6 +157,11 @@ def all_variables() -> set[str]:
         for name, field in cls.model_fields.items():
             names.update(env_names(prefix, name, field))
     return names
+
+
+def _type_cell(text: str) -> str:
+    """A type in a table cell: a union's members apart, since a pipe inside a code span breaks the table."""
+    return " or ".join(f"`{member}`" for member in text.split(" | "))
 
 
 def _cell(text: str) -> str:
@@ -216,7 +221,7 @@ def _fields_table(cls: type[BaseModel], parts: dict[str, type[BaseModel]], base:
         required = "required" if field.is_required() else default_text(field)
         notes = [note for item in field.metadata for note in _constraints(item)]
         meaning = "; ".join(filter(None, [field.description or "", ", ".join(notes)]))
-        rows.append(f"| `{name}` | `{_cell(type_text(field.annotation))}` | {required} | {_cell(meaning)} |")
+        rows.append(f"| `{name}` | {_type_cell(type_text(field.annotation))} | {required} | {_cell(meaning)} |")
     return "\n".join(rows) + "\n"
 
 
