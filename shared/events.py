@@ -67,6 +67,8 @@ class TensorSpec(Frozen):
 
 
 class Signature(Frozen):
+    """A model's input and output tensors, as the registry records and the gateway checks them."""
+
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
@@ -81,6 +83,8 @@ class ArtifactRef(Frozen):
 
 
 class Hyperparameters(Frozen):
+    """How a model is trained: epochs, batch size, optimizer, hidden sizes, seed, early stopping."""
+
     epochs: int = Field(default=30, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=64, ge=1, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0, le=10)
@@ -155,6 +159,7 @@ class TrainingStatus(Event):
     artifact_sha256: str | None = None
 
     def partition_key(self) -> str:
+        """Kafka key: the training request id, so one run's progress stays in order."""
         return self.request_id
 
 
@@ -215,6 +220,8 @@ class ModelDecided(Event):
 
 
 class DeployedVersion(Frozen):
+    """One version in a deployment: its number, its artifact and its signature."""
+
     version: int = Field(ge=1, le=INT32_MAX)
     artifact: ArtifactRef
     signature: Signature
@@ -252,6 +259,7 @@ class AlertChanged(Event):
     since: datetime = Field(default_factory=utc_now)
 
     def partition_key(self) -> str:
+        """Kafka key: ``rule:model``, so one rule's alerts about one model stay in order."""
         return f"{self.rule}:{self.model_name}"
 
 

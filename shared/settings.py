@@ -15,9 +15,13 @@ class FerrySettings(BaseSettings):
 
     home: Path = Field(default=Path(".ferry"), description="State folder: Kafka logs, pgdata, artifacts, logs")
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
-    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_controller_port: int = Field(
+        default=9093, ge=1, le=65535, description="The local broker's KRaft controller port"
+    )
     topic_prefix: str = Field(default="ferry.", description="Prefix of every topic name")
-    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_partitions: int = Field(
+        default=3, ge=1, le=1000, description="Partitions of each topic `ferry stack up` / `ferry topics` creates"
+    )
     database_url: str | None = Field(
         default=None, description="PostgreSQL URL; when unset the embedded server is started and used"
     )
@@ -29,7 +33,7 @@ class FerrySettings(BaseSettings):
         default=None, description="The only folder csv: datasets are read from; default <home>/datasets"
     )
     cache_dir: Path | None = Field(default=None, description="Download cache (Kafka jars); default <home>/cache")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="Log level; logs are JSON lines with trace ids")
     delivery_attempts: int = Field(
         default=3, ge=1, le=100, description="Deaths of a consumer with a message in hand before it is dead-lettered"
     )

@@ -167,14 +167,20 @@ def _add_protocol_routes(api: FastAPI, gateway: Gateway) -> None:
         _version(gateway, name, version)
         return {"name": name, "version": version, "ready": True}
 
-    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        # Served by the plain-ASGI route in front of FastAPI; declared here for the OpenAPI document.
-        api.add_api_route(
-            path, _documented_only, methods=["POST"], tags=tags, summary="Inference", response_model=dict[str, Any]
-        )
+    # Served by the plain-ASGI route in front of FastAPI; declared here, with their path parameters, so
+    # that the OpenAPI document describes them truthfully.
+    for path, endpoint, summary in (
+        ("/v2/models/{name}/infer", _documented_infer, "Inference (champion, or canary by route key)"),
+        ("/v2/models/{name}/versions/{version}/infer", _documented_pinned_infer, "Inference on one loaded version"),
+    ):
+        api.add_api_route(path, endpoint, methods=["POST"], tags=tags, summary=summary, response_model=dict[str, Any])
 
 
-async def _documented_only(body: InferRequestDoc) -> dict[str, Any]:
+async def _documented_infer(name: str, body: InferRequestDoc) -> dict[str, Any]:
+    raise HTTPException(500, "the inference route is served before FastAPI")  # pragma: no cover
+
+
+async def _documented_pinned_infer(name: str, version: str, body: InferRequestDoc) -> dict[str, Any]:
     raise HTTPException(500, "the inference route is served before FastAPI")  # pragma: no cover
 
 
