@@ -5,8 +5,8 @@
 For the MLP and the CNN, every row is trained through the trainer's own ``run_training`` (one
 torch thread) for each seed and scored on the held-out test split (which the trainer never sees):
 accuracy as mean ± sd over the seeds, parameters, artifact bytes, and ONNX Runtime p50 latency at
-batch 1 and 64 (CPU, one intra-op thread, all of an architecture's seed-0 files timed in
-interleaved rounds), each beside the uncompressed baseline measured in the same run, as ratios.
+batch 1 and 64 (the shared harness: CPU time, one intra-op thread, all of an architecture's seed-0
+files timed in interleaved rounds), each beside the uncompressed baseline measured in the same run, as ratios.
 
 The teacher of every distilled row is the CNN baseline of seed 0, as a champion would be.
 """
@@ -26,17 +26,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.trainer.adapters.latency import TimingPlan, measure_latency  # noqa: E402
 from services.trainer.adapters.onnx_model import predict  # noqa: E402
-from services.trainer.compression import Latency  # noqa: E402
 from services.trainer.domain import Teacher, accuracy  # noqa: E402
+from services.trainer.measure import time_files  # noqa: E402
 from services.trainer.service import TrainedModel, load_split, run_training  # noqa: E402
 from shared.datasets import Split  # noqa: E402
 from shared.events import Compression, Hyperparameters, TrainingRequested  # noqa: E402
+from shared.onnx import Latency, LatencyPlan  # noqa: E402
 
 DATASET = "sklearn:digits"
 TEACHER_NAME = "digits-cnn"
-BENCH_TIMING = TimingPlan(rounds=10, calls_batch1=150, calls_batch64=25)
+BENCH_TIMING = LatencyPlan(runs=1500, rounds=10, budget_s=60.0)
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,8 @@ def table(arch: str, rows: list[Row], latency: dict[str, Latency]) -> list[str]:
             f"| {statistics.mean(row.test_accuracies) - base_acc:+.4f} "
             f"| {params:,} | {params / base.runs[0].metrics['parameters']:.2f} "
             f"| {size:,} | {size / base.runs[0].path.stat().st_size:.2f} "
-            f"| {times.batch1_ms * 1e3:.1f} | {times.batch1_ms / base_latency.batch1_ms:.2f} "
-            f"| {times.batch64_ms * 1e3:.1f} | {times.batch64_ms / base_latency.batch64_ms:.2f} |"
+            f"| {times.b1.p50_ms * 1e3:.1f} | {times.b1.p50_ms / base_latency.b1.p50_ms:.2f} "
+            f"| {times.b64.p50_ms * 1e3:.1f} | {times.b64.p50_ms / base_latency.b64.p50_ms:.2f} |"
         )
     return lines
 
@@ -208,7 +208,7 @@ def main() -> int:
     for arch in args.arch:
         results[arch] = run_rows(arch, args, parts, root, teacher, teacher_row)
         paths = {row.variant.name: row.runs[0].path for row in results[arch]}
-        latencies[arch] = measure_latency(paths, parts.validation.features, BENCH_TIMING)
+        latencies[arch] = time_files(paths, parts.validation.features, BENCH_TIMING)
     short = [row.variant.name for rows in results.values() for row in rows if len(row.test_accuracies) != args.seeds]
     if short:  # a mean over fewer seeds than claimed is not the number the header promises
         print(f"refusing to print: {short} have fewer than {args.seeds} seeds", file=sys.stderr)
@@ -216,7 +216,7 @@ def main() -> int:
     print(
         f"sklearn:digits, test split ({len(parts.test.labels)} rows), seeds 0..{args.seeds - 1}, epoch cap "
         f"{args.epochs} (early stopping), one torch thread; ONNX Runtime {ort.__version__} CPU, one intra-op "
-        f"thread, p50 of {BENCH_TIMING.rounds} interleaved rounds; torch {torch.__version__}; "
+        f"thread, p50 CPU time of {BENCH_TIMING.rounds} interleaved rounds; torch {torch.__version__}; "
         f"{time.perf_counter() - started:.0f} s in all"
     )
     print(

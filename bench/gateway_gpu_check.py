@@ -33,13 +33,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.gateway.adapters.onnx_runtime import CPU, CUDA, load_model  # noqa: E402
+from services.gateway.adapters.onnx_runtime import OnnxLoader  # noqa: E402
 from services.gateway.bootstrap import bootstrap  # noqa: E402
 from services.gateway.domain import Deployment, VersionSpec  # noqa: E402
 from services.gateway.entrypoints.api import create_app  # noqa: E402
 from services.gateway.sample_models import classifier_bytes, classifier_signature, reference_probabilities  # noqa: E402
 from services.gateway.settings import GatewaySettings  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
+from shared.onnx import CPU, CUDA  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 
 FEATURES, HIDDEN, CLASSES = 2048, 8192, 10  # 2048 x 8192 fp32 weights: 64 MiB per version
@@ -103,7 +104,7 @@ def main() -> int:
     print(f"onnxruntime {ort.__version__}, available providers {ort.get_available_providers()}", flush=True)
     signature = classifier_signature(FEATURES, CLASSES)
     models = {seed: classifier_bytes(FEATURES, CLASSES, seed=seed, hidden=HIDDEN) for seed in (1, 2)}
-    probe = load_model(models[1], signature, device=args.device)
+    probe = OnnxLoader(device=args.device).load(models[1], signature)
     active = probe.session.get_providers() if probe.session else []
     probe.close()
     wanted = CUDA if args.device == "cuda" else CPU

@@ -21,12 +21,10 @@ ROWS = (
     ("roc_auc", "ROC AUC", "{:.4f}"),
 )
 LATENCY_ROWS = (
-    ("batch_1_p50_ms", "p50 ms, batch 1"),
-    ("batch_1_p99_ms", "p99 ms, batch 1"),
-    ("batch_1_cpu_p99_ms", "p99 CPU ms, batch 1"),
-    ("batch_64_p50_ms", "p50 ms, batch 64"),
-    ("batch_64_p99_ms", "p99 ms, batch 64"),
-    ("batch_64_cpu_p99_ms", "p99 CPU ms, batch 64"),
+    ("latency_b1_p50_ms", "p50 CPU ms, batch 1"),
+    ("latency_b1_p99_ms", "p99 CPU ms, batch 1"),
+    ("latency_b64_p50_ms", "p50 CPU ms, batch 64"),
+    ("latency_b64_p99_ms", "p99 CPU ms, batch 64"),
 )
 
 

@@ -12,16 +12,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import onnxruntime as ort
+
 from services.evaluator.adapters.artifact_store import ArtifactUnusable, ModelLoader
-from services.evaluator.adapters.onnx_runtime import OnnxModel, measure_latency
 from services.evaluator.domain.compatibility import SplitCheck, dataset_fit, signature_difference, split_check
-from services.evaluator.domain.metrics import OutputsNotProbabilities, check_probabilities, latency_summary, quality
+from services.evaluator.domain.metrics import OutputsNotProbabilities, check_probabilities, quality
 from services.evaluator.domain.policy import Policy, Verdict, judge, judge_first, rejected
 from services.evaluator.domain.records import VersionRecord
 from services.evaluator.domain.report import ReportContext, Scored, evaluation_report, model_section
 from services.evaluator.domain.statistics import PairedComparison, bootstrap_one, paired_bootstrap
 from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.errors import PermanentError
+from shared.onnx import LatencyPlan, measure_latency, predict, signature_of
 
 COMPARED_METRICS = ("accuracy", "f1_macro")
 
@@ -70,39 +72,41 @@ class Unscorable(Exception):
         self.version = version
 
 
-def open_model(loader: ModelLoader, record: VersionRecord, test: Split) -> OnnxModel:
+def open_model(loader: ModelLoader, record: VersionRecord, test: Split) -> ort.InferenceSession:
     """Load a version and check that what was loaded is what was declared and fits the dataset."""
     try:
         model = loader.load(record.artifact)
     except ArtifactUnusable as error:
         raise Unscorable(record.version, str(error)) from error
-    mismatch = signature_difference(model.signature, record.signature, mine_is="loaded", theirs_is="registered")
+    loaded = signature_of(model)
+    mismatch = signature_difference(loaded, record.signature, mine_is="loaded", theirs_is="registered")
     if mismatch:
         raise Unscorable(record.version, f"the artifact does not have its registered signature: {mismatch}")
-    misfit = dataset_fit(model.signature, test.dataset.num_features, test.dataset.num_classes, record.dataset)
+    misfit = dataset_fit(loaded, test.dataset.num_features, test.dataset.num_classes, record.dataset)
     if misfit:
         raise Unscorable(record.version, misfit)
     return model
 
 
 def score_all(
-    models: Sequence[tuple[VersionRecord, OnnxModel]], test: Split, latency_runs: int, watch: Stopwatch
+    models: Sequence[tuple[VersionRecord, ort.InferenceSession]], test: Split, latency_runs: int, watch: Stopwatch
 ) -> list[Scored]:
-    """Every model on the same test rows: probabilities and quality, then interleaved latency."""
+    """Every model on the same test rows: probabilities and quality, then latency by the one harness."""
     outputs = []
     with watch.phase("score"):
         for record, model in models:
             try:
-                outputs.append(check_probabilities(model.predict(test.test.features), test.dataset.num_classes))
+                outputs.append(check_probabilities(predict(model, test.test.features), test.dataset.num_classes))
             except OutputsNotProbabilities as error:
                 raise Unscorable(record.version, str(error)) from error
     with watch.phase("metrics"):
         qualities = [quality(found, test.test.labels, test.dataset.class_names) for found in outputs]
     with watch.phase("latency"):
-        latencies = measure_latency([model for _, model in models], test.test.features, latency_runs)
+        plan = LatencyPlan(runs=latency_runs)
+        latencies = measure_latency([model for _, model in models], test.test.features, plan)
     return [
-        Scored(record=record, probabilities=probabilities, quality=measured, latency=latency_summary(samples))
-        for (record, _), probabilities, measured, samples in zip(models, outputs, qualities, latencies, strict=True)
+        Scored(record, probabilities, measured, latency=found.metrics() | found.counts())
+        for (record, _), probabilities, measured, found in zip(models, outputs, qualities, latencies, strict=True)
     ]
 
 
@@ -174,7 +178,7 @@ def _refusal(candidate: VersionRecord, champion: VersionRecord | None, test: Spl
     return None
 
 
-def _open_champion(loader: ModelLoader, champion: VersionRecord, test: Split) -> OnnxModel:
+def _open_champion(loader: ModelLoader, champion: VersionRecord, test: Split) -> ort.InferenceSession:
     try:
         return open_model(loader, champion, test)
     except Unscorable as error:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from services.gateway.adapters.access_log import AccessLog
 from services.gateway.adapters.metrics import GatewayMetrics
-from services.gateway.adapters.onnx_runtime import load_model
+from services.gateway.adapters.onnx_runtime import OnnxLoader
 from services.gateway.adapters.registry import DeploymentSource, RegistryClient, load_with_retries
 from services.gateway.batching import Batcher
 from services.gateway.domain import Admission, RateLimiter, VersionSpec, batchable
@@ -122,7 +122,7 @@ class Gateway:
 
 
 def version_loader(
-    settings: GatewaySettings, metrics: GatewayMetrics
+    settings: GatewaySettings, metrics: GatewayMetrics, models: OnnxLoader
 ) -> Callable[[str, VersionSpec, bytes], LoadedVersion]:
     """Verified bytes → a loaded, warmed-up version with its batching queue."""
 
@@ -132,9 +132,7 @@ def version_loader(
         sizes = (
             (1, config.max_batch_size) if can_batch and settings.warmup_batch and config.max_batch_size > 1 else (1,)
         )
-        model = load_model(
-            data, spec.signature, device=settings.device, threads=settings.ort_threads, warmup_batches=sizes
-        )
+        model = models.load(data, spec.signature, warmup_batches=sizes)
         log.info("loaded %s v%s on %s", model_name, spec.version, model.provider)
         metrics.prepare(model_name, spec.version)
         batcher = Batcher(
@@ -177,7 +175,7 @@ def bootstrap(
     deployer = Deployer(
         fleet,
         store,
-        version_loader(settings, metrics),
+        version_loader(settings, metrics, OnnxLoader(settings.device, settings.ort_threads)),
         keep_previous=settings.keep_previous,
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )

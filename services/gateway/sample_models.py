@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from shared.events import Signature, TensorSpec
+from shared.onnx import open_session
 
 INPUT, OUTPUT = "input", "probabilities"
 
@@ -56,8 +57,5 @@ def classifier_signature(features: int = 64, classes: int = 10) -> Signature:
 
 def reference_probabilities(model: bytes, rows: np.ndarray) -> np.ndarray:
     """What ONNX Runtime on the CPU answers for ``rows``: the expected answer in tests."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    result: np.ndarray = session.run(None, {INPUT: rows.astype(np.float32)})[0]
+    result: np.ndarray = open_session(model).run(None, {INPUT: rows.astype(np.float32)})[0]
     return result

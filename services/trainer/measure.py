@@ -1,6 +1,7 @@
 """What a run's files are judged on, measured: validation accuracy (ONNX Runtime), parameters,
-bytes and CPU latency of every file a run made and of its teacher; which int8 kind ships; and the
-ratios of the shipped model to the uncompressed one, so "compressed and non-inferior" has numbers.
+bytes and latency (the shared harness: CPU time, p50 and p99) of every file a run made and of its
+teacher; which int8 kind ships; and the ratios of the shipped model to the uncompressed one, so
+"compressed and non-inferior" has numbers.
 
 The uncompressed model is the teacher when distilling (the student replaces it), else the same
 network before pruning and quantization.
@@ -8,16 +9,17 @@ network before pruning and quantization.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.trainer.adapters.latency import measure_latency
+import numpy as np
+
 from services.trainer.adapters.onnx_model import onnx_parameters, predict
 from services.trainer.adapters.pruning import count_parameters
 from services.trainer.adapters.torch_training import FitResult
 from services.trainer.compression import (
     INT8_KINDS,
-    Latency,
     ModelFacts,
     check_accuracy,
     choose_int8,
@@ -26,11 +28,14 @@ from services.trainer.compression import (
 from services.trainer.domain import Teacher, accuracy, log_loss
 from shared.datasets import Part
 from shared.events import Compression
+from shared.onnx import Latency, LatencyPlan, measure_latency, open_session
 
 FP32 = "fp32"
 UNPRUNED = "unpruned"
 TEACHER = "teacher"
 _DESCRIBED = {TEACHER: "the teacher", UNPRUNED: "the unpruned model", FP32: "the fp32 model"}
+TIMING = LatencyPlan(runs=300, rounds=5, budget_s=2.0)
+"""The trainer's timing: up to five files, a few seconds at most, before the evaluator's longer look."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ def measure_run(
 ) -> Measured:
     """Measure every file, pick the int8 kind by latency, check the accuracy given up, report."""
     paths = {**files, **({TEACHER: teacher.path} if teacher is not None else {})}
-    latency = measure_latency(paths, validation.features)
+    latency = time_files(paths, validation.features)
     facts = {name: _facts(name, path, result, validation, latency[name]) for name, path in paths.items()}
     int8_kinds = {kind: latency[kind] for kind in INT8_KINDS if kind in files}
     shipped = choose_int8(latency[FP32], int8_kinds) if int8_kinds else FP32
@@ -79,6 +84,12 @@ def measure_run(
     return Measured(paths[shipped], metrics)
 
 
+def time_files(paths: Mapping[str, Path], rows: np.ndarray, plan: LatencyPlan = TIMING) -> dict[str, Latency]:
+    """Every file timed by the shared harness, interleaved, on CPU sessions with one intra-op thread."""
+    sessions = {name: open_session(path.read_bytes(), device="cpu", threads=1) for name, path in paths.items()}
+    return dict(zip(sessions, measure_latency(list(sessions.values()), rows, plan), strict=True))
+
+
 def _facts(name: str, path: Path, result: FitResult, validation: Part, latency: Latency) -> ModelFacts:
     if name == TEACHER:
         parameters = onnx_parameters(path)
@@ -99,13 +110,11 @@ def _int8_metrics(shipped: str, facts: dict[str, ModelFacts]) -> dict[str, float
     metrics = facts[FP32].metrics("fp32_")
     for kind in INT8_KINDS:
         if kind in facts:
-            prefix = kind.replace("-", "_")
-            metrics[f"{prefix}_latency_b1_ms"] = facts[kind].latency.batch1_ms
-            metrics[f"{prefix}_latency_b64_ms"] = facts[kind].latency.batch64_ms
+            metrics |= facts[kind].latency.metrics(kind.replace("-", "_") + "_")
     metrics["int8_static"] = float(shipped == "int8-static")
-    # Smaller is certain; "faster" only when measured so at batch 1 and at batch 64.
+    # Smaller is certain; "faster" only when measured so (p50) at batch 1 and at batch 64.
     chosen, fp32 = facts[shipped].latency, facts[FP32].latency
     metrics["int8_faster"] = float(chosen.faster_than(fp32))
-    metrics["int8_faster_b1"] = float(chosen.batch1_ms < fp32.batch1_ms)
-    metrics["int8_faster_b64"] = float(chosen.batch64_ms < fp32.batch64_ms)
+    metrics["int8_faster_b1"] = float(chosen.b1.p50_ms < fp32.b1.p50_ms)
+    metrics["int8_faster_b64"] = float(chosen.b64.p50_ms < fp32.b64.p50_ms)
     return metrics

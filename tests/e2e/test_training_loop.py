@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from e2e_support import Processes, ferry
 
 from shared.datasets import load_dataset, split
+from shared.onnx import open_session, predict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,8 +63,7 @@ def test_ferry_train_wait_ends_with_a_registered_served_quality_version(
 
     # The artifact takes raw features (standardization is in the graph) and generalises to the test split.
     held_out = split(load_dataset("sklearn:digits")).test
-    session = ort.InferenceSession(artifact.content, providers=["CPUExecutionProvider"])
-    [probabilities] = session.run(None, {session.get_inputs()[0].name: held_out.features})
+    probabilities = predict(open_session(artifact.content), held_out.features)
     assert float(np.mean(probabilities.argmax(axis=1) == held_out.labels)) >= 0.95
 
 

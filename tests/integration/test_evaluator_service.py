@@ -22,14 +22,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from evaluator_onnx import fitted_digits
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_score, recall_score
 from support import free_port
 from test_registry_support import TopicReader, wait_for
 
-from services.evaluator.adapters.onnx_runtime import OnnxModel
 from services.evaluator.bootstrap import EvaluatorService, bootstrap
 from services.evaluator.settings import EvaluatorSettings
 from services.trainer.service import run_training
@@ -39,6 +37,7 @@ from shared.events import AlertChanged, ArtifactRef, Event, Hyperparameters, Mod
 from shared.kafka import KafkaPublisher, make_producer
 from shared.local.postgres import temporary_database
 from shared.local.stack import PROJECT_ROOT, Stack
+from shared.onnx import open_session, predict, signature_of
 from shared.settings import FerrySettings
 from shared.topics import ensure_topics
 
@@ -160,7 +159,7 @@ def train(settings: FerrySettings, model: str, artifact: Artifact) -> None:
             model_name=model,
             request_id=new_id(),
             artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format=artifact.format),
-            signature=OnnxModel(artifact.data).signature,
+            signature=signature_of(open_session(artifact.data)),
             dataset="sklearn:digits",
             split_id=HELD_OUT.split_id,
             arch="mlp",
@@ -244,8 +243,7 @@ def test_the_report_matches_scikit_learn_on_the_same_predictions(alpha: Api) -> 
     for side, version in (("candidate", 2), ("champion", 1)):
         section = canary_step["report"][side]
         data = httpx.get(f"{api.base}/versions/{version}/artifact", timeout=10).content
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        probabilities = session.run(None, {"input": HELD_OUT.test.features})[0].astype(np.float64)
+        probabilities = predict(open_session(data), HELD_OUT.test.features).astype(np.float64)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         labels, predictions = HELD_OUT.test.labels, probabilities.argmax(axis=1)
         metrics = section["metrics"]
@@ -258,7 +256,7 @@ def test_the_report_matches_scikit_learn_on_the_same_predictions(alpha: Api) -> 
         shares = np.bincount(predictions, minlength=10) / len(labels)
         assert section["prediction_distribution"] == pytest.approx({str(k): shares[k] for k in range(10)})
         assert section["size_bytes"] == len(data)
-        assert section["latency_ms"]["batch_1_p50_ms"] > 0 and section["latency_ms"]["batch_64_p99_ms"] > 0
+        assert section["latency_ms"]["latency_b1_p50_ms"] > 0 and section["latency_ms"]["latency_b64_p99_ms"] > 0
     assert canary_step["report"]["split"] == {
         "split_id": HELD_OUT.split_id,
         "part": "test",

@@ -12,7 +12,6 @@ import pytest
 from evaluator_onnx import fitted_digits, random_digits
 
 from services.evaluator.adapters.artifact_store import ModelLoader
-from services.evaluator.adapters.onnx_runtime import OnnxModel
 from services.evaluator.domain.records import DeploymentRecord, EvaluationRecord, HistoryRecord, VersionRecord
 from services.evaluator.domain.rollout import Bake
 from services.evaluator.handlers import (
@@ -29,6 +28,7 @@ from shared.envelope import EventMeta
 from shared.errors import PermanentError, TransientError
 from shared.events import AlertChanged, ArtifactRef, ModelDecided, ModelRegistered, utc_now
 from shared.kafka import ListPublisher
+from shared.onnx import open_session, signature_of
 
 SPLIT_ID = split(load_dataset("sklearn:digits")).split_id
 NOW = 1_800_000_000.0
@@ -81,7 +81,7 @@ def register(registry: FakeRegistry, store: ArtifactStore, number: int, data: by
         version=number,
         status=changes.get("status", "registered"),
         artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format=changes.get("format", "onnx")),
-        signature=OnnxModel(data).signature,
+        signature=signature_of(open_session(data)),
         dataset="sklearn:digits",
         split_id=changes.get("split_id", SPLIT_ID),
     )

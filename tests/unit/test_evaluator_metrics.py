@@ -18,12 +18,10 @@ from sklearn.metrics import (
 )
 
 from services.evaluator.domain.metrics import (
-    LatencySamples,
     OutputsNotProbabilities,
     check_probabilities,
     expected_calibration_error,
     json_safe,
-    latency_summary,
     quality,
 )
 
@@ -105,27 +103,6 @@ def test_ece_of_a_perfectly_calibrated_confident_model_is_zero() -> None:
     labels = np.array([0, 1, 1, 0])
     probabilities = np.eye(2)[labels]
     assert expected_calibration_error(probabilities, labels) == 0.0
-
-
-def test_latency_summary_in_milliseconds_shrugs_off_bad_rounds() -> None:
-    steady = [0.001] * 100
-    hiccup = [0.001] * 97 + [0.030] * 3  # the scheduler took the core away during this round
-    summary = latency_summary(LatencySamples(batch_1=[hiccup, steady, hiccup], batch_64=[[0.002] * 10] * 3))
-    assert summary["batch_1_p50_ms"] == pytest.approx(1.0)
-    assert summary["batch_1_p99_ms"] == pytest.approx(1.0)
-    assert summary["batch_64_p99_ms"] == pytest.approx(2.0)
-    assert summary["batch_1_runs"] == 300 and summary["batch_1_rounds"] == 3
-    slower = latency_summary(LatencySamples(batch_1=[hiccup] * 3, batch_64=[[0.002] * 10] * 3))
-    assert slower["batch_1_p99_ms"] == pytest.approx(30.0)  # slow in every round: really slow
-    assert "batch_1_cpu_p99_ms" not in slower
-
-
-def test_latency_summary_reports_the_threads_cpu_time_beside_the_wall_clock() -> None:
-    waited = [[0.001] * 90 + [0.020] * 10] * 3  # a tenth of the runs waited for the core
-    worked = [[0.001] * 100] * 3
-    summary = latency_summary(LatencySamples(batch_1=waited, batch_64=waited, cpu_batch_1=worked, cpu_batch_64=worked))
-    assert summary["batch_1_p99_ms"] == pytest.approx(20.0)
-    assert summary["batch_1_cpu_p99_ms"] == pytest.approx(1.0) and summary["batch_64_cpu_p50_ms"] == pytest.approx(1.0)
 
 
 def test_json_safe_replaces_nan_and_infinity_everywhere() -> None:

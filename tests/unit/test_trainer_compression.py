@@ -20,7 +20,6 @@ from services.trainer.adapters.pruning import (
 )
 from services.trainer.adapters.torch_models import Classifier, build_classifier
 from services.trainer.compression import (
-    Latency,
     LayerShape,
     ModelFacts,
     aligned_width,
@@ -32,6 +31,7 @@ from services.trainer.compression import (
 )
 from services.trainer.domain import CompressionTooLossy, TrainingPlan
 from shared.events import Hyperparameters
+from shared.onnx import BatchLatency, Latency
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,19 +89,24 @@ def test_aligned_width(width: int, keep: float, block: int, expected: int) -> No
     assert aligned_width(width, keep, block) == expected
 
 
+def p50s(batch1_ms: float, batch64_ms: float) -> Latency:
+    """The harness's result with these p50s (p99 twice as high: the choice must read the p50)."""
+    return Latency(BatchLatency(batch1_ms, 2 * batch1_ms, 100), BatchLatency(batch64_ms, 2 * batch64_ms, 50), 5)
+
+
 def test_int8_is_chosen_by_latency_and_called_faster_only_when_faster_at_both_batches() -> None:
-    fp32 = Latency(batch1_ms=0.010, batch64_ms=0.100)
-    static, dynamic = Latency(0.012, 0.040), Latency(0.011, 0.080)
+    fp32 = p50s(batch1_ms=0.010, batch64_ms=0.100)
+    static, dynamic = p50s(0.012, 0.040), p50s(0.011, 0.080)
     assert choose_int8(fp32, {"int8-static": static, "int8-dynamic": dynamic}) == "int8-static"
     assert not static.faster_than(fp32)  # 2.5x faster at batch 64 is still slower at batch 1
-    assert Latency(0.009, 0.090).faster_than(fp32)
+    assert p50s(0.009, 0.090).faster_than(fp32)
     with pytest.raises(ValueError):
         choose_int8(fp32, {})
 
 
 def test_ratios_compare_the_shipped_model_with_the_uncompressed_one() -> None:
-    shipped = ModelFacts(val_accuracy=0.97, parameters=1_000, size_bytes=5_000, latency=Latency(0.01, 0.05))
-    uncompressed = ModelFacts(val_accuracy=0.98, parameters=10_000, size_bytes=40_000, latency=Latency(0.02, 0.5))
+    shipped = ModelFacts(val_accuracy=0.97, parameters=1_000, size_bytes=5_000, latency=p50s(0.01, 0.05))
+    uncompressed = ModelFacts(val_accuracy=0.98, parameters=10_000, size_bytes=40_000, latency=p50s(0.02, 0.5))
     ratios = compression_ratios(shipped, uncompressed)
     assert ratios == {
         "parameter_ratio": 0.1,

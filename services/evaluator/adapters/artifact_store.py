@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from services.evaluator.adapters.onnx_runtime import ModelUnloadable, OnnxModel
+import onnxruntime as ort
+
 from shared.artifacts import ArtifactError, ArtifactStore
 from shared.events import ArtifactRef
+from shared.onnx import ModelUnloadable, open_session
 
 
 class ArtifactUnusable(Exception):
@@ -12,12 +14,16 @@ class ArtifactUnusable(Exception):
 
 
 class ModelLoader:
-    """Fetches an artifact by sha256 (size and digest verified) and opens it with ONNX Runtime."""
+    """Fetches an artifact by sha256 (size and digest verified) and opens it with ONNX Runtime.
+
+    Sessions run on the CPU with one intra-op thread: the latency harness times exactly these sessions
+    on the calling thread's CPU clock (``shared.onnx``), and scoring a held-out split needs no more.
+    """
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
 
-    def load(self, artifact: ArtifactRef) -> OnnxModel:
+    def load(self, artifact: ArtifactRef) -> ort.InferenceSession:
         try:
             data = self.store.fetch(artifact.sha256, size_bytes=artifact.size_bytes)
         except (ArtifactError, OSError) as error:
@@ -25,6 +31,6 @@ class ModelLoader:
                 f"artifact {artifact.sha256[:12]} failed the store's verified read: {error}"
             ) from error
         try:
-            return OnnxModel(data)
+            return open_session(data, device="cpu", threads=1)
         except ModelUnloadable as error:
             raise ArtifactUnusable(f"artifact {artifact.sha256[:12]}: {error}") from error

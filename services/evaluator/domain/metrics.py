@@ -1,11 +1,11 @@
-"""What one model scores on the held-out split: quality metrics from scikit-learn, calibration, the
-predicted-class distribution, and latency percentiles. Pure: arrays in, plain numbers out."""
+"""What one model scores on the held-out split: quality metrics from scikit-learn, calibration and the
+predicted-class distribution (latency is the shared harness's, ``shared.onnx``). Pure: arrays in,
+plain numbers out."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,17 +23,6 @@ PROBABILITY_SUM_TOLERANCE = 1e-3
 
 class OutputsNotProbabilities(ValueError):
     """A model whose outputs are not one probability distribution per row."""
-
-
-@dataclass(frozen=True)
-class LatencySamples:
-    """Seconds per ``session.run`` at batch 1 and at batch 64, in rounds (one list of runs per round):
-    wall-clock time, and the CPU time of the thread that ran it (``cpu_*``)."""
-
-    batch_1: Sequence[Sequence[float]]
-    batch_64: Sequence[Sequence[float]]
-    cpu_batch_1: Sequence[Sequence[float]] = ()
-    cpu_batch_64: Sequence[Sequence[float]] = ()
 
 
 def check_probabilities(probabilities: np.ndarray, num_classes: int) -> np.ndarray:
@@ -104,33 +93,6 @@ def quality(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence
         "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist(),
         "prediction_distribution": prediction_distribution(predictions, len(classes)),
     }
-
-
-def latency_summary(samples: LatencySamples) -> dict[str, float]:
-    """p50 and p99 in milliseconds at batch 1 and 64 (wall clock, and ``*_cpu_*`` the thread's CPU time).
-
-    p50 pools every run. p99 is the lowest of the rounds' 99th percentiles (best of N, as benchmarks do):
-    on a busy machine the scheduler takes the core away during some rounds, and those rounds' tails
-    measure the machine; a model that is really slower is slower in every round.
-    """
-    summary: dict[str, float] = {}
-    for name, wall, cpu in (
-        ("batch_1", samples.batch_1, samples.cpu_batch_1),
-        ("batch_64", samples.batch_64, samples.cpu_batch_64),
-    ):
-        per_round = [np.asarray(runs, dtype=np.float64) * 1000 for runs in wall if len(runs)]
-        summary[f"{name}_p50_ms"], summary[f"{name}_p99_ms"] = _percentiles(per_round)
-        cpu_rounds = [np.asarray(runs, dtype=np.float64) * 1000 for runs in cpu if len(runs)]
-        if cpu_rounds:
-            summary[f"{name}_cpu_p50_ms"], summary[f"{name}_cpu_p99_ms"] = _percentiles(cpu_rounds)
-        summary[f"{name}_runs"] = float(sum(len(runs) for runs in per_round))
-        summary[f"{name}_rounds"] = float(len(per_round))
-    return summary
-
-
-def _percentiles(per_round: list[np.ndarray]) -> tuple[float, float]:
-    pooled = np.concatenate(per_round)
-    return float(np.percentile(pooled, 50)), float(min(np.percentile(runs, 99) for runs in per_round))
 
 
 def json_safe(value: Any) -> Any:

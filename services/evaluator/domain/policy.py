@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from services.evaluator.domain.statistics import PairedComparison
 
+_SHORT = {"batch_1": "b1", "batch_64": "b64"}
 Claim = Literal["first", "improvement", "non-inferior", "compressed", "rejected"]
 Stage = Literal["canary", "champion"]
 
@@ -121,12 +122,13 @@ def floor_checks(candidate: ModelFacts, policy: Policy) -> list[Check]:
 
 
 def cost(latency: Mapping[str, float], batch: str, statistic: str) -> float:
-    """The CPU time of a run (``batch_1``/``batch_64``, ``p50``/``p99``), or its wall time when no CPU time was taken.
+    """A run's CPU time in ms at ``batch_1``/``batch_64``, ``p50``/``p99``, as the shared harness names it.
 
-    The limits judge CPU time: it counts the model's work and not the moments a busy machine's scheduler
-    gave the core to someone else. Serving latency under real load is the monitor's to watch.
+    The harness (``shared.onnx``) times the model's work on the calling thread's CPU clock, so the
+    limits judge what a model costs and not the moments a busy machine's scheduler gave the core to
+    someone else; serving latency under real load is the monitor's to watch.
     """
-    return latency.get(f"{batch}_cpu_{statistic}_ms", latency[f"{batch}_{statistic}_ms"])
+    return latency[f"latency_{_SHORT[batch]}_{statistic}_ms"]
 
 
 def describe_comparison(comparison: PairedComparison, champion_version: int, confidence: float) -> str:

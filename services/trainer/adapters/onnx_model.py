@@ -1,4 +1,5 @@
-"""ONNX: export from torch, run with ONNX Runtime, verify against torch, read the signature."""
+"""ONNX: export from torch, run the trainer's own files with ONNX Runtime (``shared.onnx``), verify them
+against torch, count an exported graph's parameters."""
 
 from __future__ import annotations
 
@@ -12,19 +13,8 @@ import torch
 
 from services.trainer.adapters.torch_models import Classifier, ProbabilityModel
 from services.trainer.domain import INPUT_NAME, OPSET, OUTPUT_NAME, VERIFY_ATOL, ExportCheckFailed
-from shared.events import Signature, TensorSpec
-
-_OIP_DATATYPES: dict[int, str] = {
-    onnx.TensorProto.FLOAT: "FP32",
-    onnx.TensorProto.DOUBLE: "FP64",
-    onnx.TensorProto.FLOAT16: "FP16",
-    onnx.TensorProto.INT64: "INT64",
-    onnx.TensorProto.INT32: "INT32",
-    onnx.TensorProto.INT8: "INT8",
-    onnx.TensorProto.UINT8: "UINT8",
-    onnx.TensorProto.BOOL: "BOOL",
-}
-_BATCH = 4096  # rows per session.run when scoring a whole part
+from shared import onnx as shared_onnx
+from shared.events import Signature
 
 
 def export_onnx(classifier: Classifier, path: Path) -> Path:
@@ -51,32 +41,14 @@ def export_onnx(classifier: Classifier, path: Path) -> Path:
     return path
 
 
-def providers() -> list[str | tuple[str, dict[str, str]]]:
-    """CUDA when a GPU is really there (onnxruntime-gpu lists it regardless), then the CPU."""
-    chosen: list[str | tuple[str, dict[str, str]]] = []
-    if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
-        # TF32 would trade ~1e-3 relative precision for speed and break the torch comparison.
-        chosen.append(("CUDAExecutionProvider", {"use_tf32": "0"}))
-    chosen.append("CPUExecutionProvider")
-    return chosen
+def open_file(path: Path) -> ort.InferenceSession:
+    """A session on a file of this job's work folder (never a path from outside), GPU when there is one."""
+    return shared_onnx.open_session(path.read_bytes(), device="auto", threads=0)
 
 
-def open_session(path: Path) -> ort.InferenceSession:
-    """An ONNX Runtime session on the best provider available."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: the CPU-fallback notices are expected
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers())
-
-
-def predict(path_or_session: Path | ort.InferenceSession, features: np.ndarray) -> np.ndarray:
+def predict(path: Path, features: np.ndarray) -> np.ndarray:
     """The model's output for every row, batched."""
-    session = open_session(path_or_session) if isinstance(path_or_session, Path) else path_or_session
-    input_name = session.get_inputs()[0].name
-    rows = np.ascontiguousarray(features, dtype=np.float32)
-    outputs = [
-        session.run(None, {input_name: rows[start : start + _BATCH]})[0] for start in range(0, len(rows), _BATCH)
-    ]
-    return np.concatenate(outputs, axis=0)
+    return shared_onnx.predict(open_file(path), features)
 
 
 @torch.no_grad()
@@ -112,15 +84,5 @@ def onnx_parameters(path: Path) -> int:
 
 
 def signature_of(path: Path) -> Signature:
-    """The OIP v2 signature, read from the ONNX graph itself (dynamic axes as -1)."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {initializer.name for initializer in graph.initializer}
-    inputs = [_spec(value) for value in graph.input if value.name not in initializers]
-    return Signature(inputs=inputs, outputs=[_spec(value) for value in graph.output])
-
-
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    tensor_type = value.type.tensor_type
-    shape = [dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim]
-    datatype = _OIP_DATATYPES.get(tensor_type.elem_type, onnx.TensorProto.DataType.Name(tensor_type.elem_type))
-    return TensorSpec(name=value.name, datatype=datatype, shape=shape)
+    """The OIP v2 signature of a file, as ONNX Runtime loads it (dynamic axes as -1)."""
+    return shared_onnx.signature_of(open_file(path))
