@@ -15,6 +15,7 @@ from shared.settings import FerrySettings
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RULES = PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml"
 WEBHOOK_TOKENS_FILE_ENV = "FERRY_MONITOR_WEBHOOK_TOKENS_FILE"
+DEFAULT_WEBHOOK_MAX_BYTES = 4 * 1024 * 1024
 
 
 def parse_targets(text: str) -> list[Target]:
@@ -72,7 +73,10 @@ class MonitorSettings(BaseSettings):
         "webhooks must carry (bearer token, or basic auth with the user and its token); none: they are refused",
     )
     webhook_max_bytes: int = Field(
-        default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Largest incoming webhook body (then 413)"
+        default=DEFAULT_WEBHOOK_MAX_BYTES,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Largest incoming webhook body (then 413)",
     )
     external_url: str | None = Field(default=None, description="The monitor's URL as others reach it (webhooks)")
     shutdown_timeout_s: float = Field(default=10.0, gt=0)

@@ -22,6 +22,7 @@ from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
 from services.monitor.entrypoints.webhook_auth import webhook_sender
 from services.monitor.provisioning.promql import condition
 from services.monitor.service import Monitor
+from services.monitor.settings import DEFAULT_WEBHOOK_MAX_BYTES
 from shared.events import Event
 from shared.telemetry import metrics_payload
 
@@ -36,7 +37,7 @@ class ApiDeps:
     publish_batch: PublishBatch
     webhook_tokens: Mapping[str, str] = field(default_factory=dict)
     """Token → user (settings.webhook_tokens()); the incoming webhooks are refused while it is empty."""
-    webhook_max_bytes: int = 4 * 1024 * 1024
+    webhook_max_bytes: int = DEFAULT_WEBHOOK_MAX_BYTES
 
 
 class AlertOut(BaseModel):
