@@ -28,8 +28,6 @@ PLACEHOLDER_WORDS = (
     "example",
     "placeholder",
     "registry",
-    "monitor",
-    "webhook",
     "dummy",
     "sample",
     "insecure",

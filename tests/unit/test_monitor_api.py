@@ -367,7 +367,7 @@ def test_the_webhook_tokens_come_from_the_file(tmp_path: Path) -> None:
         ("", "names no token"),
         ("alertmanager \n", "expected '<user> <token>'"),
         ("alertmanager changeme\n", "shorter than 16"),
-        ("alertmanager monitor-webhook-token\n", "placeholder"),
+        ("alertmanager ferry-demo-token-0001\n", "placeholder"),
         ("alertmanager secret-token-1234567\n", "placeholder"),
     ],
 )
