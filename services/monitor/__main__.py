@@ -22,6 +22,7 @@ from services.monitor.bootstrap import bootstrap
 from services.monitor.entrypoints.api import create_app
 from services.monitor.entrypoints.consumer import build_consumer_loop
 from services.monitor.settings import MonitorSettings
+from shared.credentials import InvalidTokens
 from shared.kafka import make_producer
 from shared.telemetry import setup_telemetry
 
@@ -68,8 +69,8 @@ def main() -> int:
     telemetry = setup_telemetry("monitor", log_level=settings.ferry.log_level)
     try:
         service = bootstrap(settings)
-    except RulesFileError as error:
-        log.error("%s", error)
+    except (RulesFileError, InvalidTokens) as error:
+        log.error("refusing to start: %s", error)
         return 2
     monitor, stop = service.monitor, service.stop
     log.info(

@@ -36,11 +36,17 @@ class MonitorService:
     dispatcher: Dispatcher
     publisher: Publisher
     deployed: DeployedVersions
+    webhook_tokens: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     def api_deps(self) -> ApiDeps:
-        return ApiDeps(monitor=self.monitor, publish_batch=self.publisher.publish_batch)
+        return ApiDeps(
+            monitor=self.monitor,
+            publish_batch=self.publisher.publish_batch,
+            webhook_tokens=self.webhook_tokens,
+            webhook_max_bytes=self.settings.webhook_max_bytes,
+        )
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -55,9 +61,14 @@ def bootstrap(
     references: ReferenceSource | None = None,
     clock: Callable[[], float] = time.time,
 ) -> MonitorService:
-    """Build the monitor from settings; tests may pass a publisher, scraper, reference source or clock."""
+    """Build the monitor from settings; tests may pass a publisher, scraper, reference source or clock.
+
+    Raises RulesFileError or InvalidTokens (before building anything) when the rules or the webhook
+    tokens cannot be used.
+    """
     settings = settings or MonitorSettings()
     rules = read_rules(settings.rules_file)
+    webhook_tokens = settings.webhook_tokens()
     closers: list[Callable[[], Any]] = []
     publisher = publisher or _closing(
         KafkaPublisher(settings.ferry, source=SOURCE, producer=make_producer(settings.ferry, linger_ms=0)), closers
@@ -88,7 +99,7 @@ def bootstrap(
         store=SeriesStore(retention_s=retention_s, max_series=settings.max_series),
     )
     register_gauges(monitor)
-    return MonitorService(settings, monitor, dispatcher, publisher, deployed, closers=closers)
+    return MonitorService(settings, monitor, dispatcher, publisher, deployed, webhook_tokens, closers=closers)
 
 
 def _dispatcher(settings: MonitorSettings, publisher: Publisher, closers: list[Callable[[], Any]]) -> Dispatcher:

@@ -23,6 +23,12 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySe
     export.add_argument("--out", type=Path, default=PROJECT_ROOT / "deploy", help="gets grafana/ and prometheus/")
     export.add_argument("--prometheus-url", default="http://127.0.0.1:9090", help="Grafana's datasource URL")
     export.add_argument("--monitor-url", default="http://127.0.0.1:8082", help="where webhooks reach the monitor")
+    export.add_argument(
+        "--alertmanager-credentials-file",
+        default=None,
+        help="file of Alertmanager's bearer token for the monitor's webhook, relative to alertmanager.yml "
+        "(default: ../../.ferry/secrets/alertmanager-webhook-token, which `make up` writes)",
+    )
     export.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files are out of date")
     alerts = actions.add_parser("alerts", help="the active alerts of a running monitor")
     alerts.add_argument("--url", default=None, help="the monitor's URL (default: 127.0.0.1 and FERRY_MONITOR_PORT)")
@@ -30,6 +36,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySe
 
 
 def run_export(args: argparse.Namespace, settings: FerrySettings | None = None) -> int:
+    from dataclasses import replace
+
     from services.monitor.adapters.rules_file import RulesFileError, read_rules
     from services.monitor.provisioning.export import ExportOptions, generated_files, stale_files, write_files
 
@@ -38,7 +46,10 @@ def run_export(args: argparse.Namespace, settings: FerrySettings | None = None) 
     except RulesFileError as error:
         print(error, file=sys.stderr)
         return 2
-    files = generated_files(rules, ExportOptions(prometheus_url=args.prometheus_url, monitor_url=args.monitor_url))
+    options = ExportOptions(prometheus_url=args.prometheus_url, monitor_url=args.monitor_url)
+    if args.alertmanager_credentials_file:
+        options = replace(options, alertmanager_credentials_file=args.alertmanager_credentials_file)
+    files = generated_files(rules, options)
     if args.check:
         stale = stale_files(files, args.out)
         for relative in stale:

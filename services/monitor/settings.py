@@ -8,11 +8,14 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.monitor.adapters.scraper import Target
+from shared.credentials import parse_tokens_file
 from shared.services import installed_services
 from shared.settings import FerrySettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RULES = PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml"
+WEBHOOK_TOKENS_FILE_ENV = "FERRY_MONITOR_WEBHOOK_TOKENS_FILE"
+DEFAULT_WEBHOOK_MAX_BYTES = 4 * 1024 * 1024
 
 
 def parse_targets(text: str) -> list[Target]:
@@ -64,6 +67,17 @@ class MonitorSettings(BaseSettings):
     recent_alerts: int = Field(default=200, ge=1, le=100_000, description="Resolved alerts kept for the API")
     max_series: int = Field(default=100_000, ge=100, description="Series the window keeps at most")
     max_pending_deliveries: int = Field(default=10_000, ge=10, description="Per sink, before the oldest is dropped")
+    webhook_tokens_file: Path | None = Field(
+        default=None,
+        description="File of '<user> <token>' lines: the credentials the incoming Grafana and Alertmanager "
+        "webhooks must carry (bearer token, or basic auth with the user and its token); none: they are refused",
+    )
+    webhook_max_bytes: int = Field(
+        default=DEFAULT_WEBHOOK_MAX_BYTES,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Largest incoming webhook body (then 413)",
+    )
     external_url: str | None = Field(default=None, description="The monitor's URL as others reach it (webhooks)")
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -84,3 +98,13 @@ class MonitorSettings(BaseSettings):
     @property
     def resolved_external_url(self) -> str:
         return self.external_url or f"http://{self.host}:{self.port}"
+
+    def webhook_tokens(self) -> dict[str, str]:
+        """Every token the incoming webhooks accept → its user; empty when no tokens file is set.
+
+        Raises InvalidTokens for an unreadable file, or an empty, short or placeholder token in it: the
+        monitor refuses to start rather than guard its webhooks with a guessable secret.
+        """
+        if self.webhook_tokens_file is None:
+            return {}
+        return parse_tokens_file(self.webhook_tokens_file, setting=WEBHOOK_TOKENS_FILE_ENV)

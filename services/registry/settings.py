@@ -2,90 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.credentials import InvalidTokens, parse_tokens_file, token_weakness
 from shared.settings import FerrySettings
 
-MIN_TOKEN_LENGTH = 16
-# Tokens made of nothing but these words (and digits or separators) are placeholders, whatever their length.
-PLACEHOLDER_WORDS = (
-    "changeme",
-    "change",
-    "secret",
-    "token",
-    "password",
-    "passwd",
-    "ferry",
-    "demo",
-    "test",
-    "admin",
-    "default",
-    "example",
-    "placeholder",
-    "registry",
-    "dummy",
-    "sample",
-    "insecure",
-    "letmein",
-    "api",
-    "key",
-    "dev",
-    "me",
-)
-USER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
 ENV_TOKEN_USER = "admin"
-
-
-class InvalidApiTokens(ValueError):
-    """The configured API tokens cannot be used; the message says why and never quotes a token."""
-
-
-def token_weakness(token: str) -> str | None:
-    """Why ``token`` is no real secret (empty, short, a placeholder), or None when it will do."""
-    if not token:
-        return "is empty"
-    if len(token) < MIN_TOKEN_LENGTH:
-        return f"is shorter than {MIN_TOKEN_LENGTH} characters"
-    rest = token.lower()
-    for word in sorted(PLACEHOLDER_WORDS, key=len, reverse=True):
-        rest = rest.replace(word, "")
-    if not any(character.isalpha() for character in rest):
-        return "is a well-known placeholder (made only of words like changeme, secret, demo, token)"
-    if len(set(token)) < 6:
-        return "has fewer than 6 distinct characters"
-    return None
-
-
-def parse_tokens_file(path: Path) -> dict[str, str]:
-    """``<user> <token>`` per line (``#`` starts a comment line) → {token: user}; InvalidApiTokens when unusable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidApiTokens(f"FERRY_REGISTRY_TOKENS_FILE {path} cannot be read: {type(error).__name__}") from error
-    tokens: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        parts = stripped.split()
-        if len(parts) != 2:
-            raise InvalidApiTokens(f"{path}:{number}: expected '<user> <token>' ({len(parts)} fields found)")
-        user, token = parts
-        if not USER_PATTERN.match(user):
-            raise InvalidApiTokens(f"{path}:{number}: a user name is 1-100 of A-Z a-z 0-9 _ . @ -")
-        weakness = token_weakness(token)
-        if weakness:
-            raise InvalidApiTokens(f"{path}:{number}: the token of user {user!r} {weakness}")
-        if token in tokens:
-            raise InvalidApiTokens(f"{path}:{number}: user {user!r} has the same token as user {tokens[token]!r}")
-        tokens[token] = user
-    if not tokens:
-        raise InvalidApiTokens(f"FERRY_REGISTRY_TOKENS_FILE {path} names no token")
-    return tokens
+TOKENS_FILE_SETTING = "FERRY_REGISTRY_TOKENS_FILE"
+InvalidApiTokens = InvalidTokens  # the registry's name for it, kept for its callers
 
 
 class RegistrySettings(BaseSettings):
@@ -123,7 +50,9 @@ class RegistrySettings(BaseSettings):
         Raises InvalidApiTokens for an empty, short or placeholder token, or an unusable tokens file: the
         registry refuses to start rather than guard its writes with a guessable secret.
         """
-        tokens = parse_tokens_file(self.tokens_file) if self.tokens_file is not None else {}
+        tokens = (
+            parse_tokens_file(self.tokens_file, setting=TOKENS_FILE_SETTING) if self.tokens_file is not None else {}
+        )
         if self.api_token is not None:
             token = self.api_token.get_secret_value()
             weakness = token_weakness(token)

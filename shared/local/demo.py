@@ -70,12 +70,12 @@ def bring_up(settings: FerrySettings) -> int:
     """``make up`` with the demo's settings; services already running with others are restarted."""
     from shared.local.supervisor import Supervisor
     from shared.local.system import service_environment, up
-    from shared.local.tokens import ensure_tokens_file
+    from shared.local.tokens import ensure_tokens_file, ensure_webhook_tokens_file
 
     set_demo_timings(settings)
     supervisor = Supervisor(settings)
     if supervisor.pid() is not None and supervisor.settings_changed(
-        service_environment(settings, ensure_tokens_file(settings))
+        service_environment(settings, ensure_tokens_file(settings), ensure_webhook_tokens_file(settings))
     ):
         print("   the services run with other settings: restarting them with the demo's short timings")
         supervisor.stop()

@@ -1,7 +1,7 @@
 """The whole local Ferry: ``ferry up`` / ``ferry status`` / ``ferry down`` (``make up|status|down``).
 
 ``up`` starts the stack (Kafka and PostgreSQL, through :class:`shared.local.stack.Stack`, the same code as
-the test fixtures), makes sure the registry's token file exists, and starts every installed service
+the test fixtures), makes sure the registry's and the monitor's token files exist, and starts every installed service
 under supervisord (:mod:`shared.local.supervisor`), then waits until each answers its health path.
 Kafka and PostgreSQL are not supervisord's: the stack starts them with a readiness check, tracks
 them by pid, and PostgreSQL's postmaster restarts its own crashed backends.
@@ -20,7 +20,14 @@ import httpx
 from shared.kafka import kafka_answers
 from shared.local.stack import Stack
 from shared.local.supervisor import ProgramInfo, Supervisor, SupervisorSettings
-from shared.local.tokens import TOKENS_FILE_ENV, TokensFile, ensure_tokens_file, operator_token
+from shared.local.tokens import (
+    TOKENS_FILE_ENV,
+    WEBHOOK_TOKENS_FILE_ENV,
+    TokensFile,
+    ensure_tokens_file,
+    ensure_webhook_tokens_file,
+    operator_token,
+)
 from shared.services import SERVICES, ServiceSpec
 from shared.settings import FerrySettings
 from shared.waiting import NotReady, wait_for
@@ -56,10 +63,11 @@ def settings_environment(settings: FerrySettings) -> dict[str, str]:
     return {f"FERRY_{key.upper()}": str(value) for key, value in values.items()}
 
 
-def service_environment(settings: FerrySettings, tokens: TokensFile) -> dict[str, str]:
+def service_environment(settings: FerrySettings, tokens: TokensFile, webhook_tokens: TokensFile) -> dict[str, str]:
     """The environment supervisord (and so every service) runs with."""
     env = dict(os.environ) | settings_environment(settings)
     env[TOKENS_FILE_ENV] = str(tokens.path)
+    env[WEBHOOK_TOKENS_FILE_ENV] = str(webhook_tokens.path)
     # The registry reads FERRY_API_TOKEN until it reads the tokens file: the same token either way.
     env.setdefault("FERRY_API_TOKEN", operator_token(tokens.path))
     for spec in SERVICES:  # how services find each other: FERRY_<NAME>_URL unless the user set one
@@ -76,9 +84,11 @@ def up(settings: FerrySettings, say: Say = print) -> int:
     say(f"stack up in {time.monotonic() - started:.1f}s; csv datasets are read from {settings.resolved_datasets_root}")
     tokens = ensure_tokens_file(settings)
     say(f"API tokens: {tokens.path} ({'generated' if tokens.created else 'kept'}; lines '<user> <token>', mode 0600)")
+    webhook_tokens = ensure_webhook_tokens_file(settings)
+    say(f"webhook tokens: {webhook_tokens.path} ({'generated' if webhook_tokens.created else 'kept'})")
     supervisor = Supervisor(settings)
     names = ", ".join(spec.name for spec in supervisor.services()) or "none installed"
-    environment = service_environment(settings, tokens)
+    environment = service_environment(settings, tokens, webhook_tokens)
     changed = supervisor.pid() is not None and supervisor.settings_changed(environment)
     fresh = supervisor.start(environment, workdir=Path.cwd())
     say(f"supervisord {'started' if fresh else 'already running'} (pid {supervisor.pid()}): {names}")

@@ -30,6 +30,9 @@ from shared.settings import FerrySettings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+ALERTMANAGER_TOKEN = "Hm3uV6sQ1dRf8jXa5nWk"
+
+
 @dataclass
 class Running:
     gateway: FakeGateway
@@ -43,6 +46,8 @@ class Running:
 def running(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Running]:
     gateway, watcher, webhook = FakeGateway(version="3"), AlertWatcher(ferry_settings), WebhookReceiver()
     env = base_env(ferry_settings, tmp_path / "home")
+    webhook_tokens = tmp_path / "webhook-tokens"
+    webhook_tokens.write_text(f"alertmanager {ALERTMANAGER_TOKEN}\n")
     monitor, url = start_monitor(
         env,
         tmp_path,
@@ -50,6 +55,7 @@ def running(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Running]:
         webhook_urls=webhook.url,
         targets=f"gateway={gateway.url}",
         registry_url="http://127.0.0.1:9",
+        webhook_tokens_file=str(webhook_tokens),
     )
     try:
         yield Running(gateway, watcher, webhook, monitor, url)
@@ -100,3 +106,31 @@ def test_a_target_that_goes_down_fires_target_down_and_the_monitor_goes_on(runni
     rules = {rule["name"]: rule for rule in httpx.get(f"{running.url}/api/v1/rules").json()["rules"]}
     assert rules["TargetDown"]["active"] == 1 and rules["TargetDown"]["error"] is None
     assert len(rules) == 8
+
+
+def test_only_an_authenticated_webhook_reaches_the_alert_topic(running: Running) -> None:
+    """One rule and model throughout, so one partition: a forged alert that got through would be read
+    before the genuine one sent after it."""
+    url = f"{running.url}/api/v1/alertmanager-webhook"
+
+    def webhook(sent_by: str, **extra_labels: str) -> dict:
+        labels = {"alertname": "Forgeable", "model": "digits", "version": "2", "action": "rollback"}
+        alert = {"status": "firing", "labels": {**labels, "sent_by": sent_by, **extra_labels}, "fingerprint": sent_by}
+        return {"alerts": [alert]}
+
+    forged = [
+        httpx.post(url, json=webhook("nobody"), timeout=10),
+        httpx.post(url, json=webhook("guesser"), headers={"Authorization": "Bearer Hm3uV6sQ1dRf8jXa5nWj"}, timeout=10),
+        httpx.post(url, json=webhook("basic"), auth=("alertmanager", "not-the-token-7f2k"), timeout=10),
+    ]
+    assert [answer.status_code for answer in forged] == [401, 401, 401]
+    assert all("WWW-Authenticate" in answer.headers for answer in forged)
+    as_alertmanager = {"Authorization": f"Bearer {ALERTMANAGER_TOKEN}"}
+    nul = httpx.post(url, json=webhook("nul", job="a\x00b"), headers=as_alertmanager, timeout=10)
+    assert nul.status_code == 422 and "labels.job" in nul.json()["error"]
+
+    genuine = httpx.post(url, json=webhook("alertmanager"), headers=as_alertmanager, timeout=10)
+    assert genuine.status_code == 200 and genuine.json() == {"published": 1}  # acked by the broker
+    [event] = wait_for(lambda: running.watcher.of("Forgeable"), what="the genuine alert on Kafka")
+    assert event.labels["sent_by"] == "alertmanager" and (event.action, event.version) == ("rollback", 2)
+    assert [e.labels["sent_by"] for e in running.watcher.of("Forgeable")] == ["alertmanager"]

@@ -128,6 +128,22 @@ def test_the_registry_takes_the_generated_token_and_no_well_known_one(system: Sy
     assert post(token) not in (401, 403)  # past authentication: the model is unknown
 
 
+def test_the_monitor_takes_the_generated_webhook_tokens_and_nothing_else(system: System) -> None:
+    secrets = system.home / "secrets"
+    tokens = dict(line.split() for line in (secrets / "webhook-tokens").read_text().splitlines())
+    assert set(tokens) == {"alertmanager", "grafana"}
+    assert (secrets / "alertmanager-webhook-token").read_text().strip() == tokens["alertmanager"]
+    url = f"http://127.0.0.1:{system.env['FERRY_MONITOR_PORT']}/api/v1/alertmanager-webhook"
+
+    def post(**credential: Any) -> int:
+        return httpx.post(url, json={"alerts": []}, timeout=10, **credential).status_code
+
+    assert post() == 401
+    assert post(headers={"Authorization": "Bearer ferry-demo-token"}) == 401
+    assert post(headers={"Authorization": f"Bearer {tokens['alertmanager']}"}) == 200
+    assert post(auth=("grafana", tokens["grafana"])) == 200
+
+
 def test_a_killed_service_is_restarted_by_the_supervisor(system: System) -> None:
     before = system.status()["registry"]
     os.kill(before["pid"], signal.SIGKILL)

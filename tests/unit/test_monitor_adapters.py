@@ -79,6 +79,7 @@ def test_export_check_fails_on_a_stale_file_and_passes_once_rewritten(
         check=True,
         prometheus_url="http://127.0.0.1:9090",
         monitor_url="http://127.0.0.1:8082",
+        alertmanager_credentials_file=None,
     )
     assert run_export(args) == 1  # nothing written yet
     assert run_export(argparse.Namespace(**{**vars(args), "check": False})) == 0
@@ -86,3 +87,6 @@ def test_export_check_fails_on_a_stale_file_and_passes_once_rewritten(
     (tmp_path / "prometheus" / "ferry.rules.yml").write_text("edited by hand\n")
     assert run_export(args) == 1
     assert "out of date" in capsys.readouterr().err
+    elsewhere = argparse.Namespace(**{**vars(args), "check": False, "alertmanager_credentials_file": "/etc/am/token"})
+    assert run_export(elsewhere) == 0
+    assert "credentials_file: /etc/am/token" in (tmp_path / "prometheus" / "alertmanager.yml").read_text()

@@ -82,4 +82,16 @@ def test_the_prometheus_rule_file_alerts_on_each_rules_condition() -> None:
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert jobs["gateway"] == ["127.0.0.1:8080"] and jobs["monitor"] == ["127.0.0.1:8082"]
     receiver = load("prometheus/alertmanager.yml")["receivers"][0]["webhook_configs"][0]
-    assert receiver == {"url": "http://127.0.0.1:8082/api/v1/alertmanager-webhook", "send_resolved": True}
+    assert receiver["url"] == "http://127.0.0.1:8082/api/v1/alertmanager-webhook" and receiver["send_resolved"]
+
+
+def test_alertmanager_and_grafana_send_the_webhook_credential_without_holding_the_secret() -> None:
+    receiver = load("prometheus/alertmanager.yml")["receivers"][0]["webhook_configs"][0]
+    # Alertmanager reads the token from a file (relative to alertmanager.yml: the one `make up` writes).
+    assert receiver["http_config"] == {
+        "authorization": {"type": "Bearer", "credentials_file": "../../.ferry/secrets/alertmanager-webhook-token"}
+    }
+    [contact] = load("grafana/provisioning/alerting/ferry-contact-points.yaml")["contactPoints"][0]["receivers"]
+    # Grafana fills the token in from its environment when it reads the provisioning.
+    assert contact["settings"]["authorization_scheme"] == "Bearer"
+    assert contact["settings"]["authorization_credentials"] == "${FERRY_GRAFANA_WEBHOOK_TOKEN}"

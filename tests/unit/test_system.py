@@ -10,9 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from shared.credentials import parse_tokens_file
 from shared.local.supervisor import Supervisor, SupervisorError, SupervisorSettings, settings_digest
 from shared.local.system import Part, render, service_environment, settings_environment
-from shared.local.tokens import TOKENS_FILE_ENV, TokenError, ensure_tokens_file, operator_token, read_tokens
+from shared.local.tokens import (
+    TOKENS_FILE_ENV,
+    WEBHOOK_TOKENS_FILE_ENV,
+    TokenError,
+    alertmanager_credentials_file,
+    ensure_tokens_file,
+    ensure_webhook_tokens_file,
+    operator_token,
+    read_tokens,
+)
 from shared.services import installed_services
 from shared.settings import FerrySettings
 from shared.waiting import NotReady, wait_for
@@ -20,7 +30,14 @@ from shared.waiting import NotReady, wait_for
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (TOKENS_FILE_ENV, "FERRY_API_TOKEN", "FERRY_REGISTRY_URL", "FERRY_REGISTRY_PORT", "FERRY_DATABASE_URL"):
+    for name in (
+        TOKENS_FILE_ENV,
+        WEBHOOK_TOKENS_FILE_ENV,
+        "FERRY_API_TOKEN",
+        "FERRY_REGISTRY_URL",
+        "FERRY_REGISTRY_PORT",
+        "FERRY_DATABASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -79,6 +96,37 @@ def test_a_tokens_file_of_the_users_own_is_used_and_must_exist(tmp_path: Path, m
         read_tokens(mine)
 
 
+def test_the_webhook_tokens_are_generated_once_a_sender_apiece_with_alertmanagers_alone_beside(
+    tmp_path: Path,
+) -> None:
+    settings = FerrySettings(home=tmp_path / "home")
+    first = ensure_webhook_tokens_file(settings)
+    assert first.created and first.path == (tmp_path / "home" / "secrets" / "webhook-tokens").absolute()
+    tokens = read_tokens(first.path)
+    assert set(tokens) == {"alertmanager", "grafana"} and tokens["alertmanager"] != tokens["grafana"]
+    assert parse_tokens_file(first.path, setting=WEBHOOK_TOKENS_FILE_ENV)  # the monitor takes them
+    credentials = alertmanager_credentials_file(settings)
+    assert credentials.read_text() == f"{tokens['alertmanager']}\n"  # Alertmanager's credentials_file
+    for path in (first.path, credentials):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not ensure_webhook_tokens_file(settings).created and read_tokens(first.path) == tokens
+    first.path.unlink()  # a tokens file made anew: Alertmanager's file follows it
+    renewed = read_tokens(ensure_webhook_tokens_file(settings).path)
+    assert renewed != tokens and credentials.read_text() == f"{renewed['alertmanager']}\n"
+
+
+def test_a_webhook_tokens_file_of_the_users_own_is_used_and_must_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "webhook-tokens"
+    monkeypatch.setenv(WEBHOOK_TOKENS_FILE_ENV, str(mine))
+    with pytest.raises(TokenError, match="names no file"):
+        ensure_webhook_tokens_file(FerrySettings(home=tmp_path / "home"))
+    mine.write_text("alertmanager Xk29vLq8TzR4mWp7Yc3n\n")
+    assert ensure_webhook_tokens_file(FerrySettings(home=tmp_path / "home")).path == mine
+    assert not alertmanager_credentials_file(FerrySettings(home=tmp_path / "home")).exists()
+
+
 def _config(supervisor: Supervisor, workdir: Path) -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser()
     parser.read_string(supervisor.render_config(workdir))
@@ -119,12 +167,14 @@ def test_the_services_get_the_settings_the_token_and_each_others_urls(
     monkeypatch.setenv("FERRY_REGISTRY_PORT", "23456")
     settings = FerrySettings(home=Path("relative-home"), postgres_port=5999, datasets_root=tmp_path / "data")
     tokens = ensure_tokens_file(FerrySettings(home=tmp_path))
-    env = service_environment(settings, tokens)
+    webhook_tokens = ensure_webhook_tokens_file(FerrySettings(home=tmp_path))
+    env = service_environment(settings, tokens, webhook_tokens)
     assert env["FERRY_HOME"] == str(Path("relative-home").absolute())
     assert "FERRY_DATABASE_URL" not in env and env["FERRY_POSTGRES_PORT"] == "5999"  # set, it would mean external
     assert env["FERRY_DATASETS_ROOT"] == str(tmp_path / "data")
     assert env[TOKENS_FILE_ENV] == str(tokens.path)
     assert env["FERRY_API_TOKEN"] == operator_token(tokens.path)
+    assert env[WEBHOOK_TOKENS_FILE_ENV] == str(webhook_tokens.path)
     assert env["FERRY_REGISTRY_URL"] == "http://127.0.0.1:23456"
     assert (
         FerrySettings.model_validate(

@@ -1,15 +1,17 @@
-"""The monitor's HTTP face: alerts, rules, targets, the webhooks in, ``/healthz`` and ``/metrics``."""
+"""The monitor's HTTP face: alerts, rules, targets, the webhooks in, ``/healthz`` and ``/metrics``.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI must resolve the webhooks' annotations, which
+name the credential dependency built inside ``create_app``.
+"""
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -17,8 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.monitor.domain.lifecycle import Alert, timestamp
 from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
+from services.monitor.entrypoints.webhook_auth import webhook_sender
 from services.monitor.provisioning.promql import condition
 from services.monitor.service import Monitor
+from services.monitor.settings import DEFAULT_WEBHOOK_MAX_BYTES
 from shared.events import Event
 from shared.telemetry import metrics_payload
 
@@ -31,6 +35,9 @@ PublishBatch = Callable[[Sequence[tuple[Event, str | None]]], list[Exception | N
 class ApiDeps:
     monitor: Monitor
     publish_batch: PublishBatch
+    webhook_tokens: Mapping[str, str] = field(default_factory=dict)
+    """Token → user (settings.webhook_tokens()); the incoming webhooks are refused while it is empty."""
+    webhook_max_bytes: int = DEFAULT_WEBHOOK_MAX_BYTES
 
 
 class AlertOut(BaseModel):
@@ -47,7 +54,7 @@ class AlertOut(BaseModel):
     resolved_at: datetime | None
 
     @classmethod
-    def of(cls, alert: Alert) -> AlertOut:
+    def of(cls, alert: Alert) -> "AlertOut":
         return cls(
             rule=alert.rule,
             state=alert.state,
@@ -65,6 +72,19 @@ class AlertOut(BaseModel):
 
 def _time(seconds: float | None) -> datetime | None:
     return timestamp(seconds) if seconds is not None else None
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no credential, or a wrong one"},
+    403: {"model": ErrorOut, "description": "incoming webhooks disabled (no tokens file)"},
+    413: {"description": "the body is larger than FERRY_MONITOR_WEBHOOK_MAX_BYTES"},
+    422: {"model": ErrorOut, "description": "the payload is invalid; the message names the field"},
+    503: {"model": ErrorOut, "description": "the broker did not take the alerts; retry"},
+}
 
 
 class AlertsOut(BaseModel):
@@ -106,24 +126,40 @@ def create_app(deps: ApiDeps) -> FastAPI:
     def targets() -> dict[str, Any]:
         return {"targets": [_target_out(health) for health in monitor.target_health()]}
 
-    @app.post("/api/v1/grafana-webhook", summary="Grafana's webhook contact point: each alert becomes an alert event")
-    def grafana_webhook(payload: IncomingWebhook) -> JSONResponse:
-        return _republish(payload, "grafana", deps.publish_batch)
+    sender = webhook_sender(deps.webhook_tokens)
 
-    @app.post("/api/v1/alertmanager-webhook", summary="Alertmanager's webhook receiver: the same, from Prometheus")
-    def alertmanager_webhook(payload: IncomingWebhook) -> JSONResponse:
-        return _republish(payload, "alertmanager", deps.publish_batch)
+    @app.post(
+        "/api/v1/grafana-webhook",
+        summary="Grafana's webhook contact point: each alert becomes an alert event",
+        responses=WEBHOOK_RESPONSES,
+        max_body_size=deps.webhook_max_bytes,
+    )
+    def grafana_webhook(payload: IncomingWebhook, user: Annotated[str, Depends(sender)]) -> JSONResponse:
+        return _republish(payload, "grafana", user, deps.publish_batch)
+
+    @app.post(
+        "/api/v1/alertmanager-webhook",
+        summary="Alertmanager's webhook receiver: the same, from Prometheus",
+        responses=WEBHOOK_RESPONSES,
+        max_body_size=deps.webhook_max_bytes,
+    )
+    def alertmanager_webhook(payload: IncomingWebhook, user: Annotated[str, Depends(sender)]) -> JSONResponse:
+        return _republish(payload, "alertmanager", user, deps.publish_batch)
 
     return app
 
 
-def _republish(payload: IncomingWebhook, origin: str, publish_batch: PublishBatch) -> JSONResponse:
+def _republish(payload: IncomingWebhook, origin: str, sender: str, publish_batch: PublishBatch) -> JSONResponse:
+    # Every field was validated on the way in, so what fails from here on is the broker's, not the sender's.
     items = [to_event(alert, origin=origin) for alert in payload.alerts]
     failures = [error for error in publish_batch(items) if error is not None]
     if failures:
         # 503 makes Grafana and Alertmanager retry; the event ids are derived, so a retry is no duplicate.
-        log.warning("%d of %d %s alerts not published: %s", len(failures), len(items), origin, failures[0])
+        log.warning(
+            "%d of %d %s alerts from %s not published: %s", len(failures), len(items), origin, sender, failures[0]
+        )
         return JSONResponse(status_code=503, content={"error": f"the broker did not take the alerts: {failures[0]}"})
+    log.info("%d %s alerts from %s published", len(items), origin, sender)
     return JSONResponse(content={"published": len(items)})
 
 
@@ -155,7 +191,7 @@ def _target_out(health: Any) -> dict[str, Any]:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)})
+        return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)}, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:

@@ -10,9 +10,9 @@ import math
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.monitor.domain.lifecycle import PLATFORM
 from shared.events import MODEL_NAME_PATTERN, AlertChanged, utc_now
@@ -20,14 +20,42 @@ from shared.events import MODEL_NAME_PATTERN, AlertChanged, utc_now
 # Labels that describe the alert rather than the thing alerted on: kept out of the event's labels.
 _META_LABELS = {"alertname", "severity", "action", "grafana_folder"}
 _SEVERITIES = {"info", "warning", "critical"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VERSION = re.compile(r"[0-9]{1,10}")
+# Bounds that keep the largest alert event well under Kafka's 1 MB message (escaped JSON may take 12
+# bytes a character): a label is a name, not a document.
+MAX_LABELS = 64
+MAX_LABEL_NAME = 128
+MAX_LABEL_VALUE = 1024
+MAX_ANNOTATIONS = 64
+MAX_ANNOTATION = 16_384
+
+
+def _no_control_character(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("holds a control character (NUL, newline, tab, ...), which no label may")
+    return text
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("holds a NUL character, which no Ferry event may")
+    return text
+
+
+LabelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_LABEL_NAME), AfterValidator(_no_control_character)
+]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE), AfterValidator(_no_control_character)]
+AnnotationText = Annotated[str, StringConstraints(max_length=MAX_ANNOTATION), AfterValidator(_no_nul)]
 
 
 class IncomingAlert(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelName, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    annotations: dict[LabelName, AnnotationText] = Field(default_factory=dict, max_length=MAX_ANNOTATIONS)
     startsAt: datetime | None = None  # noqa: N815 - Alertmanager's field name
     fingerprint: str | None = Field(default=None, max_length=200)
     values: dict[str, float | None] | None = None
@@ -73,7 +101,7 @@ def to_event(alert: IncomingAlert, *, origin: str) -> tuple[AlertChanged, str]:
         model_name=model if re.match(MODEL_NAME_PATTERN, model) else PLATFORM,
         rule=labels.get("alertname", "") or "unnamed",
         state="fired" if alert.status == "firing" else "resolved",
-        version=int(version) if version.isdigit() and 1 <= int(version) < 2**31 else None,
+        version=int(version) if _VERSION.fullmatch(version) and 1 <= int(version) < 2**31 else None,
         severity=severity if severity in _SEVERITIES else "warning",  # type: ignore[arg-type]
         action="rollback" if labels.get("action") == "rollback" else "notify",
         value=alert_value(alert),

@@ -23,6 +23,11 @@ class ExportOptions:
     """Not Alertmanager's default 9093: that is the local Kafka's controller port."""
     scrape_interval: str = "5s"
     dashboards_path: str = "$FERRY_ROOT/deploy/grafana/dashboards"
+    alertmanager_credentials_file: str = "../../.ferry/secrets/alertmanager-webhook-token"
+    """Alertmanager's bearer token for the monitor's webhook, relative to alertmanager.yml: the one
+    `make up` writes under the default FERRY_HOME."""
+    grafana_token_variable: str = "FERRY_GRAFANA_WEBHOOK_TOKEN"
+    """The environment variable Grafana reads its token for the monitor's webhook from."""
 
 
 def scrape_targets() -> list[prometheus.ScrapeTarget]:
@@ -40,7 +45,9 @@ def generated_files(rules: RuleSet, options: ExportOptions = ExportOptions()) ->
         "grafana/provisioning/alerting/ferry-rules.yaml": to_yaml(
             grafana.alert_rules(rules, interval=grafana.evaluation_interval(rules))
         ),
-        "grafana/provisioning/alerting/ferry-contact-points.yaml": to_yaml(grafana.contact_points(options.monitor_url)),
+        "grafana/provisioning/alerting/ferry-contact-points.yaml": to_yaml(
+            grafana.contact_points(options.monitor_url, token_variable=options.grafana_token_variable)
+        ),
         "grafana/dashboards/ferry.json": to_json(dashboard.dashboard()),
         "prometheus/prometheus.yml": to_yaml(
             prometheus.prometheus_config(
@@ -52,7 +59,9 @@ def generated_files(rules: RuleSet, options: ExportOptions = ExportOptions()) ->
         ),
         f"prometheus/{prometheus.RULES_FILE}": to_yaml(prometheus.alerting_rules(rules)),
         f"prometheus/{prometheus.RULE_TESTS_FILE}": to_yaml(prometheus.rule_unit_tests(rules)),
-        "prometheus/alertmanager.yml": to_yaml(prometheus.alertmanager_config(options.monitor_url)),
+        "prometheus/alertmanager.yml": to_yaml(
+            prometheus.alertmanager_config(options.monitor_url, credentials_file=options.alertmanager_credentials_file)
+        ),
     }
 
 

@@ -109,8 +109,12 @@ def alert_rules(rules: RuleSet, *, interval: str = "1m") -> dict[str, Any]:
     }
 
 
-def contact_points(monitor_url: str) -> dict[str, Any]:
-    """The monitor as a webhook contact point, and the policy that routes every Ferry alert to it."""
+def contact_points(monitor_url: str, *, token_variable: str) -> dict[str, Any]:
+    """The monitor as a webhook contact point, and the policy that routes every Ferry alert to it.
+
+    The contact point sends ``Authorization: Bearer <token>``; Grafana fills the token in from the
+    environment variable ``token_variable`` when it reads the provisioning, so no secret is in the file.
+    """
     return {
         "apiVersion": 1,
         "contactPoints": [
@@ -121,7 +125,12 @@ def contact_points(monitor_url: str) -> dict[str, Any]:
                     {
                         "uid": "ferry-monitor-webhook",
                         "type": "webhook",
-                        "settings": {"url": f"{monitor_url.rstrip('/')}/api/v1/grafana-webhook", "httpMethod": "POST"},
+                        "settings": {
+                            "url": f"{monitor_url.rstrip('/')}/api/v1/grafana-webhook",
+                            "httpMethod": "POST",
+                            "authorization_scheme": "Bearer",
+                            "authorization_credentials": f"${{{token_variable}}}",
+                        },
                         "disableResolveMessage": False,
                     }
                 ],

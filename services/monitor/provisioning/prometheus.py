@@ -71,8 +71,10 @@ def prometheus_config(
     return config
 
 
-def alertmanager_config(monitor_url: str) -> dict[str, Any]:
-    """An Alertmanager route that sends every alert (and its resolution) to the monitor's webhook."""
+def alertmanager_config(monitor_url: str, *, credentials_file: str) -> dict[str, Any]:
+    """An Alertmanager route that sends every alert (and its resolution) to the monitor's webhook, with a
+    bearer token read from ``credentials_file`` (a relative path is relative to alertmanager.yml): the
+    secret itself is never in the generated file."""
     return {
         "route": {
             "receiver": "ferry-monitor",
@@ -85,7 +87,11 @@ def alertmanager_config(monitor_url: str) -> dict[str, Any]:
             {
                 "name": "ferry-monitor",
                 "webhook_configs": [
-                    {"url": f"{monitor_url.rstrip('/')}/api/v1/alertmanager-webhook", "send_resolved": True}
+                    {
+                        "url": f"{monitor_url.rstrip('/')}/api/v1/alertmanager-webhook",
+                        "send_resolved": True,
+                        "http_config": {"authorization": {"type": "Bearer", "credentials_file": credentials_file}},
+                    }
                 ],
             }
         ],

@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` here: FastAPI must resolve the endpoin
 some of which name objects local to the router's builder.
 """
 
-import hmac
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +45,7 @@ from services.registry.handlers import handle_deployment_command
 from services.registry.service import artifact_of
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactError, ArtifactNotFound
+from shared.credentials import TokenCheck
 from shared.events import MODEL_NAME_PATTERN, ArtifactRef, Signature
 
 if TYPE_CHECKING:
@@ -226,18 +226,14 @@ def _verified_chunks(
 def writer_guard(tokens: Mapping[str, str]) -> Callable[..., str]:
     """The dependency that lets a write through only with a configured bearer token; it yields the token's user."""
     bearer = HTTPBearer(auto_error=False, description="a token of FERRY_REGISTRY_TOKENS_FILE (or FERRY_API_TOKEN)")
-    known = [(token.encode(), user) for token, user in tokens.items()]
+    check = TokenCheck(tokens)
 
     def require_writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        if not known:
+        if not check:
             raise HTTPException(403, "writes are disabled: set FERRY_REGISTRY_TOKENS_FILE or FERRY_API_TOKEN")
         if credentials is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        offered = credentials.credentials.encode()
-        found = None
-        for token, user in known:  # compare with every token: the time taken says nothing about which matched
-            if hmac.compare_digest(offered, token):
-                found = user
+        found = check.bearer(credentials.credentials)
         if found is None:
             raise HTTPException(403, "invalid token")
         return found
