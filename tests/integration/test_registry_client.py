@@ -58,9 +58,7 @@ def stored(registry: Registry) -> list[ModelTrained]:
     return events + [register(registry, f"m{n}", f"other-{n}".encode() * 10) for n in range(1, 5)]
 
 
-def test_the_pager_reads_every_page_of_models_versions_and_history(
-    app: TestClient, stored: list[ModelTrained]
-) -> None:
+def test_the_pager_reads_every_page_of_models_versions_and_history(app: TestClient, stored: list[ModelTrained]) -> None:
     reader, writer = client(app), client(app, API_TOKEN)
     assert [model.name for model in reader.models(page_size=2)] == ["digits", "m1", "m2", "m3", "m4"]
     versions = list(reader.versions("digits", page_size=2))
