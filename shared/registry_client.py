@@ -12,6 +12,7 @@ sent twice would roll back twice.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from shared.registry_models import (
     VersionStatus,
 )
 
+log = logging.getLogger(__name__)
 API = "/api/v1"
 MAX_PAGE = 200
 EVALUATIONS = TypeAdapter(list[EvaluationOut])
@@ -244,6 +246,7 @@ class RegistryClient:
             wait=_waits(budget),
             stop=stop,
             sleep=self._sleep,
+            before_sleep=_log_retry,
             reraise=True,
         )
         return retrying(attempt)
@@ -294,6 +297,11 @@ def _waits(budget: RetryBudget) -> Callable[[RetryCallState], float]:
         return max(asked or 0.0, backoff(state))
 
     return wait
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("%s; trying again in %.1fs (attempt %d)", error, state.upcoming_sleep, state.attempt_number + 1)
 
 
 def _parsed(response: httpx.Response, parse: Callable[[bytes], T], path: str) -> T:
