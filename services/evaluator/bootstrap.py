@@ -11,13 +11,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 
 from services.evaluator.adapters.artifact_store import ModelLoader
-from services.evaluator.adapters.registry_client import RegistryClient
+from services.evaluator.adapters.registry import RegistryRecords
 from services.evaluator.entrypoints.bakes import BakeRunner
 from services.evaluator.entrypoints.consumer import build_consumer_loop
 from services.evaluator.handlers import EvaluatorDeps, RegistryReader, Rollout
 from services.evaluator.settings import EvaluatorSettings
 from shared.artifacts import ArtifactStore
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_producer
+from shared.registry_client import RegistryClient
 
 SOURCE = "ferry/evaluator"
 DECISIONS = ("promote_canary", "promote", "reject", "rollback")
@@ -94,9 +95,9 @@ def bootstrap(
     publisher = KafkaPublisher(settings.ferry, source=SOURCE, producer=producer)
     closers: list[Callable[[], Any]] = [publisher.close]
     if registry is None:
-        client = RegistryClient(settings.registry_url, timeout_s=settings.registry_timeout_s)
-        closers.append(client.close)
-        registry = client
+        records = RegistryRecords(RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s))
+        closers.append(records.close)
+        registry = records
     deps = build_deps(settings, publisher=publisher, registry=registry)
     loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
     runner = BakeRunner(deps, stop=stop, resync_interval_s=settings.resync_interval_s)

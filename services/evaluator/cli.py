@@ -41,12 +41,13 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySe
 def run_compare(args: argparse.Namespace, settings: FerrySettings, out: TextIO | None = None) -> int:
     """Load every version through the registry and the store, score them on one split, print the table."""
     from services.evaluator.adapters.artifact_store import ModelLoader
-    from services.evaluator.adapters.registry_client import RegistryClient
+    from services.evaluator.adapters.registry import RegistryRecords
     from services.evaluator.service import DatasetSplits, Stopwatch, Unscorable, compare, open_model, score_all
     from services.evaluator.settings import EvaluatorSettings
     from shared.artifacts import ArtifactStore
     from shared.datasets import DatasetError
-    from shared.errors import PermanentError, TransientError
+    from shared.registry_client import RegistryClient
+    from shared.registry_errors import InvalidModelName, RegistryError
 
     out = out or sys.stdout
     if len(args.versions) < 2 or len(set(args.versions)) != len(args.versions):
@@ -54,10 +55,13 @@ def run_compare(args: argparse.Namespace, settings: FerrySettings, out: TextIO |
         return 2
     evaluator = EvaluatorSettings(ferry=settings)
     policy = evaluator.policy()
-    registry = RegistryClient(evaluator.registry_url, timeout_s=evaluator.registry_timeout_s)
+    registry = RegistryRecords(RegistryClient.connect(evaluator.registry_url, timeout_s=evaluator.registry_timeout_s))
     try:
         records = [registry.version(args.model, number) for number in args.versions]
-    except (TransientError, PermanentError) as error:
+    except InvalidModelName as error:
+        print(error, file=sys.stderr)
+        return 2
+    except RegistryError as error:
         print(f"cannot read the registry: {error}", file=sys.stderr)
         return 1
     finally:

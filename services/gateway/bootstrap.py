@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from services.gateway.adapters.access_log import AccessLog
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.onnx_runtime import OnnxLoader
-from services.gateway.adapters.registry import DeploymentSource, RegistryClient, load_with_retries
+from services.gateway.adapters.registry import DeploymentSource, RegistryDeployments
 from services.gateway.batching import Batcher
 from services.gateway.domain import Admission, RateLimiter, VersionSpec, batchable
 from services.gateway.fleet import Fleet, LoadedVersion
@@ -23,6 +23,7 @@ from services.gateway.service import Inference
 from services.gateway.settings import GatewaySettings
 from shared.artifacts import ArtifactStore
 from shared.kafka import ConsumerLoop
+from shared.registry_client import RegistryClient, RetryBudget
 
 log = logging.getLogger("services.gateway")
 
@@ -65,9 +66,7 @@ class Gateway:
 
     def _follow(self) -> None:
         if self.source is not None:
-            deployments = load_with_retries(
-                self.source, timeout_s=self.settings.startup_timeout_s, stop=self.stop_event.is_set
-            )
+            deployments = self.source.deployments()
             for deployment in deployments:
                 self.deployer.apply(deployment)
             log.info("loaded %d deployments from the registry", len(deployments))
@@ -179,8 +178,13 @@ def bootstrap(
         keep_previous=settings.keep_previous,
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )
+    stop_event = threading.Event()
     if source is None:
-        source = RegistryClient(settings.registry_url, timeout_s=settings.registry_timeout_s)
+        # At start the registry may not be up yet: each read waits for it up to startup_timeout_s,
+        # unless the gateway is stopping.
+        budget = RetryBudget(attempts=None, total_s=settings.startup_timeout_s, give_up=stop_event.is_set)
+        client = RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s, budget=budget)
+        source = RegistryDeployments(client)
     if loop_factory is None and follow_kafka:
         from services.gateway.entrypoints.consumer import build_consumer_loop
 
@@ -194,6 +198,7 @@ def bootstrap(
         source,
         loop_factory,
         access_log=AccessLog() if settings.access_log else None,
+        stop_event=stop_event,
     )
     holder.append(gateway)
     return gateway

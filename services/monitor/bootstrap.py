@@ -23,6 +23,7 @@ from services.monitor.handlers import DeployedVersions
 from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
 from shared.kafka import KafkaPublisher, Publisher, make_producer
+from shared.registry_client import RegistryClient, RetryBudget
 
 SOURCE = "ferry/monitor"
 
@@ -76,8 +77,12 @@ def bootstrap(
     scraper = scraper or _closing(HttpScraper(timeout_s=settings.scrape_timeout_s), closers)
     references = references or _closing(
         RegistryReferences(
-            settings.registry_url,
-            timeout_s=settings.registry_timeout_s,
+            # A registry that is away only delays drift alerts: one more try, then the next tick.
+            RegistryClient.connect(
+                settings.registry_url,
+                timeout_s=settings.registry_timeout_s,
+                budget=RetryBudget(attempts=2, total_s=settings.registry_timeout_s),
+            ),
             ttl_s=settings.reference_ttl_s,
             missing_ttl_s=settings.missing_reference_ttl_s,
         ),

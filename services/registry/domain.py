@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
-VersionStatus = Literal["registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back"]
-VERSION_STATUSES: tuple[VersionStatus, ...] = (
-    "registered",
-    "evaluating",
-    "challenger",
-    "champion",
-    "rejected",
-    "archived",
-    "rolled_back",
-)
+from shared.registry_models import VersionStatus
+
+VERSION_STATUSES: tuple[VersionStatus, ...] = get_args(VersionStatus)
 DecisionKind = Literal["promote", "reject", "rollback", "set_canary_weight"]
 Stage = Literal["canary", "champion"]
 

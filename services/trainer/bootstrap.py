@@ -20,6 +20,7 @@ from shared.artifacts import ArtifactStore
 from shared.delivery import SqliteDeliveryLog
 from shared.events import TrainingRequested
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
+from shared.registry_client import RegistryClient
 
 SOURCE = "ferry/trainer"
 
@@ -66,7 +67,10 @@ def build_deps(
     return TrainerDeps(
         store=store,
         publish=publisher.publish,
-        teachers=teachers or RegistryTeachers(settings.registry_url, store, timeout_s=settings.registry_timeout_s),
+        teachers=teachers
+        or RegistryTeachers(
+            RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s), store
+        ),
         completed=CompletedRequests(settings.ferry.resolved_artifact_root),
         work_root=settings.resolved_work_dir,
         limits=JobLimits(budget_s=settings.budget_s, max_world_size=settings.max_world_size),

@@ -19,6 +19,7 @@ import os
 from argparse import Namespace
 from collections import Counter
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ import yaml
 
 from shared.local.demo_traffic import BackgroundTraffic, DigitsTraffic, get_json
 from shared.local.stack import PROJECT_ROOT
+from shared.registry_client import RegistryClient
+from shared.registry_errors import RegistryNotFound
+from shared.registry_models import EvaluationOut
 from shared.services import installed_services, service
 from shared.settings import FerrySettings
 from shared.waiting import NotReady, wait_for
@@ -116,22 +120,25 @@ class Loop:
 
     def __init__(self, settings: FerrySettings) -> None:
         self.settings = settings
-        self.registry = registry_url()
+        self.registry = RegistryClient.connect(registry_url())
         self.gateway = service("gateway").url()
         self.monitor = service("monitor").url()
         self.model = free_model_name(self.registry)
         self.traffic = DigitsTraffic(self.gateway, self.model)
 
-    def api(self, path: str) -> Any:
-        return get_json(f"{self.registry}/api/v1/models/{self.model}{path}")
+    def champion(self) -> int | None:
+        return self.registry.deployment(self.model).champion
+
+    def last_change_reason(self) -> str:
+        return next(self.registry.history(self.model, page_size=1)).reason
 
     def run(self) -> int:
         try:
             first = self.train(3, "--epochs", "40")
             if first is None:
                 return 1
-            self.wait(lambda: self.api("/deployment")["champion"] == first, f"v{first} to become the champion", 180)
-            print(f"   the evaluator: {self.api(f'/versions/{first}/evaluations')[0]['reason']}")
+            self.wait(lambda: self.champion() == first, f"v{first} to become the champion", 180)
+            print(f"   the evaluator: {self.registry.evaluations(self.model, first)[0].reason}")
             self.serve(first)
             second = self.train(5, "--hidden-sizes", "512,256", "--seed", "1", "--epochs", "40")
             if second is None:
@@ -143,6 +150,7 @@ class Loop:
             return self.finish(first, second)
         finally:
             self.traffic.close()
+            self.registry.close()
 
     def wait(self, condition: Callable[[], Any], what: str, timeout_s: float) -> Any:
         return wait_for(condition, what=what, timeout_s=timeout_s, first_s=0.5, max_s=2.0)
@@ -154,8 +162,7 @@ class Loop:
         print(f"\n{step}. ferry {' '.join(command)}")
         if ferry(command) != 0:
             return None
-        newest = self.api("/versions?limit=1")["items"][0]
-        return int(newest["version"])
+        return next(self.registry.versions(self.model, page_size=1)).version
 
     def serve(self, version: int) -> None:
         url = f"{self.gateway}/v2/models/{self.model}/infer"
@@ -167,12 +174,14 @@ class Loop:
         print(f"   20 test rows: served by {served}; {correct}/20 predicted right")
 
     def judge(self, version: int) -> bool:
-        evaluation = self.wait(
-            lambda: (self.api(f"/versions/{version}/evaluations") or [None])[-1], f"the evaluation of v{version}", 180
+        evaluation: EvaluationOut = self.wait(
+            lambda: next(reversed(self.registry.evaluations(self.model, version)), None),
+            f"the evaluation of v{version}",
+            180,
         )
-        decided = f"{evaluation['decision']} {evaluation.get('stage') or ''}".strip()
-        print(f"   the evaluator decided {decided}: {evaluation['reason']}")
-        report = evaluation.get("report") or {}
+        decided = f"{evaluation.decision} {evaluation.stage or ''}".strip()
+        print(f"   the evaluator decided {decided}: {evaluation.reason}")
+        report = evaluation.report
         for role in ("champion", "candidate"):
             part = report.get(role) or {}
             interval = (part.get("intervals") or {}).get("accuracy") or {}
@@ -188,13 +197,13 @@ class Loop:
             p_value = mcnemar.get("p_value", float("nan"))
             claim = (report.get("decision") or {}).get("claim")
             print(f"   difference {difference['estimate']:+.4f} ({interval}), McNemar p={p_value:.4f}: claim '{claim}'")
-        return bool(evaluation["decision"] == "promote")
+        return evaluation.decision == "promote"
 
     def canary(self, version: int) -> None:
-        deployment = self.api("/deployment")
+        deployment = self.registry.deployment(self.model)
         print(
-            f"\n6. the canary: champion v{deployment['champion']}, challenger v{deployment['challenger']} "
-            f"at weight {deployment['canary_weight']}"
+            f"\n6. the canary: champion v{deployment.champion}, challenger v{deployment.challenger} "
+            f"at weight {deployment.canary_weight}"
         )
         self.wait(lambda: ready(self.gateway, self.model, version), f"the gateway to load v{version}", 120)
         first = self.traffic.spread(200)
@@ -205,12 +214,8 @@ class Loop:
         pinned = self.traffic.infer(0, route_key="pinned", version=version)
         print(f"   /versions/{version}/infer: served by v{pinned.version} ({pinned.route})")
         print(f"\n7. the bake: {DEMO_BAKE_S} s without a rollback alert, then the evaluator promotes v{version}")
-        self.wait(
-            lambda: self.api("/deployment")["champion"] == version,
-            f"v{version} to become the champion",
-            DEMO_BAKE_S + 120,
-        )
-        print(f"   {self.api('/deployment/history?limit=1')['items'][0]['reason']}")
+        self.wait(lambda: self.champion() == version, f"v{version} to become the champion", DEMO_BAKE_S + 120)
+        print(f"   {self.last_change_reason()}")
 
     def fault_and_rollback(self, previous: int, version: int) -> None:
         token = os.environ["FERRY_GATEWAY_ADMIN_TOKEN"]
@@ -230,8 +235,8 @@ class Loop:
                 f"   the monitor: {alert['rule']} firing for v{version}, value {alert['value']:.2f} > "
                 f"{alert['threshold']} (action {alert['action']}): published on Kafka as an alert event"
             )
-            self.wait(lambda: self.api("/deployment")["champion"] == previous, f"the rollback to v{previous}", 120)
-            print(f"   the evaluator: {self.api('/deployment/history?limit=1')['items'][0]['reason']}")
+            self.wait(lambda: self.champion() == previous, f"the rollback to v{previous}", 120)
+            print(f"   the evaluator: {self.last_change_reason()}")
             self.wait(lambda: ready(self.gateway, self.model, previous), f"the gateway to serve v{previous}", 60)
         finally:
             httpx.delete(fault_url, headers=headers, timeout=10)
@@ -246,10 +251,9 @@ class Loop:
         from shared.cli import main as ferry
 
         print(f"\n9. the deployment history of {self.model}, newest first")
-        for entry in self.api("/deployment/history?limit=10")["items"]:
-            serving = f"champion {entry['to_champion']}, canary {entry['to_challenger'] or '-'}"
-            why = entry["reason"][:100]
-            print(f"   {entry['revision']:>2} {entry['action']:<9} {serving:<22} {entry['actor']}: {why}")
+        for entry in islice(self.registry.history(self.model, page_size=10), 10):
+            serving = f"champion {entry.to_champion}, canary {entry.to_challenger or '-'}"
+            print(f"   {entry.revision:>2} {entry.action:<9} {serving:<22} {entry.actor}: {entry.reason[:100]}")
         print(f"\n10. ferry compare {self.model} {first} {second}")
         return ferry(["compare", self.model, str(first), str(second)])
 
@@ -275,12 +279,13 @@ def firing(monitor: str, rule: str, model: str, version: int) -> dict[str, Any] 
     return None
 
 
-def free_model_name(registry: str) -> str:
+def free_model_name(registry: RegistryClient) -> str:
     """``digits`` on a fresh system; ``digits-2``, ``digits-3`` … when earlier demos left theirs."""
     for attempt in range(1, 1000):
         name = "digits" if attempt == 1 else f"digits-{attempt}"
-        response = httpx.get(f"{registry}/api/v1/models/{name}", timeout=10)
-        if response.status_code == 404:
+        try:
+            registry.model(name)
+        except RegistryNotFound:
             return name
     raise RuntimeError("no free demo model name")
 

@@ -17,10 +17,11 @@ from services.registry.adapters import views
 from services.registry.adapters.orm import OutboxMessage
 from services.registry.bootstrap import Registry
 from services.registry.entrypoints.api import create_app
-from services.registry.entrypoints.schemas import VersionOut, version_fields
+from services.registry.entrypoints.schemas import version_fields
 from services.registry.handlers import handle_model_decided, handle_model_trained
 from shared.envelope import EventMeta
 from shared.events import DeploymentChanged, ModelDecided, ModelTrained, new_id, utc_now
+from shared.registry_models import VersionOut
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["test_registry_support"]

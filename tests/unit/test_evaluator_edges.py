@@ -1,4 +1,4 @@
-"""The evaluator's edges without a network: the registry client over a mock transport, the HTTP face."""
+"""The evaluator's edges without a network: its reading of the registry over a mock transport, the HTTP face."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from services.evaluator.adapters.registry_client import RegistryClient
+from services.evaluator.adapters.registry import RegistryRecords
 from services.evaluator.domain.rollout import Bake, BakeBook
 from services.evaluator.entrypoints.api import create_app
 from shared.errors import PermanentError, TransientError
+from shared.registry_client import RegistryClient, RetryBudget
 
+NOW = "2026-01-01T00:00:00Z"
 VERSION = {
+    "model_name": "digits",
     "version": 2,
     "status": "registered",
     "dataset": "sklearn:digits",
@@ -21,7 +24,19 @@ VERSION = {
     "artifact": {"uri": "/x", "sha256": "b" * 64, "size_bytes": 10, "format": "onnx-int8"},
     "signature": {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}], "outputs": []},
     "compression": {"quantize": "int8", "prune": None, "distill_from": None},
+    "metrics": {},
+    "arch": "mlp",
+    "hyperparameters": {},
+    "timings": {},
+    "training_request_id": None,
+    "parent_model": None,
+    "parent_version": None,
+    "source_event_id": None,
+    "tags": {},
+    "created_at": NOW,
+    "updated_at": NOW,
 }
+MODEL = {"description": "", "tags": {}, "latest_version": 1, "champion": None, "challenger": None}
 HISTORY = {
     "items": [
         {
@@ -31,24 +46,32 @@ HISTORY = {
             "to_champion": 1,
             "from_challenger": None,
             "to_challenger": 2,
+            "from_canary_weight": 0.0,
             "to_canary_weight": 0.1,
+            "shadow": False,
             "actor": "evaluator",
             "reason": "r",
-            "created_at": "2026-01-01T00:00:00Z",
+            "source_event_id": None,
+            "created_at": NOW,
+            "forced": False,
         }
     ],
     "next_cursor": None,
 }
 
 
-def client(answer: Any) -> RegistryClient:
-    return RegistryClient("http://registry", transport=httpx.MockTransport(answer))
+def client(answer: Any) -> RegistryRecords:
+    transport = httpx.MockTransport(answer)
+    budget = RetryBudget(attempts=2)
+    return RegistryRecords(
+        RegistryClient.connect("http://registry", transport=transport, budget=budget, sleep=lambda s: None)
+    )
 
 
-def test_the_client_reads_versions_history_and_every_page_of_models() -> None:
+def test_the_registry_is_read_as_records_through_every_page_of_models() -> None:
     pages = {
-        None: {"items": [{"name": "a"}], "next_cursor": "c1"},
-        "c1": {"items": [{"name": "b"}], "next_cursor": None},
+        None: {"items": [{**MODEL, "name": "a", "created_at": NOW, "updated_at": NOW}], "next_cursor": "c1"},
+        "c1": {"items": [{**MODEL, "name": "b", "created_at": NOW, "updated_at": NOW}], "next_cursor": None},
     }
 
     def answer(request: httpx.Request) -> httpx.Response:

@@ -12,8 +12,22 @@ import pytest
 from services.monitor.adapters.registry import RegistryReferences
 from services.monitor.adapters.scraper import HttpScraper, Target
 from services.monitor.cli import PROJECT_ROOT, run_export
+from shared.registry_client import RegistryClient, RetryBudget
 
 SECRET_BODY = "this is a private file, not metrics {\n"
+EVALUATION = {
+    "candidate_version": 2,
+    "baseline_version": 1,
+    "metrics": {"accuracy": 0.9},
+    "baseline_metrics": {"accuracy": 0.8},
+    "decision": "promote",
+    "stage": "canary",
+    "canary_weight": 0.1,
+    "reason": "better",
+    "actor": "evaluator",
+    "source_event_id": None,
+    "created_at": "2026-01-01T00:00:00Z",
+}
 
 
 def scraper_answering(status: int, body: str) -> HttpScraper:
@@ -44,11 +58,13 @@ def test_references_are_fetched_cached_and_an_absent_one_is_asked_again_later() 
         if "/models/broken/" in request.url.path:
             return httpx.Response(500)
         report = {"candidate": {"prediction_distribution": {"0": 0.25, "1": 0.75}}}
-        return httpx.Response(200, json=[{"report": report}])
+        return httpx.Response(200, json=[{**EVALUATION, "report": report}])
 
+    client = RegistryClient.connect(
+        "http://registry", transport=httpx.MockTransport(answer), budget=RetryBudget(attempts=1), sleep=lambda s: None
+    )
     references = RegistryReferences(
-        "http://registry",
-        client=httpx.Client(transport=httpx.MockTransport(answer)),
+        client,
         ttl_s=100,
         missing_ttl_s=10,
         clock=lambda: now[0],

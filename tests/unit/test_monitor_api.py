@@ -337,8 +337,8 @@ def test_the_reference_is_the_newest_evaluations_prediction_distribution() -> No
         {"report": {"candidate": {"prediction_distribution": {"0": 3, "1": 1, "2": "x", "3": -1}}}},
         {"report": {"candidate": {"prediction_distribution": {"0": 1.0}}}},
     ]
-    assert reference_of(evaluations) == {"0": 0.75, "1": 0.25}
-    assert reference_of([]) is None and reference_of({"error": "x"}) is None
+    assert reference_of(evaluation["report"] for evaluation in evaluations) == {"0": 0.75, "1": 0.25}
+    assert reference_of([]) is None and reference_of([{"candidate": "x"}]) is None
 
 
 # --- generated files ------------------------------------------------------------------------------

@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.registry.adapters.orm import INTERNAL_VERSION_COLUMNS, ModelVersion, version_columns, version_layout
-from services.registry.entrypoints.schemas import TRAINING_RENAMES, TrainingOut, VersionOut, version_fields
+from services.registry.entrypoints.schemas import TRAINING_RENAMES, version_fields
 from services.registry.service import copied_version_columns, version_from_event
 from shared.artifacts import ArtifactStore
 from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id, utc_now
+from shared.registry_models import TrainingOut, VersionOut
 
 
 def event() -> ModelTrained:

@@ -1,8 +1,8 @@
 """The drift references: each version's predicted-class distribution on held-out data, from the registry.
 
-The evaluator's report (``GET /api/v1/models/{name}/versions/{v}/evaluations``, newest first) carries
-``report["candidate"]["prediction_distribution"]``: ``{class index: fraction}``. Answers are cached
-(an unknown reference for a shorter time), and a registry that is away only delays drift alerts.
+The evaluator's report (a version's evaluations, newest first, read through the one registry client)
+carries ``report["candidate"]["prediction_distribution"]``: ``{class index: fraction}``. Answers are
+cached (an unknown reference for a shorter time), and a registry that is away only delays drift alerts.
 """
 
 from __future__ import annotations
@@ -12,25 +12,24 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
-
-import httpx
 
 from services.monitor.domain.drift import shares
 from shared.events import MODEL_NAME_PATTERN
+from shared.registry_client import RegistryClient
+from shared.registry_errors import RegistryError, RegistryNotFound
 
 log = logging.getLogger(__name__)
 
 
-def reference_of(evaluations: Any) -> dict[str, float] | None:
-    """The prediction distribution of the newest evaluation that has one, as shares; None if none does."""
-    if not isinstance(evaluations, list):
-        return None
-    for evaluation in evaluations:
-        report = evaluation.get("report") if isinstance(evaluation, dict) else None
-        candidate = report.get("candidate") if isinstance(report, dict) else None
+def reference_of(reports: Iterable[Mapping[str, Any]]) -> dict[str, float] | None:
+    """The prediction distribution of the newest report that has one, as shares; None if none does.
+
+    The report is the evaluator's own document, stored whole: each level is checked before it is read.
+    """
+    for report in reports:
+        candidate = report.get("candidate")
         found = candidate.get("prediction_distribution") if isinstance(candidate, dict) else None
         if isinstance(found, dict) and found:
             cleaned = {
@@ -49,16 +48,13 @@ class RegistryReferences:
 
     def __init__(
         self,
-        base_url: str,
+        client: RegistryClient,
         *,
-        timeout_s: float = 5.0,
         ttl_s: float = 300.0,
         missing_ttl_s: float = 30.0,
-        client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._base = base_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout_s)
+        self._client = client
         self._ttl_s = ttl_s
         self._missing_ttl_s = missing_ttl_s
         self._clock = clock
@@ -86,7 +82,7 @@ class RegistryReferences:
                 continue
             try:
                 found = self.fetch(model, version)
-            except (httpx.HTTPError, ValueError) as error:
+            except RegistryError as error:
                 log.warning("drift reference of %s v%s not available yet: %s", model, version, error)
                 continue
             ttl = self._ttl_s if found else self._missing_ttl_s
@@ -97,13 +93,11 @@ class RegistryReferences:
         """Ask the registry. Names that are no model name or version number are never put in a URL."""
         if not re.match(MODEL_NAME_PATTERN, model) or not version.isdigit():
             return None
-        url = f"{self._base}/api/v1/models/{quote(model, safe='')}/versions/{int(version)}/evaluations"
-        response = self._client.get(url, params={"limit": 20})
-        if response.status_code == 404:
+        try:
+            evaluations = self._client.evaluations(model, int(version), limit=20)
+        except RegistryNotFound:
             return None
-        if response.status_code != 200:
-            raise ValueError(f"registry answered HTTP {response.status_code}")
-        return reference_of(response.json())
+        return reference_of(evaluation.report for evaluation in evaluations)
 
     def close(self) -> None:
         self._client.close()

@@ -17,36 +17,41 @@ from pydantic import TypeAdapter
 
 from services.registry.adapters import views
 from services.registry.adapters.repository import retry_conflicts
-from services.registry.domain import Decision, VersionStatus, actor_for
+from services.registry.domain import Decision, actor_for
 from services.registry.entrypoints.schemas import (
-    MAX_INT32,
-    DeploymentAction,
-    DeploymentChangeOut,
-    DeploymentOut,
-    ErrorOut,
-    EvaluationOut,
-    HistoryEntryOut,
-    HistoryPage,
-    LineageOut,
-    ModelOut,
-    ModelPage,
-    PromoteAction,
-    RollbackAction,
-    TrainingOut,
-    ValidationErrorOut,
-    VersionOut,
-    VersionPage,
     decode_cursor,
     decode_name_cursor,
+    deployment_out,
     encode_cursor,
     encode_name_cursor,
+    evaluation_out,
+    history_entry_out,
+    model_out,
+    training_out,
 )
 from services.registry.handlers import handle_deployment_command
 from services.registry.service import artifact_of
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactError, ArtifactNotFound
 from shared.credentials import TokenCheck
-from shared.events import MODEL_NAME_PATTERN, ArtifactRef, Signature
+from shared.events import INT32_MAX, MODEL_NAME_PATTERN, ArtifactRef, Signature
+from shared.registry_models import (
+    DeploymentAction,
+    DeploymentChangeOut,
+    DeploymentOut,
+    ErrorOut,
+    EvaluationOut,
+    HistoryPage,
+    LineageOut,
+    ModelOut,
+    ModelPage,
+    PromoteAction,
+    RollbackAction,
+    ValidationErrorOut,
+    VersionOut,
+    VersionPage,
+    VersionStatus,
+)
 
 if TYPE_CHECKING:
     from services.registry.entrypoints.api import ApiDeps
@@ -55,7 +60,7 @@ log = logging.getLogger(__name__)
 EVALUATIONS = TypeAdapter(list[EvaluationOut])
 
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the model's name")]
-VersionPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="the version number, from 1")]
+VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX, description="the version number, from 1")]
 Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
 
@@ -106,7 +111,7 @@ def _add_model_routes(router: APIRouter, deps: "ApiDeps") -> None:
         after = decode_name_cursor(cursor) if cursor is not None else None
         with deps.read_sessions() as session:
             rows = views.list_models(session, after=after, limit=limit + 1)
-            items = [ModelOut.of(model, deployment) for model, deployment in rows[:limit]]
+            items = [model_out(model, deployment) for model, deployment in rows[:limit]]
         next_cursor = encode_name_cursor(items[-1].name) if len(rows) > limit else None
         return ModelPage(items=items, next_cursor=next_cursor)
 
@@ -114,7 +119,7 @@ def _add_model_routes(router: APIRouter, deps: "ApiDeps") -> None:
     def get_model(name: ModelName) -> ModelOut:
         with deps.read_sessions() as session:
             model = views.model_by_name(session, name)
-            return ModelOut.of(model, views.get_deployment(session, model))
+            return model_out(model, views.get_deployment(session, model))
 
 
 def _add_version_routes(router: APIRouter, deps: "ApiDeps") -> None:
@@ -171,7 +176,7 @@ def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
     def list_evaluations(name: ModelName, version: VersionPath, limit: Limit = 50) -> Response:
         with deps.read_sessions() as session:
             model_id = views.get_version(session, name, version).model_id
-            rows = [EvaluationOut.of(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
+            rows = [evaluation_out(row) for row in views.list_evaluations(session, model_id, version, limit=limit)]
         # Built and checked once: FastAPI would validate every report again on the way out.
         return Response(EVALUATIONS.dump_json(rows), media_type="application/json")
 
@@ -191,12 +196,12 @@ def _lineage(name: str, found: Any, evaluations: list[Any], history: list[Any]) 
         model_name=name,
         version=found.number,
         status=found.status,
-        training=TrainingOut.of(found),
+        training=training_out(found),
         artifact=artifact_of(found),
         signature=Signature(**found.signature),
         metrics=found.metrics,
-        evaluations=[EvaluationOut.of(row) for row in evaluations],
-        deployments=[HistoryEntryOut.of(row) for row in reversed(history)],
+        evaluations=[evaluation_out(row) for row in evaluations],
+        deployments=[history_entry_out(row) for row in reversed(history)],
     )
 
 
@@ -246,7 +251,7 @@ def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: 
     def get_deployment(name: ModelName) -> DeploymentOut:
         with deps.read_sessions() as session:
             model = views.model_by_name(session, name)
-            return DeploymentOut.of(name, views.get_deployment(session, model))
+            return deployment_out(name, views.get_deployment(session, model))
 
     @router.get("/models/{name}/deployment/history", summary="Deployment changes, newest first")
     def get_history(name: ModelName, limit: Limit = 50, cursor: Cursor = None) -> HistoryPage:
@@ -254,7 +259,7 @@ def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: 
         with deps.read_sessions() as session:
             model = views.model_by_name(session, name)
             rows = views.list_history(session, model.id, before=before, limit=limit + 1)
-            items = [HistoryEntryOut.of(row) for row in rows[:limit]]
+            items = [history_entry_out(row) for row in rows[:limit]]
         next_cursor = encode_cursor(items[-1].revision) if len(rows) > limit else None
         return HistoryPage(items=items, next_cursor=next_cursor)
 
@@ -274,7 +279,7 @@ def _add_deployment_routes(router: APIRouter, settings: RegistrySettings, deps: 
         )
         with deps.read_sessions() as session:
             model = views.model_by_name(session, name)
-            current = DeploymentOut.of(name, views.get_deployment(session, model))
+            current = deployment_out(name, views.get_deployment(session, model))
         return DeploymentChangeOut(**current.model_dump(), changed=outcome.deployment_changed)
 
 

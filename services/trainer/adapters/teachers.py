@@ -1,21 +1,20 @@
 """Where distillation teachers come from: the registry's deployment (REST) and the artifact store.
 
-``RegistryTeachers`` asks ``GET {registry}/api/v1/models/{name}/deployment`` for the champion,
-reads its artifact from the shared store (digest verified) and writes it into the run's folder.
+``RegistryTeachers`` asks the registry (the one client) for the champion and its version, reads its
+artifact from the shared store (size and digest verified) and writes it into the run's folder.
 ``StaticTeachers`` is the fake for tests: a dict of ready teachers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import quote
-
-import httpx
+from typing import Protocol
 
 from services.trainer.domain import Teacher, TeacherUnavailable
 from shared.artifacts import ArtifactError, ArtifactStore
-from shared.errors import TransientError
+from shared.registry_client import RegistryClient
+from shared.registry_errors import InvalidModelName, RegistryBadAnswer, RegistryNotFound, RegistryRefused
+from shared.registry_models import VersionOut
 
 
 class TeacherSource(Protocol):
@@ -37,55 +36,38 @@ class StaticTeachers:
 
 
 class RegistryTeachers:
-    """The real source: the registry's REST API for the champion, the store for its bytes."""
+    """The real source: the registry (through the one client) names the champion, the store holds its bytes."""
 
-    def __init__(
-        self, base_url: str, store: ArtifactStore, *, timeout_s: float = 10.0, client: httpx.Client | None = None
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
+    def __init__(self, client: RegistryClient, store: ArtifactStore) -> None:
+        self._client = client
         self._store = store
-        self._client = client or httpx.Client(timeout=timeout_s)
 
     def fetch(self, model_name: str, workdir: Path) -> Teacher:
-        deployment = self._get(f"/api/v1/models/{quote(model_name, safe='')}/deployment", model_name)
-        champion = deployment.get("champion")
-        if champion is None:
-            raise TeacherUnavailable(f"model {model_name!r} has no champion to distill from")
-        if isinstance(champion, int):  # a bare version number: ask for the version itself
-            champion = self._get(f"/api/v1/models/{quote(model_name, safe='')}/versions/{champion}", model_name)
-        version, sha256 = _champion_artifact(model_name, champion)
-        try:
-            data = self._store.fetch(sha256)  # the store's own copy, by digest: never the URI it was sent
+        champion = self._champion(model_name)
+        artifact = champion.artifact
+        try:  # the store's own copy, by digest and size: never the URI the registry recorded
+            data = self._store.fetch(artifact.sha256, size_bytes=artifact.size_bytes)
         except ArtifactError as error:
-            raise TeacherUnavailable(f"champion v{version} of {model_name!r} cannot be read: {error}") from error
-        path = workdir / f"teacher-{sha256[:16]}.onnx"
+            raise TeacherUnavailable(
+                f"champion v{champion.version} of {model_name!r} cannot be read: {error}"
+            ) from error
+        path = workdir / f"teacher-{artifact.sha256[:16]}.onnx"
         path.write_bytes(data)
-        return Teacher(model_name=model_name, version=version, path=path)
+        return Teacher(model_name=model_name, version=champion.version, path=path)
 
-    def _get(self, path: str, model_name: str) -> dict[str, Any]:
+    def _champion(self, model_name: str) -> VersionOut:
+        """The champion's version; TeacherUnavailable when there is none. RegistryUnavailable passes (transient)."""
         try:
-            response = self._client.get(self._base_url + path)
-        except httpx.TransportError as error:
-            raise TransientError(f"registry at {self._base_url} unreachable: {error}") from error
-        if response.status_code == 404:
-            raise TeacherUnavailable(f"model {model_name!r} is not in the registry; it cannot be a teacher")
-        if response.status_code >= 500:
-            raise TransientError(f"registry answered {response.status_code} for {path}")
-        if response.status_code != 200:
-            raise TeacherUnavailable(f"registry answered {response.status_code} for {path}: {response.text[:200]}")
-        body = response.json()
-        if not isinstance(body, dict):
-            raise TeacherUnavailable(f"registry answered {path} with an unexpected body")
-        return body
+            champion = self._client.deployment(model_name).champion
+            if champion is None:
+                raise TeacherUnavailable(f"model {model_name!r} has no champion to distill from")
+            return self._client.version(model_name, champion)
+        except InvalidModelName as error:
+            raise TeacherUnavailable(f"{error}: it cannot be a teacher") from error
+        except RegistryNotFound as error:
+            raise TeacherUnavailable(f"model {model_name!r} is not in the registry; it cannot be a teacher") from error
+        except (RegistryRefused, RegistryBadAnswer) as error:
+            raise TeacherUnavailable(f"the registry cannot name the champion of {model_name!r}: {error}") from error
 
     def close(self) -> None:
         self._client.close()
-
-
-def _champion_artifact(model_name: str, champion: dict[str, Any]) -> tuple[int, str]:
-    """(version, sha256) from a DeployedVersion-shaped JSON object."""
-    artifact = champion.get("artifact") or {}
-    version, sha256 = champion.get("version"), artifact.get("sha256")
-    if not isinstance(version, int) or not isinstance(sha256, str):
-        raise TeacherUnavailable(f"the registry's champion of {model_name!r} names no artifact")
-    return version, sha256

@@ -1,0 +1,211 @@
+"""The registry's REST bodies: what ``/api/v1`` answers and what its writes accept.
+
+One set of classes for both sides: the registry's routes answer with them and the registry client
+(``shared.registry_client``) reads its answers into them, so a field cannot mean one thing to the
+server and another to its callers. Responses ignore fields they do not know (a newer registry may
+add some); requests forbid them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.events import INT32_MAX, ArtifactRef, Signature
+
+VersionStatus = Literal["registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back"]
+VersionNumber = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text holds neither NUL characters nor lone surrogates: refuse them at the edge."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid Unicode text") from error
+    return text
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_storable)]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorOut(Out):
+    error: str
+
+
+class ValidationErrorOut(Out):
+    error: str
+    detail: list[dict[str, Any]]
+
+
+class ModelOut(Out):
+    name: str
+    description: str
+    tags: dict[str, Any]
+    latest_version: int
+    champion: int | None
+    challenger: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelPage(Out):
+    items: list[ModelOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class VersionOut(Out):
+    model_name: str
+    version: int
+    status: VersionStatus
+    artifact: ArtifactRef
+    signature: Signature
+    metrics: dict[str, float]
+    dataset: str
+    split_id: str
+    arch: str
+    hyperparameters: dict[str, Any]
+    compression: dict[str, Any]
+    timings: dict[str, float]
+    training_request_id: str | None
+    parent_model: str | None
+    parent_version: int | None
+    source_event_id: str | None
+    tags: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionPage(Out):
+    items: list[VersionOut]
+    next_cursor: str | None
+
+
+class EvaluationOut(Out):
+    candidate_version: int
+    baseline_version: int | None
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    decision: str
+    stage: str | None
+    canary_weight: float | None
+    reason: str
+    actor: str
+    source_event_id: str | None
+    created_at: datetime
+    report: dict[str, Any] = Field(default_factory=dict, description="the evaluator's whole report")
+
+
+class DeploymentOut(Out):
+    model_name: str
+    champion: int | None
+    challenger: int | None
+    canary_weight: float
+    shadow: bool
+    revision: int
+    updated_at: datetime | None
+
+
+class DeploymentChangeOut(DeploymentOut):
+    changed: bool = Field(description="false when the deployment already was as asked (no new revision)")
+
+
+class HistoryEntryOut(Out):
+    revision: int
+    action: str
+    from_champion: int | None
+    to_champion: int | None
+    from_challenger: int | None
+    to_challenger: int | None
+    from_canary_weight: float
+    to_canary_weight: float
+    shadow: bool
+    actor: str
+    reason: str
+    source_event_id: str | None
+    created_at: datetime
+    forced: bool = Field(
+        description="a rejected or rolled-back version promoted by hand with force (the reason says why)"
+    )
+
+
+class HistoryPage(Out):
+    items: list[HistoryEntryOut]
+    next_cursor: str | None
+
+
+class TrainingOut(Out):
+    """Where a version came from: a subset of VersionOut's fields, ``training_request_id`` as ``request_id``."""
+
+    request_id: str | None
+    dataset: str
+    split_id: str
+    arch: str
+    hyperparameters: dict[str, Any]
+    compression: dict[str, Any]
+    timings: dict[str, float]
+    parent_model: str | None
+    parent_version: int | None
+    source_event_id: str | None
+
+
+class LineageOut(Out):
+    """Where a version came from and where it went: training request → artifact → evaluations → deployments."""
+
+    model_name: str
+    version: int
+    status: VersionStatus
+    training: TrainingOut
+    artifact: ArtifactRef
+    signature: Signature
+    metrics: dict[str, float]
+    evaluations: list[EvaluationOut]
+    deployments: list[HistoryEntryOut]
+
+
+# --- write requests ------------------------------------------------------------------------------
+
+
+class PromoteAction(BaseModel):
+    """Promote a version: with a canary weight (or stage=canary) it becomes the challenger, else the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["promote"]
+    version: VersionNumber
+    stage: Literal["canary", "champion"] | None = None
+    canary_weight: float | None = Field(default=None, ge=0, le=1)
+    shadow: bool | None = Field(default=None, description="mirror traffic to the challenger; default: weight == 0")
+    force: bool = Field(
+        default=False, description="promote a rejected or rolled-back version all the same (recorded in the history)"
+    )
+    reason: Reason
+
+
+class SetCanaryWeightAction(BaseModel):
+    """Change the share of traffic the challenger gets."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["set_canary_weight"]
+    canary_weight: float = Field(ge=0, le=1)
+    shadow: bool | None = None
+    reason: Reason
+
+
+class RollbackAction(BaseModel):
+    """Roll a version back: the challenger is withdrawn, or the champion replaced by the previous one."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["rollback"]
+    version: VersionNumber | None = Field(default=None, description="default: the current champion")
+    reason: Reason
+
+
+DeploymentAction = Annotated[PromoteAction | SetCanaryWeightAction | RollbackAction, Field(discriminator="action")]
