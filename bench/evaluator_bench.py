@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import socket
 import statistics
 import sys
 import tempfile
@@ -53,17 +52,12 @@ from shared.events import (  # noqa: E402
     new_id,
     utc_now,
 )
+from shared.local.ports import free_port  # noqa: E402
 from shared.local.postgres import EmbeddedPostgres, temporary_database  # noqa: E402
 from shared.local.stack import PROJECT_ROOT  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 
 MODEL = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentile(samples: list[float], fraction: float) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import random
-import socket
 import statistics
 import sys
 import threading
@@ -60,6 +59,7 @@ from shared.events import (
     utc_now,
 )  # noqa: E402
 from shared.kafka import KafkaPublisher, make_consumer  # noqa: E402
+from shared.local.ports import free_port  # noqa: E402
 from shared.local.postgres import temporary_database  # noqa: E402
 from shared.local.stack import PROJECT_ROOT, Stack  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
@@ -69,12 +69,6 @@ SIGNATURE = Signature(
     inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
     outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 10])],
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def trained(model: str, store: ArtifactStore) -> ModelTrained:
