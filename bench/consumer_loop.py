@@ -213,6 +213,9 @@ def main() -> int:
             print(f"count mismatch, no rates: {error}", file=sys.stderr)
             return 1
     best_bare, best_loop = max(bare), max(loop)
+    if not best_bare or not best_loop:  # timed from the first batch: nothing is left to time when it held all
+        print(f"{args.events} events all came in the first batch: no rates (give more --events)", file=sys.stderr)
+        return 1
     ratio = best_loop / best_bare
     print(f"{args.events} events, {len(ends)} partitions, best of {args.rounds} rounds:")
     print(f"  bare kafka-python consumer   {best_bare:8.0f} events/s")
