@@ -64,6 +64,7 @@ from shared.local.postgres import temporary_database  # noqa: E402
 from shared.local.stack import PROJECT_ROOT, Stack  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 from shared.topics import ensure_topics  # noqa: E402
+from shared.waiting import wait_for  # noqa: E402
 
 SIGNATURE = Signature(
     inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
@@ -257,14 +258,13 @@ def bench_reads(registry: Registry, total: int, requests: int) -> None:
 
 
 def wait_until_up(client: httpx.Client, url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def up() -> bool:
         try:
-            if client.get(url).status_code == 200:
-                return
+            return client.get(url).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the API did not come up at {url}")
+            return False
+
+    wait_for(up, what=f"the API at {url}", timeout_s=timeout_s)
 
 
 def record_metrics() -> InMemoryMetricReader:
