@@ -18,6 +18,7 @@ install: $(STAMP) ## create .venv and install Ferry with its pinned dependencies
 demo: $(STAMP) ## 'make up', then run the whole loop; everything keeps running ('make down' stops it)
 	$(BIN)/ferry demo
 
+# pytest exits 5 when it collects no test; make fails on that as on any non-zero status (so does .ci/run).
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
 	$(BIN)/python -m pytest
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from shared.delivery import SqliteDeliveryLog  # noqa: E402
 from shared.envelope import EventMeta, encode  # noqa: E402
 from shared.events import TrainingStatus  # noqa: E402
 from shared.kafka import ConsumerLoop, make_consumer, make_producer  # noqa: E402
+from shared.local.ports import free_port  # noqa: E402
 from shared.local.stack import PROJECT_ROOT, KafkaBroker  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 from shared.telemetry import setup_telemetry  # noqa: E402
@@ -54,12 +54,6 @@ TOPIC = TrainingStatus.topic
 
 class CountMismatch(RuntimeError):
     """A contender did not consume exactly the events published: its rate would be a lie."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -219,6 +213,9 @@ def main() -> int:
             print(f"count mismatch, no rates: {error}", file=sys.stderr)
             return 1
     best_bare, best_loop = max(bare), max(loop)
+    if not best_bare or not best_loop:  # timed from the first batch: nothing is left to time when it held all
+        print(f"{args.events} events all came in the first batch: no rates (give more --events)", file=sys.stderr)
+        return 1
     ratio = best_loop / best_bare
     print(f"{args.events} events, {len(ends)} partitions, best of {args.rounds} rounds:")
     print(f"  bare kafka-python consumer   {best_bare:8.0f} events/s")

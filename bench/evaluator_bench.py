@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import socket
 import statistics
 import sys
 import tempfile
@@ -53,18 +52,14 @@ from shared.events import (  # noqa: E402
     new_id,
     utc_now,
 )
+from shared.local.ports import free_port  # noqa: E402
 from shared.local.postgres import EmbeddedPostgres, temporary_database  # noqa: E402
 from shared.local.stack import PROJECT_ROOT  # noqa: E402
 from shared.onnx import predict  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
+from shared.waiting import wait_for  # noqa: E402
 
 MODEL = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -218,13 +213,7 @@ def bench_rest(settings: RegistrySettings, requests: int) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if client.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_for(lambda: _up(client, f"{base}/healthz"), what=f"the API at {base}", timeout_s=60)
             url = f"{base}/api/v1/models/{MODEL}/versions/2/evaluations"
             size = len(client.get(url).content)
             healthz, healthy = timed(lambda: client.get(f"{base}/healthz").status_code == 200, requests)
@@ -251,6 +240,13 @@ def bench_rest(settings: RegistrySettings, requests: int) -> None:
         f"{p99 / base_p99:4.1f}x   ({size / 1024:.1f} KB, {served} answers with the report)   "
         f"{'OK' if p99 < 20 else 'ABOVE 20 ms AIM'}"
     )
+
+
+def _up(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _has_report(response: httpx.Response) -> bool:

@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -40,8 +39,10 @@ from services.gateway.entrypoints.api import create_app  # noqa: E402
 from services.gateway.sample_models import classifier_bytes, classifier_signature, reference_probabilities  # noqa: E402
 from services.gateway.settings import GatewaySettings  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
+from shared.local.ports import free_port  # noqa: E402
 from shared.onnx import CPU, CUDA  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
+from shared.waiting import wait_for  # noqa: E402
 
 FEATURES, HIDDEN, CLASSES = 2048, 8192, 10  # 2048 x 8192 fp32 weights: 64 MiB per version
 
@@ -71,14 +72,6 @@ def gpu_memory_mib() -> float | None:
         return float(total - free) / 2**20
     except Exception:  # noqa: BLE001 - no way to read it
         return None
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Checks:
@@ -150,7 +143,7 @@ def run_gateway(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    _wait(lambda: httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200)
+    wait_for(lambda: _ready(url), what="the gateway", timeout_s=60)
     baseline = gpu_memory_mib()
     memory: list[float | None] = []
     try:
@@ -192,16 +185,11 @@ class _Empty:
         return []
 
 
-def _wait(condition: Any, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the gateway did not become ready")
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _check_memory(checks: Checks, baseline: float | None, memory: list[float | None]) -> None:

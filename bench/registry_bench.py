@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import random
-import socket
 import statistics
 import sys
 import threading
@@ -60,21 +59,17 @@ from shared.events import (
     utc_now,
 )  # noqa: E402
 from shared.kafka import KafkaPublisher, make_consumer  # noqa: E402
+from shared.local.ports import free_port  # noqa: E402
 from shared.local.postgres import temporary_database  # noqa: E402
 from shared.local.stack import PROJECT_ROOT, Stack  # noqa: E402
 from shared.settings import FerrySettings  # noqa: E402
 from shared.topics import ensure_topics  # noqa: E402
+from shared.waiting import wait_for  # noqa: E402
 
 SIGNATURE = Signature(
     inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
     outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 10])],
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def trained(model: str, store: ArtifactStore) -> ModelTrained:
@@ -263,14 +258,13 @@ def bench_reads(registry: Registry, total: int, requests: int) -> None:
 
 
 def wait_until_up(client: httpx.Client, url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def up() -> bool:
         try:
-            if client.get(url).status_code == 200:
-                return
+            return client.get(url).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the API did not come up at {url}")
+            return False
+
+    wait_for(up, what=f"the API at {url}", timeout_s=timeout_s)
 
 
 def record_metrics() -> InMemoryMetricReader:

@@ -9,57 +9,49 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
-from support import wait_for
+from support import ServiceProcess, wait_for
 
 
 class Processes:
-    """Service processes logging to the test's folder (``<name>.log``)."""
+    """Service processes sharing one environment, each logging to ``<logs>/<name>.log``; the last one started
+    under a name is the one that name finds."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env, self.logs = env, logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.running: dict[str, ServiceProcess] = {}
+        self.started: list[ServiceProcess] = []
 
-    def start(self, name: str, **extra: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env={**self.env, **extra},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    def start(self, name: str, **extra: str) -> ServiceProcess:
+        process = ServiceProcess(name, {**self.env, **extra}, self.logs / f"{name}.log").start(wait=False)
         self.running[name] = process
+        self.started.append(process)
         return process
 
     def tail(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs.glob("*.log"))
 
-    def wait_http(self, url: str, timeout_s: float = 90) -> None:
-        """Wait until ``url`` answers 200; fail at once, with the logs, if a service exits meanwhile."""
+    def wait_ready(self, name: str, timeout_s: float = 90) -> None:
+        """Wait until ``name`` is ready; fail at once, with the logs, if any service exits meanwhile."""
 
         def ready() -> bool:
-            for name, process in self.running.items():
-                assert process.poll() is None, f"{name} exited early:\n{self.tail()}"
-            try:
-                return httpx.get(url, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            for process in self.running.values():
+                process.assert_running()
+            return self.running[name].ready()
 
-        wait_for(ready, timeout_s=timeout_s, what=f"{url} to be ready", detail=self.tail)
+        wait_for(ready, timeout_s=timeout_s, what=f"{name} to be ready", detail=self.tail)
 
     def until(self, what: str, probe: Any, timeout_s: float = 90) -> Any:
         """``probe()``'s first truthy value; fail with the services' logs after ``timeout_s``."""
         return wait_for(probe, timeout_s=timeout_s, what=what, detail=self.tail)
 
     def stop(self, allowed: Iterable[int] = (0,)) -> None:
-        """SIGTERM every service still running; each must exit with an allowed code."""
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        """SIGTERM every service still running; each process started must have exited with an allowed code."""
+        for process in self.started:
+            process.send_signal(signal.SIGTERM)
         allowed = set(allowed)
-        for name, process in self.running.items():
-            code = process.wait(timeout=60)
-            assert code in allowed, f"{name} exited with {code}:\n{self.tail()}"
+        for process in self.started:
+            code = process.wait(timeout_s=60)
+            assert code in allowed, f"{process.name} exited with {code}:\n{self.tail()}"
 
 
 def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

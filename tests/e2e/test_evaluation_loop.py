@@ -79,17 +79,17 @@ def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
         return response.json() if response.status_code == 200 else {}
 
     processes.start("registry")
-    processes.wait_http(f"{registry}/readyz")
+    processes.wait_ready("registry")
     processes.start("trainer")
     crashing = processes.start(
         "evaluator", FERRY_FAULT_POINT="evaluator.after_decision@2", FERRY_FAULT_REPORT=str(faults)
     )
-    processes.wait_http(f"{evaluator_url}/readyz")
+    processes.wait_ready("evaluator")
 
     train(loop_env, "16", 6, 3)
     processes.until("v1 as the first champion", lambda: deployment().get("champion") == 1)
     train(loop_env, "96", 30, 1)
-    assert crashing.wait(timeout=120) == FAULT_EXIT_CODE  # it died right after publishing v2's canary decision
+    assert crashing.wait(timeout_s=120) == FAULT_EXIT_CODE  # it died right after publishing v2's canary decision
     assert reached(faults) == ["evaluator.after_decision"]
     processes.start("evaluator")  # the same model.registered comes again; the bake lives in the registry
     processes.until("v2 as the canary", lambda: 2 in (deployment().get("challenger"), deployment().get("champion")))

@@ -38,7 +38,7 @@ def services(loop_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         processes.start(name)
     registry = loop_env["FERRY_REGISTRY_URL"]
     try:
-        processes.wait_http(f"{registry}/readyz", timeout_s=60)
+        processes.wait_ready("registry", timeout_s=60)
         yield registry
     finally:
         processes.stop()

@@ -1,13 +1,11 @@
 """Helpers for the monitor's integration tests: a stand-in target with the gateway's metric names,
-the monitor (and the registry) as real processes, a watcher of the ``alert`` topic, a webhook receiver.
+the monitor as a real process, a watcher of the ``alert`` topic, a webhook receiver.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from support import free_port, wait_for
+from support import ServiceProcess, free_port
 
 from shared.envelope import decode
 from shared.events import AlertChanged
@@ -179,35 +176,6 @@ def short_rules(path: Path, *, drift_min_samples: int = 20) -> Path:
     return path
 
 
-class ServiceProcess:
-    """``python -m services.<name>`` with an environment, its log in a file; stopped with SIGTERM."""
-
-    def __init__(self, name: str, env: dict[str, str], log: Path, health_url: str) -> None:
-        self.name, self.env, self.log, self.health_url = name, env, log, health_url
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._healthy, timeout_s=90, what=f"{name} at {health_url} (log {log})")
-
-    def _healthy(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
-        try:
-            return httpx.get(self.health_url, timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(timeout=60)
-
-
 def base_env(settings: FerrySettings, home: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -220,16 +188,15 @@ def base_env(settings: FerrySettings, home: Path) -> dict[str, str]:
 
 
 def start_monitor(env: dict[str, str], tmp_path: Path, **settings: str) -> tuple[ServiceProcess, str]:
-    port = free_port()
+    """A monitor process on a port of its own, ready; returns it and its URL."""
     env = {
         **env,
-        "FERRY_MONITOR_PORT": str(port),
         "FERRY_MONITOR_SCRAPE_INTERVAL_S": "0.5",
         "FERRY_MONITOR_CONSUMER_GROUP": f"monitor-{uuid.uuid4().hex[:8]}",
         **{f"FERRY_MONITOR_{key.upper()}": value for key, value in settings.items()},
     }
-    url = f"http://127.0.0.1:{port}"
-    return ServiceProcess("monitor", env, tmp_path / "monitor.log", f"{url}/healthz"), url
+    monitor = ServiceProcess("monitor", env, tmp_path / "monitor.log").start()
+    return monitor, monitor.url
 
 
 def active(monitor_url: str, rule: str, state: str = "firing") -> list[dict[str, Any]]:

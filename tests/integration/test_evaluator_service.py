@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,8 +23,8 @@ import numpy as np
 import pytest
 from evaluator_onnx import fitted_digits
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_score, recall_score
-from support import free_port
-from test_registry_support import TopicReader, wait_for
+from support import ServiceProcess, wait_for
+from test_registry_support import TopicReader
 
 from services.evaluator.bootstrap import EvaluatorService, bootstrap
 from services.evaluator.settings import EvaluatorSettings
@@ -36,7 +34,7 @@ from shared.datasets import load_dataset, split
 from shared.events import AlertChanged, ArtifactRef, Event, Hyperparameters, ModelTrained, TrainingRequested, new_id
 from shared.kafka import KafkaPublisher, make_producer
 from shared.local.postgres import temporary_database
-from shared.local.stack import PROJECT_ROOT, Stack
+from shared.local.stack import Stack
 from shared.onnx import open_session, predict, signature_of
 from shared.settings import FerrySettings
 from shared.topics import ensure_topics
@@ -88,7 +86,6 @@ def settings(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture(scope="module")
 def registry_url(settings: FerrySettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A registry process on this module's topics and database."""
-    port = free_port()
     env = {
         **os.environ,
         "FERRY_HOME": str(settings.home),
@@ -96,28 +93,12 @@ def registry_url(settings: FerrySettings, tmp_path_factory: pytest.TempPathFacto
         "FERRY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FERRY_TOPIC_PREFIX": settings.topic_prefix,
         "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
-        "FERRY_REGISTRY_PORT": str(port),
         "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
         "FERRY_API_TOKEN": secrets.token_urlsafe(24),  # the registry refuses a placeholder token
     }
-    log_file = tmp_path_factory.mktemp("logs") / "registry.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.registry"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert process.poll() is None, log_file.read_text()[-3000:]
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, timeout_s=90, what="the registry")
-    yield url
-    process.terminate()
-    assert process.wait(timeout=60) == 0, log_file.read_text()[-3000:]
+    registry = ServiceProcess("registry", env, tmp_path_factory.mktemp("logs") / "registry.log").start()
+    yield registry.url
+    assert registry.stop() == 0, registry.tail()
 
 
 @contextmanager

@@ -10,56 +10,27 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gateway_helpers import free_port, infer_json
+from gateway_helpers import infer_json
+from support import ServiceProcess, free_port, wait_for
 
 from services.gateway.sample_models import classifier_bytes, classifier_signature
 from shared.artifacts import ArtifactStore
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, new_id
 from shared.kafka import KafkaPublisher
-from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "gateway-it-token"
 ROW = [0.5, -0.2, 1.1, 0.0, -1.3, 0.7, 0.2, 0.9]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 90) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-
-
-class Process:
-    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def alive(self) -> bool:
-        if self.popen.poll() is not None:
-            pytest.fail(f"{self.log.name} exited with {self.popen.returncode}:\n{self.log.read_text()[-3000:]}")
-        return True
 
 
 @pytest.fixture
@@ -80,13 +51,11 @@ def env(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path) 
 
 
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
+def processes() -> Iterator[list[ServiceProcess]]:
+    started: list[ServiceProcess] = []
     yield started
     for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait(10)
+        process.close()
 
 
 def register(settings: FerrySettings, store: ArtifactStore, seeds: list[int]) -> None:
@@ -127,24 +96,26 @@ def version_of(url: str, key: str = "k") -> str:
 
 
 def test_gateways_follow_deployments_swap_under_load_and_refuse_a_corrupt_artifact(
-    env: dict[str, str], ferry_settings: FerrySettings, processes: list[Process], tmp_path: Path
+    env: dict[str, str], ferry_settings: FerrySettings, processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
     registry = f"http://127.0.0.1:{env['FERRY_REGISTRY_PORT']}"
-    processes.append(Process("services.registry", {**env, "FERRY_REGISTRY_URL": registry}, tmp_path / "registry.log"))
-    wait_for(lambda: processes[0].alive() and httpx.get(f"{registry}/readyz").status_code == 200, "the registry")
+    processes.append(ServiceProcess("registry", {**env, "FERRY_REGISTRY_URL": registry}, tmp_path / "registry.log"))
+    processes[0].start()
     store = ArtifactStore(ferry_settings.resolved_artifact_root)
     register(ferry_settings, store, [1, 2, 3, 4])
-    wait_for(lambda: httpx.get(f"{registry}/api/v1/models/flowers").json().get("latest_version") == 4, "4 versions")
+    wait_for(
+        lambda: httpx.get(f"{registry}/api/v1/models/flowers").json().get("latest_version") == 4,
+        what="4 versions",
+        timeout_s=90,
+    )
     promote(registry, 1, stage="champion")
 
-    gateways = []
     for index in range(2):
-        port = free_port()
-        gateway_env = {**env, "FERRY_REGISTRY_URL": registry, "FERRY_GATEWAY_PORT": str(port)}
-        processes.append(Process("services.gateway", gateway_env, tmp_path / f"gateway-{index}.log"))
-        gateways.append(f"http://127.0.0.1:{port}")
-    for process, url in zip(processes[1:], gateways, strict=True):
-        wait_for(lambda p=process, u=url: p.alive() and httpx.get(f"{u}/v2/health/ready").status_code == 200, url)
+        gateway_env = {**env, "FERRY_REGISTRY_URL": registry}
+        processes.append(ServiceProcess("gateway", gateway_env, tmp_path / f"gateway-{index}.log").start(wait=False))
+    for process in processes[1:]:
+        process.wait_ready()
+    gateways = [process.url for process in processes[1:]]
     assert {version_of(url) for url in gateways} == {"1"}
 
     stop, seen, failures = threading.Event(), Counter[str](), list[str]()
@@ -163,7 +134,7 @@ def test_gateways_follow_deployments_swap_under_load_and_refuse_a_corrupt_artifa
         worker.start()
     try:
         promote(registry, 2, stage="champion")
-        wait_for(lambda: {version_of(url) for url in gateways} == {"2"}, "both gateways serving v2")
+        wait_for(lambda: {version_of(url) for url in gateways} == {"2"}, what="both gateways serving v2", timeout_s=90)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -178,17 +149,20 @@ def test_gateways_follow_deployments_swap_under_load_and_refuse_a_corrupt_artifa
     Path(store.uri(sha3)).write_bytes(bytes(damaged))
     promote(registry, 3, stage="champion")
     for url in gateways:
-        wait_for(lambda u=url: _refused(u) >= 1, f"{url} refusing v3")
+        wait_for(lambda u=url: _refused(u) >= 1, what=f"{url} refusing v3", timeout_s=90)
         assert version_of(url) == "2"
 
     promote(registry, 4, stage="canary", canary_weight=0.5)
-    wait_for(lambda: all(_status(url)["challenger"] for url in gateways), "both gateways loading the canary")
+    wait_for(
+        lambda: all(_status(url)["challenger"] for url in gateways),
+        what="both gateways loading the canary",
+        timeout_s=90,
+    )
     answers = [[version_of(url, key=f"user-{i}") for i in range(60)] for url in gateways]
     assert answers[0] == answers[1] and set(answers[0]) == {"2", "4"}
 
     for process in processes[1:]:
-        process.popen.send_signal(signal.SIGTERM)
-        assert process.popen.wait(60) == 0, process.log.read_text()[-2000:]
+        assert process.stop(signal.SIGTERM) == 0, process.tail()
 
 
 def _status(url: str) -> dict[str, Any]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from loop_support import read_all
+from loop_support import drain, read_all
 from opentelemetry import trace
 
 from shared.envelope import EventMeta, encode
@@ -47,13 +46,6 @@ def make_loop(settings: FerrySettings, handler: Callable, group: str = "edge", *
     )
     OPEN_LOOPS.append(loop)
     return loop
-
-
-def drain(loop: ConsumerLoop, until: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not until():
-        assert time.monotonic() < deadline, "timed out waiting for the consumer loop"
-        loop.poll_once(timeout_ms=200)
 
 
 def test_round_trip_keeps_headers_and_trace_context(ferry_settings: FerrySettings) -> None:

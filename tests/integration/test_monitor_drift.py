@@ -12,16 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from monitor_support import (
-    AlertWatcher,
-    FakeGateway,
-    ServiceProcess,
-    base_env,
-    free_port,
-    short_rules,
-    start_monitor,
-    wait_for,
-)
+from monitor_support import AlertWatcher, FakeGateway, base_env, short_rules, start_monitor
+from support import ServiceProcess, wait_for
 
 from shared.artifacts import ArtifactStore
 from shared.events import ArtifactRef, Hyperparameters, ModelDecided, ModelTrained, Signature, TensorSpec
@@ -75,24 +67,18 @@ def test_a_skewed_prediction_stream_fires_drift_for_that_version(
     ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path
 ) -> None:
     env = base_env(ferry_settings, tmp_path / "home")
-    port = free_port()
-    registry_env = {
-        **env,
-        "FERRY_DATABASE_URL": fresh_database_url,
-        "FERRY_REGISTRY_PORT": str(port),
-        "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
-    }
-    registry = ServiceProcess("registry", registry_env, tmp_path / "registry.log", f"http://127.0.0.1:{port}/readyz")
+    registry_env = {**env, "FERRY_DATABASE_URL": fresh_database_url, "FERRY_REGISTRY_RELAY_IDLE_S": "0.05"}
+    registry = ServiceProcess("registry", registry_env, tmp_path / "registry.log").start()
     gateway, watcher = FakeGateway(version="1"), AlertWatcher(ferry_settings)
     monitor = None
     try:
-        register_and_promote(ferry_settings, registry.health_url.removesuffix("/readyz"))
+        register_and_promote(ferry_settings, registry.url)
         monitor, url = start_monitor(
             env,
             tmp_path,
             rules_file=str(short_rules(tmp_path / "rules.yaml")),
             targets=f"gateway={gateway.url}",
-            registry_url=f"http://127.0.0.1:{port}",
+            registry_url=registry.url,
         )
         # No prediction yet: the reference comes through deployment.changed (the champion is version 1).
         reference = wait_for(lambda: reference_gauge(url), what="the drift reference gauge")

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from monitor_support import AlertWatcher, ServiceProcess, active, base_env, free_port, short_rules, start_monitor
-from monitor_support import wait_for as wait_until
+from monitor_support import AlertWatcher, active, base_env, short_rules, start_monitor
+from support import ServiceProcess, free_port, wait_for
 from test_monitor_metric_names import exposed, generated_names, owner
 
 from services.monitor.adapters.rules_file import read_rules
@@ -118,7 +118,7 @@ def register_served_version(settings: FerrySettings, registry: str) -> None:
             )
         )
         version = f"{registry}/api/v1/models/digits/versions/1"
-        wait_until(lambda: httpx.get(version, timeout=5).status_code == 200, what="version 1 registered")
+        wait_for(lambda: httpx.get(version, timeout=5).status_code == 200, what="version 1 registered")
         uniform = {str(c): 1 / CLASSES for c in range(CLASSES)}
         publisher.publish(
             ModelDecided(
@@ -130,7 +130,7 @@ def register_served_version(settings: FerrySettings, registry: str) -> None:
                 report={"candidate": {"prediction_distribution": uniform}},
             )
         )
-        wait_until(lambda: httpx.get(f"{version}/evaluations", timeout=5).json(), what="the evaluation stored")
+        wait_for(lambda: httpx.get(f"{version}/evaluations", timeout=5).json(), what="the evaluation stored")
     finally:
         publisher.close()
 
@@ -149,7 +149,7 @@ def loop(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path)
         "FERRY_REGISTRY_PORT": str(registry_port),
         "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
     }
-    processes = [ServiceProcess("registry", env, tmp_path / "registry.log", f"{registry}/readyz")]
+    processes = [ServiceProcess("registry", env, tmp_path / "registry.log").start()]
     watcher = AlertWatcher(ferry_settings)
     traffic: Traffic | None = None
     try:
@@ -160,8 +160,8 @@ def loop(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path)
             "FERRY_GATEWAY_ADMIN_TOKEN": ADMIN,
             "FERRY_GATEWAY_DEVICE": "cpu",
         }
-        processes.append(ServiceProcess("gateway", gateway_env, tmp_path / "gateway.log", f"{gateway}/v2/health/live"))
-        wait_until(
+        processes.append(ServiceProcess("gateway", gateway_env, tmp_path / "gateway.log").start())
+        wait_for(
             lambda: httpx.get(f"{gateway}/v2/models/digits/ready", timeout=5).status_code == 200,
             what="the gateway serving digits v1",
         )
@@ -183,7 +183,7 @@ def loop(ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path)
 
 
 def test_an_injected_fault_fires_a_rollback_alert_that_resolves_and_skew_fires_drift(loop: Loop) -> None:
-    wait_until(lambda: "ferry_gateway_predictions_total" in exposed(f"{loop.gateway}/metrics"), what="traffic")
+    wait_for(lambda: "ferry_gateway_predictions_total" in exposed(f"{loop.gateway}/metrics"), what="traffic")
     # Every gateway name the generated files use is really exposed (but those that need shedding, rate
     # limiting or shadowing to happen first).
     eventful = {
@@ -193,15 +193,15 @@ def test_an_injected_fault_fires_a_rollback_alert_that_resolves_and_skew_fires_d
     }
     assert {n for n in generated_names() if owner(n) == "gateway"} - eventful <= exposed(f"{loop.gateway}/metrics")
     loop.fault(1.0)
-    [fired] = wait_until(lambda: loop.watcher.of("GatewayErrorRatio", "fired"), what="GatewayErrorRatio on Kafka")
+    [fired] = wait_for(lambda: loop.watcher.of("GatewayErrorRatio", "fired"), what="GatewayErrorRatio on Kafka")
     assert (fired.model_name, fired.version, fired.action) == ("digits", 1, "rollback")
     assert active(loop.monitor, "GatewayErrorRatio")[0]["labels"] == {"model": "digits", "version": "1"}
     loop.fault(None)
-    wait_until(lambda: loop.watcher.of("GatewayErrorRatio", "resolved"), what="the resolution on Kafka")
+    wait_for(lambda: loop.watcher.of("GatewayErrorRatio", "resolved"), what="the resolution on Kafka")
     assert loop.watcher.of("PredictionDrift") == []  # balanced inputs: the held-out distribution
 
     loop.traffic.classes = [2, 2, 2]
-    [drift] = wait_until(lambda: loop.watcher.of("PredictionDrift", "fired"), what="PredictionDrift on Kafka")
+    [drift] = wait_for(lambda: loop.watcher.of("PredictionDrift", "fired"), what="PredictionDrift on Kafka")
     assert (drift.model_name, drift.version) == ("digits", 1) and drift.value > 0.2
 
 
@@ -218,10 +218,10 @@ def test_a_real_prometheus_on_the_real_gateway_fires_the_error_ratio_alert_too(l
     prometheus = Prometheus(config, alerting_rules(read_rules(loop.rules_file)), tmp_path / "prometheus")
     try:
         loop.fault(1.0)
-        [labels] = wait_until(lambda: prometheus.firing("GatewayErrorRatio"), what="Prometheus firing")
+        [labels] = wait_for(lambda: prometheus.firing("GatewayErrorRatio"), what="Prometheus firing")
         assert (labels["model"], labels["version"], labels["action"]) == ("digits", "1", "rollback")
-        wait_until(lambda: loop.watcher.of("GatewayErrorRatio", "fired"), what="the monitor firing too")
+        wait_for(lambda: loop.watcher.of("GatewayErrorRatio", "fired"), what="the monitor firing too")
         loop.fault(None)
-        wait_until(lambda: not prometheus.firing("GatewayErrorRatio"), what="Prometheus resolving")
+        wait_for(lambda: not prometheus.firing("GatewayErrorRatio"), what="Prometheus resolving")
     finally:
         prometheus.stop()

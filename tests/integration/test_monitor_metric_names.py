@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from monitor_support import FakeGateway, ServiceProcess, base_env, free_port, short_rules, start_monitor, wait_for
+from monitor_support import FakeGateway, base_env, short_rules, start_monitor
+from support import ServiceProcess, wait_for
 from test_monitor_drift import register_and_promote
 
 from services.monitor.provisioning import dashboard
@@ -80,21 +81,14 @@ def test_every_generated_metric_name_is_exposed_by_its_service(
     ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path
 ) -> None:
     env = base_env(ferry_settings, tmp_path / "home")
-    registry_port, trainer_port = free_port(), free_port()
-    registry_url = f"http://127.0.0.1:{registry_port}"
-    processes = [
-        ServiceProcess(
-            "registry",
-            {**env, "FERRY_DATABASE_URL": fresh_database_url, "FERRY_REGISTRY_PORT": str(registry_port)},
-            tmp_path / "registry.log",
-            f"{registry_url}/readyz",
-        )
-    ]
+    registry = ServiceProcess("registry", {**env, "FERRY_DATABASE_URL": fresh_database_url}, tmp_path / "registry.log")
+    processes = [registry.start()]
+    registry_url = registry.url
     gateway = FakeGateway(version="1")
     try:
-        trainer_env = {**env, "FERRY_TRAINER_METRICS_PORT": str(trainer_port)}
-        trainer_url = f"http://127.0.0.1:{trainer_port}/metrics"
-        processes.append(ServiceProcess("trainer", trainer_env, tmp_path / "trainer.log", trainer_url))
+        trainer = ServiceProcess("trainer", env, tmp_path / "trainer.log")
+        processes.append(trainer.start())
+        trainer_url = f"{trainer.url}/metrics"
         # Work that creates the series: a version and a decision (registry), a refused message (dead
         # letter), a request for an unknown dataset (a failed run), predictions (the monitor's drift).
         register_and_promote(ferry_settings, registry_url)

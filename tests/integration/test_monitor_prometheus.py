@@ -12,16 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from monitor_support import (
-    AlertWatcher,
-    FakeGateway,
-    active,
-    base_env,
-    free_port,
-    short_rules,
-    start_monitor,
-    wait_for,
-)
+from monitor_support import AlertWatcher, FakeGateway, active, base_env, short_rules, start_monitor
+from support import free_port, wait_for
 
 from services.monitor.adapters.rules_file import read_rules
 from services.monitor.provisioning import dashboard

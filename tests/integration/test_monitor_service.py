@@ -13,17 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from monitor_support import (
-    AlertWatcher,
-    FakeGateway,
-    ServiceProcess,
-    WebhookReceiver,
-    active,
-    base_env,
-    short_rules,
-    start_monitor,
-    wait_for,
-)
+from monitor_support import AlertWatcher, FakeGateway, WebhookReceiver, active, base_env, short_rules, start_monitor
+from support import ServiceProcess, wait_for
 
 from shared.settings import FerrySettings
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
-from test_registry_support import TopicReader, committed, publish, running, trained_event, wait_for
+from support import wait_for
+from test_registry_support import TopicReader, committed, publish, running, trained_event
 
 from services.registry.adapters.memory import ListSender
 from services.registry.adapters.orm import AppliedEvent, DeploymentHistory, Evaluation, ModelVersion

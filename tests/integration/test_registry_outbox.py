@@ -12,7 +12,8 @@ from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 from sqlalchemy import select
-from test_registry_support import TopicReader, trained_event, wait_for
+from support import wait_for
+from test_registry_support import TopicReader, trained_event
 
 from services.registry.adapters.orm import OutboxMessage
 from services.registry.adapters.outbox import OutboxRelay, PublishFailed

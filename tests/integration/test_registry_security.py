@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_registry_support import TopicReader, committed, publish, running, trained_event, wait_for
+from support import wait_for
+from test_registry_support import TopicReader, committed, publish, running, trained_event
 
 from services.registry.bootstrap import Registry
 from services.registry.entrypoints.api import create_app

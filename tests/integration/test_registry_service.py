@@ -12,41 +12,36 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import free_port
-from test_registry_support import TopicReader, publish, trained_event, wait_for
+from support import ServiceProcess, wait_for
+from test_registry_support import TopicReader, publish, trained_event
 
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactStore
 from shared.envelope import Decoded
 from shared.events import ModelDecided, ModelRegistered
 from shared.faults import FAULT_EXIT_CODE, reached
-from shared.local.stack import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest_plugins = ["test_registry_support"]
 OPERATOR_TOKEN = secrets.token_urlsafe(32)
 
 
-class Service:
-    """One registry process, started with the environment a deployment would give it."""
+class Service(ServiceProcess):
+    """One registry process, with the environment a deployment would give it (not started)."""
 
     def __init__(self, settings: RegistrySettings, folder: Path, name: str, **extra_env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         ferry = settings.ferry
         tokens = folder / "api-tokens"
         tokens.write_text(
             f"# written by the test, as make up writes .ferry/secrets/api-tokens\noperator {OPERATOR_TOKEN}\n"
         )
-        self.env = {
+        env = {
             **os.environ,
             "FERRY_HOME": str(folder / "home"),
             "FERRY_DATABASE_URL": str(ferry.database_url),
@@ -54,60 +49,23 @@ class Service:
             "FERRY_TOPIC_PREFIX": ferry.topic_prefix,
             "FERRY_ARTIFACT_ROOT": str(ferry.artifact_root),
             "FERRY_REGISTRY_TOKENS_FILE": str(tokens),
-            "FERRY_REGISTRY_PORT": str(self.port),
             "FERRY_REGISTRY_CONSUMER_GROUP": settings.consumer_group,
             "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
             "FERRY_REGISTRY_CONSUMER_SESSION_TIMEOUT_MS": "6000",
             "FERRY_FAULT_REPORT": str(folder / "faults.txt"),
         }
-        self.env.pop("FERRY_API_TOKEN", None)
-        self.env.update(extra_env)
-        self.log_file = folder / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *, wait_ready: bool = True) -> Service:
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.registry"],
-                cwd=PROJECT_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        if wait_ready:
-            wait_for(self._ready, timeout_s=90, what=f"the registry on {self.url} (log: {self.log_file})")
-        return self
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            pytest.fail(f"the registry exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
+        env.pop("FERRY_API_TOKEN", None)
+        super().__init__("registry", env | extra_env, folder / f"{name}.log")
 
     def messages(self) -> list[str]:
         """The ``message`` of every JSON log line."""
         found = []
-        for line in self.log().splitlines():
+        for line in self.output().splitlines():
             try:
                 found.append(str(json.loads(line).get("message", "")))
             except ValueError:
                 continue
         return found
-
-    def exit_code(self, timeout_s: float = 90) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout_s)
-
-    def stop(self, signum: int) -> int:
-        assert self.process is not None
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=60)
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=10)
@@ -125,9 +83,7 @@ def services(registry_settings: RegistrySettings, tmp_path: Path) -> Iterator[Ca
 
     yield make
     for instance in made:
-        if instance.process and instance.process.poll() is None:
-            instance.process.kill()
-            instance.process.wait(10)
+        instance.close()
 
 
 def first_seen(received: list[Decoded]) -> list[Decoded]:
@@ -188,8 +144,8 @@ def test_a_crash_at_a_fault_point_loses_duplicates_and_reorders_nothing(
     registered, changed = topic_reader("model.registered"), topic_reader("deployment.changed")
     publish(registry_settings.ferry, *events)
 
-    crashing = services("crashing", FERRY_FAULT_POINT=fault).start(wait_ready=False)
-    assert crashing.exit_code() == FAULT_EXIT_CODE, crashing.log()[-3000:]
+    crashing = services("crashing", FERRY_FAULT_POINT=fault).start(wait=False)
+    assert crashing.wait(timeout_s=90) == FAULT_EXIT_CODE, crashing.tail()
     assert reached(tmp_path / "faults.txt") == [fault.partition("@")[0]]  # the crash landed where it was meant to
 
     restarted = services("restarted").start()
@@ -218,9 +174,9 @@ def test_two_registries_started_together_migrate_once_and_relay_through_one(
     topic_reader: Callable[[str], TopicReader],
 ) -> None:
     first, second = services("first"), services("second")
-    first.start(wait_ready=False)
+    first.start(wait=False)
     second.start()
-    wait_for(first._ready, timeout_s=90, what="the first registry")
+    first.wait_ready()
     both = [*first.messages(), *second.messages()]
     assert sum("registry schema migrated from None to" in message for message in both) == 1
     assert sum("registry schema already at" in message for message in both) == 1
@@ -303,7 +259,7 @@ def test_a_placeholder_or_empty_token_stops_the_registry_at_start_up(
     services: Callable[..., Service], env: dict[str, Any], problem: str
 ) -> None:
     service = services(**env)
-    service.start(wait_ready=False)
-    assert service.exit_code() == 2
-    assert "refusing to start: FERRY_API_TOKEN is" in service.log() and problem in service.log()
-    assert "ferry-demo-token" not in service.log()  # the refusal never quotes the token
+    service.start(wait=False)
+    assert service.wait(timeout_s=90) == 2
+    assert "refusing to start: FERRY_API_TOKEN is" in service.output() and problem in service.output()
+    assert "ferry-demo-token" not in service.output()  # the refusal never quotes the token

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,13 +14,12 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
-from support import wait_for
+from support import ServiceProcess, wait_for
 
 from shared.envelope import decode
 from shared.events import Event, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus
 from shared.faults import FAULT_EXIT_CODE, reached
 from shared.kafka import KafkaPublisher, make_consumer
-from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,19 +27,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 QUICK = Hyperparameters(epochs=20, hidden_sizes=[32], learning_rate=1e-2)
 
 
-@dataclass
-class Trainer:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def handled(self) -> set[str]:
-        """Request ids this process trained, from its JSON log lines."""
-        marker = "trained request "
-        return {
-            line.split(marker, 1)[1].split(":", 1)[0]
-            for line in self.log.read_text(errors="replace").splitlines()
-            if marker in line
-        }
+def handled(trainer: ServiceProcess) -> set[str]:
+    """Request ids this trainer process trained, from its JSON log lines."""
+    marker = "trained request "
+    return {line.split(marker, 1)[1].split(":", 1)[0] for line in trainer.output().splitlines() if marker in line}
 
 
 @dataclass
@@ -59,11 +47,11 @@ class Observed:
 
 
 @pytest.fixture
-def trainers(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Callable[..., Trainer]]:
-    started: list[Trainer] = []
+def trainers(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Starts trainer processes (not waiting: they serve no HTTP here); SIGTERM, then SIGKILL, after the test."""
+    started: list[ServiceProcess] = []
 
-    def start(name: str, *, home: str | None = None, extra_env: dict[str, str] | None = None) -> Trainer:
-        log = tmp_path / f"{name}.log"
+    def start(name: str, *, home: str | None = None, extra_env: dict[str, str] | None = None) -> ServiceProcess:
         env = (
             os.environ
             | {
@@ -80,26 +68,14 @@ def trainers(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Callable
             }
             | (extra_env or {})
         )
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "services.trainer.entrypoints.consumer"],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(Trainer(process, log))
+        started.append(ServiceProcess("trainer", env, tmp_path / f"{name}.log").start(wait=False))
         return started[-1]
 
     yield start
     for trainer in started:
-        if trainer.process.poll() is None:
-            trainer.process.send_signal(signal.SIGTERM)
+        trainer.send_signal(signal.SIGTERM)
     for trainer in started:
-        try:
-            trainer.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            trainer.process.kill()
+        trainer.close(grace_s=30)
 
 
 def _group(settings: FerrySettings) -> str:
@@ -109,19 +85,18 @@ def _group(settings: FerrySettings) -> str:
 def _wait_for_members(settings: FerrySettings, members: int, timeout_s: float = 120) -> None:
     """Until the trainer group is stable with this many members, each holding partitions."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    deadline = time.monotonic() + timeout_s
+
+    def stable() -> bool:
+        try:
+            group = admin.describe_groups([_group(settings)])[_group(settings)]
+        except KafkaError:
+            group = {}  # the group coordinator is not there until the first member asks for it
+        return str(group.get("group_state")) == "Stable" and len(group.get("members", [])) == members
+
     try:
-        while time.monotonic() < deadline:
-            try:
-                group = admin.describe_groups([_group(settings)])[_group(settings)]
-            except KafkaError:
-                group = {}  # the group coordinator is not there until the first member asks for it
-            if str(group.get("group_state")) == "Stable" and len(group.get("members", [])) == members:
-                return
-            time.sleep(0.5)
+        wait_for(stable, timeout_s=timeout_s, what=f"the trainer group stable with {members} members")
     finally:
         admin.close()
-    raise AssertionError(f"the trainer group never became stable with {members} members")
 
 
 def _observer(settings: FerrySettings) -> KafkaConsumer:
@@ -152,7 +127,7 @@ def _names_over_partitions(partitions: int, per_partition: int) -> list[str]:
 
 
 def test_two_trainer_processes_split_the_requests(
-    ferry_settings: FerrySettings, trainers: Callable[..., Trainer]
+    ferry_settings: FerrySettings, trainers: Callable[..., ServiceProcess]
 ) -> None:
     first, second = trainers("first"), trainers("second")
     _wait_for_members(ferry_settings, 2)
@@ -174,15 +149,15 @@ def test_two_trainer_processes_split_the_requests(
         assert "failed" not in observed.states(request.request_id)
     # A trainer logs "trained request" just after it publishes: its log may trail the event by a moment.
     wanted = {request.request_id for request in requests}
-    wait_for(lambda: first.handled() | second.handled() >= wanted, what="both trainers' logs")
-    by_first, by_second = first.handled(), second.handled()
+    wait_for(lambda: handled(first) | handled(second) >= wanted, what="both trainers' logs")
+    by_first, by_second = handled(first), handled(second)
     assert by_first and by_second, "both trainers should have trained something"
     assert by_first.isdisjoint(by_second)
     assert by_first | by_second == {request.request_id for request in requests}
 
 
 def test_a_trainer_killed_mid_training_restarts_cleans_up_and_completes_the_request_once(
-    ferry_settings: FerrySettings, trainers: Callable[..., Trainer], tmp_path: Path
+    ferry_settings: FerrySettings, trainers: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
     report = tmp_path / "faults.txt"
     doomed = trainers(
@@ -195,14 +170,14 @@ def test_a_trainer_killed_mid_training_restarts_cleans_up_and_completes_the_requ
     observed, consumer = Observed(), _observer(ferry_settings)
     work = tmp_path / "doomed" / "trainer" / "work"
     try:
-        assert doomed.process.wait(timeout=180) == FAULT_EXIT_CODE, doomed.log.read_text()[-3000:]
+        assert doomed.wait(timeout_s=180) == FAULT_EXIT_CODE, doomed.tail()
         assert reached(report) == ["trainer.mid_training"]  # it died in the second epoch, not before or after
         [stale] = [path for path in work.iterdir() if path.is_dir()]  # the scratch folder it left behind
 
         survivor = trainers("survivor", home="doomed")  # the same host: the same work folder and attempt log
         _collect(consumer, observed, lambda: bool(observed.of(ModelTrained, request.request_id)))
         assert not stale.exists()
-        log = survivor.log.read_text()
+        log = survivor.output()
         assert "removed 1 stale run folder" in log
         assert "were in hand when its consumer died" in log  # the request's second attempt, counted
         assert observed.states(request.request_id).count("started") == 2  # trained again after the crash

@@ -19,6 +19,8 @@ from services.gateway.domain import Deployment
 from services.gateway.sample_models import classifier_bytes, reference_probabilities
 from shared.artifacts import ArtifactStore
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "admin-secret"
 
 

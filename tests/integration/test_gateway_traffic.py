@@ -11,11 +11,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from gateway_helpers import Served, infer_json, served_gateway, store_version, total
+from support import wait_for
 
 from services.gateway.domain import Deployment
 from services.gateway.sample_models import classifier_bytes, reference_probabilities
 from shared.artifacts import ArtifactStore
+
+pytestmark = pytest.mark.integration
 
 ROW = [0.3, -1.2, 0.8, 0.1, 2.0, -0.4, 0.9, 1.5]
 ADMIN = {"Authorization": "Bearer t"}
@@ -110,11 +114,9 @@ def _version_for(key: str) -> int:
 
 
 def _wait_inflight(served: Served, count: int) -> None:
-    for _ in range(400):
-        if served.gateway.inference.admission.inflight >= count:
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError(f"never {count} requests in flight")
+    # Polled often: the requests counted stay in flight only for their injected delay.
+    admission = served.gateway.inference.admission
+    wait_for(lambda: admission.inflight >= count, what=f"{count} requests in flight", poll_s=0.01)
 
 
 def test_deadline_gives_504_and_counts_a_timeout(tmp_path: Path) -> None:

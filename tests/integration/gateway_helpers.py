@@ -4,7 +4,6 @@ models in a real artifact store, deployments applied through the same deployer t
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import uvicorn
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port
+from support import free_port, wait_for
 
 from services.gateway.bootstrap import Gateway, bootstrap
 from services.gateway.domain import Deployment, VersionSpec
@@ -85,21 +84,19 @@ def served_gateway(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    else:
-        raise RuntimeError("the gateway did not become ready")
     try:
+        wait_for(lambda: _ready(url), what=f"the gateway at {url}")
         yield Served(gateway, url, store)
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def infer_json(rows: list[list[float]], *, request_id: str | None = None) -> dict[str, Any]:
