@@ -100,6 +100,8 @@ class ConsumerLoop:
         self._poll_backoff = Backoff()
         self._idle_lag_at = 0.0
         self._closed = False
+        self.joined = threading.Event()
+        """Set once the consumer has joined its group and been given its share (readiness)."""
         subscription = consumer.subscription()
         if subscription:  # re-subscribe with our listener: commit on revoke, look for crashed batches on assign
             quiet = logging.getLogger("kafka.consumer.subscription_state")  # "subscription unchanged": we know
@@ -398,6 +400,7 @@ class ConsumerLoop:
         self._telemetry.forget(partitions)
 
     def partitions_came(self, partitions: set[TopicPartition]) -> None:
+        self.joined.set()
         for partition, (first, last) in self._guard.take_over(partitions).items():
             log.warning(
                 "partition %s[%s]: offsets %s..%s were in hand when its consumer died; handling "

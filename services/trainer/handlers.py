@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -145,6 +145,4 @@ def _status(event: TrainingRequested, state: State, **fields: Any) -> TrainingSt
     return TrainingStatus(model_name=event.model_name, request_id=event.request_id, state=state, **fields)
 
 
-def build_handlers(deps: TrainerDeps) -> Mapping[type[Event], Sequence[Callable[[Any, EventMeta], None]]]:
-    """The routing table, with the dependencies bound."""
-    return {TrainingRequested: [partial(handle_training_requested, deps=deps)]}
+HANDLERS: dict[type[Event], list[Callable[..., None]]] = {TrainingRequested: [handle_training_requested]}

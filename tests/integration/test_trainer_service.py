@@ -81,7 +81,7 @@ def trainers(ferry_settings: FerrySettings, tmp_path: Path) -> Iterator[Callable
         )
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.trainer.entrypoints.consumer"],
+                [sys.executable, "-m", "services.trainer"],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdout=out,

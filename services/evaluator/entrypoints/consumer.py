@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
 from services.evaluator.handlers import HANDLERS, EvaluatorDeps
 from services.evaluator.settings import EvaluatorSettings
-from shared.envelope import EventMeta
-from shared.events import AlertChanged, Event, ModelRegistered
-from shared.kafka import ConsumerLoop, Handler, make_consumer
+from shared.events import AlertChanged, ModelRegistered
+from shared.kafka import ConsumerLoop, bind_handlers, make_consumer
 
 TOPICS = (ModelRegistered.topic, AlertChanged.topic)
-
-
-def bind_handlers(deps: EvaluatorDeps) -> dict[type[Event], list[Handler]]:
-    """HANDLERS with their dependencies bound by closure."""
-
-    def bind(handler: Callable[..., Any]) -> Handler:
-        def run(event: Event, meta: EventMeta) -> None:
-            handler(event, meta, deps=deps)
-
-        return run
-
-    return {event_type: [bind(handler) for handler in handlers] for event_type, handlers in HANDLERS.items()}
 
 
 def build_consumer_loop(
@@ -44,6 +29,6 @@ def build_consumer_loop(
         consumer=consumer,
         dlq_producer=dlq_producer,
         group=settings.consumer_group,
-        handlers=bind_handlers(deps),
+        handlers=bind_handlers(HANDLERS, deps=deps),
         stop=stop,
     )

@@ -6,10 +6,10 @@ import threading
 
 from kafka import KafkaProducer
 
-from services.monitor.handlers import DeployedVersions, build_handlers
+from services.monitor.handlers import HANDLERS, DeployedVersions
 from services.monitor.settings import MonitorSettings
 from shared.events import DeploymentChanged
-from shared.kafka import ConsumerLoop, make_consumer
+from shared.kafka import ConsumerLoop, bind_handlers, make_consumer
 
 
 def build_consumer_loop(
@@ -20,6 +20,6 @@ def build_consumer_loop(
         consumer=consumer,
         dlq_producer=producer,
         group=settings.consumer_group,
-        handlers=build_handlers(deployed),
+        handlers=bind_handlers(HANDLERS, deployed=deployed),
         stop=stop,
     )

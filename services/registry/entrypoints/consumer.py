@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from services.registry.adapters.repository import retry_conflicts
+from services.registry.adapters.repository import UnitOfWork, retry_conflicts
 from services.registry.domain import RegistryError
 from services.registry.handlers import HANDLERS, handle_model_decided, handle_model_trained
 from services.registry.service import Registration
+from services.registry.settings import RegistrySettings
+from shared.artifacts import ArtifactStore
 from shared.delivery import SqliteDeliveryLog
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
 from shared.events import Event
 from shared.kafka import DEFAULT_TRANSIENT, ConsumerLoop, Handler, RetryPolicy, make_consumer, make_producer
 
-if TYPE_CHECKING:
-    from services.registry.bootstrap import Registry
-
 TOPICS = ("model.trained", "model.decided")
 # The database being away is a transient fault: retried, re-polled, never dead-lettered.
 TRANSIENT: tuple[type[BaseException], ...] = (*DEFAULT_TRANSIENT, OperationalError, InterfaceError, PoolTimeout)
+
+
+class Registry(Protocol):
+    """What the consumer needs of the wired registry (bootstrap's ``Registry``, or a test's)."""
+
+    settings: RegistrySettings
+    artifacts: ArtifactStore
+    stop: threading.Event
+
+    def uow(self) -> UnitOfWork: ...
 
 
 def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
