@@ -21,6 +21,7 @@ from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, TrainingStatus
 from shared.faults import fault_point
 from shared.kafka import is_transient
+from shared.telemetry import CLIENT_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
     try:
         trained = _train(event, deps)
     except TrainingFailed as failure:
-        log.info("training request %s failed: %s", event.request_id, failure)
+        log.info("training request %s failed: %s", event.request_id, failure, extra=CLIENT_ERROR)
         deps.publish(_status(event, "failed", reason=str(failure)))
         deps.record_outcome("failed", time.monotonic() - started)
         return
