@@ -121,9 +121,9 @@ class Runtime:
         def run() -> None:
             try:
                 worker.target()
-            except BaseException:
-                if self.stop_event.is_set():
-                    log.warning("worker %s failed while stopping", worker.name, exc_info=True)
+            except BaseException as error:
+                if self.stop_event.is_set():  # cut short by the stop (a wait for a dependency, say): no crash
+                    log.info("worker %s ended with %s while stopping", worker.name, repr(error)[:500])
                     return
                 log.exception("worker %s crashed; stopping the %s", worker.name, self.service)
                 self._fail(f"worker {worker.name} crashed")

@@ -17,11 +17,11 @@ from services.evaluator.adapters.artifact_store import ModelLoader
 from services.evaluator.adapters.registry_client import RegistryClient
 from services.evaluator.entrypoints.api import create_app
 from services.evaluator.entrypoints.bakes import BakeRunner
-from services.evaluator.entrypoints.consumer import build_consumer_loop
+from services.evaluator.entrypoints.consumer import TOPICS, build_consumer_loop
 from services.evaluator.handlers import EvaluatorDeps, RegistryReader, Rollout
 from services.evaluator.settings import EvaluatorSettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import ConsumerLoop, KafkaPublisher, make_producer
+from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 from shared.runtime import Runtime
 from shared.topics import ensure_topics
 
@@ -105,6 +105,8 @@ def bootstrap(
         closers.append(client.close)
         registry = client
     deps = build_deps(settings, publisher=publisher, registry=registry)
+    # An evaluation takes about a second: ten per poll keeps far inside Kafka's poll deadline.
+    consumer = consumer or make_consumer(settings.ferry, settings.consumer_group, TOPICS, max_poll_records=10)
     loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
     runner = BakeRunner(deps, stop=stop, resync_interval_s=settings.resync_interval_s)
     return EvaluatorService(settings, deps, loop, runner, stop, closers)

@@ -26,7 +26,8 @@ from services.monitor.entrypoints.consumer import build_consumer_loop
 from services.monitor.handlers import DeployedVersions
 from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
-from shared.kafka import KafkaPublisher, Publisher, make_producer
+from shared.events import DeploymentChanged
+from shared.kafka import KafkaPublisher, Publisher, make_consumer, make_producer
 from shared.runtime import Runtime
 
 SOURCE = "ferry/monitor"
@@ -110,8 +111,9 @@ def process(settings: MonitorSettings) -> Runtime:
         [f"{t.job}={t.url}" for t in monitor.targets],
         len(settings.resolved_webhook_urls),
     )
+    consumer = make_consumer(settings.ferry, settings.consumer_group, [DeploymentChanged.topic])
     dlq_producer = make_producer(settings.ferry)
-    loop = build_consumer_loop(settings, service.deployed, producer=dlq_producer, stop=stop)
+    loop = build_consumer_loop(settings, service.deployed, consumer=consumer, producer=dlq_producer, stop=stop)
     runtime = Runtime("monitor", stop=stop, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("scrape-evaluate", lambda: monitor.run(stop, settings.scrape_interval_s))
     runtime.worker("delivery", lambda: service.dispatcher.run(stop))

@@ -21,7 +21,8 @@ from services.trainer.handlers import TrainerDeps
 from services.trainer.service import JobLimits
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import ConsumerLoop, KafkaPublisher, make_producer
+from shared.events import TrainingRequested
+from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 from shared.runtime import Runtime
 from shared.topics import ensure_topics
 
@@ -96,7 +97,16 @@ def bootstrap(
     producer = producer or make_producer(settings.ferry)
     publisher = KafkaPublisher(settings.ferry, source=SOURCE, producer=producer)
     deps = build_deps(settings, publisher=publisher, teachers=teachers)
-    loop = build_consumer_loop(settings, deps, dlq_producer=producer, consumer=consumer, stop=stop)
+    # One request per poll, and a poll deadline longer than a training run: a long run must not
+    # look like a dead consumer and trigger a rebalance that hands its request to another trainer.
+    consumer = consumer or make_consumer(
+        settings.ferry,
+        settings.consumer_group,
+        [TrainingRequested.topic],
+        max_poll_records=1,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+    )
+    loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
     closers: list[Callable[[], Any]] = [publisher.close]
     if isinstance(deps.teachers, RegistryTeachers):
         closers.append(deps.teachers.close)

@@ -13,28 +13,18 @@ from kafka import KafkaConsumer, KafkaProducer
 from services.trainer.handlers import HANDLERS, TrainerDeps
 from services.trainer.settings import TrainerSettings
 from shared.delivery import SqliteDeliveryLog
-from shared.events import TrainingRequested
-from shared.kafka import ConsumerLoop, bind_handlers, make_consumer
+from shared.kafka import ConsumerLoop, bind_handlers
 
 
 def build_consumer_loop(
     settings: TrainerSettings,
     deps: TrainerDeps,
     *,
+    consumer: KafkaConsumer,
     dlq_producer: KafkaProducer,
-    consumer: KafkaConsumer | None = None,
     stop: threading.Event | None = None,
 ) -> ConsumerLoop:
     """The loop of group ``trainer``, with the handlers' dependencies bound."""
-    # One request per poll, and a poll deadline longer than a training run: a long run must not
-    # look like a dead consumer and trigger a rebalance that hands its request to another trainer.
-    consumer = consumer or make_consumer(
-        settings.ferry,
-        settings.consumer_group,
-        [TrainingRequested.topic],
-        max_poll_records=1,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-    )
     return ConsumerLoop(
         consumer=consumer,
         dlq_producer=dlq_producer,
