@@ -31,7 +31,7 @@ class TrainerSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface of /healthz, /readyz and /metrics")
     shutdown_timeout_s: float = Field(
-        default=30.0, gt=0, description="How long a stop waits for the run in hand before leaving it to a redelivery"
+        default=20.0, gt=0, description="How long a stop waits for the run in hand before leaving it to a redelivery"
     )
     # One intra-op thread by default: Ferry's models are small, trainers scale out as processes, and
     # on a shared machine torch's spinning thread pool slows a run down 5-10x when cores are busy.
