@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 from opentelemetry.metrics import Observation
 from pydantic_core import from_json
@@ -23,10 +24,10 @@ from services.registry.adapters import schema
 from services.registry.adapters.outbox import OutboxRelay, Sender
 from services.registry.adapters.repository import SqlUnitOfWork
 from services.registry.entrypoints.api import ApiDeps, create_app
-from services.registry.entrypoints.consumer import build_consumer_loop
+from services.registry.entrypoints.consumer import TOPICS, build_consumer_loop
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import kafka_answers, make_producer
+from shared.kafka import ConsumerLoop, RetryPolicy, kafka_answers, make_consumer, make_producer
 from shared.runtime import Runtime
 
 log = logging.getLogger("services.registry")
@@ -159,6 +160,28 @@ def bootstrap(
     return Registry(settings, engine, session_factory, read_session_factory, sender, relay, store, tokens, stop)
 
 
+def consumer_loop(
+    registry: Registry,
+    *,
+    consumer: KafkaConsumer | None = None,
+    dlq_producer: KafkaProducer | None = None,
+    retry: RetryPolicy | None = None,
+) -> tuple[ConsumerLoop, KafkaProducer]:
+    """The consumer loop of group ``registry``, and its DLQ producer for the caller to close; tests may
+    pass their own consumer, producer or retry policy."""
+    settings = registry.settings
+    session_timeout_ms = settings.consumer_session_timeout_ms
+    consumer = consumer or make_consumer(
+        settings.ferry,
+        settings.consumer_group,
+        TOPICS,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
+    )
+    dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
+    return build_consumer_loop(registry, consumer=consumer, dlq_producer=dlq_producer, retry=retry), dlq_producer
+
+
 def make_outbox_producer(settings: RegistrySettings) -> Sender:
     """The relay's producer: acks=all, no linger (the relay waits for each wave's acks), and not idempotent.
 
@@ -201,7 +224,7 @@ def process(settings: RegistrySettings) -> Runtime:
     """
     registry = bootstrap(settings)
     log.info("registry starting: %s", describe(settings, registry.tokens))
-    loop, dlq_producer = build_consumer_loop(registry)
+    loop, dlq_producer = consumer_loop(registry)
     runtime = Runtime("registry", stop=registry.stop, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("consumer-loop", loop.run)
     runtime.worker("outbox-relay", registry.relay.run)

@@ -22,7 +22,7 @@ from shared.delivery import SqliteDeliveryLog
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
 from shared.events import Event
-from shared.kafka import DEFAULT_TRANSIENT, ConsumerLoop, Handler, RetryPolicy, make_consumer, make_producer
+from shared.kafka import DEFAULT_TRANSIENT, ConsumerLoop, Handler, RetryPolicy
 
 TOPICS = ("model.trained", "model.decided")
 # The database being away is a transient fault: retried, re-polled, never dead-lettered.
@@ -73,22 +73,13 @@ def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
 def build_consumer_loop(
     registry: Registry,
     *,
-    consumer: KafkaConsumer | None = None,
-    dlq_producer: KafkaProducer | None = None,
+    consumer: KafkaConsumer,
+    dlq_producer: KafkaProducer,
     retry: RetryPolicy | None = None,
-) -> tuple[ConsumerLoop, KafkaProducer]:
-    """The consumer loop of group ``registry`` (and its DLQ producer, for the caller to close)."""
+) -> ConsumerLoop:
+    """The consumer loop of group ``registry`` over the consumer and DLQ producer bootstrap built."""
     settings = registry.settings
-    session_timeout_ms = settings.consumer_session_timeout_ms
-    consumer = consumer or make_consumer(
-        settings.ferry,
-        settings.consumer_group,
-        TOPICS,
-        session_timeout_ms=session_timeout_ms,
-        heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
-    )
-    dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
-    loop = ConsumerLoop(
+    return ConsumerLoop(
         consumer=consumer,
         dlq_producer=dlq_producer,
         group=settings.consumer_group,
@@ -101,4 +92,3 @@ def build_consumer_loop(
         delivery_log=SqliteDeliveryLog(settings.ferry.home / "registry" / "delivery.sqlite"),
         max_attempts=settings.ferry.delivery_attempts,
     )
-    return loop, dlq_producer
