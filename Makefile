@@ -34,8 +34,8 @@ down: ## stop everything 'make up' started
 status: $(STAMP) ## each part's pid, port, state, health and last restart
 	$(BIN)/ferry status
 
-logs: ## follow every log under .ferry/logs
-	tail -n 20 -F $${FERRY_HOME:-.ferry}/logs/*.log
+logs: ## follow one service's log (make logs SERVICE=gateway), or every log under .ferry/logs
+	tail -n 20 -F $${FERRY_HOME:-.ferry}/logs/$(if $(SERVICE),$(SERVICE),*).log
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

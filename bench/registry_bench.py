@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.registry.adapters.memory import ListSender  # noqa: E402
 from services.registry.adapters.orm import ModelVersion, OutboxMessage, RegisteredModel  # noqa: E402
-from services.registry.bootstrap import Registry, bootstrap  # noqa: E402
+from services.registry.bootstrap import Registry, bootstrap, consumer_loop  # noqa: E402
 from services.registry.entrypoints.api import create_app  # noqa: E402
-from services.registry.entrypoints.consumer import TOPICS, build_consumer_loop  # noqa: E402
+from services.registry.entrypoints.consumer import TOPICS  # noqa: E402
 from services.registry.handlers import handle_model_decided, handle_model_trained  # noqa: E402
 from services.registry.service import version_from_event  # noqa: E402
 from services.registry.settings import RegistrySettings  # noqa: E402
@@ -313,7 +313,7 @@ def _run_end_to_end(registry: Registry, count: int, models: int, reader: InMemor
     events = [trained(f"e2e-{index % models}", registry.artifacts) for index in range(count)]
     request_ids = [event.request_id for event in events]
     consumer = make_consumer(registry.settings.ferry, registry.settings.consumer_group, TOPICS)
-    loop, dlq = build_consumer_loop(registry, consumer=consumer)
+    loop, dlq = consumer_loop(registry, consumer=consumer)
     registry.stop.clear()
     threads = [threading.Thread(target=loop.run, daemon=True), threading.Thread(target=registry.relay.run, daemon=True)]
     for thread in threads:

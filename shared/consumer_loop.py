@@ -50,7 +50,7 @@ from shared.envelope import Decoded, DecodeError, decode
 from shared.errors import PermanentError
 from shared.events import Event
 from shared.loop_telemetry import LoopTelemetry
-from shared.telemetry import spans_exported
+from shared.telemetry import CLIENT_ERROR, spans_exported
 
 log = logging.getLogger("shared.kafka")
 
@@ -100,6 +100,8 @@ class ConsumerLoop:
         self._poll_backoff = Backoff()
         self._idle_lag_at = 0.0
         self._closed = False
+        self.joined = threading.Event()
+        """Set once the consumer has joined its group and been given its share (readiness)."""
         subscription = consumer.subscription()
         if subscription:  # re-subscribe with our listener: commit on revoke, look for crashed batches on assign
             quiet = logging.getLogger("kafka.consumer.subscription_state")  # "subscription unchanged": we know
@@ -233,24 +235,24 @@ class ConsumerLoop:
         try:
             decoded = decode(record.headers, record.key, record.value)
         except DecodeError as error:
-            self._dead_letter(Original.of(record), reason=str(error), error_type="DecodeError")
+            self._dead_letter(Original.of(record), reason=str(error), error_type="DecodeError", client_error=True)
             return False
         event_type = type(decoded.event)
         if not record.topic.endswith(event_type.topic):
             reason = f"{decoded.meta.type_name} belongs on topic {event_type.topic!r}, not {record.topic!r}"
-            self._dead_letter(Original.of(record), reason=reason, error_type="WrongTopic")
+            self._dead_letter(Original.of(record), reason=reason, error_type="WrongTopic", client_error=True)
             return False
         handlers = self._handlers.get(event_type)
         if not handlers:
             reason = f"no handler for {decoded.meta.type_name} in consumer group {self._group!r}"
-            self._dead_letter(Original.of(record), reason=reason, error_type="NoHandler")
+            self._dead_letter(Original.of(record), reason=reason, error_type="NoHandler", client_error=True)
             return False
         try:
             self._dispatch(handlers, decoded, record.topic)
         except (_Retry, DeadLetterAborted):
             raise
         except PermanentError as error:
-            self._dead_letter(Original.of(record), reason=str(error), error_type="PermanentError")
+            self._dead_letter(Original.of(record), reason=str(error), error_type="PermanentError", client_error=True)
             return False
         except Exception as error:  # noqa: BLE001 - a handler bug must not kill the loop; the DLQ keeps the event
             log.exception("handler failed permanently", extra={"topic": record.topic, "offset": record.offset})
@@ -311,8 +313,24 @@ class ConsumerLoop:
             except Exception as failure:  # noqa: BLE001 - sorted out at the top of the next turn
                 error = failure
 
-    def _dead_letter(self, original: Original, *, reason: str, error_type: str, outcome: str = "dead_lettered") -> None:
-        log.warning("dead-lettering %s[%s]@%s: %s", original.topic, original.partition, original.offset, reason)
+    def _dead_letter(
+        self,
+        original: Original,
+        *,
+        reason: str,
+        error_type: str,
+        outcome: str = "dead_lettered",
+        client_error: bool = False,
+    ) -> None:
+        """``client_error``: the event itself is at fault (malformed, misplaced, contradicting), not the service."""
+        log.warning(
+            "dead-lettering %s[%s]@%s: %s",
+            original.topic,
+            original.partition,
+            original.offset,
+            reason,
+            extra=CLIENT_ERROR if client_error else None,
+        )
         # The copy is acked before the offset can be committed: nothing is lost in between.
         self._dead_letters.send(original, reason=reason, error_type=error_type)
         self._telemetry.dead_lettered(original.topic, outcome)
@@ -342,12 +360,13 @@ class ConsumerLoop:
             # Polling again would spin inside kafka-python on the same record: better to die and be seen.
             raise RuntimeError("a record cannot be read and its partition is unknown") from error
         offset = int(self.consumer.position(partition))
-        log.error(
+        log.warning(
             "record %s[%s]@%s cannot be read (%s); dead-lettering its coordinates and skipping it",
             partition.topic,
             partition.partition,
             offset,
             error,
+            extra=CLIENT_ERROR,
         )
         original = Original(partition.topic, partition.partition, offset, readable=False)
         try:
@@ -398,6 +417,7 @@ class ConsumerLoop:
         self._telemetry.forget(partitions)
 
     def partitions_came(self, partitions: set[TopicPartition]) -> None:
+        self.joined.set()
         for partition, (first, last) in self._guard.take_over(partitions).items():
             log.warning(
                 "partition %s[%s]: offsets %s..%s were in hand when its consumer died; handling "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,22 @@ log = logging.getLogger("shared.kafka")
 
 Handler = Callable[[Any, EventMeta], None]
 """A handler takes the typed event and its envelope; its dependencies are bound by bootstrap."""
+
+
+def bind_handlers(
+    table: Mapping[type[Any], Sequence[Callable[..., Any]]], **dependencies: Any
+) -> dict[type[Any], list[Handler]]:
+    """A service's ``HANDLERS`` table with the dependencies bound by closure: each handler is then called
+    ``handler(event, meta, **dependencies)``."""
+
+    def bind(handler: Callable[..., Any]) -> Handler:
+        def run(event: Any, meta: EventMeta) -> None:
+            handler(event, meta, **dependencies)
+
+        return run
+
+    return {event_type: [bind(handler) for handler in handlers] for event_type, handlers in table.items()}
+
 
 DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError, KafkaError)
 

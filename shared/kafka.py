@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, KafkaProducer
 
 from shared.consumer_loop import ConsumerLoop
-from shared.consumer_support import DEFAULT_TRANSIENT, Handler, RetryPolicy, is_transient
+from shared.consumer_support import DEFAULT_TRANSIENT, Handler, RetryPolicy, bind_handlers, is_transient
 from shared.dead_letter import dlq_topic
 from shared.envelope import encode
 from shared.events import Event
@@ -31,6 +31,7 @@ __all__ = [
     "ListPublisher",
     "Publisher",
     "RetryPolicy",
+    "bind_handlers",
     "dlq_topic",
     "is_transient",
     "make_consumer",

@@ -8,42 +8,13 @@ would cost a noticeable share of the loop's time.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections import Counter
 from collections.abc import Iterable
 
 from kafka.structs import TopicPartition
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
 
 METER = "ferry.kafka"
-
-# OpenTelemetry keeps the first callback registered under an instrument's name and ignores later ones,
-# so one process-wide gauge reports the lag of every loop alive in the process.
-_lag_sources: weakref.WeakSet[LoopTelemetry] = weakref.WeakSet()
-_gauge_lock = threading.Lock()
-_gauge_registered = False
-
-
-def _observe_lag(_: CallbackOptions) -> Iterable[Observation]:
-    for source in list(_lag_sources):
-        group = source.group
-        for partition, lag in dict(source.lag).items():
-            yield Observation(lag, {"group": group, "topic": partition.topic, "partition": str(partition.partition)})
-
-
-def _register_lag_gauge() -> None:
-    global _gauge_registered
-    with _gauge_lock:
-        if not _gauge_registered:
-            metrics.get_meter(METER).create_observable_gauge(
-                "ferry.kafka.consumer.lag",
-                [_observe_lag],
-                unit="{message}",
-                description="messages between a partition's end and the consumer's position",
-            )
-            _gauge_registered = True
 
 
 class LoopTelemetry:
@@ -56,13 +27,18 @@ class LoopTelemetry:
         self._dead_lettered = meter.create_counter(
             "ferry.events.dead_lettered", unit="1", description="events sent to the dead-letter topic"
         )
+        # A synchronous gauge: each loop sets its own series, so no process-wide registry of loops is
+        # needed (an observable gauge keeps only the first callback registered under its name).
+        self._lag = meter.create_gauge(
+            "ferry.kafka.consumer.lag",
+            unit="{message}",
+            description="messages between a partition's end and the consumer's position",
+        )
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._dead: Counter[str] = Counter()
         self.totals: Counter[tuple[str, str]] = Counter()
         """Every outcome since the loop started, by (topic, outcome); for tests and benchmarks."""
         self.lag: dict[TopicPartition, int] = {}
-        _lag_sources.add(self)
-        _register_lag_gauge()
 
     def count(self, topic: str, outcome: str, n: int = 1) -> None:
         """Count an outcome: handled, dead_lettered, retry_later, unreadable."""
@@ -83,7 +59,13 @@ class LoopTelemetry:
 
     def set_lag(self, partition: TopicPartition, lag: int) -> None:
         self.lag[partition] = max(0, lag)
+        self._lag.set(self.lag[partition], self._labels(partition))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions this loop no longer owns: their series drop to 0 here (the new owner reports them)."""
         for partition in partitions:
-            self.lag.pop(partition, None)
+            if self.lag.pop(partition, None) is not None:
+                self._lag.set(0, self._labels(partition))
+
+    def _labels(self, partition: TopicPartition) -> dict[str, str]:
+        return {"group": self.group, "topic": partition.topic, "partition": str(partition.partition)}

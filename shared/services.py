@@ -1,9 +1,9 @@
 """Ferry's service processes as the supervisor, ``ferry status`` and the monitor see them.
 
 Each service runs as ``python -m services.<name>``, stops cleanly on SIGTERM, and answers HTTP on its
-port (its API, or at least ``/metrics``). The port comes from the service's own environment variable,
-so one variable moves a service and everything that talks to it. ``shared`` names services here by
-string only: it never imports their code.
+port (its API, and in every service ``/healthz``, ``/readyz`` and ``/metrics``). The port comes from the
+service's own environment variable, so one variable moves a service and everything that talks to it.
+``shared`` names services here by string only: it never imports their code.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ServiceSpec:
 # In start order: the registry first (the others read it at start), the gateway before the monitor.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("registry", "FERRY_REGISTRY_PORT", 8081, "/healthz"),
-    ServiceSpec("trainer", "FERRY_TRAINER_METRICS_PORT", 8083, "/metrics"),
+    ServiceSpec("trainer", "FERRY_TRAINER_METRICS_PORT", 8083, "/healthz"),
     ServiceSpec("evaluator", "FERRY_EVALUATOR_PORT", 8084, "/healthz"),
     ServiceSpec("gateway", "FERRY_GATEWAY_PORT", 8080, "/v2/health/live"),
     ServiceSpec("monitor", "FERRY_MONITOR_PORT", 8082, "/healthz"),

@@ -92,14 +92,30 @@ class JsonFormatter(logging.Formatter):
         if context.is_valid:
             entry["trace_id"] = format(context.trace_id, "032x")
             entry["span_id"] = format(context.span_id, "016x")
+        event = getattr(record, "event", None)
+        if event is not None:  # e.g. "client_error": a mistake of the caller's, not the service's
+            entry["event"] = event
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
+CLIENT_ERROR = {"event": "client_error"}
+"""``extra=`` of a log call about a client's mistake (a bad request, a malformed event): WARNING or INFO,
+never ERROR, and marked so that an operator can tell them from the service's own failures."""
+
+
+def _mark_invalid_requests(record: logging.LogRecord) -> bool:
+    """uvicorn reports a malformed HTTP request on its ``uvicorn.error`` logger: a client's mistake."""
+    if record.name == "uvicorn.error" and str(record.msg).startswith("Invalid HTTP request"):
+        record.event = "client_error"
+    return True
+
+
 def configure_logging(service: str, *, level: str = "INFO", json_logs: bool = True) -> None:
     """Route the root logger to stderr, as JSON lines by default."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_mark_invalid_requests)
     handler.setFormatter(
         JsonFormatter(service) if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )
@@ -107,3 +123,8 @@ def configure_logging(service: str, *, level: str = "INFO", json_logs: bool = Tr
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
+    # httpx and httpcore log every request at INFO: the monitor's scrapes and the registry clients' calls
+    # would fill the log with lines nobody reads. FERRY_HTTP_CLIENT_LOG_LEVEL=INFO brings them back.
+    http_level = os.environ.get("FERRY_HTTP_CLIENT_LOG_LEVEL", "WARNING").upper()
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(http_level)

@@ -295,7 +295,7 @@ def _evaluator_app(workdir: Path) -> Any:
     from services.evaluator.domain.rollout import BakeBook
     from services.evaluator.entrypoints.api import create_app
 
-    return create_app(BakeBook(), alive=lambda: True, ready=lambda: True, clock=time.time)
+    return create_app(BakeBook(), clock=time.time)
 
 
 class _NoPublisher:

@@ -1,7 +1,10 @@
-"""The one place that builds the evaluator's real adapters (or takes fakes from a test)."""
+"""The one place that builds the evaluator's real adapters (or takes fakes from a test), and what the
+process runtime runs (``process``): the consumer loop (group ``evaluator``: ``model.registered`` and
+``alert``), the bake thread and the small HTTP face."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,15 +15,19 @@ from opentelemetry import metrics
 
 from services.evaluator.adapters.artifact_store import ModelLoader
 from services.evaluator.adapters.registry import RegistryRecords
+from services.evaluator.entrypoints.api import create_app
 from services.evaluator.entrypoints.bakes import BakeRunner
-from services.evaluator.entrypoints.consumer import build_consumer_loop
+from services.evaluator.entrypoints.consumer import TOPICS, build_consumer_loop
 from services.evaluator.handlers import EvaluatorDeps, RegistryReader, Rollout
 from services.evaluator.settings import EvaluatorSettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import ConsumerLoop, KafkaPublisher, make_producer
+from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 from shared.registry_client import RegistryClient
+from shared.runtime import Runtime
+from shared.topics import ensure_topics
 
 SOURCE = "ferry/evaluator"
+log = logging.getLogger("services.evaluator")
 DECISIONS = ("promote_canary", "promote", "reject", "rollback")
 
 
@@ -99,6 +106,31 @@ def bootstrap(
         closers.append(records.close)
         registry = records
     deps = build_deps(settings, publisher=publisher, registry=registry)
+    # An evaluation takes about a second: ten per poll keeps far inside Kafka's poll deadline.
+    consumer = consumer or make_consumer(settings.ferry, settings.consumer_group, TOPICS, max_poll_records=10)
     loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
     runner = BakeRunner(deps, stop=stop, resync_interval_s=settings.resync_interval_s)
     return EvaluatorService(settings, deps, loop, runner, stop, closers)
+
+
+def process(settings: EvaluatorSettings) -> Runtime:
+    """The evaluator process for the runtime (HTTP only when ``settings.port`` is not 0)."""
+    ensure_topics(settings.ferry)
+    service = bootstrap(settings)
+    runtime = Runtime("evaluator", stop=service.stop_event, shutdown_timeout_s=settings.shutdown_timeout_s)
+    runtime.worker("consumer-loop", service.loop.run)
+    runtime.worker("bakes", service.bakes.run)
+    runtime.probe("bakes", service.bakes.resynced.is_set)
+    runtime.probe("consumer", service.loop.joined.is_set)
+    runtime.on_close(service.close)
+    log.info(
+        "evaluator consuming %s and %s (group %s); registry %s",
+        settings.ferry.topic("model.registered"),
+        settings.ferry.topic("alert"),
+        settings.consumer_group,
+        settings.registry_url,
+    )
+    if settings.port:
+        app = create_app(service.deps.bakes, runtime, clock=service.deps.clock)
+        runtime.serve(app, settings.host, settings.port)
+    return runtime

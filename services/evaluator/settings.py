@@ -30,6 +30,7 @@ class EvaluatorSettings(BaseSettings):
     )
     registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
     consumer_group: str = Field(default="evaluator", min_length=1)
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, description="How long a stop waits for each worker")
 
     # --- the policy (defaults documented in the README) ---
     primary_metric: Literal["accuracy", "f1_macro"] = "accuracy"

@@ -1,123 +1,38 @@
 """The one place that builds the gateway's parts: store, sessions, fleet, request path, registry client,
-consumer loop. Tests pass a deployment source of their own, or no consumer loop."""
+consumer loop, access log, and its runtime (``process``). Tests pass a deployment source of their own,
+or no consumer loop."""
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import logging
-import os
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
 
-from services.gateway.adapters.access_log import AccessLog
+from services.gateway.adapters.access_log import AccessLog, RotatingFile
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.onnx_runtime import OnnxLoader
 from services.gateway.adapters.registry import DeploymentSource, RegistryDeployments
 from services.gateway.batching import Batcher
 from services.gateway.domain import Admission, RateLimiter, VersionSpec, batchable
+from services.gateway.entrypoints.api import GatewayApp, create_app
+from services.gateway.entrypoints.consumer import build_consumer_loop
 from services.gateway.fleet import Fleet, LoadedVersion
 from services.gateway.handlers import Deployer
-from services.gateway.service import Inference
+from services.gateway.service import Gateway, Inference
 from services.gateway.settings import GatewaySettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import ConsumerLoop
+from shared.events import DeploymentChanged
+from shared.kafka import ConsumerLoop, make_consumer, make_producer
 from shared.registry_client import RegistryClient, RetryBudget
+from shared.runtime import Runtime
+
+__all__ = ["SERVER_OPTIONS", "Gateway", "bootstrap", "build_app", "process", "version_loader"]
 
 log = logging.getLogger("services.gateway")
 
-LoopFactory = Callable[["Gateway"], ConsumerLoop]
-
-
-@dataclass
-class Gateway:
-    """A wired gateway. ``start`` (on the event loop) loads the registry's deployments in a thread, then
-    follows ``deployment.changed``; ``ready`` turns true once the first load is done."""
-
-    settings: GatewaySettings
-    fleet: Fleet
-    inference: Inference
-    deployer: Deployer
-    metrics: GatewayMetrics
-    source: DeploymentSource | None
-    loop_factory: LoopFactory | None
-    loaded: threading.Event = field(default_factory=threading.Event)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    failed: bool = False
-    consumer: ConsumerLoop | None = None
-    access_log: AccessLog | None = None
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    @property
-    def ready(self) -> bool:
-        consumer_alive = self.loop_factory is None or any(
-            t.name == "consumer-loop" and t.is_alive() for t in self._threads
-        )
-        return self.loaded.is_set() and consumer_alive and not self.failed
-
-    async def start(self) -> None:
-        self.deployer.loop = asyncio.get_running_loop()
-        if self.access_log is not None:
-            self.access_log.start()
-        thread = threading.Thread(target=self._guarded(self._follow), name="deployments", daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _follow(self) -> None:
-        if self.source is not None:
-            deployments = self.source.deployments()
-            for deployment in deployments:
-                self.deployer.apply(deployment)
-            log.info("loaded %d deployments from the registry", len(deployments))
-        self.loaded.set()
-        if self.loop_factory is not None and not self.stop_event.is_set():
-            # Started only now: the group reads from the earliest offset and skips revisions already
-            # served, so no change between the registry's answer and the group's join is missed.
-            self.consumer = self.loop_factory(self)
-            self.consumer.stop_event = self.stop_event
-            thread = threading.Thread(target=self._guarded(self.consumer.run), name="consumer-loop", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                target()
-            except BaseException:
-                if self.stop_event.is_set():
-                    log.info("%s ended while stopping", threading.current_thread().name)
-                    return
-                log.exception("%s crashed; stopping the gateway", threading.current_thread().name)
-                self._fail()
-                raise
-            if threading.current_thread().name == "consumer-loop" and not self.stop_event.is_set():
-                log.error("the consumer loop ended unexpectedly; stopping the gateway")
-                self._fail()
-
-        return run
-
-    def _fail(self) -> None:
-        self.failed = True
-        if self.loop_factory is not None:  # a real process: end it, and __main__ exits non-zero
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    async def stop(self) -> None:
-        self.stop_event.set()
-        await asyncio.to_thread(self._join)
-        await self.inference.drain_shadows()
-        await self.fleet.close()
-        if self.access_log is not None:
-            await self.access_log.stop()
-
-    def _join(self) -> None:
-        for thread in self._threads:
-            thread.join(self.settings.shutdown_timeout_s)
-
-    def queue_depths(self) -> Iterator[tuple[str, int, int]]:
-        for name, state in list(self.fleet.models.items()):
-            for version in state.loaded():
-                yield name, version.version, version.batcher.depth
+# uvicorn's fastest parts, and room for bursts of connections.
+SERVER_OPTIONS: dict[str, Any] = {"http": "httptools", "loop": "uvloop", "backlog": 4096}
 
 
 def version_loader(
@@ -152,11 +67,12 @@ def bootstrap(
     *,
     source: DeploymentSource | None = None,
     store: ArtifactStore | None = None,
-    loop_factory: LoopFactory | None = None,
     follow_kafka: bool = True,
+    runtime: Runtime | None = None,
 ) -> Gateway:
     """Build the gateway; tests pass a deployment source, a store, or ``follow_kafka=False``."""
     settings = settings or GatewaySettings()
+    runtime = runtime or Runtime("gateway", shutdown_timeout_s=settings.shutdown_timeout_s)
     fleet = Fleet(drain_timeout_s=settings.drain_timeout_s)
     admission = Admission(settings.max_inflight, shadow_share=settings.shadow_share, canary_share=settings.canary_share)
     holder: list[Gateway] = []
@@ -178,17 +94,14 @@ def bootstrap(
         keep_previous=settings.keep_previous,
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )
-    stop_event = threading.Event()
     if source is None:
         # At start the registry may not be up yet: each read waits for it up to startup_timeout_s,
         # unless the gateway is stopping.
-        budget = RetryBudget(attempts=None, total_s=settings.startup_timeout_s, give_up=stop_event.is_set)
+        budget = RetryBudget(attempts=None, total_s=settings.startup_timeout_s, give_up=runtime.stop_event.is_set)
         client = RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s, budget=budget)
-        source = RegistryDeployments(client)
-    if loop_factory is None and follow_kafka:
-        from services.gateway.entrypoints.consumer import build_consumer_loop
-
-        loop_factory = build_consumer_loop
+        deployments = RegistryDeployments(client)
+        runtime.on_close(deployments.close)
+        source = deployments
     gateway = Gateway(
         settings,
         fleet,
@@ -196,9 +109,50 @@ def bootstrap(
         deployer,
         metrics,
         source,
-        loop_factory,
-        access_log=AccessLog() if settings.access_log else None,
-        stop_event=stop_event,
+        runtime,
+        loop_factory=_loop_factory(settings, deployer, runtime) if follow_kafka else None,
+        access_log=_access_log(settings, runtime),
     )
     holder.append(gateway)
     return gateway
+
+
+def _loop_factory(settings: GatewaySettings, deployer: Deployer, runtime: Runtime) -> Callable[[], ConsumerLoop]:
+    """The consumer loop of this process's own group, built once the registry's deployments are loaded."""
+
+    def build() -> ConsumerLoop:
+        group = settings.consumer_group()
+        consumer = make_consumer(settings.ferry, group, [DeploymentChanged.topic], auto_offset_reset="earliest")
+        producer = make_producer(settings.ferry, client_id=f"{group}-dlq")
+        runtime.on_close(lambda: producer.close(timeout=10))
+        return build_consumer_loop(consumer, producer, group=group, deployer=deployer, stop=runtime.stop_event)
+
+    return build
+
+
+def _access_log(settings: GatewaySettings, runtime: Runtime) -> AccessLog | None:
+    """One line per request, in a file of its own (rotated), not in the service's log: at thousands of
+    requests a second they would bury every other line there."""
+    if not settings.access_log:
+        return None
+    path = settings.resolved_access_log_file
+    file = RotatingFile(path, max_bytes=settings.access_log_max_bytes, backups=settings.access_log_backups)
+    runtime.on_close(file.close)
+    return AccessLog(file)
+
+
+def build_app(settings: GatewaySettings) -> tuple[Gateway, GatewayApp]:
+    """The gateway and its ASGI app, for one serving process."""
+    gateway = bootstrap(settings)
+    app = create_app(gateway)
+    # What start-up allocated lives as long as the process: keep it out of every garbage collection,
+    # whose full passes would otherwise walk it again and again under load (tail latency).
+    gc.freeze()
+    return gateway, app
+
+
+def process(settings: GatewaySettings) -> Runtime:
+    """The gateway process for the runtime (one serving process; see __main__ for several)."""
+    gateway, app = build_app(settings)
+    gateway.runtime.serve(app, settings.host, settings.port, **SERVER_OPTIONS)
+    return gateway.runtime

@@ -155,11 +155,4 @@ def handle_deployment_changed(event: DeploymentChanged, meta: EventMeta, *, depl
     deployer.apply(deployment_of(event))
 
 
-def bind_handlers(deployer: Deployer) -> dict[type[Event], list[Callable[[Event, EventMeta], None]]]:
-    """The consumer loop's routing table, with the deployer bound."""
-
-    def on_deployment_changed(event: Event, meta: EventMeta) -> None:
-        assert isinstance(event, DeploymentChanged)
-        handle_deployment_changed(event, meta, deployer=deployer)
-
-    return {DeploymentChanged: [on_deployment_changed]}
+HANDLERS: dict[type[Event], list[Callable[..., None]]] = {DeploymentChanged: [handle_deployment_changed]}

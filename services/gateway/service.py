@@ -1,4 +1,5 @@
-"""The request path: rate limit, route, admit, run (batched, within the deadline), fall back, shadow.
+"""The request path: rate limit, route, admit, run (batched, within the deadline), fall back, shadow;
+and :class:`Gateway`, the wired whole that the HTTP edge serves and the runtime runs.
 
 Every step records on the request's :class:`Trail` which version served it and why, for its span, its
 access-log line and its metrics; the HTTP edge only decodes, calls :meth:`Inference.infer` and encodes.
@@ -9,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.gateway.adapters.access_log import AccessLog
 from services.gateway.adapters.metrics import GatewayMetrics
+from services.gateway.adapters.registry import DeploymentSource
 from services.gateway.domain import (
     Admission,
     DeadlineExceeded,
@@ -33,6 +37,10 @@ from services.gateway.domain import (
     choose_version,
 )
 from services.gateway.fleet import Fleet, LoadedVersion, ModelState
+from services.gateway.handlers import Deployer
+from services.gateway.settings import GatewaySettings
+from shared.kafka import ConsumerLoop
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -251,3 +259,71 @@ class Inference:
         """Wait for the shadow runs in flight (tests and shutdown)."""
         while self._shadows:
             await asyncio.gather(*list(self._shadows), return_exceptions=True)
+
+
+@dataclass
+class Gateway:
+    """A wired gateway. Its one worker (``follow``, run by ``runtime``) loads the registry's deployments,
+    then follows ``deployment.changed``; ``start`` and ``stop`` run on the event loop, around the worker."""
+
+    settings: GatewaySettings
+    fleet: Fleet
+    inference: Inference
+    deployer: Deployer
+    metrics: GatewayMetrics
+    source: DeploymentSource | None
+    runtime: Runtime
+    loop_factory: Callable[[], ConsumerLoop] | None = None
+    """Builds the consumer loop of ``deployment.changed`` (bootstrap's); None: follow nothing (tests)."""
+    access_log: AccessLog | None = None
+    loaded: threading.Event = field(default_factory=threading.Event)
+    consumer: ConsumerLoop | None = None
+
+    def __post_init__(self) -> None:
+        self.runtime.worker("deployments", self.follow)
+        self.runtime.probe("deployments", self.loaded.is_set)
+        if self.loop_factory is not None:
+            self.runtime.probe("consumer", lambda: self.consumer is not None and self.consumer.joined.is_set())
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.runtime.stop_event
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime.live() and all(self.runtime.checks().values())
+
+    async def start(self) -> None:
+        """On the event loop, before the worker starts: swaps happen on this loop."""
+        self.deployer.loop = asyncio.get_running_loop()
+        if self.access_log is not None:
+            self.access_log.start()
+
+    def follow(self) -> None:
+        if self.source is not None:
+            deployments = self.source.deployments()  # the source's client retries until the gateway stops
+            for deployment in deployments:
+                self.deployer.apply(deployment)
+            log.info("loaded %d deployments from the registry", len(deployments))
+        self.loaded.set()
+        if self.loop_factory is None:
+            self.stop_event.wait()
+            return
+        if self.stop_event.is_set():
+            return
+        # Started only now: the group reads from the earliest offset and skips revisions already
+        # served, so no change between the registry's answer and the group's join is missed.
+        self.consumer = self.loop_factory()
+        self.consumer.run()
+
+    async def stop(self) -> None:
+        """On the event loop, after the worker has been joined: finish shadows, release the sessions."""
+        await self.inference.drain_shadows()
+        await self.fleet.close()
+        if self.access_log is not None:
+            await self.access_log.stop()
+
+    def queue_depths(self) -> Iterator[tuple[str, int, int]]:
+        for name, state in list(self.fleet.models.items()):
+            for version in state.loaded():
+                yield name, version.version, version.batcher.depth

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
@@ -68,6 +69,11 @@ class GatewaySettings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, gt=0, description="Wait for in-flight requests before a release")
     warmup_batch: bool = Field(default=True, description="Warm up at the largest batch size too")
     access_log: bool = Field(default=True, description="One log line per request: id, model, version, route")
+    access_log_file: Path | None = Field(
+        default=None, description="Where the access log goes; default <home>/logs/gateway-access.log"
+    )
+    access_log_max_bytes: int = Field(default=50_000_000, ge=10_000, description="Size at which it is rotated")
+    access_log_backups: int = Field(default=3, ge=0, le=100, description="Rotated files kept (.1 is the newest)")
     trace_requests: bool | None = Field(
         default=None, description="A span per request; default: when OTEL_EXPORTER_OTLP_ENDPOINT is set"
     )
@@ -78,6 +84,10 @@ class GatewaySettings(BaseSettings):
     )
     startup_timeout_s: float = Field(default=120.0, gt=0, description="How long to wait for the registry at start")
     shutdown_timeout_s: float = Field(default=15.0, gt=0)
+
+    @property
+    def resolved_access_log_file(self) -> Path:
+        return (self.access_log_file or self.ferry.home / "logs" / "gateway-access.log").absolute()
 
     @property
     def tracing(self) -> bool:

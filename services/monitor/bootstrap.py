@@ -1,7 +1,10 @@
-"""The one place that builds the monitor's real adapters (or takes fakes from a test)."""
+"""The one place that builds the monitor's real adapters (or takes fakes from a test), and what the process
+runtime runs (``process``): the scrape-and-evaluate cycle, the delivery of alerts, the consumer loop of
+``deployment.changed`` and the API."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,14 +21,18 @@ from services.monitor.adapters.scraper import HttpScraper
 from services.monitor.adapters.webhooks import WebhookSink
 from services.monitor.domain.lifecycle import AlertBook
 from services.monitor.domain.series import SeriesStore
-from services.monitor.entrypoints.api import ApiDeps
+from services.monitor.entrypoints.api import ApiDeps, create_app
+from services.monitor.entrypoints.consumer import build_consumer_loop
 from services.monitor.handlers import DeployedVersions
 from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
-from shared.kafka import KafkaPublisher, Publisher, make_producer
+from shared.events import DeploymentChanged
+from shared.kafka import KafkaPublisher, Publisher, make_consumer, make_producer
 from shared.registry_client import RegistryClient, RetryBudget
+from shared.runtime import Runtime
 
 SOURCE = "ferry/monitor"
+log = logging.getLogger("services.monitor")
 
 
 @dataclass
@@ -105,6 +112,33 @@ def bootstrap(
     )
     register_gauges(monitor)
     return MonitorService(settings, monitor, dispatcher, publisher, deployed, webhook_tokens, closers=closers)
+
+
+def process(settings: MonitorSettings) -> Runtime:
+    """The monitor process for the runtime; raises RulesFileError when the rules cannot be used.
+
+    At a stop the dispatcher makes one last delivery attempt for what is queued, then everything closes.
+    """
+    service = bootstrap(settings)
+    monitor, stop = service.monitor, service.stop
+    log.info(
+        "monitor starting: %d rules, targets %s, webhooks %d",
+        len(monitor.rules.rules),
+        [f"{t.job}={t.url}" for t in monitor.targets],
+        len(settings.resolved_webhook_urls),
+    )
+    consumer = make_consumer(settings.ferry, settings.consumer_group, [DeploymentChanged.topic])
+    dlq_producer = make_producer(settings.ferry)
+    loop = build_consumer_loop(settings, service.deployed, consumer=consumer, producer=dlq_producer, stop=stop)
+    runtime = Runtime("monitor", stop=stop, shutdown_timeout_s=settings.shutdown_timeout_s)
+    runtime.worker("scrape-evaluate", lambda: monitor.run(stop, settings.scrape_interval_s))
+    runtime.worker("delivery", lambda: service.dispatcher.run(stop))
+    runtime.worker("consumer-loop", loop.run)
+    runtime.probe("consumer", loop.joined.is_set)
+    runtime.on_close(lambda: dlq_producer.close(timeout=10))
+    runtime.on_close(service.close)
+    runtime.serve(create_app(service.api_deps(), runtime), settings.host, settings.port)
+    return runtime
 
 
 def _dispatcher(settings: MonitorSettings, publisher: Publisher, closers: list[Callable[[], Any]]) -> Dispatcher:

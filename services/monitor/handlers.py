@@ -7,8 +7,7 @@ the ``ferry_monitor_drift_reference`` gauge that Prometheus's drift rule reads i
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from shared.envelope import EventMeta
 from shared.events import DeploymentChanged, Event
@@ -40,10 +39,4 @@ def handle_deployment_changed(event: DeploymentChanged, meta: EventMeta, *, depl
     deployed.apply(event)
 
 
-def build_handlers(deployed: DeployedVersions) -> dict[type[Event], Sequence[Callable[[Any, EventMeta], None]]]:
-    """The routing table, with dependencies bound by closure."""
-
-    def on_deployment(event: DeploymentChanged, meta: EventMeta) -> None:
-        handle_deployment_changed(event, meta, deployed=deployed)
-
-    return {DeploymentChanged: [on_deployment]}
+HANDLERS: dict[type[Event], list[Callable[..., None]]] = {DeploymentChanged: [handle_deployment_changed]}

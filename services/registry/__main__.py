@@ -1,16 +1,18 @@
-"""``python -m services.registry``: the registry process, as ``bootstrap.run`` wires it."""
+"""``python -m services.registry``: the registry process, as ``bootstrap.process`` wires it."""
 
 from __future__ import annotations
 
 import sys
 
-from services.registry.bootstrap import run
-from services.registry.settings import RegistrySettings
+from services.registry.bootstrap import process
+from services.registry.settings import InvalidApiTokens, RegistrySettings
+from shared.runtime import run
 
 
 def main() -> int:
-    """Run the registry until SIGTERM; returns the exit status."""
-    return run(RegistrySettings())
+    """Run the registry until SIGTERM; returns the exit status (2: unusable settings, 1: a worker died)."""
+    settings = RegistrySettings()
+    return run("registry", lambda: process(settings), log_level=settings.ferry.log_level, refuse=(InvalidApiTokens,))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,17 @@
 """The one place that wires the registry: engine, sessions, outbox relay, artifact store, API tokens
-(``bootstrap``), and the process around them: consumer loop, API server, threads, signals (``run``)."""
+(``bootstrap``), and what the process runtime runs: consumer loop, relay, API (``process``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import FrameType
 from typing import Any
 
-import uvicorn
+from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 from opentelemetry.metrics import Observation
 from pydantic_core import from_json
@@ -27,11 +24,11 @@ from services.registry.adapters import schema
 from services.registry.adapters.outbox import OutboxRelay, Sender
 from services.registry.adapters.repository import SqlUnitOfWork
 from services.registry.entrypoints.api import ApiDeps, create_app
-from services.registry.entrypoints.consumer import build_consumer_loop
-from services.registry.settings import InvalidApiTokens, RegistrySettings
+from services.registry.entrypoints.consumer import TOPICS, build_consumer_loop
+from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactStore
-from shared.kafka import kafka_answers, make_producer
-from shared.telemetry import setup_telemetry
+from shared.kafka import ConsumerLoop, RetryPolicy, kafka_answers, make_consumer, make_producer
+from shared.runtime import Runtime
 
 log = logging.getLogger("services.registry")
 
@@ -72,6 +69,13 @@ class Registry:
 
     def broker_answers(self) -> bool:
         return kafka_answers(self.settings.ferry.kafka_bootstrap)
+
+    def final_relay_pass(self) -> None:
+        """What was committed before the stop goes out now, not at the next start."""
+        try:
+            self.relay.relay_once()
+        except Exception as error:  # noqa: BLE001 - it stays in the outbox and goes out after the restart
+            log.warning("final outbox pass failed; rows stay pending until the next start: %s", error)
 
     def close(self) -> None:
         """Give up the relay's lock, release the outbox producer and the database pool."""
@@ -156,6 +160,28 @@ def bootstrap(
     return Registry(settings, engine, session_factory, read_session_factory, sender, relay, store, tokens, stop)
 
 
+def consumer_loop(
+    registry: Registry,
+    *,
+    consumer: KafkaConsumer | None = None,
+    dlq_producer: KafkaProducer | None = None,
+    retry: RetryPolicy | None = None,
+) -> tuple[ConsumerLoop, KafkaProducer]:
+    """The consumer loop of group ``registry``, and its DLQ producer for the caller to close; tests may
+    pass their own consumer, producer or retry policy."""
+    settings = registry.settings
+    session_timeout_ms = settings.consumer_session_timeout_ms
+    consumer = consumer or make_consumer(
+        settings.ferry,
+        settings.consumer_group,
+        TOPICS,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
+    )
+    dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
+    return build_consumer_loop(registry, consumer=consumer, dlq_producer=dlq_producer, retry=retry), dlq_producer
+
+
 def make_outbox_producer(settings: RegistrySettings) -> Sender:
     """The relay's producer: acks=all, no linger (the relay waits for each wave's acks), and not idempotent.
 
@@ -190,89 +216,20 @@ def describe(settings: RegistrySettings, tokens: dict[str, str]) -> dict[str, An
     }
 
 
-def run(settings: RegistrySettings) -> int:
-    """The registry process: migrate, then the consumer loop, the outbox relay and the API until SIGTERM.
+def process(settings: RegistrySettings) -> Runtime:
+    """The registry process for the runtime: migrate, then the consumer loop, the outbox relay and the API.
 
-    SIGTERM or SIGINT stops the HTTP server, then the consumer loop and the relay (which makes one last
-    pass, so that what was committed goes out), then closes the producers and the database pool. Exits
-    2 on unusable settings (a placeholder token), 1 when a worker thread died, 0 after a clean stop.
+    At a stop, the relay makes one last pass (what was committed goes out now, not at the next start),
+    then the producers and the database pool are closed. Raises InvalidApiTokens on a placeholder token.
     """
-    telemetry = setup_telemetry("registry", log_level=settings.ferry.log_level)
-    try:
-        registry = bootstrap(settings)
-    except InvalidApiTokens as error:
-        log.error("refusing to start: %s", error)
-        print(f"ferry registry: refusing to start: {error}", file=sys.stderr)
-        telemetry.shutdown()
-        return 2
+    registry = bootstrap(settings)
     log.info("registry starting: %s", describe(settings, registry.tokens))
-    loop, dlq_producer = build_consumer_loop(registry)
-    app = create_app(settings, registry.api_deps())
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
-    )
-    server = uvicorn.Server(config)
-    crashed = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        server.should_exit = True
-        registry.stop.set()
-
-    # uvicorn swaps in its own handlers while serving and re-raises the signal after: ours then runs.
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    workers = [
-        threading.Thread(target=_guarded(loop.run, server, registry.stop, crashed), name="consumer-loop", daemon=True),
-        threading.Thread(
-            target=_guarded(registry.relay.run, server, registry.stop, crashed), name="outbox-relay", daemon=True
-        ),
-    ]
-    for worker in workers:
-        worker.start()
-    log.info("registry serving on http://%s:%s (OpenAPI at /docs)", settings.host, settings.port)
-    try:
-        server.run()
-    finally:
-        _shutdown(registry, workers, dlq_producer, settings.shutdown_timeout_s)
-        telemetry.shutdown()
-    return 1 if crashed.is_set() else 0
-
-
-def _guarded(
-    target: Callable[[], None], server: uvicorn.Server, stop: threading.Event, crashed: threading.Event
-) -> Callable[[], None]:
-    """Run a worker; if it dies while the service should be running, bring the whole process down (non-zero)."""
-
-    def run_worker() -> None:
-        try:
-            target()
-        except BaseException:
-            log.exception("%s crashed; stopping the registry", threading.current_thread().name)
-            crashed.set()
-            server.should_exit = True
-            raise
-        if not stop.is_set():
-            log.error("%s ended unexpectedly; stopping the registry", threading.current_thread().name)
-            crashed.set()
-            server.should_exit = True
-
-    return run_worker
-
-
-def _shutdown(registry: Registry, workers: list[threading.Thread], dlq_producer: Any, timeout_s: float) -> None:
-    registry.stop.set()
-    for worker in workers:
-        worker.join(timeout_s)
-    try:
-        registry.relay.relay_once()  # what was committed before the stop goes out now, not at the next start
-    except Exception as error:  # noqa: BLE001 - it stays in the outbox and goes out after the restart
-        log.warning("final outbox pass failed; rows stay pending until the next start: %s", error)
-    dlq_producer.close(timeout=10)
-    registry.close()
-    log.info("registry stopped")
+    loop, dlq_producer = consumer_loop(registry)
+    runtime = Runtime("registry", stop=registry.stop, shutdown_timeout_s=settings.shutdown_timeout_s)
+    runtime.worker("consumer-loop", loop.run)
+    runtime.worker("outbox-relay", registry.relay.run)
+    runtime.on_close(registry.final_relay_pass)
+    runtime.on_close(lambda: dlq_producer.close(timeout=10))
+    runtime.on_close(registry.close)
+    runtime.serve(create_app(settings, registry.api_deps(), runtime), settings.host, settings.port)
+    return runtime

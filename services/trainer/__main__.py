@@ -1,7 +1,20 @@
-"""``python -m services.trainer``: the trainer process (see entrypoints/consumer.py)."""
+"""``python -m services.trainer``: the trainer process, as ``bootstrap.process`` wires it, run by the
+process runtime (shared/runtime.py). SIGTERM lets the run in hand finish (for up to the shutdown timeout;
+an unfinished run is redelivered), commits, and exits 0; a dead consumer loop exits 1."""
+
+from __future__ import annotations
 
 import sys
 
-from services.trainer.entrypoints.consumer import main
+from services.trainer.bootstrap import process
+from services.trainer.settings import TrainerSettings
+from shared.runtime import run
 
-sys.exit(main())
+
+def main() -> int:
+    settings = TrainerSettings()
+    return run("trainer", lambda: process(settings), log_level=settings.ferry.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

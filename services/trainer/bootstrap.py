@@ -1,7 +1,9 @@
-"""The one place that builds the trainer's real adapters (or takes fakes from a test)."""
+"""The one place that builds the trainer's real adapters (or takes fakes from a test), and what the process
+runtime runs (``process``): the consumer loop and the small HTTP face."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,16 +15,20 @@ from opentelemetry import metrics
 from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.scratch import clean_stale_runs
 from services.trainer.adapters.teachers import RegistryTeachers, TeacherSource
-from services.trainer.handlers import TrainerDeps, build_handlers
+from services.trainer.entrypoints.api import create_app
+from services.trainer.entrypoints.consumer import build_consumer_loop
+from services.trainer.handlers import TrainerDeps
 from services.trainer.service import JobLimits
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
-from shared.delivery import SqliteDeliveryLog
 from shared.events import TrainingRequested
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 from shared.registry_client import RegistryClient
+from shared.runtime import Runtime
+from shared.topics import ensure_topics
 
 SOURCE = "ferry/trainer"
+log = logging.getLogger("services.trainer")
 
 
 @dataclass
@@ -104,18 +110,22 @@ def bootstrap(
         max_poll_records=1,
         max_poll_interval_ms=settings.max_poll_interval_ms,
     )
-    loop = ConsumerLoop(
-        consumer=consumer,
-        dlq_producer=producer,
-        group=settings.consumer_group,
-        handlers=build_handlers(deps),
-        stop=stop,
-        # A request that kills the trainer every time (out of memory, a native crash) is dead-lettered
-        # after FERRY_DELIVERY_ATTEMPTS deaths instead of being trained forever; counted per host.
-        delivery_log=SqliteDeliveryLog(settings.ferry.home / "trainer" / "delivery.sqlite"),
-        max_attempts=settings.ferry.delivery_attempts,
-    )
+    loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
     closers: list[Callable[[], Any]] = [publisher.close]
     if isinstance(deps.teachers, RegistryTeachers):
         closers.append(deps.teachers.close)
     return TrainerService(settings=settings, deps=deps, loop=loop, closers=closers)
+
+
+def process(settings: TrainerSettings) -> Runtime:
+    """The trainer process for the runtime (HTTP only when ``settings.metrics_port`` is not 0)."""
+    ensure_topics(settings.ferry)
+    service = bootstrap(settings)
+    runtime = Runtime("trainer", stop=service.loop.stop_event, shutdown_timeout_s=settings.shutdown_timeout_s)
+    runtime.worker("consumer-loop", service.loop.run)
+    runtime.probe("consumer", service.loop.joined.is_set)
+    runtime.on_close(service.close)
+    log.info("trainer consuming %s", settings.ferry.topic("training.requested"))
+    if settings.metrics_port:
+        runtime.serve(create_app(runtime), settings.host, settings.metrics_port)
+    return runtime

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,6 +21,7 @@ from shared.envelope import EventMeta
 from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, TrainingStatus
 from shared.faults import fault_point
 from shared.kafka import is_transient
+from shared.telemetry import CLIENT_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
     try:
         trained = _train(event, deps)
     except TrainingFailed as failure:
-        log.info("training request %s failed: %s", event.request_id, failure)
+        log.info("training request %s failed: %s", event.request_id, failure, extra=CLIENT_ERROR)
         deps.publish(_status(event, "failed", reason=str(failure)))
         deps.record_outcome("failed", time.monotonic() - started)
         return
@@ -145,6 +146,4 @@ def _status(event: TrainingRequested, state: State, **fields: Any) -> TrainingSt
     return TrainingStatus(model_name=event.model_name, request_id=event.request_id, state=state, **fields)
 
 
-def build_handlers(deps: TrainerDeps) -> Mapping[type[Event], Sequence[Callable[[Any, EventMeta], None]]]:
-    """The routing table, with the dependencies bound."""
-    return {TrainingRequested: [partial(handle_training_requested, deps=deps)]}
+HANDLERS: dict[type[Event], list[Callable[..., None]]] = {TrainingRequested: [handle_training_requested]}

@@ -26,7 +26,13 @@ class TrainerSettings(BaseSettings):
     budget_s: float = Field(default=1800.0, gt=0, description="Wall-clock limit of one training run")
     max_world_size: int = Field(default=8, ge=1, le=64, description="Largest DDP world a request may ask for")
     work_dir: Path | None = Field(default=None, description="Scratch folder for runs; default <home>/trainer/work")
-    metrics_port: int = Field(default=8083, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off")
+    metrics_port: int = Field(
+        default=8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics; 0 turns them off"
+    )
+    host: str = Field(default="127.0.0.1", description="Interface of /healthz, /readyz and /metrics")
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="How long a stop waits for the run in hand before leaving it to a redelivery"
+    )
     # One intra-op thread by default: Ferry's models are small, trainers scale out as processes, and
     # on a shared machine torch's spinning thread pool slows a run down 5-10x when cores are busy.
     torch_threads: int = Field(default=1, ge=1, le=256, description="torch intra-op threads of the process")

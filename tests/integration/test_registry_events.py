@@ -14,8 +14,7 @@ from test_registry_support import TopicReader, committed, publish, running, trai
 from services.registry.adapters.memory import ListSender
 from services.registry.adapters.orm import AppliedEvent, DeploymentHistory, Evaluation, ModelVersion
 from services.registry.adapters.repository import SqlUnitOfWork
-from services.registry.bootstrap import Registry, bootstrap
-from services.registry.entrypoints.consumer import build_consumer_loop
+from services.registry.bootstrap import Registry, bootstrap, consumer_loop
 from services.registry.settings import RegistrySettings
 from shared.events import DeploymentChanged, ModelDecided, ModelRegistered
 from shared.kafka import RetryPolicy, make_consumer
@@ -100,7 +99,7 @@ def test_a_database_outage_is_retried_never_dead_lettered(
 
     broken.uow = counted_uow  # type: ignore[method-assign]
     consumer = make_consumer(ferry, registry_settings.consumer_group, ["model.trained", "model.decided"])
-    loop, dlq = build_consumer_loop(broken, consumer=consumer, retry=RetryPolicy(attempts=2, first_backoff_s=0.01))
+    loop, dlq = consumer_loop(broken, consumer=consumer, retry=RetryPolicy(attempts=2, first_backoff_s=0.01))
     dead = topic_reader("model.trained.dlq")
     event = trained_event(store=broken.artifacts)
     publish(ferry, event)

@@ -20,8 +20,7 @@ from kafka.structs import TopicPartition
 from pydantic import SecretStr
 from support import wait_for
 
-from services.registry.bootstrap import Registry, bootstrap
-from services.registry.entrypoints.consumer import build_consumer_loop
+from services.registry.bootstrap import Registry, bootstrap, consumer_loop
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactStore
 from shared.envelope import Decoded, decode
@@ -93,7 +92,7 @@ def running(registry: Registry, *, relay: bool = True, consumer: bool = True) ->
     dlq = None
     registry.stop.clear()
     if consumer:
-        loop, dlq = build_consumer_loop(registry, retry=RetryPolicy(attempts=2, first_backoff_s=0.05))
+        loop, dlq = consumer_loop(registry, retry=RetryPolicy(attempts=2, first_backoff_s=0.05))
         threads.append(threading.Thread(target=loop.run, name="test-consumer", daemon=True))
     if relay:
         threads.append(threading.Thread(target=registry.relay.run, name="test-relay", daemon=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ from services.evaluator.domain.rollout import Bake, BakeBook
 from services.evaluator.entrypoints.api import create_app
 from shared.errors import PermanentError, TransientError
 from shared.registry_client import RegistryClient, RetryBudget
+from shared.runtime import Runtime
+from shared.waiting import wait_for
 
 NOW = "2026-01-01T00:00:00Z"
 VERSION = {
@@ -111,14 +114,20 @@ def test_a_registry_that_is_away_is_transient_and_a_refusal_permanent(answer: An
 def test_the_http_face_tells_health_readiness_and_pending_bakes() -> None:
     bakes = BakeBook()
     bakes.schedule(Bake("digits", 2, 1_000.0))
-    state = {"alive": True, "ready": False}
-    app = create_app(bakes, alive=lambda: state["alive"], ready=lambda: state["ready"], clock=lambda: 990.0)
+    state = {"ready": False}
+    release = threading.Event()
+    runtime = Runtime("evaluator", readiness={"bakes": lambda: state["ready"]})
+    runtime.worker("bakes", release.wait)  # a worker that ends while the service should run
+    app = create_app(bakes, runtime, clock=lambda: 990.0)
     with TestClient(app) as http:
         assert http.get("/healthz").status_code == 200
         assert http.get("/readyz").status_code == 503
-        state["ready"], state["alive"] = True, False
-        assert http.get("/readyz").json() == {"status": "ready"}
-        assert http.get("/healthz").json()["error"] == "a worker thread has stopped"
+        state["ready"] = True
+        assert http.get("/readyz").json() == {"status": "ready", "checks": {"bakes": True}}
+        release.set()
+        wait_for(lambda: runtime.failure is not None, what="the worker's end to be noticed", timeout_s=10)
+        assert http.get("/healthz").json()["error"] == "worker bakes ended unexpectedly"
+        assert http.get("/readyz").status_code == 503
         [pending] = http.get("/api/v1/bakes").json()
         assert (pending["model_name"], pending["version"], pending["due_in_s"]) == ("digits", 2, 10.0)
         assert http.get("/metrics").status_code == 200

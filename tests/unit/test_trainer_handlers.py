@@ -10,8 +10,8 @@ from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.teachers import StaticTeachers
 from services.trainer.domain import Teacher
 from services.trainer.handlers import (
+    HANDLERS,
     TrainerDeps,
-    build_handlers,
     handle_training_requested,
     model_trained_event_id,
 )
@@ -20,7 +20,7 @@ from shared.artifacts import ArtifactStore, sha256_of
 from shared.envelope import EventMeta
 from shared.errors import TransientError
 from shared.events import Compression, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus, utc_now
-from shared.kafka import ListPublisher
+from shared.kafka import ListPublisher, bind_handlers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -200,6 +200,6 @@ def test_a_trainer_bug_is_reported_then_raised_for_the_dlq(tmp_path: Path) -> No
 
 def test_the_routing_table_binds_the_dependencies(tmp_path: Path) -> None:
     publisher = ListPublisher()
-    [handler] = build_handlers(_deps(tmp_path, publisher))[TrainingRequested]
+    [handler] = bind_handlers(HANDLERS, deps=_deps(tmp_path, publisher))[TrainingRequested]
     handler(_request(dataset="sklearn:nope"), META)
     assert _states(publisher) == ["started", "failed"]

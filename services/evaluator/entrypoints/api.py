@@ -1,4 +1,4 @@
-"""The evaluator's small HTTP face: /healthz, /readyz, /metrics and the pending bakes."""
+"""The evaluator's small HTTP face: the pending bakes, beside the runtime's /healthz, /readyz and /metrics."""
 
 from __future__ import annotations
 
@@ -7,29 +7,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 
 from services.evaluator.domain.rollout import BakeBook
-from shared.telemetry import metrics_payload
+from shared.runtime import Runtime
 
 
-def create_app(
-    bakes: BakeBook, *, alive: Callable[[], bool], ready: Callable[[], bool], clock: Callable[[], float]
-) -> FastAPI:
-    """``alive``: the worker threads run; ``ready``: the bakes were rebuilt from the registry."""
-    app = FastAPI(title="Ferry evaluator", version="1.0.0", docs_url="/docs")
-
-    @app.get("/healthz", summary="Liveness: the consumer loop and the bake thread run")
-    def healthz() -> Response:
-        if alive():
-            return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "failing", "error": "a worker thread has stopped"}, status_code=503)
-
-    @app.get("/readyz", summary="Readiness: the pending bakes have been rebuilt from the registry")
-    def readyz() -> Response:
-        if ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "unavailable", "error": "bakes not rebuilt from the registry yet"}, 503)
+def create_app(bakes: BakeBook, runtime: Runtime | None = None, *, clock: Callable[[], float]) -> FastAPI:
+    """``runtime`` (the process's; a bare one for a test) runs the consumer loop and the bake thread in the
+    app's lifespan and answers /healthz, /readyz (its probes: the bakes rebuilt, the consumer joined) and
+    /metrics."""
+    runtime = runtime or Runtime("evaluator")
+    app = FastAPI(title="Ferry evaluator", version="1.0.0", docs_url="/docs", lifespan=runtime.lifespan)
+    runtime.add_routes(app)
 
     @app.get("/api/v1/bakes", summary="Canaries waiting for their bake to end")
     def pending_bakes() -> list[dict[str, Any]]:
@@ -43,10 +32,5 @@ def create_app(
             }
             for bake in bakes.pending()
         ]
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    def metrics_endpoint() -> Response:
-        payload, content_type = metrics_payload()
-        return Response(content=payload, media_type=content_type)
 
     return app

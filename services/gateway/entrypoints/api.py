@@ -6,6 +6,7 @@ everything else to FastAPI (metadata, health, ``/metrics``, ``/admin/faults``, t
 No ``from __future__ import annotations``: FastAPI must resolve annotations naming local objects.
 """
 
+import asyncio
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,11 +20,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.gateway.bootstrap import Gateway
 from services.gateway.domain import Fault
 from services.gateway.entrypoints.infer_route import InferRoute, infer_target
 from services.gateway.fleet import LoadedVersion, ModelState
-from shared.telemetry import metrics_payload
+from services.gateway.service import Gateway
 
 SERVER_NAME = "ferry-gateway"
 SERVER_VERSION = "0.1.0"
@@ -64,15 +64,20 @@ class GatewayApp:
 
 
 def create_app(gateway: Gateway) -> GatewayApp:
-    """The gateway's ASGI application; its lifespan starts and stops ``gateway``."""
+    """The gateway's ASGI application; its lifespan starts ``gateway`` on the event loop, then its runtime's
+    workers, and stops them in the reverse order."""
+    runtime = gateway.runtime
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        runtime.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(runtime.stop_workers)
             await gateway.stop()
+            await asyncio.to_thread(runtime.close)
 
     api = FastAPI(
         title="Ferry gateway",
@@ -83,7 +88,8 @@ def create_app(gateway: Gateway) -> GatewayApp:
     )
     _install_error_handlers(api)
     _add_protocol_routes(api, gateway)
-    _add_operations_routes(api, gateway)
+    runtime.add_routes(api)
+    _add_status_route(api, gateway)
     _add_admin_routes(api, gateway)
     return GatewayApp(gateway, api)
 
@@ -140,9 +146,10 @@ def _add_protocol_routes(api: FastAPI, gateway: Gateway) -> None:
     async def server_metadata() -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
 
-    @api.get("/v2/health/live", tags=tags, summary="Liveness")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    @api.get("/v2/health/live", tags=tags, summary="Liveness: the process and its worker run")
+    async def live() -> Response:
+        is_live = gateway.runtime.live()
+        return JSONResponse(status_code=200 if is_live else 503, content={"live": is_live})
 
     @api.get("/v2/health/ready", tags=tags, summary="Readiness: deployments loaded and followed")
     async def ready() -> Response:
@@ -184,22 +191,7 @@ async def _documented_pinned_infer(name: str, version: str, body: InferRequestDo
     raise HTTPException(500, "the inference route is served before FastAPI")  # pragma: no cover
 
 
-def _add_operations_routes(api: FastAPI, gateway: Gateway) -> None:
-    @api.get("/healthz", tags=["operations"], summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @api.get("/readyz", tags=["operations"], summary="Readiness")
-    async def readyz() -> Response:
-        is_ready = gateway.ready
-        body = {"status": "ready" if is_ready else "unavailable"}
-        return JSONResponse(status_code=200 if is_ready else 503, content=body)
-
-    @api.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
-    async def metrics_endpoint() -> Response:
-        payload, content_type = metrics_payload()
-        return Response(content=payload, media_type=content_type)
-
+def _add_status_route(api: FastAPI, gateway: Gateway) -> None:
     @api.get("/status", tags=["operations"], summary="What each model serves in this process")
     async def status() -> dict[str, Any]:
         return {

@@ -9,26 +9,22 @@ at start and the group's join can be missed, which a start at the latest offset 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
 
-from services.gateway.handlers import bind_handlers
-from shared.events import DeploymentChanged
-from shared.kafka import ConsumerLoop, make_consumer, make_producer
+from kafka import KafkaConsumer, KafkaProducer
 
-if TYPE_CHECKING:
-    from services.gateway.bootstrap import Gateway
+from services.gateway.handlers import HANDLERS, Deployer
+from shared.kafka import ConsumerLoop, bind_handlers
 
 
-def build_consumer_loop(gateway: Gateway) -> ConsumerLoop:
+def build_consumer_loop(
+    consumer: KafkaConsumer, dlq_producer: KafkaProducer, *, group: str, deployer: Deployer, stop: threading.Event
+) -> ConsumerLoop:
     """The consumer loop of this process's own group, with the deployer bound to the handler."""
-    settings = gateway.settings
-    group = settings.consumer_group()
-    consumer = make_consumer(settings.ferry, group, [DeploymentChanged.topic], auto_offset_reset="earliest")
-    producer = make_producer(settings.ferry, client_id=f"{group}-dlq")
     return ConsumerLoop(
         consumer=consumer,
-        dlq_producer=producer,
+        dlq_producer=dlq_producer,
         group=group,
-        handlers=bind_handlers(gateway.deployer),
-        stop=gateway.stop_event,
+        handlers=bind_handlers(HANDLERS, deployer=deployer),
+        stop=stop,
     )

@@ -24,7 +24,7 @@ from services.monitor.provisioning.promql import condition
 from services.monitor.service import Monitor
 from services.monitor.settings import DEFAULT_WEBHOOK_MAX_BYTES
 from shared.events import Event
-from shared.telemetry import metrics_payload
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +92,19 @@ class AlertsOut(BaseModel):
     recent: list[AlertOut]
 
 
-def create_app(deps: ApiDeps) -> FastAPI:
+def create_app(deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
+    """The monitor's API; ``runtime`` (the process's; a bare one for a test) runs the workers in the app's
+    lifespan and answers /healthz, /readyz and /metrics."""
+    runtime = runtime or Runtime("monitor")
     app = FastAPI(
         title="Ferry monitor",
         version="1.0.0",
         description='Alert rules over every service\'s metrics. Errors are JSON: {"error": "..."}.',
+        lifespan=runtime.lifespan,
     )
     _install_error_handlers(app)
+    runtime.add_routes(app)
     monitor = deps.monitor
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metrics")
-    def prometheus_metrics() -> Response:
-        body, content_type = metrics_payload()
-        return Response(content=body, media_type=content_type)
 
     @app.get("/api/v1/alerts", summary="Active alerts (pending and firing) and recently resolved ones")
     def alerts() -> AlertsOut:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import threading
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
-from services.monitor.handlers import DeployedVersions, build_handlers
+from services.monitor.handlers import HANDLERS, DeployedVersions
 from services.monitor.settings import MonitorSettings
-from shared.events import DeploymentChanged
-from shared.kafka import ConsumerLoop, make_consumer
+from shared.kafka import ConsumerLoop, bind_handlers
 
 
 def build_consumer_loop(
-    settings: MonitorSettings, deployed: DeployedVersions, *, producer: KafkaProducer, stop: threading.Event
+    settings: MonitorSettings,
+    deployed: DeployedVersions,
+    *,
+    consumer: KafkaConsumer,
+    producer: KafkaProducer,
+    stop: threading.Event,
 ) -> ConsumerLoop:
-    consumer = make_consumer(settings.ferry, settings.consumer_group, [DeploymentChanged.topic])
     return ConsumerLoop(
         consumer=consumer,
         dlq_producer=producer,
         group=settings.consumer_group,
-        handlers=build_handlers(deployed),
+        handlers=bind_handlers(HANDLERS, deployed=deployed),
         stop=stop,
     )

@@ -24,7 +24,7 @@ from services.registry.entrypoints.schemas import InvalidCursor
 from services.registry.settings import RegistrySettings
 from shared.artifacts import ArtifactStore
 from shared.errors import PermanentError, TransientError
-from shared.telemetry import metrics_payload
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,22 @@ class ApiDeps:
     """Bearer token → user (settings.api_tokens()); writes are refused while it is empty."""
 
 
-def create_app(settings: RegistrySettings, deps: ApiDeps) -> FastAPI:
+def create_app(settings: RegistrySettings, deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
     """The FastAPI application: /api/v1 routes, /healthz, /readyz, /metrics, OpenAPI at /docs.
+
+    ``runtime`` (the process's, from bootstrap; a bare one for a test) runs the workers in the app's
+    lifespan and answers the operations routes, with ``deps.readiness`` as its probes.
 
     OpenTelemetry's FastAPI instrumentation joins each request to its caller's trace (``traceparent``) and
     records ``http.server.duration`` by route template (``http_server_duration_milliseconds`` on /metrics).
     """
-    app = FastAPI(title="Ferry registry", version="1.0.0", description=DESCRIPTION)
+    runtime = runtime or Runtime("registry")
+    for name, probe in deps.readiness.items():
+        runtime.probe(name, probe)
+    app = FastAPI(title="Ferry registry", version="1.0.0", description=DESCRIPTION, lifespan=runtime.lifespan)
     _install_error_handlers(app)
     app.include_router(models_router(settings, deps), prefix="/api/v1")
-    _add_operations_routes(app, deps)
+    runtime.add_routes(app)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz,/readyz")
     return app
 
@@ -99,36 +105,3 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     for kind in (OperationalError, InterfaceError, PoolTimeout, TransientError):
         app.add_exception_handler(kind, unavailable)
-
-
-def _add_operations_routes(app: FastAPI, deps: ApiDeps) -> None:
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        tags=["operations"],
-        summary="Readiness: database and broker reachable",
-        responses={503: {"description": "a dependency is unreachable"}},
-    )
-    def readyz() -> Response:
-        checks = {name: _safe_check(check) for name, check in deps.readiness.items()}
-        ready = all(checks.values())
-        body = {"status": "ready" if ready else "unavailable", "checks": checks}
-        if not ready:
-            body["error"] = "not ready: " + ", ".join(name for name, ok in checks.items() if not ok)
-        return JSONResponse(status_code=200 if ready else 503, content=body)
-
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
-    def metrics_endpoint() -> Response:
-        payload, content_type = metrics_payload()
-        return Response(content=payload, media_type=content_type)
-
-
-def _safe_check(check: Callable[[], bool]) -> bool:
-    try:
-        return bool(check())
-    except Exception as error:  # noqa: BLE001 - a failing probe means "not ready", never a 500
-        log.warning("readiness check failed: %s", error)
-        return False

@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from services.registry.adapters.repository import retry_conflicts
+from services.registry.adapters.repository import UnitOfWork, retry_conflicts
 from services.registry.domain import RegistryError
 from services.registry.handlers import HANDLERS, handle_model_decided, handle_model_trained
 from services.registry.service import Registration
+from services.registry.settings import RegistrySettings
+from shared.artifacts import ArtifactStore
 from shared.delivery import SqliteDeliveryLog
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
 from shared.events import Event
-from shared.kafka import DEFAULT_TRANSIENT, ConsumerLoop, Handler, RetryPolicy, make_consumer, make_producer
-
-if TYPE_CHECKING:
-    from services.registry.bootstrap import Registry
+from shared.kafka import DEFAULT_TRANSIENT, ConsumerLoop, Handler, RetryPolicy
 
 TOPICS = ("model.trained", "model.decided")
 # The database being away is a transient fault: retried, re-polled, never dead-lettered.
 TRANSIENT: tuple[type[BaseException], ...] = (*DEFAULT_TRANSIENT, OperationalError, InterfaceError, PoolTimeout)
+
+
+class Registry(Protocol):
+    """What the consumer needs of the wired registry (bootstrap's ``Registry``, or a test's)."""
+
+    settings: RegistrySettings
+    artifacts: ArtifactStore
+    stop: threading.Event
+
+    def uow(self) -> UnitOfWork: ...
 
 
 def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
@@ -63,22 +73,13 @@ def bind_handlers(registry: Registry) -> dict[type[Event], list[Handler]]:
 def build_consumer_loop(
     registry: Registry,
     *,
-    consumer: KafkaConsumer | None = None,
-    dlq_producer: KafkaProducer | None = None,
+    consumer: KafkaConsumer,
+    dlq_producer: KafkaProducer,
     retry: RetryPolicy | None = None,
-) -> tuple[ConsumerLoop, KafkaProducer]:
-    """The consumer loop of group ``registry`` (and its DLQ producer, for the caller to close)."""
+) -> ConsumerLoop:
+    """The consumer loop of group ``registry`` over the consumer and DLQ producer bootstrap built."""
     settings = registry.settings
-    session_timeout_ms = settings.consumer_session_timeout_ms
-    consumer = consumer or make_consumer(
-        settings.ferry,
-        settings.consumer_group,
-        TOPICS,
-        session_timeout_ms=session_timeout_ms,
-        heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
-    )
-    dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
-    loop = ConsumerLoop(
+    return ConsumerLoop(
         consumer=consumer,
         dlq_producer=dlq_producer,
         group=settings.consumer_group,
@@ -91,4 +92,3 @@ def build_consumer_loop(
         delivery_log=SqliteDeliveryLog(settings.ferry.home / "registry" / "delivery.sqlite"),
         max_attempts=settings.ferry.delivery_attempts,
     )
-    return loop, dlq_producer

@@ -1,52 +1,38 @@
-"""The trainer process: consume training.requested until SIGTERM/SIGINT, serving /metrics meanwhile.
+"""The trainer's Kafka edge: ``training.requested`` (group ``trainer``) through the shared consumer loop.
 
-Run with ``python -m services.trainer.entrypoints.consumer``. Scale out by starting more: the
-consumer group splits the partitions (and so the requests) between them.
+Scale out by starting more trainers: the consumer group splits the partitions (and so the requests)
+between them.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
-from types import FrameType
+import threading
 
-from prometheus_client import start_http_server
+from kafka import KafkaConsumer, KafkaProducer
 
-from services.trainer.bootstrap import bootstrap
+from services.trainer.handlers import HANDLERS, TrainerDeps
 from services.trainer.settings import TrainerSettings
-from shared.telemetry import setup_telemetry
-from shared.topics import ensure_topics
-
-log = logging.getLogger(__name__)
+from shared.delivery import SqliteDeliveryLog
+from shared.kafka import ConsumerLoop, bind_handlers
 
 
-def main() -> int:
-    """Start telemetry, wire the trainer, run its consumer loop; returns the exit status."""
-    settings = TrainerSettings()
-    telemetry = setup_telemetry("trainer", log_level=settings.ferry.log_level)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
-    ensure_topics(settings.ferry)
-    service = bootstrap(settings)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # The run in progress finishes (or is cut at the next poll); its offset is committed after.
-        log.info("signal %s: stopping after the current request", signum)
-        service.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("trainer consuming %s", settings.ferry.topic("training.requested"))
-    try:
-        service.loop.run()
-    except Exception:  # noqa: BLE001 - the loop logged why; exit non-zero so that a supervisor restarts us
-        return 1
-    finally:
-        service.close()
-        telemetry.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def build_consumer_loop(
+    settings: TrainerSettings,
+    deps: TrainerDeps,
+    *,
+    consumer: KafkaConsumer,
+    dlq_producer: KafkaProducer,
+    stop: threading.Event | None = None,
+) -> ConsumerLoop:
+    """The loop of group ``trainer``, with the handlers' dependencies bound."""
+    return ConsumerLoop(
+        consumer=consumer,
+        dlq_producer=dlq_producer,
+        group=settings.consumer_group,
+        handlers=bind_handlers(HANDLERS, deps=deps),
+        stop=stop,
+        # A request that kills the trainer every time (out of memory, a native crash) is dead-lettered
+        # after FERRY_DELIVERY_ATTEMPTS deaths instead of being trained forever; counted per host.
+        delivery_log=SqliteDeliveryLog(settings.ferry.home / "trainer" / "delivery.sqlite"),
+        max_attempts=settings.ferry.delivery_attempts,
+    )
