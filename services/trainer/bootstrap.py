@@ -62,7 +62,7 @@ def build_deps(
     store: ArtifactStore | None = None,
 ) -> TrainerDeps:
     """The handlers' dependencies: the store, the publisher, the teachers and the completed record."""
-    store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
+    store = store or ArtifactStore.from_settings(settings.ferry)
     return TrainerDeps(
         store=store,
         publish=publisher.publish,
