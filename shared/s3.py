@@ -14,7 +14,7 @@ import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -39,11 +39,17 @@ class S3UriError(ValueError):
 
 @dataclass(frozen=True)
 class S3Options:
-    """How to reach the store; None leaves the choice to boto3 (its environment variables and config files)."""
+    """How to reach the store; None leaves the choice to boto3 (its environment variables and config files).
+
+    A key pair is given here only by code that holds one (the local stack's own SeaweedFS, its tests); the
+    services leave it None and boto3 reads its usual sources. It is never shown (``repr=False``).
+    """
 
     endpoint_url: str | None = None
     region: str | None = None
     multipart_threshold_bytes: int = 64 << 20
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
 
 
 def split_root(root: str) -> tuple[str, str]:
@@ -136,6 +142,7 @@ def s3_client(options: S3Options) -> Any:
         retries={"max_attempts": 3, "mode": "standard"},
         s3={"addressing_style": "path" if options.endpoint_url else "auto"},
     )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config
+    session = boto3.session.Session(
+        aws_access_key_id=options.access_key_id, aws_secret_access_key=options.secret_access_key
     )
+    return session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)

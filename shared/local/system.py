@@ -59,6 +59,9 @@ def settings_environment(settings: FerrySettings) -> dict[str, str]:
 def service_environment(settings: FerrySettings, tokens: TokensFile) -> dict[str, str]:
     """The environment supervisord (and so every service) runs with."""
     env = dict(os.environ) | settings_environment(settings)
+    seaweedfs = Stack(settings).seaweedfs
+    if seaweedfs is not None:  # the local S3 store: its endpoint and generated key pair, as boto3 reads them
+        env |= seaweedfs.environment()
     env[TOKENS_FILE_ENV] = str(tokens.path)
     # The registry reads FERRY_API_TOKEN until it reads the tokens file: the same token either way.
     env.setdefault("FERRY_API_TOKEN", operator_token(tokens.path))
@@ -136,6 +139,12 @@ def status(settings: FerrySettings) -> list[Part]:
             log=str(stack.kafka.log_file),
         ),
     ]
+    if stack.seaweedfs is not None:
+        weed_pid = stack.seaweedfs.pid()
+        port = stack.seaweedfs.ports()["s3.port"]
+        answers = bool(weed_pid) and stack.seaweedfs.answers()
+        state = "running" if weed_pid else "stopped"
+        parts.append(Part("seaweedfs", weed_pid, port, state, answers, log=str(stack.seaweedfs.log_file)))
     if stack.postgres is None:
         parts.append(Part("postgres", None, None, "external", True))
     else:
