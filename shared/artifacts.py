@@ -73,8 +73,8 @@ class ArtifactStore:
     def __init__(self, root: str, *, s3: S3Options | None = None) -> None:
         self.root = root.rstrip("/")
         self._objects: S3Objects | None = None
-        if self.root.startswith(SCHEME):
-            self._objects = S3Objects(self.root, s3 or S3Options())
+        if root.startswith(SCHEME):
+            self._objects = S3Objects(root, s3 or S3Options())
             self._base = self._objects.base
             protocol = "s3"
         else:

@@ -9,6 +9,7 @@ services get it through their environment, as boto3 expects it (``AWS_ACCESS_KEY
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -160,13 +161,13 @@ class SeaweedFS:
     def options(self, **changes: Any) -> S3Options:
         """How to reach this store, key pair included (for the stack's own code and its tests)."""
         credentials = self.credentials()
-        return S3Options(
+        options = S3Options(
             endpoint_url=self.endpoint_url,
             region="us-east-1",
             access_key_id=credentials.access_key_id,
             secret_access_key=credentials.secret_access_key,
-            **changes,
         )
+        return dataclasses.replace(options, **changes)
 
     def pid(self) -> int | None:
         from shared.local.stack import _read_pid

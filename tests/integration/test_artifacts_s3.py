@@ -40,6 +40,10 @@ def settings(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     )
 
 
+def ref(uri: str, *, sha256: str, size_bytes: int) -> ArtifactRef:
+    return ArtifactRef(uri=uri, sha256=sha256, size_bytes=size_bytes, format="onnx")
+
+
 def key_of(store: ArtifactStore, sha256: str) -> str:
     return store.uri(sha256).removeprefix(f"s3://{BUCKET}/")
 
@@ -54,7 +58,7 @@ def test_a_trained_artifact_goes_up_in_parts_is_registered_and_served(
     assert uri == f"{settings.artifact_root}/sha256/{sha256[:2]}/{sha256}.onnx" and size == len(content)
 
     registry = ArtifactStore.from_settings(settings)
-    assert verified_artifact_uri(ArtifactRef(uri=uri, sha256=sha256, size_bytes=size), "digits", registry) == uri
+    assert verified_artifact_uri(ref(uri, sha256=sha256, size_bytes=size), "digits", registry) == uri
     assert ArtifactStore.from_settings(settings).fetch(sha256, size_bytes=size) == content  # the gateway
 
     client = seaweedfs.client()
@@ -77,11 +81,11 @@ def test_a_tampered_object_and_a_foreign_key_are_refused(settings: FerrySettings
     client.put_object(Bucket=BUCKET, Key=foreign.removeprefix(f"s3://{BUCKET}/"), Body=content)
     for other in (foreign, uri.replace(BUCKET, "another-bucket", 1)):
         with pytest.raises(ArtifactRejected, match="is not the artifact store's key"):
-            verified_artifact_uri(ArtifactRef(uri=other, sha256=sha256, size_bytes=size), "digits", store)
+            verified_artifact_uri(ref(other, sha256=sha256, size_bytes=size), "digits", store)
 
     client.put_object(Bucket=BUCKET, Key=key_of(store, sha256), Body=content[:-1] + b"!")  # behind the store's back
     with pytest.raises(ArtifactRejected, match="digest mismatch"):
-        verified_artifact_uri(ArtifactRef(uri=uri, sha256=sha256, size_bytes=size), "digits", store)
+        verified_artifact_uri(ref(uri, sha256=sha256, size_bytes=size), "digits", store)
     with pytest.raises(DigestMismatch):
         store.fetch(sha256, size_bytes=size)
     with pytest.raises(DigestMismatch):
@@ -93,7 +97,7 @@ def test_a_store_that_is_away_is_transient_and_nothing_is_lost_when_it_returns(
 ) -> None:
     store = ArtifactStore.from_settings(settings)
     uri, sha256, size = store.put_bytes(b"kept" * 500)
-    reference = ArtifactRef(uri=uri, sha256=sha256, size_bytes=size)
+    reference = ref(uri, sha256=sha256, size_bytes=size)
     seaweedfs.stop()
     try:
         with pytest.raises(TransientError, match="unreachable"):
