@@ -20,7 +20,7 @@ from typing import Any
 
 import fsspec
 
-from shared.s3 import SCHEME, S3Objects, S3Options
+from shared.s3 import SCHEME, S3Objects, S3Options, s3_options
 from shared.settings import FerrySettings
 
 CHUNK = 1 << 20
@@ -86,15 +86,7 @@ class ArtifactStore:
     @classmethod
     def from_settings(cls, settings: FerrySettings) -> ArtifactStore:
         """The store the settings name; for ``s3://`` with their endpoint, region and multipart threshold."""
-        endpoint = (
-            settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        options = S3Options(
-            endpoint_url=endpoint or None,
-            region=settings.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-            multipart_threshold_bytes=settings.s3_multipart_threshold_bytes,
-        )
-        return cls(settings.resolved_artifact_root, s3=options)
+        return cls(settings.resolved_artifact_root, s3=s3_options(settings))
 
     def _path(self, sha256: str) -> str:
         check_digest(sha256)

@@ -11,6 +11,7 @@ the consumer loop retries it with back-off.
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
+from shared.settings import FerrySettings
 
 SCHEME = "s3://"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -50,6 +52,16 @@ class S3Options:
     multipart_threshold_bytes: int = 64 << 20
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+
+
+def s3_options(settings: FerrySettings) -> S3Options:
+    """Endpoint (FERRY_S3_ENDPOINT_URL, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL), region, threshold."""
+    endpoint = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return S3Options(
+        endpoint_url=endpoint or None,
+        region=settings.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        multipart_threshold_bytes=settings.s3_multipart_threshold_bytes,
+    )
 
 
 def split_root(root: str) -> tuple[str, str]:

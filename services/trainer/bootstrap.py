@@ -20,6 +20,7 @@ from shared.artifacts import ArtifactStore
 from shared.delivery import SqliteDeliveryLog
 from shared.events import TrainingRequested
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
+from shared.s3 import s3_options
 
 SOURCE = "ferry/trainer"
 
@@ -67,7 +68,7 @@ def build_deps(
         store=store,
         publish=publisher.publish,
         teachers=teachers or RegistryTeachers(settings.registry_url, store, timeout_s=settings.registry_timeout_s),
-        completed=CompletedRequests(settings.ferry.resolved_artifact_root),
+        completed=CompletedRequests(settings.ferry.resolved_artifact_root, s3=s3_options(settings.ferry)),
         work_root=settings.resolved_work_dir,
         limits=JobLimits(budget_s=settings.budget_s, max_world_size=settings.max_world_size),
         record_outcome=outcome_recorder(),

@@ -14,10 +14,12 @@ import pytest
 
 from services.registry.domain import ArtifactRejected
 from services.registry.service import verified_artifact_uri
+from services.trainer.adapters.completed import CompletedRequests
 from shared.artifacts import ArtifactStore, DigestMismatch
 from shared.errors import TransientError
-from shared.events import ArtifactRef
+from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec
 from shared.local.seaweedfs import SeaweedFS
+from shared.s3 import s3_options
 from shared.settings import FerrySettings
 
 pytestmark = pytest.mark.integration
@@ -112,3 +114,27 @@ def test_a_store_that_is_away_is_transient_and_nothing_is_lost_when_it_returns(
     later_uri, later_sha256, later_size = store.put_bytes(b"a new model" * 100)  # the retry succeeds
     assert store.fetch(later_sha256, size_bytes=later_size) == b"a new model" * 100
     assert later_uri == store.uri(later_sha256)
+
+
+def test_the_trainers_completed_requests_live_beside_the_artifacts(
+    settings: FerrySettings, seaweedfs: SeaweedFS
+) -> None:
+    root = settings.resolved_artifact_root
+    completed = CompletedRequests(root, s3=s3_options(settings))
+    event = ModelTrained(
+        model_name="m",
+        request_id="req/with odd:chars",
+        artifact=ref(f"{root}/sha256/aa/{'a' * 64}.onnx", sha256="a" * 64, size_bytes=3),
+        signature=Signature(inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])], outputs=[]),
+        dataset="sklearn:iris",
+        split_id="v1-x",
+        arch="mlp",
+        hyperparameters=Hyperparameters(),
+    )
+    assert completed.get(event.request_id) is None
+    completed.put(event)
+    assert CompletedRequests(root, s3=s3_options(settings)).get(event.request_id) == event  # another trainer
+    assert completed.get("another") is None
+    prefix = root.removeprefix(f"s3://{BUCKET}/")
+    keys = [item["Key"] for item in seaweedfs.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith(f"{prefix}/trainer/completed/")  # one record, nothing temporary
