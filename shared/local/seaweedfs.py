@@ -59,18 +59,21 @@ def weed_binary(cache: Path = SEAWEEDFS_CACHE, version: str = SEAWEEDFS_VERSION)
     log.info("building SeaweedFS %s from its Go module (once; a few minutes)", version)
     env = os.environ | {"GOFLAGS": "-mod=mod"}
     found = _run([go, "mod", "download", "-json", f"{SEAWEEDFS_MODULE}@{version}"], env=env)
-    source = cache / f"src-{version}"  # a writable copy: the module cache is read-only, and go.mod has replaces
-    shutil.rmtree(source, ignore_errors=True)
-    shutil.copytree(json.loads(found)["Dir"], source)
-    for folder, _, files in os.walk(source):
-        os.chmod(folder, 0o755)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o644)
-    partial = binary.with_name("weed.partial")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    _run([go, "build", "-o", str(partial), "./weed"], env=env, cwd=source)
-    partial.rename(binary)  # whole or absent: an interrupted build is redone, never half-used
-    shutil.rmtree(source, ignore_errors=True)
+    # A writable copy of this process's own (two first uses may build at once): the module cache is read-only.
+    source = cache / f"src-{version}-{os.getpid()}"
+    partial = binary.with_name(f"weed.partial-{os.getpid()}")
+    try:
+        shutil.copytree(json.loads(found)["Dir"], source)
+        for folder, _, files in os.walk(source):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        _run([go, "build", "-o", str(partial), "./weed"], env=env, cwd=source)
+        partial.rename(binary)  # whole or absent: an interrupted build is redone, never half-used
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+        partial.unlink(missing_ok=True)
     return binary
 
 
