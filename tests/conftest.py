@@ -16,12 +16,18 @@ import pytest
 from support import free_port
 
 from shared.local.postgres import temporary_database
-from shared.local.seaweedfs import SeaweedFS
+from shared.local.seaweedfs import SeaweedFS, weed_binary
 from shared.local.stack import PROJECT_ROOT, Stack
 from shared.settings import FerrySettings
 from shared.topics import ensure_topics
 
 TEST_ROOT = PROJECT_ROOT / ".ferry-test"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build SeaweedFS (minutes, once per machine) before the tests, outside every test's timeout."""
+    if any(item.get_closest_marker("s3") for item in session.items):
+        weed_binary()
 
 
 @pytest.fixture(scope="session")

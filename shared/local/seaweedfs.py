@@ -48,9 +48,14 @@ class SeaweedError(RuntimeError):
     """SeaweedFS could not be built or started; the message says what to do."""
 
 
+def weed_path(cache: Path = SEAWEEDFS_CACHE, version: str = SEAWEEDFS_VERSION) -> Path:
+    """Where the ``weed`` binary of ``version`` is kept once built."""
+    return cache / version / "weed"
+
+
 def weed_binary(cache: Path = SEAWEEDFS_CACHE, version: str = SEAWEEDFS_VERSION) -> Path:
     """The ``weed`` binary of ``version``, built from its Go module on first use (minutes), then reused."""
-    binary = cache / version / "weed"
+    binary = weed_path(cache, version)
     if binary.exists():
         return binary
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)

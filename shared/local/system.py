@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from shared.kafka import kafka_answers
+from shared.local.seaweedfs import weed_path
 from shared.local.stack import Stack
 from shared.local.supervisor import ProgramInfo, Supervisor, SupervisorSettings
 from shared.local.tokens import TOKENS_FILE_ENV, TokensFile, ensure_tokens_file, operator_token
@@ -74,6 +75,8 @@ def up(settings: FerrySettings, say: Say = print) -> int:
     """Start the stack and the services; 0 once every part is healthy."""
     started = time.monotonic()
     stack = Stack(settings)
+    if stack.seaweedfs is not None and not weed_path().exists():
+        say(f"building SeaweedFS (the local S3 store) into {weed_path()}: once, about 5-15 minutes")
     stack.up()
     settings.resolved_datasets_root.mkdir(parents=True, exist_ok=True)
     say(f"stack up in {time.monotonic() - started:.1f}s; csv datasets are read from {settings.resolved_datasets_root}")

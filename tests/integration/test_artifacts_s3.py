@@ -22,7 +22,7 @@ from shared.local.seaweedfs import SeaweedFS
 from shared.s3 import s3_options
 from shared.settings import FerrySettings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
 BUCKET = "ferry-test"
 THRESHOLD = 5 << 20  # S3's smallest part; an artifact above it goes up in parts

@@ -29,7 +29,7 @@ from shared.local.system import settings_environment
 from shared.settings import FerrySettings
 from shared.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.s3]
 
 SESSION_ROOT = PROJECT_ROOT / ".ferry-test" / str(os.getpid())
 

@@ -88,7 +88,7 @@ def s3_backend(seaweedfs: SeaweedFS) -> Backend:
     return Backend("s3", store, overwrite, unreachable)
 
 
-@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.integration)])
+@pytest.fixture(params=["folder", pytest.param("s3", marks=[pytest.mark.integration, pytest.mark.s3])])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "s3":
         return s3_backend(request.getfixturevalue("seaweedfs"))
