@@ -1,9 +1,10 @@
-"""The artifact store: content-addressed by sha256 under one root (a folder or any fsspec URI).
+"""The artifact store: content-addressed by sha256 under one root (a folder, ``s3://bucket/prefix``, any fsspec URI).
 
-Writes are atomic (a temporary name, then a rename). There is one read path, :meth:`ArtifactStore.fetch`:
-it reads the store's own copy of a digest, never a URI that came with an event or a request, refuses
-a file that resolves outside the store (a symbolic link out of it), and checks size and digest
-before a single byte is handed on. Every service reads artifacts through it.
+Writes are atomic: a temporary name, then a rename, in a folder; one PUT (or one multipart upload) in an
+S3-compatible object store (:mod:`shared.s3`), where nothing temporary is written. There is one read
+path, :meth:`ArtifactStore.fetch`: it reads the store's own copy of a digest, never a URI that came with
+an event or a request, refuses a file that resolves outside the store (a symbolic link out of it), and
+checks size and digest before a single byte is handed on. Every service reads artifacts through it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import fsspec
+
+from shared.s3 import SCHEME, S3Objects, S3Options, s3_options
+from shared.settings import FerrySettings
 
 CHUNK = 1 << 20
 SUFFIX = ".onnx"
@@ -64,12 +70,23 @@ def check_digest(sha256: str) -> str:
 class ArtifactStore:
     """Stores blobs under ``<root>/sha256/<ab>/<digest>.onnx``."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, s3: S3Options | None = None) -> None:
         self.root = root.rstrip("/")
-        self._fs, self._base = fsspec.core.url_to_fs(self.root)
-        protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
+        self._objects: S3Objects | None = None
+        if root.startswith(SCHEME):
+            self._objects = S3Objects(root, s3 or S3Options())
+            self._base = self._objects.base
+            protocol = "s3"
+        else:
+            self._fs, self._base = fsspec.core.url_to_fs(self.root)
+            protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
         self._local = protocol in ("file", "local")
         self._protocol = protocol
+
+    @classmethod
+    def from_settings(cls, settings: FerrySettings) -> ArtifactStore:
+        """The store the settings name; for ``s3://`` with their endpoint, region and multipart threshold."""
+        return cls(settings.resolved_artifact_root, s3=s3_options(settings))
 
     def _path(self, sha256: str) -> str:
         check_digest(sha256)
@@ -84,7 +101,10 @@ class ArtifactStore:
         """Store bytes; returns (uri, sha256, size). Storing the same content twice is a no-op."""
         digest = sha256_of(data)
         target = self._path(digest)
-        if not self._fs.exists(target):
+        if self._objects is not None:
+            if not self._objects.exists(target):
+                self._objects.write(target, data)  # one PUT or one multipart upload: whole or absent
+        elif not self._fs.exists(target):
             self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             temporary = f"{target}.tmp-{uuid.uuid4().hex}"
             with self._fs.open(temporary, "wb") as out:
@@ -117,13 +137,14 @@ class ArtifactStore:
             raise OutsideStore(f"artifact {sha256} resolves outside the store")
         return real
 
-    def _open(self, sha256: str) -> object:
+    @contextmanager
+    def _open(self, sha256: str) -> Iterator[Any]:
+        """The store's copy of ``sha256``, open for reading; ArtifactNotFound when there is none."""
         path = self._checked_local_path(sha256) if self._local else self._path(sha256)
         try:
-            return self._fs.open(path, "rb")
-        except FileNotFoundError as error:
-            raise ArtifactNotFound(sha256) from error
-        except IsADirectoryError as error:
+            with self._objects.open(path) if self._objects is not None else self._fs.open(path, "rb") as source:
+                yield source
+        except (FileNotFoundError, IsADirectoryError) as error:
             raise ArtifactNotFound(sha256) from error
 
     def fetch(self, sha256: str, *, size_bytes: int | None = None) -> bytes:
@@ -131,7 +152,7 @@ class ArtifactStore:
 
         Raises ArtifactNotFound, OutsideStore, SizeMismatch or DigestMismatch; never opens a caller's URI.
         """
-        with self._open(sha256) as source:  # type: ignore[attr-defined]
+        with self._open(sha256) as source:
             data: bytes = source.read()
         if size_bytes is not None and len(data) != size_bytes:
             raise SizeMismatch(sha256, size_bytes, len(data))
@@ -144,7 +165,7 @@ class ArtifactStore:
         """Check that the store holds ``sha256`` intact (for registration); raises as :meth:`fetch` does."""
         digest = hashlib.sha256()
         total = 0
-        with self._open(sha256) as source:  # type: ignore[attr-defined]
+        with self._open(sha256) as source:
             while chunk := source.read(CHUNK):
                 digest.update(chunk)
                 total += len(chunk)
@@ -164,4 +185,6 @@ class ArtifactStore:
             path = self._checked_local_path(sha256) if self._local else self._path(sha256)
         except ArtifactError:
             return False
+        if self._objects is not None:
+            return self._objects.exists(path)
         return bool(self._fs.exists(path))

@@ -36,6 +36,7 @@ def _stack_up(args: argparse.Namespace, settings: FerrySettings) -> int:
 
 def _up(args: argparse.Namespace, settings: FerrySettings) -> int:
     from shared.local.postgres import PostgresError
+    from shared.local.seaweedfs import SeaweedError
     from shared.local.stack import StackError
     from shared.local.supervisor import SupervisorError
     from shared.local.system import up
@@ -43,7 +44,7 @@ def _up(args: argparse.Namespace, settings: FerrySettings) -> int:
 
     try:
         return up(settings)
-    except (StackError, PostgresError, SupervisorError, TokenError) as error:
+    except (StackError, PostgresError, SupervisorError, TokenError, SeaweedError) as error:
         print(f"ferry up failed: {error}", file=sys.stderr)
         return 1
 

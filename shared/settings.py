@@ -27,7 +27,28 @@ class FerrySettings(BaseSettings):
     )
     postgres_port: int = Field(default=55432, ge=1, le=65535, description="Port of the embedded PostgreSQL")
     artifact_root: str | None = Field(
-        default=None, description="Artifact store: a folder or an fsspec URI; default <home>/artifacts"
+        default=None,
+        description=(
+            "Artifact store: a folder, s3://bucket/prefix (an S3-compatible object store) or another fsspec URI; "
+            "default <home>/artifacts"
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "Endpoint of the S3-compatible store (SeaweedFS, MinIO, Ceph); unset: AWS_ENDPOINT_URL_S3, "
+            "AWS_ENDPOINT_URL, else AWS itself. Credentials come only from AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY (or any other boto3 source), never from a setting or a URI"
+        ),
+    )
+    s3_region: str | None = Field(
+        default=None, description="Region of the S3 store; unset: AWS_REGION, AWS_DEFAULT_REGION"
+    )
+    s3_multipart_threshold_bytes: int = Field(
+        default=64 << 20,
+        ge=5 << 20,
+        le=5 << 30,
+        description="Artifacts larger than this are uploaded to S3 in parts of this size (S3's minimum part: 5 MiB)",
     )
     datasets_root: Path | None = Field(
         default=None, description="The only folder csv: datasets are read from; default <home>/datasets"

@@ -16,11 +16,18 @@ import pytest
 from support import free_port
 
 from shared.local.postgres import temporary_database
+from shared.local.seaweedfs import SeaweedFS, weed_binary
 from shared.local.stack import PROJECT_ROOT, Stack
 from shared.settings import FerrySettings
 from shared.topics import ensure_topics
 
 TEST_ROOT = PROJECT_ROOT / ".ferry-test"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build SeaweedFS (minutes, once per machine) before the tests, outside every test's timeout."""
+    if any(item.get_closest_marker("s3") for item in session.items):
+        weed_binary()
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +60,23 @@ def stack(no_leftovers: None) -> Iterator[Stack]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def seaweedfs(no_leftovers: None) -> Iterator[SeaweedFS]:
+    """A real S3-compatible store (SeaweedFS, built once into ~/.cache/ferry), on free ports, for the session."""
+    home = TEST_ROOT / f"{os.getpid()}-s3"  # beside the session's stack folder, which its fixture wipes
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    settings = FerrySettings(home=home, artifact_root="s3://ferry-test/artifacts")
+    (home / "settings.json").write_text(settings.model_dump_json())
+    store = SeaweedFS(settings)
+    try:
+        store.start()
+        yield store
+    finally:
+        store.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def _stop_leftovers() -> None:
     """Stop the stacks (and supervisors) of earlier sessions that were killed before their clean-up.
 
@@ -63,7 +87,8 @@ def _stop_leftovers() -> None:
 
     for saved in [*TEST_ROOT.glob("*/settings.json"), *TEST_ROOT.glob("*/*/settings.json")]:
         session = saved.relative_to(TEST_ROOT).parts[0]
-        session_pid = int(session) if session.isdigit() else None
+        owner = session.split("-")[0]  # "<pid>" or "<pid>-s3"
+        session_pid = int(owner) if owner.isdigit() else None
         if not saved.exists() or (session_pid and _alive(session_pid)):
             continue
         down(FerrySettings.model_validate_json(saved.read_text()), say=lambda line: None)

@@ -73,7 +73,7 @@ def build_deps(
     store: ArtifactStore | None = None,
 ) -> EvaluatorDeps:
     """The handlers' dependencies from the settings."""
-    store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
+    store = store or ArtifactStore.from_settings(settings.ferry)
     return EvaluatorDeps(
         registry=registry,
         loader=ModelLoader(store),

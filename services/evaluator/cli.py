@@ -77,7 +77,7 @@ def run_compare(args: argparse.Namespace, settings: FerrySettings, out: TextIO |
             f"the versions were trained on different datasets ({', '.join(datasets)}): not comparable", file=sys.stderr
         )
         return 2
-    loader = ModelLoader(ArtifactStore(settings.resolved_artifact_root))
+    loader = ModelLoader(ArtifactStore.from_settings(settings))
     try:
         test = DatasetSplits()(datasets[0])
         models = [(record, open_model(loader, record, test)) for record in found]

@@ -86,7 +86,7 @@ def bootstrap(
         metrics,
         max_deadline_s=settings.deadline_ms / 1000,
     )
-    store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
+    store = store or ArtifactStore.from_settings(settings.ferry)
     deployer = Deployer(
         fleet,
         store,

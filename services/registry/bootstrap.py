@@ -156,7 +156,7 @@ def bootstrap(
         stop=stop,
     )
     _register_outbox_gauges(relay)
-    store = artifacts or ArtifactStore(settings.ferry.resolved_artifact_root)
+    store = artifacts or ArtifactStore.from_settings(settings.ferry)
     return Registry(settings, engine, session_factory, read_session_factory, sender, relay, store, tokens, stop)
 
 

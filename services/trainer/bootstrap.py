@@ -25,6 +25,7 @@ from shared.events import TrainingRequested
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
 from shared.registry_client import RegistryClient
 from shared.runtime import Runtime
+from shared.s3 import s3_options
 from shared.topics import ensure_topics
 
 SOURCE = "ferry/trainer"
@@ -69,7 +70,7 @@ def build_deps(
     store: ArtifactStore | None = None,
 ) -> TrainerDeps:
     """The handlers' dependencies: the store, the publisher, the teachers and the completed record."""
-    store = store or ArtifactStore(settings.ferry.resolved_artifact_root)
+    store = store or ArtifactStore.from_settings(settings.ferry)
     return TrainerDeps(
         store=store,
         publish=publisher.publish,
@@ -77,7 +78,7 @@ def build_deps(
         or RegistryTeachers(
             RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s), store
         ),
-        completed=CompletedRequests(settings.ferry.resolved_artifact_root),
+        completed=CompletedRequests(settings.ferry.resolved_artifact_root, s3=s3_options(settings.ferry)),
         work_root=settings.resolved_work_dir,
         limits=JobLimits(budget_s=settings.budget_s, max_world_size=settings.max_world_size),
         record_outcome=outcome_recorder(),

@@ -250,16 +250,19 @@ class KafkaBroker:
 
 @dataclass
 class Stack:
-    """Kafka and PostgreSQL together: what ``ferry stack up`` and the test fixtures start."""
+    """Kafka and PostgreSQL together (and SeaweedFS for an ``s3://`` store): what ``ferry stack up`` starts."""
 
     settings: FerrySettings
 
     def __post_init__(self) -> None:
         from shared.local.postgres import EmbeddedPostgres
+        from shared.local.seaweedfs import SeaweedFS, wants_local_s3
 
         self.kafka = KafkaBroker(self.settings)
         # With FERRY_DATABASE_URL set, that server is used and none is started.
         self.postgres = None if self.settings.database_url else EmbeddedPostgres(self.settings)
+        # An s3:// store with an endpoint of the user's own is theirs; without one, a local SeaweedFS serves it.
+        self.seaweedfs = SeaweedFS(self.settings) if wants_local_s3(self.settings) else None
 
     @property
     def database_url(self) -> str:
@@ -272,6 +275,8 @@ class Stack:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         if self.postgres:
             self.postgres.start()
+        if self.seaweedfs:
+            self.seaweedfs.start()
         self.kafka.start()
         ensure_topics(self.settings)
 
@@ -282,6 +287,8 @@ class Stack:
             stopped.append("kafka")
         if self.postgres and self.postgres.stop():
             stopped.append("postgres")
+        if self.seaweedfs and self.seaweedfs.stop():
+            stopped.append("seaweedfs")
         return stopped
 
     def status(self) -> dict[str, str]:
@@ -290,4 +297,8 @@ class Stack:
             postgres = f"external ({self.settings.database_url})"
         else:
             postgres = "running" if self.postgres.is_running() else "stopped"
-        return {"kafka": f"{kafka} ({self.settings.kafka_bootstrap})", "postgres": postgres}
+        parts = {"kafka": f"{kafka} ({self.settings.kafka_bootstrap})", "postgres": postgres}
+        if self.seaweedfs:
+            state = "running" if self.seaweedfs.pid() and self.seaweedfs.answers() else "stopped"
+            parts["seaweedfs"] = f"{state} ({self.seaweedfs.endpoint_url})"
+        return parts

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from shared.kafka import kafka_answers
+from shared.local.seaweedfs import weed_path
 from shared.local.stack import Stack
 from shared.local.supervisor import ProgramInfo, Supervisor, SupervisorSettings
 from shared.local.tokens import (
@@ -66,6 +67,9 @@ def settings_environment(settings: FerrySettings) -> dict[str, str]:
 def service_environment(settings: FerrySettings, tokens: TokensFile, webhook_tokens: TokensFile) -> dict[str, str]:
     """The environment supervisord (and so every service) runs with."""
     env = dict(os.environ) | settings_environment(settings)
+    seaweedfs = Stack(settings).seaweedfs
+    if seaweedfs is not None:  # the local S3 store: its endpoint and generated key pair, as boto3 reads them
+        env |= seaweedfs.environment()
     env[TOKENS_FILE_ENV] = str(tokens.path)
     env[WEBHOOK_TOKENS_FILE_ENV] = str(webhook_tokens.path)
     # The registry reads FERRY_API_TOKEN until it reads the tokens file: the same token either way.
@@ -79,6 +83,8 @@ def up(settings: FerrySettings, say: Say = print) -> int:
     """Start the stack and the services; 0 once every part is healthy."""
     started = time.monotonic()
     stack = Stack(settings)
+    if stack.seaweedfs is not None and not weed_path().exists():
+        say(f"building SeaweedFS (the local S3 store) into {weed_path()}: once, about 5-15 minutes")
     stack.up()
     settings.resolved_datasets_root.mkdir(parents=True, exist_ok=True)
     say(f"stack up in {time.monotonic() - started:.1f}s; csv datasets are read from {settings.resolved_datasets_root}")
@@ -146,6 +152,12 @@ def status(settings: FerrySettings) -> list[Part]:
             log=str(stack.kafka.log_file),
         ),
     ]
+    if stack.seaweedfs is not None:
+        weed_pid = stack.seaweedfs.pid()
+        port = stack.seaweedfs.ports()["s3.port"]
+        answers = bool(weed_pid) and stack.seaweedfs.answers()
+        state = "running" if weed_pid else "stopped"
+        parts.append(Part("seaweedfs", weed_pid, port, state, answers, log=str(stack.seaweedfs.log_file)))
     if stack.postgres is None:
         parts.append(Part("postgres", None, None, "external", True))
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,13 @@ TOKEN = secrets.token_urlsafe(24)  # the registry refuses a placeholder token at
 
 
 @pytest.fixture
-def loop_env(user_env: dict[str, str]) -> dict[str, str]:
-    """The environment a user would export, with the registry's API token."""
-    return {**user_env, "FERRY_API_TOKEN": TOKEN}
+def loop_env(user_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment a user would export, with the registry's API token (and an s3:// store when asked)."""
+    env = {**user_env, "FERRY_API_TOKEN": TOKEN}
+    if getattr(request, "param", "folder") == "s3":  # the session's SeaweedFS, a prefix of this test's own
+        seaweedfs = request.getfixturevalue("seaweedfs")
+        env |= seaweedfs.environment() | {"FERRY_ARTIFACT_ROOT": f"s3://ferry-test/{uuid.uuid4().hex[:12]}"}
+    return env
 
 
 @pytest.fixture
@@ -44,6 +49,7 @@ def services(loop_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         processes.stop()
 
 
+@pytest.mark.parametrize("loop_env", ["folder", pytest.param("s3", marks=pytest.mark.s3)], indirect=True)
 def test_ferry_train_wait_ends_with_a_registered_served_quality_version(
     loop_env: dict[str, str], services: str
 ) -> None:
@@ -55,6 +61,7 @@ def test_ferry_train_wait_ends_with_a_registered_served_quality_version(
     assert version["status"] == "registered"
     assert version["metrics"]["val_accuracy"] >= 0.95
     assert version["dataset"] == "sklearn:digits"
+    assert version["artifact"]["uri"].startswith(loop_env["FERRY_ARTIFACT_ROOT"] + "/sha256/")  # in the store asked for
 
     artifact = httpx.get(f"{services}/api/v1/models/digits/versions/1/artifact")
     assert artifact.status_code == 200

@@ -1,8 +1,9 @@
 """`make up` / `ferry status` / `make down` for real: a whole system in its own home, on its own ports.
 
-One system for the module (Kafka, PostgreSQL, supervisord and every installed service): the same
-`ferry up` command as `make up`, run as a subprocess. It is killed into and must come back; `ferry
-down` must leave no process behind. Only the conditions are waited for, with generous deadlines.
+One system for the module (Kafka, PostgreSQL, SeaweedFS for its s3:// artifact store, supervisord and
+every installed service): the same `ferry up` command as `make up`, run as a subprocess. It is killed
+into and must come back; `ferry down` must leave no process behind. Only the conditions are waited
+for, with generous deadlines.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from shared.local.system import settings_environment
 from shared.settings import FerrySettings
 from shared.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.s3]
 
 SESSION_ROOT = PROJECT_ROOT / ".ferry-test" / str(os.getpid())
 
@@ -74,10 +75,11 @@ def system(no_leftovers: None) -> Iterator[System]:
         kafka_controller_port=free_port(),
         postgres_port=free_port(),
         topic_partitions=1,
+        artifact_root="s3://ferry/artifacts",  # no endpoint of our own: the system starts SeaweedFS
     )
     (home / "settings.json").write_text(settings.model_dump_json())  # so a killed session's leftovers get stopped
     registry_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "OTEL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "OTEL_", "AWS_"))}
     env |= settings_environment(settings) | {
         "FERRY_REGISTRY_PORT": str(registry_port),
         "FERRY_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
@@ -101,7 +103,7 @@ def system(no_leftovers: None) -> Iterator[System]:
 
 def test_up_starts_the_stack_and_every_installed_service(system: System) -> None:
     parts = system.status()
-    assert {"kafka", "postgres", "supervisord", "registry", "trainer"} <= set(parts)
+    assert {"kafka", "postgres", "seaweedfs", "supervisord", "registry", "trainer"} <= set(parts)
     for name, part in parts.items():
         assert part["state"] == "running" and part["healthy"] and part["pid"], (name, part)
     assert parts["registry"]["port"] == int(system.env["FERRY_REGISTRY_PORT"])
@@ -144,6 +146,21 @@ def test_the_monitor_takes_the_generated_webhook_tokens_and_nothing_else(system:
     assert post(auth=("grafana", tokens["grafana"])) == 200
 
 
+def test_the_services_reach_the_local_s3_store_with_the_generated_key_pair(system: System) -> None:
+    credentials = system.home / "secrets" / "s3-credentials"
+    assert oct(credentials.stat().st_mode & 0o777) == "0o600"
+    pair = dict(line.split("=", 1) for line in credentials.read_text().splitlines())
+    registry = system.status()["registry"]["pid"]
+    environ = dict(
+        item.split(b"=", 1) for item in Path(f"/proc/{registry}/environ").read_bytes().split(b"\0") if b"=" in item
+    )
+    endpoint = f"http://127.0.0.1:{system.status()['seaweedfs']['port']}"
+    assert environ[b"FERRY_S3_ENDPOINT_URL"].decode() == endpoint
+    assert environ[b"AWS_ACCESS_KEY_ID"].decode() == pair["AWS_ACCESS_KEY_ID"]
+    assert environ[b"AWS_SECRET_ACCESS_KEY"].decode() == pair["AWS_SECRET_ACCESS_KEY"]
+    assert httpx.get(f"{endpoint}/ferry", timeout=10).status_code == 403  # no anonymous access
+
+
 def test_a_killed_service_is_restarted_by_the_supervisor(system: System) -> None:
     before = system.status()["registry"]
     os.kill(before["pid"], signal.SIGKILL)
@@ -176,7 +193,7 @@ def test_down_stops_everything_and_leaves_no_process(system: System) -> None:
     pids = [part["pid"] for part in system.status().values() if part["pid"]]
     assert len(pids) >= 5 and system.processes()
     down = system.ferry("down", timeout_s=180)
-    assert down.returncode == 0 and "supervisord and its services, kafka, postgres" in down.stdout
+    assert down.returncode == 0 and "supervisord and its services, kafka, postgres, seaweedfs" in down.stdout
     parts = system.status()
     assert all(part["pid"] is None for part in parts.values()), parts
     assert system.ferry("status").returncode == 1

@@ -3,12 +3,18 @@
 The URI an event carries is never opened: anything else than the store's key for the digest is refused
 (ArtifactRejected, which the consumer loop dead-letters with the reason), and so is a store copy that is
 missing, tampered, of another size, or a link out of the store. Nothing is stored for a refused event.
+
+Each test runs on both backends: a local folder, and a real S3-compatible store (SeaweedFS, started once
+per session by the ``seaweedfs`` fixture; that variant is marked integration).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +26,8 @@ from shared.artifacts import ArtifactStore
 from shared.envelope import EventMeta
 from shared.errors import TransientError
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id, utc_now
+from shared.local.ports import free_port
+from shared.local.seaweedfs import SeaweedFS
 
 SIGNATURE = Signature(
     inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
@@ -46,17 +54,59 @@ def register(event: ModelTrained, store: ArtifactStore, database: MemoryDatabase
     return handle_model_trained(event, meta, uow=database.uow(), artifacts=store).version
 
 
+@dataclass
+class Backend:
+    """A store under test, and a way to change its copy of a digest behind its back."""
+
+    kind: str
+    store: ArtifactStore
+    overwrite: Callable[[str, bytes], None]
+    unreachable: Callable[[], ArtifactStore]
+
+
+def folder_backend(root: Path) -> Backend:
+    store = ArtifactStore(str(root / "store"))
+    return Backend(
+        "folder",
+        store,
+        lambda sha256, data: Path(store.uri(sha256)).write_bytes(data),
+        lambda: ArtifactStore(str(root / "store")),
+    )
+
+
+def s3_backend(seaweedfs: SeaweedFS) -> Backend:
+    root = f"s3://ferry-test/{uuid.uuid4().hex[:12]}"  # a prefix of this test's own
+    store = ArtifactStore(root, s3=seaweedfs.options())
+    client = seaweedfs.client()
+
+    def overwrite(sha256: str, data: bytes) -> None:  # with the S3 API, not through the store
+        client.put_object(Bucket="ferry-test", Key=store.uri(sha256).removeprefix("s3://ferry-test/"), Body=data)
+
+    def unreachable() -> ArtifactStore:  # the same store's keys, at an endpoint where nothing listens
+        return ArtifactStore(root, s3=seaweedfs.options(endpoint_url=f"http://127.0.0.1:{free_port()}"))
+
+    return Backend("s3", store, overwrite, unreachable)
+
+
+@pytest.fixture(params=["folder", pytest.param("s3", marks=[pytest.mark.integration, pytest.mark.s3])])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "s3":
+        return s3_backend(request.getfixturevalue("seaweedfs"))
+    return folder_backend(tmp_path)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(str(tmp_path / "store"))
+def store(backend: Backend) -> ArtifactStore:
+    return backend.store
 
 
-def test_the_stores_own_key_registers_under_the_stores_uri(store: ArtifactStore) -> None:
+def test_the_stores_own_key_registers_under_the_stores_uri(store: ArtifactStore, backend: Backend) -> None:
     database = MemoryDatabase()
     uri, sha256, size = store.put_bytes(CONTENT)
     assert register(trained(uri, sha256, size), store, database) == 1
     second_uri, second_sha256, second_size = store.put_bytes(CONTENT * 2)
-    assert register(trained(f"file://{second_uri}", second_sha256, second_size), store, database) == 2
+    spelled = f"file://{second_uri}" if backend.kind == "folder" else second_uri  # a folder's key, either way
+    assert register(trained(spelled, second_sha256, second_size), store, database) == 2
     recorded = [version.artifact_uri for version in database.state.versions.values()]
     assert recorded == [store.uri(sha256), store.uri(hashlib.sha256(CONTENT * 2).hexdigest())]  # canonical
 
@@ -71,6 +121,7 @@ def test_uris_that_are_not_the_stores_key_are_refused(store: ArtifactStore, tmp_
     uri, sha256, size = store.put_bytes(CONTENT)  # even when the store does hold the digest
     passwd, passwd_sha, passwd_size = host_file()
     key_dir = os.path.dirname(uri)
+    tail = uri.removeprefix(store.root)  # /sha256/<ab>/<digest>.onnx
     refused = {
         "a host file": (passwd, passwd_sha, passwd_size),
         "a file:// host file": (f"file://{passwd}", passwd_sha, passwd_size),
@@ -78,6 +129,10 @@ def test_uris_that_are_not_the_stores_key_are_refused(store: ArtifactStore, tmp_
         "traversal that lands on the key": (f"{key_dir}/../{sha256[:2]}/{sha256}.onnx", sha256, size),
         "http": (f"http://127.0.0.1:9/{sha256}.onnx", sha256, size),
         "s3": (f"s3://bucket/sha256/{sha256[:2]}/{sha256}.onnx", sha256, size),
+        "another bucket": (f"s3://other-bucket/{store.root.split('/', 3)[-1]}{tail}", sha256, size),
+        "another root beside it": (f"{store.root}-other{tail}", sha256, size),
+        "the root's parent": (f"{store.root.rsplit('/', 1)[0]}{tail}", sha256, size),
+        "no sha256 folder": (f"{store.root}/{sha256[:2]}/{sha256}.onnx", sha256, size),
         "relative": (f"sha256/{sha256[:2]}/{sha256}.onnx", sha256, size),
         "another digest's key": (store.uri("0" * 64), sha256, size),
     }
@@ -89,7 +144,7 @@ def test_uris_that_are_not_the_stores_key_are_refused(store: ArtifactStore, tmp_
     assert database.state.versions == {} and database.state.outbox == []
 
 
-def test_a_store_copy_that_is_missing_tampered_resized_or_a_link_out_is_refused(store: ArtifactStore) -> None:
+def test_a_store_copy_that_is_missing_tampered_or_resized_is_refused(store: ArtifactStore, backend: Backend) -> None:
     database = MemoryDatabase()
     missing = hashlib.sha256(b"never stored").hexdigest()
     with pytest.raises(ArtifactRejected, match="is not in the store"):
@@ -98,10 +153,14 @@ def test_a_store_copy_that_is_missing_tampered_resized_or_a_link_out_is_refused(
     uri, sha256, size = store.put_bytes(CONTENT)
     with pytest.raises(ArtifactRejected, match="not the 999 stated"):
         register(trained(uri, sha256, 999), store, database)
-    Path(uri).write_bytes(CONTENT[:-1] + b"!")  # tampered in place, same size
+    backend.overwrite(sha256, CONTENT[:-1] + b"!")  # tampered in place, same size
     with pytest.raises(ArtifactRejected, match="digest mismatch"):
         register(trained(uri, sha256, size), store, database)
+    assert database.state.versions == {} and database.state.outbox == []
 
+
+def test_a_folder_key_that_is_a_link_out_of_the_store_is_refused(tmp_path: Path) -> None:
+    store, database = ArtifactStore(str(tmp_path / "store")), MemoryDatabase()
     passwd, passwd_sha, passwd_size = host_file()
     link = store.uri(passwd_sha)
     os.makedirs(os.path.dirname(link), exist_ok=True)
@@ -112,12 +171,24 @@ def test_a_store_copy_that_is_missing_tampered_resized_or_a_link_out_is_refused(
     assert database.state.versions == {} and database.state.outbox == []
 
 
-def test_a_store_that_cannot_be_reached_is_transient(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    uri, sha256, size = store.put_bytes(CONTENT)
+def test_a_store_that_cannot_be_reached_is_transient(backend: Backend) -> None:
+    uri, sha256, size = backend.store.put_bytes(CONTENT)
+    away = backend.unreachable()
+    if backend.kind == "s3":  # a real refused connection, as the consumer loop meets it
+        with pytest.raises(TransientError, match="unreachable"):
+            register(trained(uri, sha256, size), away, MemoryDatabase())
+        with pytest.raises(TransientError, match="unreachable"):
+            away.put_bytes(CONTENT * 3)
+        return
+    with pytest.raises(TransientError, match="unreachable"):
+        register(trained(uri, sha256, size), _verify_fails(away), MemoryDatabase())
+
+
+def _verify_fails(store: ArtifactStore) -> ArtifactStore:
+    """A folder store whose filesystem went away (a network mount that stopped answering)."""
 
     def unreachable(*args: object, **kwargs: object) -> None:
         raise ConnectionResetError("the store's server went away")
 
-    monkeypatch.setattr(store, "verify", unreachable)
-    with pytest.raises(TransientError, match="unreachable"):
-        register(trained(uri, sha256, size), store, MemoryDatabase())
+    store.verify = unreachable  # type: ignore[method-assign]
+    return store
