@@ -36,6 +36,8 @@ OTHER_VARIABLES = {
     "FERRY_FAULT_POINT": "shared/faults.py",
     "FERRY_FAULT_REPORT": "shared/faults.py",
     "FERRY_ROOT": "deploy/grafana/provisioning/dashboards/ferry.yaml",  # read by Grafana
+    "FERRY_GRAFANA_WEBHOOK_TOKEN": "deploy/grafana/provisioning/alerting/ferry-contact-points.yaml",  # read by Grafana
+    "FERRY_HTTP_CLIENT_LOG_LEVEL": "shared/telemetry.py",
 }
 
 
