@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -118,11 +119,20 @@ class Server:
         raise RuntimeError(f"{self.name} not answering after {timeout_s}s; see {self.log}")
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, 15)
-            self.process.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, 9)
+        """SIGTERM to the server's process group, SIGKILL after 30 s; returns when none of it is left
+        (TorchServe's Java outlives its launcher, and a second TorchServe refuses to start beside it)."""
+        deadline, signal_number = time.monotonic() + 30, int(signal.SIGTERM)
+        while True:
+            self.process.poll()  # reap the launcher, or the group never looks empty
+            try:
+                os.killpg(self.process.pid, signal_number)
+            except ProcessLookupError:
+                return
+            if time.monotonic() > deadline:
+                signal_number = int(signal.SIGKILL)
+            elif signal_number == signal.SIGTERM:
+                signal_number = 0  # sent once; from now on only ask whether the group is still there
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,9 @@ def main() -> int:
             rows[config.name] = {(g, c): f"not started: {error}"[:120] for g in generators for c in levels}
             continue
         rows[config.name] = measure(server, body, expected, body_file, generators, levels, args.seconds)
+        for generator in generators:  # as it goes, so that a run cut short still shows what it measured
+            cells = "; ".join(_cell(rows[config.name][generator, level]) for level in levels)
+            print(f"  {generator}: {cells}", flush=True)
     print(
         f"\n{cores} cores shared by every server and the load generator; load average before the run "
         f"{load_average[0]:.1f}, after {os.getloadavg()[0]:.1f}; {args.seconds:g} s per point; "
