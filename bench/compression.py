@@ -222,7 +222,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ferry-bench-compression-"))
     started = time.perf_counter()
     teacher_row = Row(Variant("teacher", "cnn"))
-    for seed in range(args.seeds):  # the CNN baseline, trained once: seed 0 is the champion
+    # the CNN baseline, trained once: seed 0 is the champion; the other seeds serve only the CNN's own rows
+    for seed in range(args.seeds if "cnn" in args.arch else 1):
         teacher_row.runs.append(train(teacher_row.variant, seed, args.epochs, None, root / "teacher" / str(seed)))
         teacher_row.test_accuracies.append(
             accuracy(predict(teacher_row.runs[-1].path, parts.test.features), parts.test.labels)

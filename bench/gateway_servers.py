@@ -7,7 +7,9 @@
 - TorchServe and Seldon MLServer, each installed by :func:`peer_venv` into its own venv under
   ``.ferry/bench/`` on first use, never into the project's venv. Their heavy shared dependencies
   (numpy, ONNX Runtime, torch for TorchServe's worker) come from the project's site-packages through a
-  ``.pth`` file, so that every server runs the same ONNX Runtime build.
+  ``.pth`` file, so that every server runs the same ONNX Runtime build. Each takes its configuration
+  as arguments (TorchServe: workers, batch size, batch delay; MLServer: worker pool or in process,
+  adaptive batching), so the bench can measure every one and compare against the best.
 
     python bench/gateway_servers.py minimal|gateway PORT WORKERS MODEL_FILE
 """
