@@ -160,7 +160,8 @@ def paired_gain(treated: Row, control: Row) -> str:
     """The mean per-seed gain of ``treated`` over ``control`` and whether it is beyond noise (bar: > 0)."""
     differences = [mine - theirs for mine, theirs in zip(treated.test_accuracies, control.test_accuracies, strict=True)]
     gain = statistics.mean(differences)
-    head = f"{gain:+.4f} (bar: > 0), per-seed differences {_mean_sd(differences)} over {len(differences)} seeds"
+    spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
+    head = f"{gain:+.4f} (bar: > 0), the mean of {len(differences)} per-seed differences (sd {spread:.4f})"
     if len(differences) < 2 or len(set(differences)) == 1:
         return f"{head}: no paired test (too few seeds, or every seed the same difference)"
     t_p = float(stats.ttest_rel(treated.test_accuracies, control.test_accuracies, alternative="greater").pvalue)
