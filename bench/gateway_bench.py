@@ -11,8 +11,8 @@ labelled with its generator. A rate is printed only when every request counted w
 output tensor. Each peer's best configuration is picked per generator and connection count, and the
 gateway (1 and 2 workers) is given as ratios to the best of them, all measured in the same run.
 
-    .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--skip-peers]
-        [--generators wrk,python] [--only NAME-PART]
+    .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--rounds 1]
+        [--generators wrk,python] [--skip-peers] [--only NAME-PART]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -264,11 +265,46 @@ def print_ratios(rows: dict[str, Figures], configs: list[Config], generators: li
             print(f"| {generator}, {level} | " + " | ".join(cells) + " |")
 
 
+def run_config(
+    config: Config,
+    body: bytes,
+    expected: np.ndarray,
+    body_file: Path,
+    generators: list[str],
+    levels: list[int],
+    args: argparse.Namespace,
+) -> Figures:
+    """Start one configuration, measure it, print its figures as they come (a run cut short keeps them)."""
+    try:
+        server = config.start()
+    except (subprocess.SubprocessError, OSError, RuntimeError) as error:
+        return {(g, c): f"not started: {error}"[:120] for g in generators for c in levels}
+    figures = measure(server, body, expected, body_file, generators, levels, args.seconds)
+    for generator in generators:
+        print(f"  {generator}: " + "; ".join(_cell(figures[generator, level]) for level in levels), flush=True)
+    return figures
+
+
+def median_of(rounds: list[Figures]) -> Figures:
+    """Per point, the median of each figure over the rounds; no rate unless every round had one."""
+    combined: Figures = {}
+    for key in rounds[0]:
+        figures = [figures[key] for figures in rounds]
+        refused = [figure for figure in figures if not isinstance(figure, dict)]
+        combined[key] = (
+            refused[0]
+            if refused
+            else {name: statistics.median(figure[name] for figure in figures) for name in ("rps", "p50", "p99")}
+        )
+    return combined
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--generators", default=",".join(GENERATORS), help=f"of {', '.join(GENERATORS)}")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every server this many times; medians")
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
     parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
     args = parser.parse_args()
@@ -289,23 +325,17 @@ def main() -> int:
     rows: dict[str, Figures] = {}
     if args.only in "(a) onnxruntime in-process":
         rows["(a) onnxruntime in-process"] = {("none", c): in_process(model, c, args.seconds) for c in levels}
-    configs = plan(model, cores, not args.skip_peers)
-    for config in configs:
-        if args.only not in config.name:
-            continue
-        print(f"measuring {config.name} ...", flush=True)
-        try:
-            server = config.start()
-        except (subprocess.SubprocessError, OSError, RuntimeError) as error:
-            rows[config.name] = {(g, c): f"not started: {error}"[:120] for g in generators for c in levels}
-            continue
-        rows[config.name] = measure(server, body, expected, body_file, generators, levels, args.seconds)
-        for generator in generators:  # as it goes, so that a run cut short still shows what it measured
-            cells = "; ".join(_cell(rows[config.name][generator, level]) for level in levels)
-            print(f"  {generator}: {cells}", flush=True)
+    configs = [config for config in plan(model, cores, not args.skip_peers) if args.only in config.name]
+    per_round: dict[str, list[Figures]] = {config.name: [] for config in configs}
+    for round_index in range(args.rounds):  # every other round backwards: a drifting load evens out
+        for config in configs if round_index % 2 == 0 else configs[::-1]:
+            print(f"round {round_index + 1}/{args.rounds}: measuring {config.name} ...", flush=True)
+            per_round[config.name].append(run_config(config, body, expected, body_file, generators, levels, args))
+    rows.update({name: median_of(figures) for name, figures in per_round.items()})
     print(
         f"\n{cores} cores shared by every server and the load generator; load average before the run "
-        f"{load_average[0]:.1f}, after {os.getloadavg()[0]:.1f}; {args.seconds:g} s per point; "
+        f"{load_average[0]:.1f}, after {os.getloadavg()[0]:.1f}; {args.seconds:g} s per point, the median of "
+        f"{args.rounds} round(s), every other one in reverse order; "
         "model: 64-256-10 MLP, one row per request"
     )
     print_tables(rows, generators, levels)
