@@ -1,6 +1,6 @@
 """Compression benchmark: what each technique, and the whole pipeline, buys on sklearn:digits.
 
-    .venv/bin/python bench/compression.py [--seeds 3] [--arch mlp cnn] [--epochs 300]
+    .venv/bin/python bench/compression.py [--seeds 10] [--arch mlp cnn] [--epochs 300]
 
 For the MLP and the CNN, every row is trained through the trainer's own ``run_training`` (one
 torch thread) for each seed and scored on the held-out test split (which the trainer never sees):
@@ -8,7 +8,10 @@ accuracy as mean ± sd over the seeds, parameters, artifact bytes, and ONNX Runt
 batch 1 and 64 (the shared harness: CPU time, one intra-op thread, all of an architecture's seed-0
 files timed in interleaved rounds), each beside the uncompressed baseline measured in the same run, as ratios.
 
-The teacher of every distilled row is the CNN baseline of seed 0, as a champion would be.
+The teacher of every distilled row is the CNN baseline of seed 0, as a champion would be. Whether a
+distilled student beats the same student trained alone is judged on the per-seed differences (the same
+seed, the same held-out rows): a one-sided paired t-test and a Wilcoxon signed-rank test, and the verdict
+is worded by the t-test's p-value.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,6 +41,7 @@ from shared.onnx import Latency, LatencyPlan  # noqa: E402
 DATASET = "sklearn:digits"
 TEACHER_NAME = "digits-cnn"
 BENCH_TIMING = LatencyPlan(runs=1500, rounds=10, budget_s=60.0)
+ALPHA = 0.05  # the level at which a gain is called beyond noise
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,28 @@ def table(arch: str, rows: list[Row], latency: dict[str, Latency]) -> list[str]:
     return lines
 
 
+def paired_gain(treated: Row, control: Row) -> str:
+    """The mean per-seed gain of ``treated`` over ``control`` and whether it is beyond noise (bar: > 0)."""
+    differences = [mine - theirs for mine, theirs in zip(treated.test_accuracies, control.test_accuracies, strict=True)]
+    gain = statistics.mean(differences)
+    spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
+    head = f"{gain:+.4f} (bar: > 0), the mean of {len(differences)} per-seed differences (sd {spread:.4f})"
+    if len(differences) < 2 or len(set(differences)) == 1:
+        return f"{head}: no paired test (too few seeds, or every seed the same difference)"
+    t_p = float(stats.ttest_rel(treated.test_accuracies, control.test_accuracies, alternative="greater").pvalue)
+    wins, losses = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    wilcoxon = "no differing seed"
+    if wins + losses:
+        wilcoxon = f"p={float(stats.wilcoxon(differences, zero_method='zsplit', alternative='greater').pvalue):.4f}"
+    verdict = (
+        f"beyond noise (p < {ALPHA})" if t_p < ALPHA else f"NOT shown beyond noise (p ≥ {ALPHA}): it may be chance"
+    )
+    return (
+        f"{head}, better on {wins} seeds, worse on {losses}; one-sided paired t-test p={t_p:.4f}, "
+        f"Wilcoxon signed-rank {wilcoxon}: {verdict}"
+    )
+
+
 def checks(rows: dict[str, list[Row]], latencies: dict[str, dict[str, Latency]], teacher_row: Row) -> list[str]:
     """The issue's bars, computed from the rows above (the teacher is the seed-0 CNN baseline)."""
     teacher_acc = teacher_row.test_accuracies[0]
@@ -165,9 +192,8 @@ def checks(rows: dict[str, list[Row]], latencies: dict[str, dict[str, Latency]],
             f"- {arch} prune 50%: {drop:+.4f} vs the baseline (bar: within 0.01); smaller: {smaller}, "
             f"faster at b=1 and b=64: {faster}"
         )
-        gain = statistics.mean(distilled.test_accuracies) - statistics.mean(alone.test_accuracies)
         lines.append(
-            f"- {arch} distilled student vs the same student trained alone: {gain:+.4f} (bar: > 0); "
+            f"- {arch} distilled student vs the same student trained alone: {paired_gain(distilled, alone)}; "
             f"{statistics.mean(distilled.test_accuracies) - teacher_acc:+.4f} vs the teacher "
             f"at 1/{teacher_params / distilled.runs[0].metrics['parameters']:.0f} of its parameters"
         )
@@ -188,7 +214,7 @@ def checks(rows: dict[str, list[Row]], latencies: dict[str, dict[str, Latency]],
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=10, help="seeds per row (the paired tests need several)")
     parser.add_argument("--arch", nargs="+", choices=["mlp", "cnn"], default=["cnn", "mlp"])
     parser.add_argument("--epochs", type=int, default=300, help="epoch cap of every run (early stopping ends it)")
     args = parser.parse_args()
@@ -197,7 +223,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ferry-bench-compression-"))
     started = time.perf_counter()
     teacher_row = Row(Variant("teacher", "cnn"))
-    for seed in range(args.seeds):  # the CNN baseline, trained once: seed 0 is the champion
+    # the CNN baseline, trained once: seed 0 is the champion; the other seeds serve only the CNN's own rows
+    for seed in range(args.seeds if "cnn" in args.arch else 1):
         teacher_row.runs.append(train(teacher_row.variant, seed, args.epochs, None, root / "teacher" / str(seed)))
         teacher_row.test_accuracies.append(
             accuracy(predict(teacher_row.runs[-1].path, parts.test.features), parts.test.labels)

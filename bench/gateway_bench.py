@@ -1,13 +1,18 @@
 """Gateway benchmark: one ONNX model at 1, 16 and 64 concurrent connections, throughput and p50/p99, for
 (a) ONNX Runtime in-process (the compute floor), (b) a minimal ASGI app calling ONNX Runtime (the HTTP
 floor), (c) the Ferry gateway with metrics, access log, rate limits and canary routing on (1 and 2
-workers, and 1 worker with batching off), and (d) TorchServe (batching on) and Seldon MLServer, each
-installed into its own venv under .ferry/bench/ on first use. Every server gets the same request (the
-OIP v2 JSON of one 64-feature row), listens on 127.0.0.1, and shares the machine's cores with the load
-generator (a separate process, see gateway_load.py). A rate is printed only when every request was
-answered 200; ratios are against the best peer measured in the same run.
+workers, and 1 worker with batching off), and (d) each configuration of TorchServe (1 and 2 workers,
+batch 1 and batch 8 within 5 ms) and Seldon MLServer (its worker pool, in process, in process with
+adaptive batching; access log off), each peer installed into its own venv under .ferry/bench/ on first
+use. Every server gets the same request (the OIP v2 JSON of one 64-feature row), listens on 127.0.0.1,
+must first answer it with the right probabilities, and shares the machine's cores with the load
+generator: wrk (C, one thread) where installed and the Python one (see gateway_load.py), each figure
+labelled with its generator. A rate is printed only when every request counted was a 200 carrying the
+output tensor. Each peer's best configuration is picked per generator and connection count, and the
+gateway (1 and 2 workers) is given as ratios to the best of them, all measured in the same run.
 
-    .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--skip-peers]
+    .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--rounds 1]
+        [--generators wrk,python] [--skip-peers] [--only NAME-PART]
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +37,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gateway_load import GENERATORS, drive, summary  # noqa: E402
 from gateway_servers import BENCH_HOME, mlserver, torchserve  # noqa: E402
 
-from services.gateway.sample_models import classifier_bytes  # noqa: E402
+from services.gateway.sample_models import classifier_bytes, reference_probabilities  # noqa: E402
+from shared.local.ports import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+Figures = dict[tuple[str, int], Any]  # (generator, connections) → summary, or why there is none
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def request_row() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(1, 64)).round(4).astype(np.float32)
 
 
-def request_body() -> bytes:
-    row = np.random.default_rng(0).normal(size=64).round(4).tolist()
-    return json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}).encode()
-
-
-def summary(count: int, seconds: float, latencies_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies_ms)
-    return {"rps": count / seconds, "p50": statistics.median(ordered), "p99": ordered[int(0.99 * (len(ordered) - 1))]}
+def request_body(row: np.ndarray) -> bytes:
+    tensor = {"name": "input", "shape": list(row.shape), "datatype": "FP32", "data": row.ravel().tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
 
 
 def in_process(model: Path, connections: int, seconds: float) -> dict[str, float]:
@@ -60,7 +63,7 @@ def in_process(model: Path, connections: int, seconds: float) -> dict[str, float
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    row = {"input": np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)}
+    row = {"input": request_row()}
     latencies: list[list[float]] = [[] for _ in range(connections)]
     stop_at = time.perf_counter() + seconds
 
@@ -79,27 +82,6 @@ def in_process(model: Path, connections: int, seconds: float) -> dict[str, float
     return summary(len(merged), time.perf_counter() - started, merged)
 
 
-def load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
-    """Drive ``url`` from a separate process; the summary, or why no rate is printed."""
-    out_file = body_file.with_name("load-result.json")
-    command = [
-        sys.executable,
-        str(HERE / "gateway_load.py"),
-        url,
-        str(body_file),
-        str(connections),
-        str(seconds),
-        str(out_file),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
-    if result.returncode != 0:
-        return f"load generator failed: {result.stderr.strip()[-200:]}"
-    answer = json.loads(out_file.read_text())
-    if answer["failed"] or answer["ok"] != len(answer["latencies_ms"]) or not answer["ok"]:
-        return f"refused to rate: {answer['ok']} answered 200 of {len(answer['latencies_ms'])} ({answer['statuses']})"
-    return summary(answer["ok"], answer["seconds"], answer["latencies_ms"])
-
-
 class Server:
     """A server process, its URL, and its log under .ferry/bench/logs."""
 
@@ -107,7 +89,7 @@ class Server:
         self.name, self.url = name, url
         log_dir = BENCH_HOME / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log_dir / f"{name.replace(' ', '_')}.log"
+        self.log = log_dir / f"{''.join(c if c.isalnum() else '_' for c in name)}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 command,
@@ -118,126 +100,246 @@ class Server:
                 start_new_session=True,
             )
 
-    def wait_ready(self, body: bytes, timeout_s: float = 180) -> None:
+    def wait_ready(self, body: bytes, expected: np.ndarray, timeout_s: float = 180) -> None:
+        """Until the server answers ``body`` with 200; then its answer must be ``expected``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited; see {self.log}")
             try:
                 answer = httpx.post(self.url, content=body, headers={"content-type": "application/json"}, timeout=5)
-                if answer.status_code == 200:
-                    return
             except httpx.HTTPError:
-                pass
+                time.sleep(0.5)
+                continue
+            if answer.status_code == 200:
+                data = np.asarray(answer.json()["outputs"][0]["data"], dtype=np.float32)
+                if data.shape != (expected.size,) or not np.allclose(data, expected.ravel(), atol=1e-5):
+                    raise RuntimeError(f"{self.name} answers {answer.text[:120]}, not {expected.ravel()[:3]}...")
+                return
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not answering after {timeout_s}s; see {self.log}")
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, 15)
-            self.process.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, 9)
+        """SIGTERM to the server's process group, SIGKILL after 30 s; returns when none of it is left
+        (TorchServe's Java outlives its launcher, and a second TorchServe refuses to start beside it)."""
+        deadline, signal_number = time.monotonic() + 30, int(signal.SIGTERM)
+        while True:
+            self.process.poll()  # reap the launcher, or the group never looks empty
+            try:
+                os.killpg(self.process.pid, signal_number)
+            except ProcessLookupError:
+                return
+            if time.monotonic() > deadline:
+                signal_number = int(signal.SIGKILL)
+            elif signal_number == signal.SIGTERM:
+                signal_number = 0  # sent once; from now on only ask whether the group is still there
+            time.sleep(0.2)
 
 
-def local_server(kind: str, workers: int, model: Path, **env: str) -> Server:
+@dataclass(frozen=True)
+class Config:
+    """One row of the table: a server in one configuration, of a group (floor, ferry, or a peer's name)."""
+
+    group: str
+    name: str
+    start: Callable[[], Server]
+
+
+def local_server(name: str, kind: str, workers: int, model: Path, **env: str) -> Server:
     port = free_port()
     command = [sys.executable, str(HERE / "gateway_servers.py"), kind, str(port), str(workers), str(model)]
-    name = f"{kind} x{workers}" + ("".join(f" {k}={v}" for k, v in env.items()) if env else "")
     return Server(name, command, f"http://127.0.0.1:{port}/v2/models/bench/infer", {**os.environ, **env})
 
 
-def peer_server(name: str, model: Path, cores: int) -> Server:
+def peer_server(name: str, launch: Callable[[int], tuple[list[str], dict[str, str], str]]) -> Server:
     port = free_port()
-    command, env, path = (torchserve if name == "torchserve" else mlserver)(model, port, cores)
+    command, env, path = launch(port)
     return Server(name, command, f"http://127.0.0.1:{port}{path}", env)
 
 
-def measure(server: Server, body: bytes, body_file: Path, levels: list[int], seconds: float) -> dict[int, Any]:
+def plan(model: Path, cores: int, peers: bool) -> list[Config]:
+    """Every configuration measured, floors and Ferry first, then each peer's."""
+    no_batching = {"FERRY_GATEWAY_BATCHING": '{"max_batch_size": 1}'}
+    configs = [
+        Config("floor", "(b) minimal ASGI + ORT", lambda: local_server("minimal", "minimal", 1, model)),
+        Config("ferry", "(c) ferry gateway x1", lambda: local_server("gateway x1", "gateway", 1, model)),
+        Config("ferry", "(c) ferry gateway x2", lambda: local_server("gateway x2", "gateway", 2, model)),
+        Config(
+            "ferry",
+            "(c) gateway x1, batching off",
+            lambda: local_server("gateway nobatch", "gateway", 1, model, **no_batching),
+        ),
+    ]
+    if not peers:
+        return configs
+    mlservers = [(f"pool of {cores} workers", cores, 0, 0.0), ("in process", 0, 0, 0.0)]
+    mlservers.append(("in process, adaptive batch 8 / 5 ms", 0, 8, 0.005))
+    for label, pool, batch, wait_s in mlservers:
+        name = f"(d) mlserver {label}"
+        launch = lambda port, pool=pool, batch=batch, wait_s=wait_s: mlserver(  # noqa: E731
+            model, port, parallel_workers=pool, max_batch_size=batch, max_batch_time_s=wait_s
+        )
+        configs.append(Config("mlserver", name, lambda name=name, launch=launch: peer_server(name, launch)))
+    for workers in (1, 2):
+        for batch, delay_ms in ((1, 0), (8, 5)):
+            name = f"(d) torchserve x{workers}, batch {batch}" + (f" / {delay_ms} ms" if batch > 1 else "")
+            launch = lambda port, w=workers, b=batch, d=delay_ms: torchserve(  # noqa: E731
+                model, port, cores, workers=w, batch_size=b, max_batch_delay_ms=d
+            )
+            configs.append(Config("torchserve", name, lambda name=name, launch=launch: peer_server(name, launch)))
+    return configs
+
+
+def measure(
+    server: Server,
+    body: bytes,
+    expected: np.ndarray,
+    body_file: Path,
+    generators: list[str],
+    levels: list[int],
+    seconds: float,
+) -> Figures:
     try:
-        server.wait_ready(body)
-        load(server.url, body_file, 8, 1.0)  # warm-up
-        return {level: load(server.url, body_file, level, seconds) for level in levels}
-    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
-        return {level: f"failed: {error}"[:160] for level in levels}
+        server.wait_ready(body, expected)
+        figures: Figures = {}
+        for generator in generators:
+            drive(generator, server.url, body_file, 8, 1.0)  # warm-up
+            for level in levels:
+                figures[generator, level] = drive(generator, server.url, body_file, level, seconds)
+        return figures
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+        return {(generator, level): f"failed: {error}"[:160] for generator in generators for level in levels}
     finally:
         server.stop()
 
 
-def print_table(rows: dict[str, dict[int, Any]], levels: list[int], machine: str) -> None:
-    print(f"\n{machine}\n")
-    print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms)" for c in levels) + " |")
-    print("| --- | " + " | ".join("---" for _ in levels) + " |")
-    for name, results in rows.items():
-        cells = [
-            (f"{r['rps']:,.0f}, {r['p50']:.2f}, {r['p99']:.2f}" if isinstance(r, dict) else r)
-            for r in (results[c] for c in levels)
-        ]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    peers = [results for name, results in rows.items() if name.startswith("(d)")]
-    gateway = rows.get("(c) ferry gateway x1")
-    if not gateway:
+def _cell(figure: Any) -> str:
+    return f"{figure['rps']:,.0f}, {figure['p50']:.2f}, {figure['p99']:.2f}" if isinstance(figure, dict) else figure
+
+
+def print_tables(rows: dict[str, Figures], generators: list[str], levels: list[int]) -> None:
+    for generator in generators:
+        print(f"\nload generator: {generator} ((a) is session.run from threads, no HTTP, no generator)\n")
+        print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms)" for c in levels) + " |")
+        print("| --- | " + " | ".join("---" for _ in levels) + " |")
+        for name, figures in rows.items():
+            cells = [_cell(figures.get((generator, level), figures.get(("none", level)))) for level in levels]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def best_of(rows: dict[str, Figures], names: list[str], key: tuple[str, int]) -> tuple[str, dict[str, float]] | None:
+    """The configuration among ``names`` with the highest throughput at ``key``, if any has a rate."""
+    rated = [(name, rows[name][key]) for name in names if isinstance(rows[name].get(key), dict)]
+    return max(rated, key=lambda pair: pair[1]["rps"]) if rated else None
+
+
+def print_ratios(rows: dict[str, Figures], configs: list[Config], generators: list[str], levels: list[int]) -> None:
+    """Each peer's best configuration, and the gateway against the best of them, per generator and level."""
+    peers: dict[str, list[str]] = {}
+    for config in configs:
+        if config.group not in ("floor", "ferry") and config.name in rows:
+            peers.setdefault(config.group, []).append(config.name)
+    if not peers:
         return
-    print()
-    for level in levels:
-        rated = [results[level] for results in peers if isinstance(results[level], dict)]
-        mine = gateway[level]
-        if not rated or not isinstance(mine, dict):
-            print(f"{level} conn: no ratio (a peer or the gateway has no rate)")
-            continue
-        best = max(rated, key=lambda r: r["rps"])
-        print(
-            f"{level} conn: gateway/best peer throughput {mine['rps'] / best['rps']:.2f}x, "
-            f"p99 {mine['p99']:.2f} ms vs {best['p99']:.2f} ms"
+    gateways = [name for name in ("(c) ferry gateway x1", "(c) ferry gateway x2") if name in rows]
+    print("\nratios: gateway / best peer (throughput: higher is better; p50, p99: lower is better)\n")
+    columns = [f"best {peer}" for peer in peers] + gateways
+    print("| generator, conn | " + " | ".join(columns) + " |")
+    print("| --- | " + " | ".join("---" for _ in columns) + " |")
+    for generator in generators:
+        for level in levels:
+            key = (generator, level)
+            best = {peer: best_of(rows, names, key) for peer, names in peers.items()}
+            cells = [f"{pick[0][4:]}: {_cell(pick[1])}" if pick else "no rate" for pick in best.values()]
+            rated = [pick for pick in best.values() if pick]
+            top = max(rated, key=lambda pick: pick[1]["rps"])[1] if rated else None
+            for gateway in gateways:
+                mine = rows[gateway].get(key)
+                if top is None or not isinstance(mine, dict):
+                    cells.append("no ratio (no rate)")
+                    continue
+                cells.append(
+                    f"{mine['rps'] / top['rps']:.2f}x req/s, {mine['p50'] / top['p50']:.2f}x p50, "
+                    f"{mine['p99'] / top['p99']:.2f}x p99"
+                )
+            print(f"| {generator}, {level} | " + " | ".join(cells) + " |")
+
+
+def run_config(
+    config: Config,
+    body: bytes,
+    expected: np.ndarray,
+    body_file: Path,
+    generators: list[str],
+    levels: list[int],
+    args: argparse.Namespace,
+) -> Figures:
+    """Start one configuration, measure it, print its figures as they come (a run cut short keeps them)."""
+    try:
+        server = config.start()
+    except (subprocess.SubprocessError, OSError, RuntimeError) as error:
+        return {(g, c): f"not started: {error}"[:120] for g in generators for c in levels}
+    figures = measure(server, body, expected, body_file, generators, levels, args.seconds)
+    for generator in generators:
+        print(f"  {generator}: " + "; ".join(_cell(figures[generator, level]) for level in levels), flush=True)
+    return figures
+
+
+def median_of(rounds: list[Figures]) -> Figures:
+    """Per point, the median of each figure over the rounds; no rate unless every round had one."""
+    combined: Figures = {}
+    for key in rounds[0]:
+        figures = [figures[key] for figures in rounds]
+        refused = [figure for figure in figures if not isinstance(figure, dict)]
+        combined[key] = (
+            refused[0]
+            if refused
+            else {name: statistics.median(figure[name] for figure in figures) for name in ("rps", "p50", "p99")}
         )
+    return combined
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--generators", default=",".join(GENERATORS), help=f"of {', '.join(GENERATORS)}")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every server this many times; medians")
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
     parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]
+    generators = [name for name in args.generators.split(",") if name in GENERATORS]
+    if not generators:
+        parser.error(f"no generator of {args.generators!r} is available here (available: {GENERATORS})")
     cores = len(os.sched_getaffinity(0))
     BENCH_HOME.mkdir(parents=True, exist_ok=True)
     model = BENCH_HOME / "model.onnx"
     model.write_bytes(classifier_bytes(64, 10, seed=0, hidden=256))
-    body = request_body()
+    row = request_row()
+    expected = reference_probabilities(model.read_bytes(), row)
+    body = request_body(row)
     body_file = BENCH_HOME / "request.json"
     body_file.write_bytes(body)
     load_average = os.getloadavg()
-    rows: dict[str, dict[int, Any]] = {
-        "(a) onnxruntime in-process": {c: in_process(model, c, args.seconds) for c in levels}
-    }
-    no_batching = {"FERRY_GATEWAY_BATCHING": '{"max_batch_size": 1}'}
-    plan = [
-        ("(b) minimal ASGI + ORT", lambda: local_server("minimal", 1, model)),
-        ("(c) ferry gateway x1", lambda: local_server("gateway", 1, model)),
-        ("(c) ferry gateway x2", lambda: local_server("gateway", 2, model)),
-        ("(c) gateway x1, batching off", lambda: local_server("gateway", 1, model, **no_batching)),
-    ]
-    if not args.skip_peers:
-        plan += [
-            ("(d) torchserve (batch 8, 5 ms)", lambda: peer_server("torchserve", model, cores)),
-            ("(d) mlserver", lambda: peer_server("mlserver", model, cores)),
-        ]
-    for name, start in plan:
-        if args.only not in name:
-            continue
-        print(f"measuring {name} ...", flush=True)
-        try:
-            server = start()
-        except (subprocess.SubprocessError, OSError, RuntimeError) as error:
-            rows[name] = {level: f"not started: {error}"[:120] for level in levels}
-            continue
-        rows[name] = measure(server, body, body_file, levels, args.seconds)
-    machine = (
-        f"{cores} cores shared by every server and the load generator; load average before the run "
-        f"{load_average[0]:.1f}; {args.seconds:.0f} s per point; model: 64-256-10 MLP, one row per request"
+    rows: dict[str, Figures] = {}
+    if args.only in "(a) onnxruntime in-process":
+        rows["(a) onnxruntime in-process"] = {("none", c): in_process(model, c, args.seconds) for c in levels}
+    configs = [config for config in plan(model, cores, not args.skip_peers) if args.only in config.name]
+    per_round: dict[str, list[Figures]] = {config.name: [] for config in configs}
+    for round_index in range(args.rounds):  # every other round backwards: a drifting load evens out
+        for config in configs if round_index % 2 == 0 else configs[::-1]:
+            print(f"round {round_index + 1}/{args.rounds}: measuring {config.name} ...", flush=True)
+            per_round[config.name].append(run_config(config, body, expected, body_file, generators, levels, args))
+    rows.update({name: median_of(figures) for name, figures in per_round.items()})
+    print(
+        f"\n{cores} cores shared by every server and the load generator; load average before the run "
+        f"{load_average[0]:.1f}, after {os.getloadavg()[0]:.1f}; {args.seconds:g} s per point, the median of "
+        f"{args.rounds} round(s), every other one in reverse order; "
+        "model: 64-256-10 MLP, one row per request"
     )
-    print_table(rows, levels, machine)
+    print_tables(rows, generators, levels)
+    print_ratios(rows, configs, generators, levels)
     return 0
 
 

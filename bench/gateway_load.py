@@ -1,22 +1,36 @@
-"""The bench's load generator: N keep-alive HTTP/1.1 connections, each sending the next request when the
-last answer has arrived (closed loop), for a fixed time. It counts answered requests by status and keeps
-every latency. Run as its own process (its own interpreter and GIL) by gateway_bench.py:
+"""The bench's load generators, both closed loops over N keep-alive HTTP/1.1 connections (each sends the
+next request when the last answer has arrived) for a fixed time, both counting only answers that are 200
+with a body that carries the output tensor:
 
-    python bench/gateway_load.py URL BODY_FILE CONNECTIONS SECONDS OUT_FILE [HEADER:VALUE ...]
+- ``python``: this file run as its own process (its own interpreter and GIL) on asyncio/uvloop; it keeps
+  every latency:
 
-writes one JSON object to OUT_FILE: {"ok": n, "failed": n, "statuses": {...}, "seconds": s,
-"latencies_ms": [...]} (a file, not stdout: a pipe left non-blocking by the event loop cuts long lines).
+      python bench/gateway_load.py URL BODY_FILE CONNECTIONS SECONDS OUT_FILE [HEADER:VALUE ...]
+
+  writes one JSON object to OUT_FILE: {"ok": n, "failed": n, "statuses": {...}, "seconds": s,
+  "latencies_ms": [...]} (a file, not stdout: a pipe left non-blocking by the event loop cuts long lines);
+- ``wrk``: Debian's C load generator (``/usr/bin/wrk``, one thread) with :data:`WRK_SCRIPT`, far lighter
+  on the cores the servers share with it; its request count, error counts and our count of checked
+  answers must agree before a rate is printed.
+
+:func:`drive` runs either and answers the summary (req/s, p50, p99 in ms), or why no rate is printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import statistics
+import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+ANSWER_MARK = b'"probabilities"'  # the output tensor's name: an answer without it is not counted
 
 
 class Connection(asyncio.Protocol):
@@ -53,8 +67,10 @@ class Connection(asyncio.Protocol):
                 length = int(value)
         if len(self.buffer) < end + 4 + length:
             return
-        self.buffer = self.buffer[end + 4 + length :]
+        body, self.buffer = self.buffer[end + 4 : end + 4 + length], self.buffer[end + 4 + length :]
         status = head.split(" ", 2)[1]
+        if status == "200" and ANSWER_MARK not in body:
+            status = "200 without the output tensor"
         self.results["latencies"].append(time.perf_counter() - self.started)
         self.results["statuses"].append(status)
         self.send()
@@ -94,6 +110,97 @@ async def run(url: str, body: bytes, connections: int, seconds: float, headers: 
         "seconds": elapsed,
         "latencies_ms": [round(value * 1000, 4) for value in results["latencies"]],
     }
+
+
+# --- driving a server: either generator, answering a summary or why no rate is printed ---------------
+
+WRK = shutil.which("wrk")
+GENERATORS = ("wrk", "python") if WRK else ("python",)
+WRK_MARK = "FERRY-WRK "
+# wrk's Lua (LuaJIT): POST the body file given after "--"; per thread count the answers that are 200 and
+# carry the output tensor, and the others; at the end one line of JSON with wrk's own counts beside ours.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+checked, unchecked = 0, 0
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local file = assert(io.open(args[1], "rb"))
+  wrk.body = file:read("*a")
+  file:close()
+end
+
+function response(status, headers, body)
+  if status == 200 and body:find('"probabilities"', 1, true) then
+    checked = checked + 1
+  else
+    unchecked = unchecked + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local ok, bad = 0, 0
+  for _, thread in ipairs(threads) do
+    ok = ok + thread:get("checked")
+    bad = bad + thread:get("unchecked")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '%s{"requests": %d, "ok": %d, "bad": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
+    .. '"status": %d, "timeout": %d, "p50_us": %.1f, "p99_us": %.1f}\\n',
+    "MARK", summary.requests, ok, bad, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+""".replace("MARK", WRK_MARK)
+
+
+def summary(count: int, seconds: float, latencies_ms: list[float]) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) of ``count`` operations that took ``latencies_ms``, in ``seconds``."""
+    ordered = sorted(latencies_ms)
+    return {"rps": count / seconds, "p50": statistics.median(ordered), "p99": ordered[int(0.99 * (len(ordered) - 1))]}
+
+
+def python_load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
+    """This file as a separate process against ``url``."""
+    out_file = body_file.with_name("load-result.json")
+    command = [sys.executable, __file__, url, str(body_file), str(connections), str(seconds), str(out_file)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    if result.returncode != 0:
+        return f"python load generator failed: {result.stderr.strip()[-200:]}"
+    answer = json.loads(out_file.read_text())
+    if answer["failed"] or answer["ok"] != len(answer["latencies_ms"]) or not answer["ok"]:
+        return f"refused to rate: {answer['ok']} checked 200s of {len(answer['latencies_ms'])} ({answer['statuses']})"
+    return summary(answer["ok"], answer["seconds"], answer["latencies_ms"])
+
+
+def wrk_load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
+    """wrk, one thread, against ``url``; a rate only when every request wrk counted was a checked 200."""
+    script = body_file.with_name("post.lua")
+    script.write_text(WRK_SCRIPT)
+    command = [WRK or "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(script)]
+    result = subprocess.run([*command, url, "--", str(body_file)], capture_output=True, text=True, timeout=seconds + 60)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(WRK_MARK)]
+    if result.returncode != 0 or not lines:
+        return f"wrk failed: {(result.stderr or result.stdout).strip()[-200:]}"
+    counts: dict[str, Any] = json.loads(lines[-1][len(WRK_MARK) :])
+    errors = {name: counts[name] for name in ("connect", "read", "write", "status", "timeout") if counts[name]}
+    if errors or counts["bad"] or counts["ok"] != counts["requests"] or not counts["ok"]:
+        return f"refused to rate: {counts['ok']} checked 200s of {counts['requests']} requests (errors {errors})"
+    return {
+        "rps": counts["ok"] / (counts["duration_us"] / 1e6),
+        "p50": counts["p50_us"] / 1000,
+        "p99": counts["p99_us"] / 1000,
+    }
+
+
+def drive(generator: str, url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
+    """Load ``url`` with ``generator`` (one of :data:`GENERATORS`)."""
+    return (wrk_load if generator == "wrk" else python_load)(url, body_file, connections, seconds)
 
 
 def main() -> None:

@@ -7,7 +7,9 @@
 - TorchServe and Seldon MLServer, each installed by :func:`peer_venv` into its own venv under
   ``.ferry/bench/`` on first use, never into the project's venv. Their heavy shared dependencies
   (numpy, ONNX Runtime, torch for TorchServe's worker) come from the project's site-packages through a
-  ``.pth`` file, so that every server runs the same ONNX Runtime build.
+  ``.pth`` file, so that every server runs the same ONNX Runtime build. Each takes its configuration
+  as arguments (TorchServe: workers, batch size, batch delay; MLServer: worker pool or in process,
+  adaptive batching), so the bench can measure every one and compare against the best.
 
     python bench/gateway_servers.py minimal|gateway PORT WORKERS MODEL_FILE
 """
@@ -25,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.local.ports import free_port  # noqa: E402
+
 BENCH_HOME = ROOT / ".ferry" / "bench"
 UVICORN: dict[str, Any] = {
     "http": "httptools",
@@ -86,7 +92,6 @@ def minimal_app() -> Any:
 
 def gateway_app() -> Any:
     """The gateway as a worker builds it, with a fixed deployment in place of the registry and Kafka."""
-    sys.path.insert(0, str(ROOT))
     from services.gateway.bootstrap import bootstrap
     from services.gateway.domain import Deployment, VersionSpec
     from services.gateway.entrypoints.api import create_app
@@ -198,15 +203,18 @@ def handle(data, context):
 '''
 
 
-def torchserve(model: Path, port: int, cores: int) -> tuple[list[str], dict[str, str], str]:
-    """(command, environment, URL path) of a TorchServe serving ``model`` with batching on."""
+def torchserve(
+    model: Path, port: int, cores: int, *, workers: int, batch_size: int, max_batch_delay_ms: int
+) -> tuple[list[str], dict[str, str], str]:
+    """(command, environment, URL path) of a TorchServe serving ``model`` with ``workers`` Python workers,
+    each handed batches of up to ``batch_size`` requests gathered for at most ``max_batch_delay_ms``."""
     python = peer_venv("torchserve", ["torchserve==0.12.0", "torch-model-archiver==0.12.0", "pyyaml"], share=True)
     work = BENCH_HOME / "torchserve-run"
     store = work / "model-store"
     store.mkdir(parents=True, exist_ok=True)
     (work / "handler.py").write_text(TORCHSERVE_HANDLER)
     (work / "model-config.yaml").write_text(
-        f"minWorkers: {cores}\nmaxWorkers: {cores}\nbatchSize: 8\nmaxBatchDelay: 5\n"
+        f"minWorkers: {workers}\nmaxWorkers: {workers}\nbatchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\n"
     )
     subprocess.run(
         [
@@ -227,13 +235,14 @@ def torchserve(model: Path, port: int, cores: int) -> tuple[list[str], dict[str,
         ],
         check=True,
     )
-    (store / "bench.mar").exists() or (_ for _ in ()).throw(RuntimeError("torch-model-archiver made no bench.mar"))
+    if not (store / "bench.mar").exists():
+        raise RuntimeError("torch-model-archiver made no bench.mar")
     # model.onnx is the name the handler opens: the archiver keeps the serialized file's own name.
     config = work / "config.properties"
     config.write_text(
-        f"inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{port + 1}\n"
-        f"metrics_address=http://127.0.0.1:{port + 2}\ndisable_token_authorization=true\nenable_envvars_config=true\n"
-        f"number_of_netty_threads={cores}\ndefault_workers_per_model={cores}\nmodel_store={store}\n"
+        f"inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{free_port()}\n"
+        f"metrics_address=http://127.0.0.1:{free_port()}\ndisable_token_authorization=true\nenable_envvars_config=true\n"
+        f"number_of_netty_threads={cores}\ndefault_workers_per_model={workers}\nmodel_store={store}\n"
         "load_models=bench.mar\ninstall_py_dep_per_model=false\n"
     )
     command = [
@@ -274,8 +283,13 @@ class OnnxModel(MLModel):
 """
 
 
-def mlserver(model: Path, port: int, cores: int) -> tuple[list[str], dict[str, str], str]:
-    """(command, environment, URL path) of Seldon MLServer serving ``model`` through OIP v2."""
+def mlserver(
+    model: Path, port: int, *, parallel_workers: int, max_batch_size: int = 0, max_batch_time_s: float = 0.0
+) -> tuple[list[str], dict[str, str], str]:
+    """(command, environment, URL path) of Seldon MLServer serving ``model`` through OIP v2, with its
+    access log off (``debug: false``). ``parallel_workers: 0`` runs inference in the server's process;
+    N > 0 hands every request to a pool of N worker processes. ``max_batch_size`` > 1 turns on its
+    adaptive batching (requests gathered for at most ``max_batch_time_s``)."""
     python = peer_venv("mlserver", ["mlserver==1.7.1", "uvloop<0.22"], share=True)
     work = BENCH_HOME / "mlserver-run"
     (work / "bench").mkdir(parents=True, exist_ok=True)
@@ -284,10 +298,11 @@ def mlserver(model: Path, port: int, cores: int) -> tuple[list[str], dict[str, s
         json.dumps(
             {
                 "http_port": port,
-                "grpc_port": port + 1,
-                "metrics_port": port + 2,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
                 "host": "127.0.0.1",
-                "parallel_workers": cores,
+                "parallel_workers": parallel_workers,
+                "debug": False,
             }
         )
     )
@@ -297,6 +312,8 @@ def mlserver(model: Path, port: int, cores: int) -> tuple[list[str], dict[str, s
                 "name": "bench",
                 "implementation": "ort_model.OnnxModel",
                 "parameters": {"uri": str(model)},
+                "max_batch_size": max_batch_size,
+                "max_batch_time": max_batch_time_s,
             }
         )
     )
