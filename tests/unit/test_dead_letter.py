@@ -40,7 +40,9 @@ class FakeProducer:
         size = len(key or b"") + len(value or b"") + sum(len(name) + len(data) for name, data in headers)
         if size > self.limit:
             return Failed(MessageSizeTooLargeError(f"{size} bytes"))
-        self.sent.append({"topic": topic, "key": key, "value": value, "headers": dict(headers), "header_list": list(headers)})
+        self.sent.append(
+            {"topic": topic, "key": key, "value": value, "headers": dict(headers), "header_list": list(headers)}
+        )
         return Acked()
 
 
