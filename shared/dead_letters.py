@@ -73,7 +73,7 @@ class DeadLetter:
         stamp = self.header("ferry_dlq_time")
         try:
             return datetime.fromtimestamp(float(stamp) if stamp else self.timestamp_ms / 1000, UTC)
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # a header that is no time: the broker's timestamp
             return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
 
     @property
@@ -108,8 +108,9 @@ class DeadLetter:
             "error_type": printable(self.header("ferry_dlq_error_type") or ""),
             "group": printable(self.header("ferry_dlq_group") or ""),
             "dead_lettered_at": self.dead_lettered_at.isoformat(),
-            "original": f"{self.header('ferry_dlq_topic')}/{self.header('ferry_dlq_partition')}"
-            f"/{self.header('ferry_dlq_offset')}",
+            "original": printable(
+                f"{self.header('ferry_dlq_topic')}/{self.header('ferry_dlq_partition')}/{self.header('ferry_dlq_offset')}"
+            ),
             "key": printable((self.key or b"").decode(errors="backslashreplace")),
             "replayed_by": printable(self.header("ferry_replayed_by") or ""),
             "not_replayable": self.replayable or "",

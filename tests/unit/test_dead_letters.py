@@ -123,3 +123,11 @@ def test_who_replays(tmp_path: Path) -> None:
             operator_of(settings, refused)
     with pytest.raises(Refused, match="names no file|cannot be read"):
         operator_of(settings, {"FERRY_REGISTRY_TOKENS_FILE": str(tmp_path / "missing"), "FERRY_API_TOKEN": token})
+
+
+def test_a_summary_escapes_what_the_headers_say_and_survives_a_bad_time() -> None:
+    odd = letter(ferry_dlq_topic=b"t\x1b[2J", ferry_dlq_reason=b"bad\nthing")
+    odd = DeadLetter(odd.topic, 0, 1, 1796400000500, None, None, [*odd.headers, ("ferry_dlq_time", b"inf")])
+    summary = odd.summary()
+    assert "\x1b" not in summary["original"] and summary["reason"] == "bad\\nthing"
+    assert summary["dead_lettered_at"].startswith("2026-") and summary["payload"] == ""
