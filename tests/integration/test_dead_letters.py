@@ -104,6 +104,15 @@ def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixed(
     code, [shown] = run_json(capsys, "dlq", "show", "training.status", event_id, "--json")
     assert code == 0 and shown["headers"]["ce_id"] == event_id and '"request_id": "r1"' in shown["payload"]
     assert main(["dlq", "show", "training.status", "no-such-id"]) == 3
+    assert (
+        main(["dlq", "list"]) == 0
+        and main(["dlq", "show", "training.status", entry["dlq"].split("/", 1)[1].replace("/", ":")]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert (
+        printed.count("PermanentError: artifact a1b2 is not in the store yet") == 1
+        and "header ce_id: " + event_id in printed
+    )
     assert main(["dlq", "list", "alert"]) == 3  # a topic with no dead letters
 
     published = end_offsets(ferry_settings, ferry_settings.topic(STATUS))
