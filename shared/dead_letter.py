@@ -6,6 +6,10 @@ steps, value first, then the original headers and key, with ``ferry_dlq_truncate
 cut and ``ferry_dlq_original_bytes`` the value's size; the ``ferry_dlq_*`` headers themselves (reason,
 coordinates) always travel whole. A record that could not even be read (corrupt at ``poll()``) is
 dead-lettered as its coordinates alone (an empty value), with ``ferry_dlq_unreadable: true``.
+
+A message that was dead-lettered before (a replay, or a copy put back by hand) keeps its history: the
+reasons it was refused earlier travel as ``ferry_dlq_previous_reason`` headers, oldest first, and the
+stale ``ferry_dlq_*`` headers it arrived with are not copied, so each header of a copy means one thing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 
+DLQ_HEADER_PREFIX = "ferry_dlq_"
+PREVIOUS_REASON = "ferry_dlq_previous_reason"
+MAX_PREVIOUS_REASONS = 10
+"""A message refused more often than this keeps its latest earlier reasons, not all of them."""
 MAX_REASON_CHARS = 16_000
 """A reason longer than this (a handler's exception quoting a whole SQL statement) keeps its head and says so."""
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
@@ -62,6 +70,19 @@ def bounded_reason(reason: str) -> str:
     if len(reason) <= MAX_REASON_CHARS:
         return reason
     return f"{reason[:MAX_REASON_CHARS]} … ({len(reason) - MAX_REASON_CHARS} more characters)"
+
+
+def previous_reasons(headers: Headers | None) -> list[bytes]:
+    """The reasons a message carrying these headers was refused before, oldest first: its own
+    ``ferry_dlq_previous_reason`` headers, then its ``ferry_dlq_reason`` (a dead-letter copy's headers)."""
+    earlier = [value for name, value in headers or [] if name == PREVIOUS_REASON]
+    earlier += [value for name, value in headers or [] if name == "ferry_dlq_reason"]
+    return [reason[:MAX_REASON_CHARS] for reason in earlier[-MAX_PREVIOUS_REASONS:]]
+
+
+def without_dlq_headers(headers: Headers | None) -> Headers:
+    """The headers that are not the dead-letter machinery's own."""
+    return [(name, value) for name, value in headers or [] if not name.startswith(DLQ_HEADER_PREFIX)]
 
 
 class DeadLetterWriter:
@@ -127,13 +148,14 @@ class DeadLetterWriter:
             ("ferry_dlq_group", self._group.encode()),
             ("ferry_dlq_time", f"{time.time():.3f}".encode()),
         ]
+        headers += [(PREVIOUS_REASON, earlier) for earlier in previous_reasons(original.headers)]
         if not original.readable:
             headers.append(("ferry_dlq_unreadable", b"true"))
         return headers
 
     def _copies(self, original: Original, own: Headers) -> Iterator[tuple[bytes | None, bytes | None, Headers]]:
         """The whole copy first, then ever smaller ones; the last keeps the coordinates and reason alone."""
-        key, value, theirs = original.key, original.value, list(original.headers or [])
+        key, value, theirs = original.key, original.value, without_dlq_headers(original.headers)
         if key is None and value is None:
             value = b""  # a record needs one of them
         yield key, value, theirs + own

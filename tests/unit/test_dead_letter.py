@@ -40,7 +40,9 @@ class FakeProducer:
         size = len(key or b"") + len(value or b"") + sum(len(name) + len(data) for name, data in headers)
         if size > self.limit:
             return Failed(MessageSizeTooLargeError(f"{size} bytes"))
-        self.sent.append({"topic": topic, "key": key, "value": value, "headers": dict(headers)})
+        self.sent.append(
+            {"topic": topic, "key": key, "value": value, "headers": dict(headers), "header_list": list(headers)}
+        )
         return Acked()
 
 
@@ -141,3 +143,31 @@ def test_a_runaway_reason_is_bounded_and_says_how_much_was_left_out() -> None:
     reason = producer.sent[0]["headers"]["ferry_dlq_reason"].decode()
     assert len(reason) < MAX_REASON_CHARS + 100
     assert reason.endswith("more characters)")
+
+
+def test_a_message_dead_lettered_before_keeps_its_earlier_reasons_oldest_first() -> None:
+    producer = FakeProducer()
+    arriving = [
+        ("ce_id", b"e1"),
+        ("ferry_dlq_previous_reason", b"first"),
+        ("ferry_dlq_reason", b"second"),
+        ("ferry_dlq_offset", b"7"),
+        ("ferry_replay_of", b"p.model.trained.dlq/0/7"),
+    ]
+    writer(producer).send(original(b"{}", arriving), reason="third", error_type="PermanentError")
+    [copy] = producer.sent
+    headers = copy["header_list"]
+    assert copy["headers"]["ferry_dlq_reason"] == b"third"
+    assert copy["headers"]["ferry_dlq_offset"] == b"41"  # this copy's coordinates, not the stale ones
+    assert copy["headers"]["ferry_replay_of"] == b"p.model.trained.dlq/0/7"
+    assert [name for name, _ in headers].count("ferry_dlq_offset") == 1
+    assert [value for name, value in headers if name == "ferry_dlq_previous_reason"] == [b"first", b"second"]
+
+
+def test_the_smallest_copy_still_carries_the_earlier_reasons() -> None:
+    producer = FakeProducer(limit=300_000)
+    arriving = [("ce_id", b"e1"), ("ferry_dlq_reason", b"earlier"), ("big", b"h" * 400_000)]
+    writer(producer).send(original(b"v" * 10, arriving), reason="now", error_type="X")
+    [copy] = producer.sent
+    assert "big" not in copy["headers"]
+    assert copy["headers"]["ferry_dlq_previous_reason"] == b"earlier"
