@@ -154,6 +154,9 @@ def test_models_filtered_by_name_prefix_page_by_cursor(registry: Registry, http:
     every = http.get("/api/v1/models", params={"name": "digits"}).json()["items"]
     assert [model["name"] for model in every] == ["digits", "digitsAx", "digits_x", "digits_y"]
     assert http.get("/api/v1/models", params={"name": "zzz"}).json() == {"items": [], "next_cursor": None}
+    for bad in ("a\x00", "a b", "x" * 129):
+        refused = http.get("/api/v1/models", params={"name": bad})
+        assert refused.status_code == 422 and "name" in refused.json()["error"], bad
 
 
 def test_versions_and_artifacts_by_alias(http: TestClient, stored: list[ModelTrained]) -> None:

@@ -63,7 +63,10 @@ ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the mod
 VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX, description="the version number, from 1")]
 Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
-NamePrefix = Annotated[str | None, Query(max_length=200, description="only the models whose name starts with this")]
+NamePrefix = Annotated[
+    str | None,
+    Query(max_length=128, pattern=r"^[A-Za-z0-9_.-]*$", description="only the models whose name starts with this"),
+]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "unknown model or version"},
