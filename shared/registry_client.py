@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -34,6 +34,11 @@ from shared.artifacts import DigestMismatch, SizeMismatch
 from shared.events import ArtifactRef
 from shared.registry_errors import RegistryBadAnswer, RegistryUnavailable, model_path, raise_for, unreachable
 from shared.registry_models import (
+    Alias,
+    ArchiveRequest,
+    ArtifactHeadOut,
+    AuditEntryOut,
+    AuditPage,
     DeploymentAction,
     DeploymentChangeOut,
     DeploymentOut,
@@ -41,11 +46,13 @@ from shared.registry_models import (
     HistoryEntryOut,
     HistoryPage,
     LineageOut,
+    ModelEdit,
     ModelOut,
     ModelPage,
     PromoteAction,
     RollbackAction,
     SetCanaryWeightAction,
+    VersionEdit,
     VersionOut,
     VersionPage,
     VersionStatus,
@@ -128,9 +135,10 @@ class RegistryClient:
 
     # --- reads --------------------------------------------------------------------------------------
 
-    def models(self, *, page_size: int = MAX_PAGE) -> Iterator[ModelOut]:
-        """Every registered model, by name, through every page."""
-        return self._pages("/models", ModelPage.model_validate_json, {}, page_size)
+    def models(self, *, page_size: int = MAX_PAGE, name_prefix: str | None = None) -> Iterator[ModelOut]:
+        """Every registered model, by name, through every page (only names starting with ``name_prefix``)."""
+        params = {"name": name_prefix} if name_prefix else {}
+        return self._pages("/models", ModelPage.model_validate_json, params, page_size)
 
     def model(self, name: str) -> ModelOut:
         return self._get(model_path(name), ModelOut.model_validate_json)
@@ -286,6 +294,80 @@ class RegistryClient:
         if digest.hexdigest() != expected.sha256:
             raise DigestMismatch(expected.sha256, digest.hexdigest())
         return b"".join(chunks)
+
+    # --- descriptions, tags, archive, aliases, HEAD --------------------------------------------------
+
+    def edit_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        reason: str | None = None,
+    ) -> ModelOut:
+        """Set the model's description and merge ``tags`` (a None value removes the tag); needs a token."""
+        edit = ModelEdit(description=description, tags=dict(tags) if tags is not None else None, reason=reason)
+        return self._write("PATCH", model_path(name), edit, ModelOut.model_validate_json)
+
+    def edit_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        archive: bool = False,
+        reason: str | None = None,
+    ) -> VersionOut:
+        """Set a version's description, merge its tags, archive it with ``archive``; needs a token."""
+        edit = VersionEdit(
+            description=description,
+            tags=dict(tags) if tags is not None else None,
+            status="archived" if archive else None,
+            reason=reason,
+        )
+        return self._write("PATCH", f"{model_path(name)}/versions/{int(version)}", edit, VersionOut.model_validate_json)
+
+    def archive_version(self, name: str, version: int, *, reason: str | None = None) -> VersionOut:
+        """Archive a version that is neither champion nor challenger (RegistryConflict if it is); needs a token."""
+        path = f"{model_path(name)}/versions/{int(version)}/archive"
+        return self._write("POST", path, ArchiveRequest(reason=reason), VersionOut.model_validate_json)
+
+    def audit(self, name: str, *, page_size: int = MAX_PAGE) -> Iterator[AuditEntryOut]:
+        """Edits and archives of the model and its versions, newest first, through every page."""
+        return self._pages(f"{model_path(name)}/audit", AuditPage.model_validate_json, {}, page_size)
+
+    def alias(self, name: str, alias: Alias) -> VersionOut:
+        """The version ``alias`` (champion, challenger) names now; RegistryNotFound when none."""
+        return self._get(f"{model_path(name)}/aliases/{alias}", VersionOut.model_validate_json)
+
+    def artifact_by_alias(self, name: str, alias: Alias) -> tuple[VersionOut, bytes]:
+        """The version an alias names and its artifact, verified against that version's size and sha256.
+
+        Downloaded by the version's number, not by the alias: a promotion in between cannot mix two versions.
+        """
+        found = self.alias(name, alias)
+        return found, self.artifact(name, found.version, expected=found.artifact)
+
+    def artifact_head(self, name: str, version: int) -> ArtifactHeadOut:
+        """What HEAD on the version's artifact says: its recorded sha256 and size, and the media type."""
+        path = f"{model_path(name)}/versions/{int(version)}/artifact"
+        response = self._call(lambda: self._send("HEAD", path))
+        try:
+            return ArtifactHeadOut(
+                sha256=response.headers["x-ferry-sha256"],
+                size_bytes=int(response.headers["content-length"]),
+                content_type=response.headers["content-type"],
+            )
+        except (KeyError, ValueError, ValidationError) as error:
+            raise RegistryBadAnswer(f"the registry's answer to HEAD {path} lacks its headers: {error}") from error
+
+    def _write(self, method: str, path: str, body: BaseModel, parse: Callable[[bytes], T]) -> T:
+        """A write with the bearer token, retried only when the registry surely did not apply it."""
+        payload = body.model_dump(mode="json", exclude_none=True)
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        response = self._call(lambda: self._send(method, path, json=payload, headers=headers), idempotent=False)
+        return _parsed(response, parse, path)
 
 
 def _waits(budget: RetryBudget) -> Callable[[RetryCallState], float]:

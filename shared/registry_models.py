@@ -82,6 +82,7 @@ class VersionOut(Out):
     tags: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    description: str = ""
 
 
 class VersionPage(Out):
@@ -206,6 +207,70 @@ class RollbackAction(BaseModel):
     action: Literal["rollback"]
     version: VersionNumber | None = Field(default=None, description="default: the current champion")
     reason: Reason
+
+
+# --- edits ---------------------------------------------------------------------------------------
+
+MAX_TAG_KEY = 250
+MAX_TAG_VALUE = 5000
+MAX_TAGS = 100
+MAX_DESCRIPTION = 10_000
+TagKey = Annotated[str, Field(min_length=1, max_length=MAX_TAG_KEY), AfterValidator(_storable)]
+TagValue = Annotated[str, Field(max_length=MAX_TAG_VALUE), AfterValidator(_storable)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_storable)]
+Tags = Annotated[
+    dict[TagKey, TagValue | None],
+    Field(max_length=MAX_TAGS, description="merged into the tags: a string sets a tag, null removes it"),
+]
+
+
+class ModelEdit(BaseModel):
+    """A PATCH of a model: the fields given change, the others stay; tags are merged."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: Description | None = None
+    tags: Tags | None = None
+    reason: Reason | None = Field(default=None, description="recorded in the audit")
+
+
+class VersionEdit(ModelEdit):
+    """A PATCH of a version; ``status`` may only become ``archived`` (as POST …/archive does)."""
+
+    status: Literal["archived"] | None = None
+
+
+class ArchiveRequest(BaseModel):
+    """POST …/versions/{v}/archive: an optional reason, recorded in the audit."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason | None = None
+
+
+Alias = Literal["champion", "challenger"]
+
+
+class AuditEntryOut(Out):
+    """One edit or archive: who, what changed (field → {"from", "to"}; tags as ``tags.<key>``), when."""
+
+    version: int | None = Field(description="the version edited; null for the model itself")
+    action: Literal["edit", "archive"]
+    changes: dict[str, Any]
+    actor: str
+    reason: str | None
+    created_at: datetime
+
+
+class AuditPage(Out):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+class ArtifactHeadOut(Out):
+    """What ``HEAD`` on an artifact route says: the recorded digest and size, and the media type."""
+
+    sha256: str
+    size_bytes: int
+    content_type: str
 
 
 DeploymentAction = Annotated[PromoteAction | SetCanaryWeightAction | RollbackAction, Field(discriminator="action")]

@@ -49,6 +49,36 @@ class DecisionNotApplicable(RegistryError):
         self.reason = reason
 
 
+class AliasNotFound(RegistryError):
+    """No version answers to the alias (no champion yet, no challenger now, or no such alias)."""
+
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"model {name!r} has no {alias!r} version" if alias in ALIASES else f"no alias {alias!r}")
+        self.name = name
+        self.alias = alias
+
+
+class VersionInUse(RegistryError):
+    """A version that is deployed (champion or challenger) cannot be archived."""
+
+    def __init__(self, name: str, version: int, role: str) -> None:
+        super().__init__(f"version {version} of model {name!r} is the {role}; promote or roll back another first")
+        self.name = name
+        self.version = version
+        self.role = role
+
+
+class InvalidEdit(RegistryError):
+    """An edit whose result breaks a rule of the registry (too many tags, say); ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+ALIASES = ("champion", "challenger")
+
+
 @dataclass(frozen=True)
 class DeploymentState:
     """What a model serves: champion, challenger (the canary), its traffic weight, shadowing, revision."""
@@ -217,6 +247,40 @@ def _set_canary_weight(state: DeploymentState, decision: Decision) -> Outcome:
 
 def _without_challenger(state: DeploymentState) -> DeploymentState:
     return replace(state, challenger=None, canary_weight=0.0, shadow=False)
+
+
+def alias_target(name: str, alias: str, state: DeploymentState) -> int:
+    """The version an alias (champion, challenger) names now; AliasNotFound when none."""
+    number = {"champion": state.champion, "challenger": state.challenger}.get(alias)
+    if number is None:
+        raise AliasNotFound(name, alias)
+    return number
+
+
+def check_archivable(name: str, version: int, state: DeploymentState) -> None:
+    """A deployed version is never archived: VersionInUse names its role."""
+    for role, number in (("champion", state.champion), ("challenger", state.challenger)):
+        if number == version:
+            raise VersionInUse(name, version, role)
+
+
+def merge_tags(
+    current: Mapping[str, object], patch: Mapping[str, str | None], *, max_tags: int
+) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """Tags after a PATCH (a string sets, None removes) and what changed (``tags.<key>`` → from/to)."""
+    merged = dict(current)
+    changes: dict[str, dict[str, object]] = {}
+    for key, value in patch.items():
+        before = merged.get(key)
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+        if before != value:
+            changes[f"tags.{key}"] = {"from": before, "to": value}
+    if len(merged) > max_tags and len(merged) > len(current):
+        raise InvalidEdit("tags", f"at most {max_tags} tags (this edit would make {len(merged)})")
+    return merged, changes
 
 
 def actor_for(user: str | None) -> str:

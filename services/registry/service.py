@@ -14,12 +14,23 @@ from services.registry.adapters.orm import (
     Deployment,
     DeploymentHistory,
     Evaluation,
+    ModelAudit,
     ModelVersion,
     RegisteredModel,
     version_columns,
 )
 from services.registry.adapters.repository import Repository, UnitOfWork
-from services.registry.domain import ArtifactRejected, Decision, DeploymentState, Outcome, VersionStatus, decide
+from services.registry.domain import (
+    ArtifactRejected,
+    Decision,
+    DeploymentState,
+    Outcome,
+    VersionNotFound,
+    VersionStatus,
+    check_archivable,
+    decide,
+    merge_tags,
+)
 from shared.artifacts import ArtifactError, ArtifactStore
 from shared.envelope import EventMeta
 from shared.errors import TransientError
@@ -34,6 +45,7 @@ from shared.events import (
     new_id,
     utc_now,
 )
+from shared.registry_models import MAX_TAGS, ModelEdit, VersionEdit
 
 EVENT_ID_NAMESPACE = uuid.UUID("5d0c5f0e-3f4e-4c8e-9a53-8f2d0f1e7a11")
 
@@ -228,6 +240,7 @@ def version_from_event(event: ModelTrained, meta: EventMeta, *, artifact_uri: st
             "parent_version": event.teacher_version,
             "source_event_id": meta.event_id,
             "tags": tags,
+            "description": "",
             "created_at": now,
             "updated_at": now,
         }
@@ -243,3 +256,80 @@ def copied_version_columns() -> tuple[str, ...]:
 def finite_metrics(values: Mapping[str, float]) -> dict[str, float]:
     """JSON (and PostgreSQL's jsonb) has no NaN or infinity: such metrics are left out, and tagged."""
     return {name: value for name, value in values.items() if math.isfinite(value)}
+
+
+@dataclass(frozen=True)
+class Edited:
+    """What an edit or archive did: the fields that changed (empty when it asked for what already was)."""
+
+    changes: dict[str, dict[str, object]]
+
+
+def edit_model(name: str, edit: ModelEdit, *, uow: UnitOfWork, actor: str) -> Edited:
+    """Change the model's description and merge its tags; audited, one transaction. ModelNotFound, InvalidEdit."""
+    with uow:
+        model = uow.repo.lock_model(name, create=False)
+        changes = _apply_edit(model, edit)
+        if changes:
+            uow.repo.add_audit(_audit(model, None, "edit", changes, actor, edit.reason))
+            uow.commit()
+        return Edited(changes)
+
+
+def edit_version(name: str, number: int, edit: VersionEdit, *, uow: UnitOfWork, actor: str) -> Edited:
+    """Edit a version's description and tags, and archive it when ``status`` says so; audited.
+
+    The model's row is locked, as a decision locks it: a version cannot be promoted while it is archived.
+    ModelNotFound, VersionNotFound, InvalidEdit, VersionInUse (a deployed version is never archived).
+    """
+    with uow:
+        model = uow.repo.lock_model(name, create=False)
+        version = uow.repo.versions(model, [number]).get(number)
+        if version is None:
+            raise VersionNotFound(name, number)
+        changes = _apply_edit(version, edit)
+        archiving = edit.status == "archived" and version.status != "archived"
+        if archiving:
+            check_archivable(name, number, state_of(uow.repo.deployment(model)))
+            changes["status"] = {"from": version.status, "to": "archived"}
+            version.status = "archived"
+        if changes:
+            version.updated_at = utc_now()
+            action = "archive" if archiving else "edit"
+            uow.repo.add_audit(_audit(model, number, action, changes, actor, edit.reason))
+            uow.commit()
+        return Edited(changes)
+
+
+def _apply_edit(row: RegisteredModel | ModelVersion, edit: ModelEdit) -> dict[str, dict[str, object]]:
+    changes: dict[str, dict[str, object]] = {}
+    if edit.description is not None and edit.description != row.description:
+        changes["description"] = {"from": row.description, "to": edit.description}
+        row.description = edit.description
+    if edit.tags:
+        tags, tag_changes = merge_tags(row.tags, edit.tags, max_tags=MAX_TAGS)
+        if tag_changes:
+            row.tags = tags  # a new dict: the ORM sees a JSONB column change only on assignment
+            changes.update(tag_changes)
+    if changes:
+        row.updated_at = utc_now()
+    return changes
+
+
+def _audit(
+    model: RegisteredModel,
+    version: int | None,
+    action: str,
+    changes: dict[str, dict[str, object]],
+    actor: str,
+    reason: str | None,
+) -> ModelAudit:
+    return ModelAudit(
+        model_id=model.id,
+        version=version,
+        action=action,
+        changes=changes,
+        actor=actor,
+        reason=reason,
+        created_at=utc_now(),
+    )

@@ -128,3 +128,37 @@ def test_an_event_applied_before_0003_stays_applied_whatever_its_source(fresh_da
         assert not repo.claim_event("ferry.evaluator", "new", "t")
         assert repo.claim_event("another.source", "new", "t")
     engine.dispose()
+
+
+def test_0004_gives_versions_a_description_and_an_append_only_audit(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url, poolclass=NullPool)
+    schema.upgrade(engine, "0003")
+    with engine.begin() as connection:
+        model_id = connection.scalar(text("INSERT INTO registered_models (name) VALUES ('m') RETURNING id"))
+        connection.execute(
+            text(
+                "INSERT INTO model_versions (model_id, number, artifact_uri, artifact_sha256, artifact_size_bytes, "
+                "artifact_format, dataset, split_id, arch) VALUES (:id, 1, 'u', :sha, 1, 'onnx', 'd', 's', 'mlp')"
+            ),
+            {"id": model_id, "sha": "0" * 64},
+        )
+    schema.upgrade(engine, "0004")
+    with engine.begin() as connection:
+        assert connection.scalar(text("SELECT description FROM model_versions")) == ""
+        connection.execute(
+            text("INSERT INTO model_audit (model_id, action, changes, actor) VALUES (:id, 'edit', '{}', 'user:a')"),
+            {"id": model_id},
+        )
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+        connection.execute(text("DELETE FROM model_audit"))
+    with pytest.raises(DBAPIError, match="ck_model_audit_action_known"), engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO model_audit (model_id, action, changes, actor) VALUES (:id, 'delete', '{}', 'a')"),
+            {"id": model_id},
+        )
+    schema.downgrade(engine, "0003")
+    assert "model_audit" not in inspect(engine).get_table_names()
+    assert "description" not in {column["name"] for column in inspect(engine).get_columns("model_versions")}
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM pg_proc WHERE proname = 'model_audit_append_only'")) == 0
+    engine.dispose()

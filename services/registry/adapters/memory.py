@@ -19,6 +19,7 @@ from services.registry.adapters.orm import (
     Deployment,
     DeploymentHistory,
     Evaluation,
+    ModelAudit,
     ModelVersion,
     OutboxMessage,
     RegisteredModel,
@@ -39,6 +40,7 @@ class MemoryState:
     history: list[DeploymentHistory] = field(default_factory=list)
     outbox: list[OutboxMessage] = field(default_factory=list)
     applied: set[tuple[str, str]] = field(default_factory=set)
+    audit: list[ModelAudit] = field(default_factory=list)
 
 
 class MemoryRepository:
@@ -111,6 +113,10 @@ class MemoryRepository:
         message = outbox_message(event, event_id)
         message.id = next(self._ids)
         self.state.outbox.append(message)
+
+    def add_audit(self, entry: ModelAudit) -> None:
+        entry.id = next(self._ids)
+        self.state.audit.append(entry)
 
 
 class MemoryDatabase:

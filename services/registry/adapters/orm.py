@@ -99,6 +99,7 @@ class ModelVersion(Base):
     tags: Mapped[Json]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    description: Mapped[str] = mapped_column(Text, default="")
 
 
 def version_columns() -> tuple[str, ...]:
@@ -215,6 +216,27 @@ class DeploymentHistory(Base):
     created_at: Mapped[datetime]
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     """A rejected version promoted by hand with ``force`` (the reason says why)."""
+
+
+class ModelAudit(Base):
+    """One edit or archive of a model or a version, append-only: who, what changed (from → to), when.
+
+    Kept apart from DeploymentHistory, whose rows are deployment revisions: an edit routes nothing.
+    """
+
+    __tablename__ = "model_audit"
+    __table_args__ = (Index("ix_model_audit_model_id_id", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    version: Mapped[int | None] = mapped_column(Integer)
+    """The version edited or archived; None for an edit of the model itself."""
+    action: Mapped[str] = mapped_column(Text)
+    changes: Mapped[Json]
+    """Field → {"from": …, "to": …}; tags as ``tags.<key>`` (a removed tag's ``to`` is null)."""
+    actor: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
 
 
 class OutboxMessage(Base):

@@ -19,6 +19,7 @@ from services.registry.adapters.orm import (
     Deployment,
     DeploymentHistory,
     Evaluation,
+    ModelAudit,
     ModelVersion,
     OutboxMessage,
     RegisteredModel,
@@ -51,6 +52,7 @@ class Repository(Protocol):
     def add_evaluation(self, evaluation: Evaluation) -> None: ...
     def add_history(self, entry: DeploymentHistory) -> None: ...
     def add_outbox(self, event: Event, event_id: str) -> None: ...
+    def add_audit(self, entry: ModelAudit) -> None: ...
 
 
 class UnitOfWork(Protocol):
@@ -215,6 +217,9 @@ class SqlRepository:
 
     def add_outbox(self, event: Event, event_id: str) -> None:
         self.session.connection().execute(statements.insert_outbox(), outbox_values(event, event_id))
+
+    def add_audit(self, entry: ModelAudit) -> None:
+        self.session.add(entry)
 
 
 class SqlUnitOfWork:

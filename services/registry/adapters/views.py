@@ -12,6 +12,7 @@ from services.registry.adapters.orm import (
     Deployment,
     DeploymentHistory,
     Evaluation,
+    ModelAudit,
     ModelVersion,
     RegisteredModel,
     version_layout,
@@ -27,9 +28,13 @@ def model_by_name(session: Session, name: str) -> RegisteredModel:
     return model
 
 
-def list_models(session: Session, *, after: str | None, limit: int) -> list[tuple[RegisteredModel, Deployment | None]]:
-    """Models by name, from just after ``after``, with their deployments."""
+def list_models(
+    session: Session, *, after: str | None, limit: int, prefix: str | None = None
+) -> list[tuple[RegisteredModel, Deployment | None]]:
+    """Models by name, from just after ``after``, with their deployments; only names starting with ``prefix``."""
     query = select(RegisteredModel, Deployment).outerjoin(Deployment, Deployment.model_id == RegisteredModel.id)
+    if prefix:
+        query = query.where(RegisteredModel.name.startswith(prefix, autoescape=True))
     if after is not None:
         query = query.where(RegisteredModel.name > after)
     rows = session.execute(query.order_by(RegisteredModel.name).limit(limit)).all()
@@ -155,3 +160,11 @@ def list_history(
             )
         )
     return list(session.scalars(query.order_by(DeploymentHistory.revision.desc()).limit(limit)))
+
+
+def list_audit(session: Session, model_id: int, *, before: int | None, limit: int) -> list[ModelAudit]:
+    """Edits and archives of a model and its versions, newest first, below the entry ``before``."""
+    query = select(ModelAudit).where(ModelAudit.model_id == model_id)
+    if before is not None:
+        query = query.where(ModelAudit.id < before)
+    return list(session.scalars(query.order_by(ModelAudit.id.desc()).limit(limit)))

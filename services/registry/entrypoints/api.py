@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.registry.adapters.repository import UnitOfWork
-from services.registry.domain import DecisionNotApplicable, ModelNotFound, RegistryError, VersionNotFound
+from services.registry.domain import (
+    AliasNotFound,
+    DecisionNotApplicable,
+    InvalidEdit,
+    ModelNotFound,
+    RegistryError,
+    VersionInUse,
+    VersionNotFound,
+)
 from services.registry.entrypoints.routes import models_router
 from services.registry.entrypoints.schemas import InvalidCursor
 from services.registry.settings import RegistrySettings
@@ -30,7 +38,8 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Ferry's system of record: models, versions, evaluations, deployments and their history.
 
-Reads are open. Writes (`POST /api/v1/models/{name}/deployment`) need `Authorization: Bearer <token>`, a token
+Reads are open. Writes (`POST /api/v1/models/{name}/deployment`, the PATCH of a model or a version, and
+`POST …/versions/{v}/archive`) need `Authorization: Bearer <token>`, a token
 of FERRY_REGISTRY_TOKENS_FILE (or FERRY_API_TOKEN, user `admin`); the token's user is the actor in the history.
 Errors are JSON: `{"error": "..."}`."""
 
@@ -71,7 +80,13 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message, **extra})
 
 
-DOMAIN_STATUS: dict[type[RegistryError], int] = {ModelNotFound: 404, VersionNotFound: 404, DecisionNotApplicable: 409}
+DOMAIN_STATUS: dict[type[RegistryError], int] = {
+    ModelNotFound: 404,
+    VersionNotFound: 404,
+    AliasNotFound: 404,
+    DecisionNotApplicable: 409,
+    VersionInUse: 409,
+}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -89,6 +104,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RegistryError)
     async def domain_error(request: Request, error: RegistryError) -> Response:
+        if isinstance(error, InvalidEdit):
+            return _error(422, str(error), detail=[{"loc": ["body", error.field], "msg": str(error)}])
         return _error(DOMAIN_STATUS.get(type(error), 409), str(error))
 
     @app.exception_handler(InvalidCursor)

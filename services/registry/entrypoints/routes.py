@@ -6,18 +6,19 @@ some of which name objects local to the router's builder.
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from opentelemetry import metrics
 from pydantic import TypeAdapter
 
 from services.registry.adapters import views
 from services.registry.adapters.repository import retry_conflicts
 from services.registry.domain import Decision, actor_for
+from services.registry.entrypoints.artifact_routes import add_artifact_routes
+from services.registry.entrypoints.edit_routes import add_edit_routes
 from services.registry.entrypoints.schemas import (
     decode_cursor,
     decode_name_cursor,
@@ -32,9 +33,8 @@ from services.registry.entrypoints.schemas import (
 from services.registry.handlers import handle_deployment_command
 from services.registry.service import artifact_of
 from services.registry.settings import RegistrySettings
-from shared.artifacts import ArtifactError, ArtifactNotFound
 from shared.credentials import TokenCheck
-from shared.events import INT32_MAX, MODEL_NAME_PATTERN, ArtifactRef, Signature
+from shared.events import INT32_MAX, MODEL_NAME_PATTERN, Signature
 from shared.registry_models import (
     DeploymentAction,
     DeploymentChangeOut,
@@ -63,6 +63,10 @@ ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the mod
 VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX, description="the version number, from 1")]
 Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+NamePrefix = Annotated[
+    str | None,
+    Query(max_length=128, pattern=r"^[A-Za-z0-9_.-]*$", description="only the models whose name starts with this"),
+]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "unknown model or version"},
@@ -74,12 +78,6 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorOut, "description": "wrong token, or writes disabled (no token configured)"},
     409: {"model": ErrorOut, "description": "the decision cannot apply (a rejected version without force, …)"},
 }
-ARTIFACT_ERRORS: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}},
-    304: {"description": "ETag matched"},
-    500: {"model": ErrorOut, "description": "the store's copy failed its integrity check; nothing is served"},
-    503: {"model": ErrorOut, "description": "the artifact store is unreachable"},
-}
 
 
 def models_router(settings: RegistrySettings, deps: "ApiDeps") -> APIRouter:
@@ -88,17 +86,10 @@ def models_router(settings: RegistrySettings, deps: "ApiDeps") -> APIRouter:
     _add_model_routes(router, deps)
     _add_version_routes(router, deps)
     _add_version_detail_routes(router, deps)
+    add_artifact_routes(router, deps)
     _add_deployment_routes(router, settings, deps)
+    add_edit_routes(router, deps, writer_guard(deps.tokens))
     return router
-
-
-def _integrity_failures() -> Callable[[str], None]:
-    counter = metrics.get_meter("ferry.registry").create_counter(
-        "ferry.registry.artifact.integrity_failures",
-        unit="1",
-        description="artifact downloads refused because the store's copy does not match its digest or size",
-    )
-    return lambda model: counter.add(1, {"model": model})
 
 
 def _page_position(cursor: str | None) -> int | None:
@@ -107,10 +98,10 @@ def _page_position(cursor: str | None) -> int | None:
 
 def _add_model_routes(router: APIRouter, deps: "ApiDeps") -> None:
     @router.get("/models", summary="List models by name")
-    def list_models(limit: Limit = 50, cursor: Cursor = None) -> ModelPage:
+    def list_models(limit: Limit = 50, cursor: Cursor = None, name: NamePrefix = None) -> ModelPage:
         after = decode_name_cursor(cursor) if cursor is not None else None
         with deps.read_sessions() as session:
-            rows = views.list_models(session, after=after, limit=limit + 1)
+            rows = views.list_models(session, after=after, limit=limit + 1, prefix=name)
             items = [model_out(model, deployment) for model, deployment in rows[:limit]]
         next_cursor = encode_name_cursor(items[-1].name) if len(rows) > limit else None
         return ModelPage(items=items, next_cursor=next_cursor)
@@ -145,29 +136,6 @@ def _add_version_routes(router: APIRouter, deps: "ApiDeps") -> None:
 
 
 def _add_version_detail_routes(router: APIRouter, deps: "ApiDeps") -> None:
-    count_integrity_failure = _integrity_failures()
-
-    @router.get(
-        "/models/{name}/versions/{version}/artifact",
-        summary="The version's artifact (the store's copy, verified whole before the first byte); ETag is its sha256",
-        response_class=StreamingResponse,
-        responses=ARTIFACT_ERRORS,
-    )
-    def get_artifact(
-        name: ModelName, version: VersionPath, if_none_match: Annotated[str | None, Header()] = None
-    ) -> Response:
-        with deps.read_sessions() as session:
-            artifact = artifact_of(views.get_version(session, name, version))
-        etag = f'"{artifact.sha256}"'
-        headers = {"ETag": etag, "X-Ferry-Sha256": artifact.sha256}
-        if if_none_match is not None and etag in [tag.strip() for tag in if_none_match.split(",")]:
-            return Response(status_code=304, headers=headers)
-        chunks = _verified_chunks(deps, name, version, artifact, count_integrity_failure)
-        filename = f"{name}-v{version}.{artifact.format}"
-        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-        headers["Content-Length"] = str(artifact.size_bytes)
-        return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
-
     @router.get(
         "/models/{name}/versions/{version}/evaluations",
         summary="Evaluations of a version, newest first",
@@ -203,29 +171,6 @@ def _lineage(name: str, found: Any, evaluations: list[Any], history: list[Any]) 
         evaluations=[evaluation_out(row) for row in evaluations],
         deployments=[history_entry_out(row) for row in reversed(history)],
     )
-
-
-def _verified_chunks(
-    deps: "ApiDeps", name: str, version: int, artifact: ArtifactRef, count_failure: Callable[[str], None]
-) -> Iterator[bytes]:
-    """The store's copy of the version's digest, verified whole before the response starts.
-
-    The URI recorded with the version is never opened. A copy that is missing is a 404; one whose size or
-    digest is wrong (tampered, truncated, a link out of the store) is a 500, an ERROR log and a count of
-    ``ferry_registry_artifact_integrity_failures_total``, never a truncated stream; a store that cannot be
-    reached is a 503.
-    """
-    try:
-        return deps.artifacts.stream_verified(artifact.sha256, size_bytes=artifact.size_bytes)
-    except ArtifactNotFound as error:
-        raise HTTPException(404, f"the artifact of {name} v{version} is missing from the store") from error
-    except ArtifactError as error:
-        log.error("artifact integrity failure, not served: %s v%s (%s): %s", name, version, artifact.sha256, error)
-        count_failure(name)
-        raise HTTPException(500, f"the artifact of {name} v{version} failed its integrity check") from error
-    except OSError as error:
-        log.warning("artifact store unavailable for %s v%s: %s", name, version, error)
-        raise HTTPException(503, "the artifact store is unavailable; retry later") from error
 
 
 def writer_guard(tokens: Mapping[str, str]) -> Callable[..., str]:
