@@ -221,7 +221,8 @@ def log_files(settings: FerrySettings, name: str | None) -> list[Path]:
     else:
         found = [folder / f"{name}.log"] if (folder / f"{name}.log").is_file() else []
     if not found:
-        raise CommandError(Exit.NOT_FOUND, f"no {name + '.log' if name else 'log'} file under {folder}: has `make up` run here?")
+        wanted = f"{name}.log" if name else "log"
+        raise CommandError(Exit.NOT_FOUND, f"no {wanted} file under {folder}: has `make up` run here?")
     return found
 
 

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySe
         "(default: ../../.ferry/secrets/alertmanager-webhook-token, which `make up` writes)",
     )
     export.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files are out of date")
-    add_alerts_arguments(actions.add_parser("alerts", help="the active alerts of a running monitor (as 'ferry alerts')"))
+    add_alerts_arguments(actions.add_parser("alerts", help="the active alerts of a running monitor, as 'ferry alerts'"))
     return {"monitor.export-grafana": run_export, "monitor.alerts": run_alerts}
 
 
