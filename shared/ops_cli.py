@@ -41,7 +41,9 @@ def _version(number: int | None) -> str | None:
 
 
 def _change(before: Any, after: Any) -> str:
-    shown = [str(_version(value) if isinstance(value, int) else value) for value in (before, after)]
+    shown = [
+        f"v{value}" if isinstance(value, int) else "-" if value is None else str(value) for value in (before, after)
+    ]
     return shown[1] if before == after else f"{shown[0]} -> {shown[1]}"
 
 
@@ -191,7 +193,7 @@ def commands(connect: Connect) -> dict[str, Callable[[argparse.Namespace, FerryS
         "versions": table(lambda client, args: versions_table(client, args.model, args.limit)),
         "history": table(lambda client, args: history_table(client, args.model)),
         "promote": write(_promote),
-        "rollback": write(lambda client, args: client.rollback(args.model, reason=args.reason, version=args.version)),
+        "rollback": write(_rollback),
         "canary": write(lambda client, args: client.set_canary_weight(args.model, args.weight, reason=args.reason)),
     }
 
@@ -203,6 +205,12 @@ def _promote(client: RegistryClient, args: argparse.Namespace) -> DeploymentChan
     return client.promote(
         args.model, args.version, reason=args.reason, stage=stage, canary_weight=args.canary, force=args.force
     )
+
+
+def _rollback(client: RegistryClient, args: argparse.Namespace) -> DeploymentChangeOut:
+    """The challenger if there is one (what a person means first), else the champion; or ``--version``."""
+    version = args.version if args.version is not None else client.deployment(args.model).challenger
+    return client.rollback(args.model, reason=args.reason, version=version)
 
 
 def add_parsers(sub: Any) -> None:
@@ -228,7 +236,12 @@ def add_parsers(sub: Any) -> None:
     )
     rollback = sub.add_parser("rollback", help="withdraw the challenger, or put the previous champion back")
     rollback.add_argument("model")
-    rollback.add_argument("--version", type=version_number, default=None, help="the version to roll back")
+    rollback.add_argument(
+        "--version",
+        type=version_number,
+        default=None,
+        help="the version to roll back (default: the challenger, else the champion)",
+    )
     canary = sub.add_parser("canary", help="set the share of traffic the challenger gets")
     canary.add_argument("model")
     canary.add_argument("weight", type=weight, help="0..1, or a percentage like 10%%")

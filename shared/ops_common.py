@@ -142,10 +142,12 @@ def emit(table: Table, *, as_json: bool, out: TextIO | None = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = Console(file=out, width=max(100, Console(file=out).width), highlight=False)
-    rendered = RichTable(title=table.title, title_justify="left")
+    # Piped, a table is as wide as its rows: a script or a pager never gets an ellipsis in place of a reason.
+    width = None if out.isatty() else 400
+    console = Console(file=out, width=width, highlight=False, soft_wrap=False)
+    rendered = RichTable(title=table.title, title_justify="left", expand=False)
     for column in table.columns:
-        rendered.add_column(column)
+        rendered.add_column(column, overflow="fold")
     for row in table.rows:
         rendered.add_row(*("-" if cell is None else str(cell) for cell in row))
     console.print(rendered)

@@ -153,7 +153,7 @@ def test_versions_and_history(fake: FakeRegistry, capsys: pytest.CaptureFixture[
     assert [v["status"] for v in json.loads(capsys.readouterr().out)] == ["rejected", "champion"]
     assert ferry(fake, "history", "digits") == Exit.OK
     history = capsys.readouterr().out
-    assert "None -> v1" in history and "evaluator" in history and "first version" in history
+    assert "- -> v1" in history and "evaluator" in history and "first version" in history
 
 
 def test_an_unknown_model_exits_3_and_says_so(fake: FakeRegistry, capsys: pytest.CaptureFixture[str]) -> None:
