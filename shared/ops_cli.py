@@ -8,6 +8,7 @@ prints a table, or JSON with ``--json``, and exits with a code of ``shared.ops_c
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from itertools import islice
@@ -29,6 +30,7 @@ def connect(settings: FerrySettings, write: bool) -> RegistryClient:
     from shared.ops_common import operator_token
 
     token = operator_token(settings) if write else None
+    logging.getLogger("shared.registry_client").setLevel(logging.ERROR)  # the verb's own error says it once
     return RegistryClient.connect(registry_url(), token=token, budget=RetryBudget(attempts=3, total_s=10.0))
 
 

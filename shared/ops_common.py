@@ -106,7 +106,11 @@ def failures(service: str, url: str) -> Iterator[None]:
         ) from None
     except RegistryRefused as error:
         raise CommandError(Exit.FAILED, f"the {service} refused ({error.status}): {error.message}") from None
-    except (RegistryUnavailable, httpx.TransportError) as error:
+    except RegistryUnavailable as error:
+        raise CommandError(
+            Exit.UNREACHABLE, f"{error}; is the {service} up? run `ferry status`, or `make up`"
+        ) from None
+    except httpx.TransportError as error:
         raise CommandError(
             Exit.UNREACHABLE,
             f"the {service} at {url} is unreachable ({error}); is it up? run `ferry status`, or `make up`",

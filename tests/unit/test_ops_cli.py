@@ -193,7 +193,7 @@ def test_force_without_a_reason_is_a_usage_error(fake: FakeRegistry, capsys: pyt
     [
         (RegistryUnauthorized(401, "a bearer token is required"), Exit.FAILED, "refused the token (401)"),
         (RegistryConflict(409, "version 2 was rejected; force it"), Exit.FAILED, "refused (409): version 2 was"),
-        (RegistryUnavailable("connection refused"), Exit.UNREACHABLE, "is unreachable"),
+        (RegistryUnavailable("connection refused"), Exit.UNREACHABLE, "connection refused; is the registry up?"),
     ],
 )
 def test_refusals_and_outages_have_their_exit_codes(
