@@ -174,14 +174,17 @@ def alerts_table(answer: dict[str, Any], *, recent: bool) -> Table:
     return Table("alerts" if alerts else "alerts: none active", columns, rows, alerts)
 
 
-def show_alerts(url: str | None, *, as_json: bool, recent: bool = False, out: TextIO | None = None) -> int:
-    """The monitor's ``/api/v1/alerts`` as a table or JSON: ``ferry alerts`` and ``ferry monitor alerts``."""
+def show_alerts(
+    url: str | None, *, as_json: bool, recent: bool = False, out: TextIO | None = None, http: Any = None
+) -> int:
+    """The monitor's ``/api/v1/alerts`` as a table or JSON: ``ferry alerts`` and ``ferry monitor alerts``
+    (``http``: a client whose base URL is the monitor, a test's TestClient say)."""
     import httpx
 
     def run() -> int:
         base = (url or monitor_url()).rstrip("/")
         with failures("monitor", base):
-            response = httpx.get(f"{base}/api/v1/alerts", timeout=10)
+            response = http.get("/api/v1/alerts") if http else httpx.get(f"{base}/api/v1/alerts", timeout=10)
         _check_monitor(response, base)
         emit(alerts_table(response.json(), recent=recent), as_json=as_json, out=out)
         return Exit.OK
