@@ -35,7 +35,7 @@ status: $(STAMP) ## each part's pid, port, state, health and last restart
 	$(BIN)/ferry status
 
 logs: ## follow one service's log (make logs SERVICE=gateway), or every log under .ferry/logs
-	tail -n 20 -F $${FERRY_HOME:-.ferry}/logs/$(if $(SERVICE),$(SERVICE),*).log
+	$(BIN)/ferry logs $(SERVICE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

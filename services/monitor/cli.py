@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.ops_tools import add_alerts_arguments, show_alerts
 from shared.settings import FerrySettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +31,7 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySe
         "(default: ../../.ferry/secrets/alertmanager-webhook-token, which `make up` writes)",
     )
     export.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files are out of date")
-    alerts = actions.add_parser("alerts", help="the active alerts of a running monitor")
-    alerts.add_argument("--url", default=None, help="the monitor's URL (default: 127.0.0.1 and FERRY_MONITOR_PORT)")
+    add_alerts_arguments(actions.add_parser("alerts", help="the active alerts of a running monitor, as 'ferry alerts'"))
     return {"monitor.export-grafana": run_export, "monitor.alerts": run_alerts}
 
 
@@ -63,20 +63,5 @@ def run_export(args: argparse.Namespace, settings: FerrySettings | None = None) 
 
 
 def run_alerts(args: argparse.Namespace, settings: FerrySettings | None = None) -> int:
-    import httpx
-
-    from shared.services import service
-
-    url = args.url or service("monitor").url()
-    try:
-        answer = httpx.get(f"{url.rstrip('/')}/api/v1/alerts", timeout=10).json()
-    except (httpx.HTTPError, ValueError) as error:
-        print(f"the monitor at {url} did not answer: {error}", file=sys.stderr)
-        return 1
-    active = answer.get("active", [])
-    for alert in active:
-        labels = " ".join(f"{key}={value}" for key, value in sorted(alert["labels"].items()))
-        print(f"{alert['state']:8} {alert['rule']:20} {labels:40} value={alert['value']} action={alert['action']}")
-    if not active:
-        print("no active alerts")
-    return 0
+    """The same code as ``ferry alerts``."""
+    return show_alerts(args.url, as_json=args.json, recent=args.recent)

@@ -1,4 +1,9 @@
-"""``ferry train``: publish a TrainingRequested and, with ``--wait``, follow it to a registered version."""
+"""``ferry train``: publish a TrainingRequested and, with ``--wait``, follow it through the evaluator's decision.
+
+``--wait`` ends at the decision about the new version: 0 when it became the champion or a canary, 1 when it
+was rejected or training failed. ``--wait-rollout`` follows a canary to the end of its bake (0 promoted to
+champion, 1 rolled back); ``--wait-registered`` stops once the version is registered (no evaluator running).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from pydantic import ValidationError
 
@@ -15,6 +20,7 @@ from shared.events import (
     Compression,
     Event,
     Hyperparameters,
+    ModelDecided,
     ModelRegistered,
     TrainingRequested,
     TrainingStatus,
@@ -66,7 +72,17 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="fail when compression costs more validation accuracy than this (vs the teacher when distilling)",
     )
     parser.add_argument("--world-size", type=int, default=1, help="DistributedDataParallel processes")
-    parser.add_argument("--wait", action="store_true", help="follow progress until the version is registered")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the run through the evaluator's decision: exit 0 champion or canary, 1 rejected or failed",
+    )
+    parser.add_argument(
+        "--wait-rollout", action="store_true", help="as --wait, and follow a canary to its bake's end (1 rolled back)"
+    )
+    parser.add_argument(
+        "--wait-registered", action="store_true", help="follow only until the version is registered (no evaluator)"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits at most")
     return parser
 
@@ -124,7 +140,8 @@ def run_train(args: argparse.Namespace, settings: FerrySettings | None = None) -
         return 2
     from shared.kafka import KafkaPublisher  # here: keeps `ferry --help` fast
 
-    consumer = _follow_consumer(settings) if args.wait else None  # subscribed before publishing
+    until = _until(args)
+    consumer = _follow_consumer(settings) if until else None  # subscribed before publishing
     publisher = KafkaPublisher(settings, source="ferry/cli")
     try:
         publisher.publish(request)
@@ -134,7 +151,7 @@ def run_train(args: argparse.Namespace, settings: FerrySettings | None = None) -
     if consumer is None:
         return 0
     try:
-        return follow(_events(consumer, deadline=time.monotonic() + args.timeout), request)
+        return follow(_events(consumer, deadline=time.monotonic() + args.timeout), request, until=until or "decided")
     finally:
         consumer.close()
 
@@ -146,7 +163,7 @@ def _follow_consumer(settings: FerrySettings) -> Any:
     consumer = make_consumer(
         settings,
         f"ferry-cli-{uuid.uuid4().hex[:12]}",
-        [TrainingStatus.topic, ModelRegistered.topic],
+        [TrainingStatus.topic, ModelRegistered.topic, ModelDecided.topic],
         auto_offset_reset="latest",
     )
     wait_for_assignment(consumer, timeout_s=60)
@@ -167,12 +184,27 @@ def _events(consumer: Any, *, deadline: float) -> Iterator[Event]:
                     continue  # not ours to judge: the consumers of these topics dead-letter it
 
 
-def follow(events: Iterable[Event], request: TrainingRequested, *, out: TextIO | None = None) -> int:
-    """Show the request's progress; 0 when its version is registered, 1 on failure or timeout."""
+Until = Literal["registered", "decided", "rollout"]
+
+
+def _until(args: argparse.Namespace) -> Until | None:
+    if args.wait_rollout:
+        return "rollout"
+    if args.wait_registered:
+        return "registered"
+    return "decided" if args.wait else None
+
+
+def follow(
+    events: Iterable[Event], request: TrainingRequested, *, until: Until = "decided", out: TextIO | None = None
+) -> int:
+    """Show the request's progress to ``until``; 0 for a registered (champion, canary) version, else 1."""
     from tqdm import tqdm
 
     out = out or sys.stdout
     bar = tqdm(total=request.hyperparameters.epochs, unit="epoch", file=out, leave=True)
+    version: int | None = None
+    early: list[ModelDecided] = []  # topics interleave freely: a decision may be read before its registration
     try:
         for event in events:
             if isinstance(event, TrainingStatus) and event.request_id == request.request_id:
@@ -181,16 +213,61 @@ def follow(events: Iterable[Event], request: TrainingRequested, *, out: TextIO |
                     return outcome
             elif isinstance(event, ModelRegistered) and event.training_request_id == request.request_id:
                 bar.close()
+                version = event.version
                 accuracy = event.metrics.get("val_accuracy")
                 shown = f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""
                 print(f"registered {event.model_name} version {event.version}{shown}", file=out)
                 for line in _notes(event.metrics):
                     print(line, file=out)
-                return 0
+                if until == "registered":
+                    return 0
+                print("waiting for the evaluator's decision", file=out)
+                for decision in [seen for seen in early if _about(seen, request, event.version)]:
+                    outcome = _on_decision(decision, until, out)
+                    if outcome is not None:
+                        return outcome
+            elif isinstance(event, ModelDecided) and event.model_name == request.model_name:
+                if version is None:
+                    early.append(event)
+                    continue
+                outcome = _on_decision(event, until, out) if _about(event, request, version) else None
+                if outcome is not None:
+                    return outcome
     finally:
         bar.close()
-    print("gave up waiting: no registered version arrived in time", file=out)
+    awaited = {"registered": "a registered version", "decided": "a decision", "rollout": "the bake's end"}[until]
+    print(f"gave up waiting: {awaited} did not arrive in time (see `ferry history {request.model_name}`)", file=out)
     return 1
+
+
+def _about(decision: ModelDecided, request: TrainingRequested, version: int) -> bool:
+    return decision.model_name == request.model_name and decision.version == version
+
+
+def _on_decision(decision: ModelDecided, until: Until, out: TextIO) -> int | None:
+    """Say what the decision made of the version; the exit code once it is final for ``until``."""
+    name, version = decision.model_name, decision.version
+    if decision.decision == "reject":
+        print(f"rejected {name} version {version}: {decision.reason}", file=out)
+        return 1
+    if decision.decision == "rollback":
+        print(f"rolled back {name} version {version}: {decision.reason}", file=out)
+        return 1
+    if decision.stage == "canary" or (decision.stage is None and decision.canary_weight is not None):
+        weight = f" at {decision.canary_weight:.0%}" if decision.canary_weight is not None else ""
+        print(f"canary: {name} version {version}{weight}: {decision.reason}", file=out)
+        if until == "rollout":
+            print("waiting for the bake's end", file=out)
+            return None
+        return 0
+    print(f"champion: {name} version {version}: {decision.reason}", file=out)
+    return 0
+
+
+def _signed(value: float) -> str:
+    """``+0.0012``, never ``-0.0000``: a drop that rounds to nothing reads as none."""
+    rounded = round(value, 4)
+    return f"{rounded + 0.0:+.4f}" if rounded != 0 else "+0.0000"
 
 
 def _notes(metrics: dict[str, float]) -> list[str]:
@@ -200,9 +277,16 @@ def _notes(metrics: dict[str, float]) -> list[str]:
         notes.append(
             f"compressed: {metrics['parameter_ratio']:.3g}x the parameters, {metrics['size_ratio']:.3g}x the bytes, "
             f"latency {metrics['latency_ratio_b1']:.3g}x at batch 1 and {metrics['latency_ratio_b64']:.3g}x at "
-            f"batch 64, validation accuracy {-metrics['val_accuracy_drop']:+.4f}, against the uncompressed model"
+            f"batch 64, validation accuracy {_signed(-metrics['val_accuracy_drop'])}, against the uncompressed model"
         )
-    if metrics.get("int8_faster") == 0.0:
+    faster = [size for size in (1, 64) if metrics.get(f"int8_faster_b{size}") == 1.0]
+    if "int8_faster_b1" in metrics or "int8_faster_b64" in metrics:
+        if faster:
+            sizes = " and ".join(f"batch {size}" for size in faster)
+            notes.append(f"int8 was faster than fp32 at {sizes} on the trainer's CPU")
+        else:
+            notes.append("int8 is smaller but not faster than fp32 at batch 1 or 64 on the trainer's CPU")
+    elif metrics.get("int8_faster") == 0.0:
         notes.append("int8 is smaller but not faster than fp32 at both batch sizes on the trainer's CPU")
     if metrics.get("stopped_at_epoch_cap") == 1.0:
         notes.append("training was still improving at its last epoch: a larger --epochs may help")

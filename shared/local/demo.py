@@ -158,7 +158,7 @@ class Loop:
     def train(self, step: int, *options: str) -> int | None:
         from shared.cli import main as ferry
 
-        command = ["train", "--model", self.model, "--dataset", "sklearn:digits", *options, "--wait"]
+        command = ["train", "--model", self.model, "--dataset", "sklearn:digits", *options, "--wait-registered"]
         print(f"\n{step}. ferry {' '.join(command)}")
         if ferry(command) != 0:
             return None

@@ -53,7 +53,9 @@ def services(loop_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 def test_ferry_train_wait_ends_with_a_registered_served_quality_version(
     loop_env: dict[str, str], services: str
 ) -> None:
-    result = ferry(loop_env, "train", "--model", "digits", "--dataset", "sklearn:digits", "--epochs", "40", "--wait")
+    result = ferry(
+        loop_env, "train", "--model", "digits", "--dataset", "sklearn:digits", "--epochs", "40", "--wait-registered"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "registered digits version 1" in result.stdout + result.stderr
 
@@ -77,11 +79,13 @@ def test_ferry_train_wait_ends_with_a_registered_served_quality_version(
 def test_a_bad_request_fails_with_its_reason_and_the_trainer_keeps_going(
     loop_env: dict[str, str], services: str
 ) -> None:
-    bad = ferry(loop_env, "train", "--model", "ghost", "--dataset", "sklearn:no-such-thing", "--wait")
+    bad = ferry(loop_env, "train", "--model", "ghost", "--dataset", "sklearn:no-such-thing", "--wait-registered")
     assert bad.returncode != 0
     assert "unknown dataset" in bad.stdout + bad.stderr
 
-    good = ferry(loop_env, "train", "--model", "iris", "--dataset", "sklearn:iris", "--epochs", "30", "--wait")
+    good = ferry(
+        loop_env, "train", "--model", "iris", "--dataset", "sklearn:iris", "--epochs", "30", "--wait-registered"
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     assert httpx.get(f"{services}/api/v1/models/iris/versions/1").status_code == 200
     assert httpx.get(f"{services}/api/v1/models/ghost").status_code == 404

@@ -11,6 +11,7 @@ from services.trainer.cli import add_train_parser, run_train
 from shared.envelope import decode
 from shared.events import (
     ArtifactRef,
+    ModelDecided,
     ModelRegistered,
     Signature,
     TrainingRequested,
@@ -66,12 +67,19 @@ def _publish_outcome(publisher: KafkaPublisher, request: TrainingRequested, outc
             training_request_id=request.request_id,
         )
     )
+    if outcome == "registered":
+        return
+    decision = "promote" if outcome == "champion" else "reject"
+    publisher.publish(
+        ModelDecided(model_name=request.model_name, version=5, decision=decision, reason=f"{outcome} by the test")
+    )
 
 
 @pytest.mark.parametrize(
     ("outcome", "code", "printed"),
     [
-        ("registered", 0, "registered digits version 5"),
+        ("champion", 0, "champion: digits version 5: champion by the test"),
+        ("rejected", 1, "rejected digits version 5: rejected by the test"),
         ("failed", 1, "training failed: loss became NaN at epoch 2"),
     ],
 )

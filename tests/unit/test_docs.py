@@ -38,6 +38,8 @@ OTHER_VARIABLES = {
     "FERRY_ROOT": "deploy/grafana/provisioning/dashboards/ferry.yaml",  # read by Grafana
     "FERRY_GRAFANA_WEBHOOK_TOKEN": "deploy/grafana/provisioning/alerting/ferry-contact-points.yaml",  # read by Grafana
     "FERRY_HTTP_CLIENT_LOG_LEVEL": "shared/telemetry.py",
+    "FERRY_GATEWAY_URL": "shared/ops_common.py",
+    "FERRY_MONITOR_URL": "shared/ops_common.py",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from shared.credentials import InvalidTokens
 from shared.envelope import encode
 from shared.events import AlertChanged, Event
 from shared.kafka import ListPublisher
+from shared.ops_tools import show_alerts
 from shared.services import installed_services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +114,17 @@ def test_alerts_rules_targets_and_health() -> None:
     assert targets["registry"]["last_error"] == "ConnectError: refused"
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
+
+
+def test_ferry_alerts_shows_the_monitors_alerts(capsys: pytest.CaptureFixture[str]) -> None:
+    client, _, _ = client_for()
+    assert show_alerts("http://monitor", as_json=False, http=client) == 0
+    table = capsys.readouterr().out
+    assert "pending" in table and "TargetDown" in table and "job=registry" in table
+    assert show_alerts("http://monitor", as_json=True, http=client) == 0
+    assert [alert["rule"] for alert in json.loads(capsys.readouterr().out)] == ["TargetDown"]
+    assert show_alerts("http://127.0.0.1:9", as_json=False) == 4  # nothing there
+    assert "the monitor at http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
 
 
 def test_a_grafana_alert_is_republished_as_an_alert_event() -> None:

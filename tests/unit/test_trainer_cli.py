@@ -7,11 +7,12 @@ import io
 
 import pytest
 
-from services.trainer.cli import add_train_parser, build_request, follow
+from services.trainer.cli import _notes, add_train_parser, build_request, follow
 from services.trainer.settings import TrainerSettings
 from shared.events import (
     ArtifactRef,
     Event,
+    ModelDecided,
     ModelRegistered,
     Signature,
     TrainingRequested,
@@ -117,7 +118,7 @@ def test_follow_ends_at_the_registered_version_of_this_request() -> None:
         _registered("r1", 3),
     ]
     out = io.StringIO()
-    assert follow(events, _request(), out=out) == 0
+    assert follow(events, _request(), until="registered", out=out) == 0
     assert "registered m version 3" in out.getvalue() and "not ours" not in out.getvalue()
 
 
@@ -137,11 +138,54 @@ def test_follow_says_what_compression_bought_and_whether_int8_is_faster() -> Non
         }
     )
     out = io.StringIO()
-    assert follow([registered], _request(), out=out) == 0
+    assert follow([registered], _request(), until="registered", out=out) == 0
     shown = out.getvalue()
     assert "0.06x the parameters, 0.026x the bytes, latency 1.2x at batch 1 and 0.5x at batch 64" in shown
     assert "validation accuracy -0.0070" in shown
     assert "int8 is smaller but not faster" in shown and "a larger --epochs may help" in shown
+
+
+def test_the_compression_summary_never_shows_minus_zero_and_names_the_faster_batch_sizes() -> None:
+    metrics = {"parameter_ratio": 0.25, "size_ratio": 0.3, "latency_ratio_b1": 0.8, "latency_ratio_b64": 1.1}
+    unchanged = _notes({**metrics, "val_accuracy_drop": 0.0, "int8_faster_b1": 1.0, "int8_faster_b64": 0.0})
+    assert "validation accuracy +0.0000" in unchanged[0] and "-0.0000" not in " ".join(unchanged)
+    assert "int8 was faster than fp32 at batch 1 on" in unchanged[1]
+    tiny = _notes({**metrics, "val_accuracy_drop": 0.00001, "int8_faster_b1": 1.0, "int8_faster_b64": 1.0})
+    assert "-0.0000" not in tiny[0] and "at batch 1 and batch 64" in tiny[1]
+    neither = _notes({**metrics, "val_accuracy_drop": -0.002, "int8_faster_b1": 0.0, "int8_faster_b64": 0.0})
+    assert "validation accuracy +0.0020" in neither[0] and "not faster than fp32 at batch 1 or 64" in neither[1]
+
+
+def _decided(version: int, decision: str, stage: str | None = None, weight: float | None = None) -> ModelDecided:
+    return ModelDecided(
+        model_name="m", version=version, decision=decision, stage=stage, canary_weight=weight, reason=f"{decision}!"
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("until", "decisions", "code", "said"),
+    [
+        ("decided", [_decided(3, "promote", "champion")], 0, "champion: m version 3: promote!"),
+        ("decided", [_decided(3, "promote", "canary", 0.1)], 0, "canary: m version 3 at 10%: promote!"),
+        ("decided", [_decided(3, "reject")], 1, "rejected m version 3: reject!"),
+        ("rollout", [_decided(3, "promote", "canary", 0.1), _decided(3, "promote", "champion")], 0, "champion: m"),
+        ("rollout", [_decided(3, "promote", "canary", 0.1), _decided(3, "rollback")], 1, "rolled back m version 3"),
+        ("rollout", [_decided(3, "promote", "canary", 0.1)], 1, "gave up waiting: the bake's end"),
+    ],
+)
+def test_follow_waits_for_the_decision_about_its_own_version(
+    until: str, decisions: list[ModelDecided], code: int, said: str
+) -> None:
+    events: list[Event] = [_decided(2, "reject"), _registered("r1", 3), _decided(2, "promote"), *decisions]
+    out = io.StringIO()
+    assert follow(events, _request(), until=until, out=out) == code  # type: ignore[arg-type]
+    assert said in out.getvalue() and "version 2" not in out.getvalue()
+
+
+def test_a_decision_read_before_its_registration_still_counts() -> None:
+    out = io.StringIO()
+    assert follow([_decided(3, "reject"), _registered("r1", 3)], _request(), out=out) == 1
+    assert "rejected m version 3" in out.getvalue()
 
 
 def test_follow_reports_a_failure() -> None:
@@ -154,6 +198,9 @@ def test_follow_gives_up_when_nothing_is_registered() -> None:
     out = io.StringIO()
     assert follow([_status("completed")], _request(), out=out) == 1
     assert "gave up" in out.getvalue()
+    out = io.StringIO()
+    assert follow([_registered("r1", 3)], _request(), out=out) == 1  # registered, but nobody decided
+    assert "gave up waiting: a decision did not arrive" in out.getvalue()
 
 
 def test_settings_read_their_prefix_and_the_shared_registry_url(monkeypatch: pytest.MonkeyPatch) -> None:
