@@ -117,6 +117,8 @@ def run_list(args: argparse.Namespace, settings: FerrySettings) -> int:
     for summary in summaries if not args.json else []:
         print(f"{summary['dlq']}  {summary['dead_lettered_at']}  id={summary['id']}  group={summary['group']}")
         print(f"    {summary['error_type']}: {summary['reason'][:300]}")
+    if not letters and not args.json:
+        print(f"no dead letters in {', '.join(topic + '.dlq' for topic in topics)}", file=sys.stderr)
     return OK if letters else NOTHING
 
 
