@@ -30,6 +30,7 @@ class _Queued:
     feeds: Feeds
     rows: int
     future: asyncio.Future[list[np.ndarray]]
+    queued_at: float
 
 
 class Batcher:
@@ -43,13 +44,17 @@ class Batcher:
         batchable: bool = True,
         name: str = "version",
         on_batch: Callable[[int], None] | None = None,
+        on_run: Callable[[int, float, float], None] | None = None,
         inline_below_ms: float = 1.0,
     ) -> None:
+        """``on_batch(requests)`` when a batch leaves; ``on_run(requests, seconds queued in all, seconds of
+        the run)`` when its run has ended (the statistics extension's queue and compute times)."""
         self._run = run
         self._max_rows = config.max_batch_size if batchable else 1
         self._delay_s = config.max_delay_ms / 1000 if batchable else 0.0
         self._batchable = batchable
         self._on_batch = on_batch or (lambda size: None)
+        self._on_run = on_run
         self._queue: list[_Queued] = []
         self._queued_rows = 0
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -67,7 +72,7 @@ class Batcher:
         """The outputs for these inputs, computed in some batch; cancellation leaves the batch unharmed."""
         loop = asyncio.get_running_loop()
         rows = int(next(iter(feeds.values())).shape[0]) if self._batchable and feeds else 1
-        item = _Queued(feeds, rows, loop.create_future())
+        item = _Queued(feeds, rows, loop.create_future(), time.perf_counter())
         self._queue.append(item)
         self._queued_rows += rows
         if self._queued_rows >= self._max_rows:
@@ -91,12 +96,24 @@ class Batcher:
         self._queued_rows -= sum(item.rows for item in batch)
         self._running = True
         self._on_batch(len(batch))
+        dispatched = time.perf_counter()
+        queued_s = sum(dispatched - item.queued_at for item in batch)
         feeds = [item.feeds for item in batch]
         if self._inline:
             self._finished(batch, *self._timed(feeds))
+            self._ran(len(batch), queued_s, dispatched)
             return
         work = asyncio.get_running_loop().run_in_executor(self._executor, self._timed, feeds)
-        work.add_done_callback(lambda done: self._finished(batch, *done.result()))
+
+        def done(result: asyncio.Future[tuple[list[np.ndarray] | None, BaseException | None]]) -> None:
+            self._finished(batch, *result.result())
+            self._ran(len(batch), queued_s, dispatched)
+
+        work.add_done_callback(done)
+
+    def _ran(self, requests: int, queued_s: float, dispatched: float) -> None:
+        if self._on_run is not None:
+            self._on_run(requests, queued_s, time.perf_counter() - dispatched)
 
     def _timed(self, all_feeds: list[Feeds]) -> tuple[list[np.ndarray] | None, BaseException | None]:
         """Run one batch; its outputs or its error. The run's time decides where the next batch runs."""

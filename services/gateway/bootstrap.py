@@ -21,6 +21,7 @@ from services.gateway.fleet import Fleet, LoadedVersion
 from services.gateway.handlers import Deployer
 from services.gateway.service import Gateway, Inference
 from services.gateway.settings import GatewaySettings
+from services.gateway.statistics import InferenceStatistics
 from shared.artifacts import ArtifactStore
 from shared.events import DeploymentChanged
 from shared.kafka import ConsumerLoop, make_consumer, make_producer
@@ -36,7 +37,10 @@ SERVER_OPTIONS: dict[str, Any] = {"http": "httptools", "loop": "uvloop", "backlo
 
 
 def version_loader(
-    settings: GatewaySettings, metrics: GatewayMetrics, models: OnnxLoader
+    settings: GatewaySettings,
+    metrics: GatewayMetrics,
+    models: OnnxLoader,
+    statistics: InferenceStatistics | None = None,
 ) -> Callable[[str, VersionSpec, bytes], LoadedVersion]:
     """Verified bytes → a loaded, warmed-up version with its batching queue."""
 
@@ -55,6 +59,11 @@ def version_loader(
             batchable=can_batch,
             name=f"{model_name}-v{spec.version}",
             on_batch=lambda size: metrics.batch(model_name, spec.version, size),
+            on_run=None
+            if statistics is None
+            else lambda requests, queued_s, run_s: statistics.executed(
+                model_name, spec.version, requests=requests, queued_s=queued_s, run_s=run_s
+            ),
             inline_below_ms=settings.inline_run_ms,
         )
         return LoadedVersion(model_name=model_name, spec=spec, model=model, batcher=batcher)
@@ -90,7 +99,7 @@ def bootstrap(
     deployer = Deployer(
         fleet,
         store,
-        version_loader(settings, metrics, OnnxLoader(settings.device, settings.ort_threads)),
+        version_loader(settings, metrics, OnnxLoader(settings.device, settings.ort_threads), inference.statistics),
         keep_previous=settings.keep_previous,
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )

@@ -36,6 +36,16 @@ class ModelNotFound(GatewayError):
         self.name = name
 
 
+class ModelUnloaded(ModelNotFound):
+    """An operator unloaded the model on this gateway (the model repository extension's unload)."""
+
+    def __init__(self, name: str) -> None:
+        GatewayError.__init__(
+            self, f"model {name!r} is unloaded on this gateway; POST /v2/repository/models/{name}/load serves it again"
+        )
+        self.name = name
+
+
 class VersionNotFound(GatewayError):
     def __init__(self, name: str, version: str) -> None:
         super().__init__(f"model {name!r} has no loaded version {version}")

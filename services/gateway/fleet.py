@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from services.gateway.adapters.onnx_runtime import OnnxModel
 from services.gateway.batching import Batcher
-from services.gateway.domain import Deployment, Fault, VersionSpec
+from services.gateway.domain import Deployment, Fault, ModelNotFound, ModelUnloaded, VersionSpec
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,17 @@ class Fleet:
     def __init__(self, drain_timeout_s: float = 30.0) -> None:
         self.models: dict[str, ModelState] = {}
         self.faults: dict[tuple[str, int], Fault] = {}
+        self.unloaded: dict[str, Deployment] = {}
+        """Models an operator unloaded, with the last deployment seen for each (what a load serves)."""
         self._drain_timeout_s = drain_timeout_s
         self.released = 0
 
     def get(self, name: str) -> ModelState | None:
         return self.models.get(name)
+
+    def missing(self, name: str) -> ModelNotFound:
+        """The error for a request to a model not served: unloaded by an operator, or unknown."""
+        return ModelUnloaded(name) if name in self.unloaded else ModelNotFound(name)
 
     async def install(self, name: str, state: ModelState | None) -> None:
         """Serve ``state`` for ``name`` from now on (None: stop serving it); release what it no longer uses."""

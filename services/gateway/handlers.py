@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from services.gateway.adapters.onnx_runtime import LoadFailed
@@ -26,7 +27,7 @@ from shared.events import DeployedVersion, DeploymentChanged, Event
 
 log = logging.getLogger(__name__)
 
-ApplyOutcome = Literal["applied", "stale", "refused"]
+ApplyOutcome = Literal["applied", "stale", "refused", "held"]
 LoadVersion = Callable[[str, VersionSpec, bytes], LoadedVersion]
 
 
@@ -64,15 +65,55 @@ class Deployer:
     loop: asyncio.AbstractEventLoop | None = None
     on_outcome: Callable[[str, ApplyOutcome], None] = lambda model, outcome: None
     swap_timeout_s: float = 120.0
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    """One apply, unload or load at a time: the consumer's worker and the admin API both change models."""
 
     def apply(self, deployment: Deployment) -> ApplyOutcome:
         """Serve ``deployment`` if it is newer than what is served; call from any thread but the loop's.
 
         A version that fails to load is replaced by what served its role before (the current champion
         keeps serving for a refused champion; a refused challenger gets no traffic), and the outcome is
-        "refused"; the rest of the deployment (another version, the weights) still applies.
+        "refused"; the rest of the deployment (another version, the weights) still applies. A model an
+        operator unloaded keeps the newest deployment for its load, and the outcome is "held".
         """
+        with self._lock:
+            return self._apply(deployment)
+
+    def unload(self, name: str) -> bool:
+        """Stop serving ``name`` until :meth:`load`, keeping its deployment; False when it is unknown here."""
+        with self._lock:
+            if name in self.fleet.unloaded:
+                return True
+            current = self.fleet.get(name)
+            if current is None:
+                return False
+            self.fleet.unloaded[name] = current.deployment
+            self._install(name, None)
+            log.info("%s unloaded by an operator at revision %d", name, current.deployment.revision)
+            return True
+
+    def load(self, name: str) -> ApplyOutcome | None:
+        """Serve again the last deployment seen for an unloaded ``name``; None when it is unknown here.
+
+        A model that is served already is left as it is ("stale")."""
+        with self._lock:
+            deployment = self.fleet.unloaded.pop(name, None)
+            if deployment is None:
+                return "stale" if self.fleet.get(name) is not None else None
+            try:
+                return self._apply(deployment)
+            except BaseException:
+                self.fleet.unloaded.setdefault(name, deployment)  # still unloaded: a later load tries again
+                raise
+
+    def _apply(self, deployment: Deployment) -> ApplyOutcome:
         name = deployment.model_name
+        held = self.fleet.unloaded.get(name)
+        if held is not None:
+            if is_newer(deployment, held):
+                self.fleet.unloaded[name] = deployment
+            self.on_outcome(name, "held")
+            return "held"
         current = self.fleet.get(name)
         if current is not None and not is_newer(deployment, current.deployment):
             self.on_outcome(name, "stale")

@@ -25,7 +25,6 @@ from services.gateway.domain import (
     DeadlineExceeded,
     GatewayError,
     InvalidInput,
-    ModelNotFound,
     Overloaded,
     RateLimited,
     RateLimiter,
@@ -33,12 +32,14 @@ from services.gateway.domain import (
     RunFailed,
     VersionNotFound,
     WorkKind,
+    batchable,
     check_inputs,
     choose_version,
 )
 from services.gateway.fleet import Fleet, LoadedVersion, ModelState
 from services.gateway.handlers import Deployer
 from services.gateway.settings import GatewaySettings
+from services.gateway.statistics import InferenceStatistics
 from shared.kafka import ConsumerLoop
 from shared.runtime import Runtime
 
@@ -86,6 +87,7 @@ class Inference:
     max_deadline_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
     draw: Callable[[], float] = random.random
+    statistics: InferenceStatistics = field(default_factory=InferenceStatistics)
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def infer(
@@ -106,7 +108,7 @@ class Inference:
             raise RateLimited(wait)
         state = self.fleet.get(trail.model)
         if state is None or state.champion is None and state.challenger is None and pinned is None:
-            raise ModelNotFound(trail.model)
+            raise self.fleet.missing(trail.model)
         target, route = self._route(state, pinned, route_key)
         trail.version, trail.route = target.version, route
         try:
@@ -188,7 +190,10 @@ class Inference:
         finally:
             if trail is not None:
                 trail.outcome = outcome
-            self.metrics.request(model, version.version, route, outcome, self.clock() - started)
+            seconds = self.clock() - started
+            self.metrics.request(model, version.version, route, outcome, seconds)
+            rows = _rows(feeds) if batchable(version.spec.signature) else 1
+            self.statistics.finished(model, version.version, ok=outcome == "ok", rows=rows, seconds=seconds)
             if outcome == "ok":
                 self.metrics.predicted(model, version.version, outputs[0])
 
@@ -327,3 +332,9 @@ class Gateway:
         for name, state in list(self.fleet.models.items()):
             for version in state.loaded():
                 yield name, version.version, version.batcher.depth
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    """The inferences in one request: its batch axis' length (1 for a request without one)."""
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim > 0 else 1

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.domain import Fault
 from services.gateway.entrypoints.infer_route import InferRoute, infer_target
+from services.gateway.entrypoints.triton import EXTENSIONS, add_triton_routes
 from services.gateway.fleet import LoadedVersion, ModelState
 from services.gateway.service import Gateway
 
@@ -87,6 +88,7 @@ def create_app(gateway: Gateway) -> GatewayApp:
         'Errors are JSON: `{"error": "..."}`.',
     )
     _install_error_handlers(api)
+    add_triton_routes(api, gateway, _admin_guard(gateway))
     _add_protocol_routes(api, gateway)
     runtime.add_routes(api)
     _add_status_route(api, gateway)
@@ -112,7 +114,7 @@ def _install_error_handlers(api: FastAPI) -> None:
 def _state(gateway: Gateway, name: str) -> ModelState:
     state = gateway.fleet.get(name)
     if state is None or not state.loaded():
-        raise HTTPException(404, f"model {name!r} is not served here")
+        raise HTTPException(404, str(gateway.fleet.missing(name)))
     return state
 
 
@@ -144,7 +146,7 @@ def _add_protocol_routes(api: FastAPI, gateway: Gateway) -> None:
 
     @api.get("/v2", tags=tags, summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
     @api.get("/v2/health/live", tags=tags, summary="Liveness: the process and its worker run")
     async def live() -> Response:

@@ -136,7 +136,8 @@ class InferRoute:
     ) -> tuple[int, bytes, dict[str, str]]:
         try:
             if self.inference.fleet.get(trail.model) is None:
-                raise ModelNotFound(trail.model)  # before the body: an unknown model is a 404 whatever is sent
+                # before the body: an unknown (or unloaded) model is a 404 whatever is sent
+                raise self.inference.fleet.missing(trail.model)
             pinned = _version_number(model=trail.model, version=version)
             raw = await _read_body(receive, headers, self._limit)
             header_length = _int_header(headers, HEADER_LENGTH.encode())
