@@ -138,7 +138,7 @@ def _registry(settings: GatewaySettings, runtime: Runtime, budget: RetryBudget) 
 
 
 def _loop_factory(settings: GatewaySettings, deployer: Deployer, runtime: Runtime) -> Callable[[], ConsumerLoop]:
-    """The consumer loop of this process's own group, built once the registry's deployments are loaded."""
+    """The consumer loop of this process's own group, built once the deployments are loaded at start."""
 
     def build() -> ConsumerLoop:
         group = settings.consumer_group()
