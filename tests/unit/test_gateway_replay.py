@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from services.gateway.adapters.deployment_log import Replay, ReplayFirst, _deployment
+from services.gateway.adapters.deployment_log import Replay, ReplayFirst, record_deployment
 from services.gateway.domain import Deployment, VersionSpec, latest_per_model
 from services.gateway.sample_models import classifier_signature
 from shared.envelope import encode
@@ -86,7 +86,7 @@ def test_a_replayed_record_becomes_the_whole_deployment_and_an_unreadable_one_no
     )
     message = encode(event, source="test/registry")
     record = SimpleNamespace(key=message.key, value=message.value, headers=message.headers)
-    [found] = _deployment(record)
+    [found] = record_deployment(record)
     assert (found.model_name, found.revision, found.canary_weight, found.shadow) == ("iris", 7, 0.1, True)
     assert found.champion == VersionSpec(2, "ab" * 32, 42, SIGNATURE) and found.challenger is not None
-    assert _deployment(SimpleNamespace(key=b"iris", value=b"{}", headers=[])) == []
+    assert record_deployment(SimpleNamespace(key=b"iris", value=b"{}", headers=[])) == []

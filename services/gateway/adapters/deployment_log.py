@@ -69,6 +69,7 @@ class KafkaDeployments:
                 enable_auto_commit=False,
                 client_id="gateway-replay",
                 request_timeout_ms=max(1000, int(self._timeout_s * 1000)),
+                bootstrap_timeout_ms=max(1000, int(self._timeout_s * 1000)),
             )
         except (KafkaError, OSError, ValueError) as error:
             log.warning("deployment.changed not replayed: the broker did not answer (%s)", error)
@@ -85,11 +86,13 @@ class KafkaDeployments:
     def _read(self, consumer: KafkaConsumer, deadline: float, found: list[Deployment]) -> bool:
         topic = self._settings.topic(DeploymentChanged.topic)
         numbers = consumer.partitions_for_topic(topic)
-        while numbers is None and time.monotonic() < deadline and not self._give_up():
-            time.sleep(0.2)  # metadata not there yet (a broker that just came up)
+        while not numbers:
+            if topic not in consumer.topics():
+                return True  # no such topic: nothing was ever deployed through this broker
+            if time.monotonic() > deadline or self._give_up():
+                return False
+            time.sleep(0.2)  # its metadata is not there yet (a broker that just came up)
             numbers = consumer.partitions_for_topic(topic)
-        if numbers is None:
-            return False
         partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
         consumer.assign(partitions)
         ends = {tp: int(offset) for tp, offset in consumer.end_offsets(partitions).items()}
@@ -98,11 +101,11 @@ class KafkaDeployments:
             if time.monotonic() > deadline or self._give_up():
                 return False
             for tp, records in consumer.poll(timeout_ms=300).items():
-                found += [d for record in records if record.offset < ends[tp] for d in _deployment(record)]
+                found += [d for record in records if record.offset < ends[tp] for d in record_deployment(record)]
         return True
 
 
-def _deployment(record: object) -> list[Deployment]:
+def record_deployment(record: object) -> list[Deployment]:
     """The record's deployment, or none: an unreadable one is the following group's to dead-letter."""
     try:
         event, _ = decode(
