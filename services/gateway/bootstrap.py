@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.gateway.adapters.access_log import AccessLog, RotatingFile
+from services.gateway.adapters.deployment_log import KafkaDeployments, ReplayFirst
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.onnx_runtime import OnnxLoader
 from services.gateway.adapters.registry import DeploymentSource, RegistryDeployments
@@ -104,13 +105,7 @@ def bootstrap(
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )
     if source is None:
-        # At start the registry may not be up yet: each read waits for it up to startup_timeout_s,
-        # unless the gateway is stopping.
-        budget = RetryBudget(attempts=None, total_s=settings.startup_timeout_s, give_up=runtime.stop_event.is_set)
-        client = RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s, budget=budget)
-        deployments = RegistryDeployments(client)
-        runtime.on_close(deployments.close)
-        source = deployments
+        source = _startup_source(settings, runtime, follow_kafka=follow_kafka)
     gateway = Gateway(
         settings,
         fleet,
@@ -126,8 +121,33 @@ def bootstrap(
     return gateway
 
 
+def _startup_source(settings: GatewaySettings, runtime: Runtime, *, follow_kafka: bool) -> DeploymentSource:
+    """What the gateway serves at start: deployment.changed replayed, the registry as the fallback (see
+    adapters/deployment_log.py for the order); the registry alone when the gateway follows no Kafka."""
+    stopping = runtime.stop_event.is_set
+    # The registry may not be up yet: each read waits for it up to startup_timeout_s, unless the gateway
+    # is stopping; the quick one (Kafka answered) waits registry_fallback_s.
+    patient = _registry(
+        settings, runtime, RetryBudget(attempts=None, total_s=settings.startup_timeout_s, give_up=stopping)
+    )
+    if not follow_kafka:
+        return patient
+    quick = _registry(
+        settings, runtime, RetryBudget(attempts=None, total_s=settings.registry_fallback_s, give_up=stopping)
+    )
+    topic = KafkaDeployments(settings.ferry, timeout_s=settings.replay_timeout_s, give_up=stopping)
+    return ReplayFirst(replay=topic.replay, registry=patient, quick_registry=quick)
+
+
+def _registry(settings: GatewaySettings, runtime: Runtime, budget: RetryBudget) -> RegistryDeployments:
+    client = RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s, budget=budget)
+    deployments = RegistryDeployments(client)
+    runtime.on_close(deployments.close)
+    return deployments
+
+
 def _loop_factory(settings: GatewaySettings, deployer: Deployer, runtime: Runtime) -> Callable[[], ConsumerLoop]:
-    """The consumer loop of this process's own group, built once the registry's deployments are loaded."""
+    """The consumer loop of this process's own group, built once the deployments are loaded at start."""
 
     def build() -> ConsumerLoop:
         group = settings.consumer_group()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -107,6 +107,16 @@ class Deployment:
 def is_newer(candidate: Deployment, current: Deployment | None) -> bool:
     """Events arrive at least once and may be replayed: only a higher revision changes anything."""
     return current is None or candidate.revision > current.revision
+
+
+def latest_per_model(deployments: Iterable[Deployment]) -> dict[str, Deployment]:
+    """Each model's deployment of the highest revision, whatever order they came in (a replay of the
+    topic, the registry's answer, or both): a repeat or an older revision changes nothing."""
+    latest: dict[str, Deployment] = {}
+    for deployment in deployments:
+        if is_newer(deployment, latest.get(deployment.model_name)):
+            latest[deployment.model_name] = deployment
+    return latest
 
 
 def previous_after(old_champion: int | None, new_champion: int | None, old_previous: int | None) -> int | None:

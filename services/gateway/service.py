@@ -268,8 +268,9 @@ class Inference:
 
 @dataclass
 class Gateway:
-    """A wired gateway. Its one worker (``follow``, run by ``runtime``) loads the registry's deployments,
-    then follows ``deployment.changed``; ``start`` and ``stop`` run on the event loop, around the worker."""
+    """A wired gateway. Its one worker (``follow``, run by ``runtime``) loads the deployments of its source
+    (bootstrap's: ``deployment.changed`` replayed, then the registry as the fallback), then follows
+    ``deployment.changed``; ``start`` and ``stop`` run on the event loop, around the worker."""
 
     settings: GatewaySettings
     fleet: Fleet
@@ -306,10 +307,10 @@ class Gateway:
 
     def follow(self) -> None:
         if self.source is not None:
-            deployments = self.source.deployments()  # the source's client retries until the gateway stops
+            deployments = self.source.deployments()  # bounded: see adapters/deployment_log.py
             for deployment in deployments:
                 self.deployer.apply(deployment)
-            log.info("loaded %d deployments from the registry", len(deployments))
+            log.info("loaded %d deployments at start", len(deployments))
         self.loaded.set()
         if self.loop_factory is None:
             self.stop_event.wait()

@@ -82,7 +82,15 @@ class GatewaySettings(BaseSettings):
         validation_alias=AliasChoices("FERRY_GATEWAY_ADMIN_TOKEN", "admin_token"),
         description="Bearer token of the fault-injection admin API; the API is off while unset",
     )
-    startup_timeout_s: float = Field(default=120.0, gt=0, description="How long to wait for the registry at start")
+    startup_timeout_s: float = Field(
+        default=120.0, gt=0, description="How long to wait for the registry at start when Kafka did not answer"
+    )
+    replay_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest read of deployment.changed to its end at start"
+    )
+    registry_fallback_s: float = Field(
+        default=5.0, gt=0, le=300, description="Budget of the registry fallback at start when Kafka answered"
+    )
     shutdown_timeout_s: float = Field(default=15.0, gt=0)
 
     @property

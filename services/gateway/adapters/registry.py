@@ -6,6 +6,7 @@ serves. Retrying a registry that is not up yet is the client's budget (built in 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from services.gateway.domain import Deployment, VersionSpec
@@ -24,10 +25,11 @@ class RegistryDeployments:
     def __init__(self, client: RegistryClient) -> None:
         self._client = client
 
-    def deployments(self) -> list[Deployment]:
+    def deployments(self, skip: Collection[str] = ()) -> list[Deployment]:
+        """Every deployed model's deployment, but those named in ``skip`` (known already)."""
         found = []
         for model in self._client.models():
-            if model.champion is None and model.challenger is None:
+            if model.champion is None and model.challenger is None or model.name in skip:
                 continue
             deployment = self._client.deployment(model.name)
             found.append(
