@@ -44,25 +44,32 @@ class UserNetwork(torch.nn.Module):
         return torch.softmax(scores, dim=1) if self.softmax else scores
 
 
-def torch_network(num_features: int = 64, num_classes: int = 10, *, softmax: bool = True) -> bytes:
-    """``UserNetwork`` (untrained, seeded) exported by torch.onnx with a dynamic batch axis."""
+def torch_network(
+    num_features: int = 64,
+    num_classes: int = 10,
+    *,
+    softmax: bool = True,
+    names: tuple[str, str] = ("input", "probabilities"),
+) -> bytes:
+    """``UserNetwork`` (untrained, seeded) exported by torch.onnx with a dynamic batch axis, its tensors ``names``."""
     torch.manual_seed(0)
     network = UserNetwork(num_features, num_classes, softmax=softmax).eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice: one self-contained file
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        _export(network, num_features, buffer)
+        _export(network, num_features, buffer, names)
     return buffer.getvalue()
 
 
-def _export(network: torch.nn.Module, num_features: int, buffer: io.BytesIO) -> None:
+def _export(network: torch.nn.Module, num_features: int, buffer: io.BytesIO, names: tuple[str, str]) -> None:
+    feed, output = names
     torch.onnx.export(
         network,
         (torch.zeros(2, num_features),),
         buffer,
         dynamo=False,
         opset_version=17,
-        input_names=["features"],
-        output_names=["probabilities"],
-        dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
+        input_names=[feed],
+        output_names=[output],
+        dynamic_axes={feed: {0: "batch"}, output: {0: "batch"}},
     )

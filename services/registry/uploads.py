@@ -4,15 +4,21 @@ What is accepted, exactly:
 - at most ``max_bytes`` bytes, parsed as an ONNX model (protobuf; nothing else is ever deserialised);
 - its default-domain (``ai.onnx``) opset within what this ONNX Runtime loads (``supported_opset``);
 - ONNX Runtime (CPU) opens it;
-- exactly one graph input, FP32, of rank 2: ``[batch, n_features]`` where batch is dynamic or any size and
-  ``n_features`` is the dataset's number of features (a dynamic feature axis is refused: it says nothing);
-- an output FP32 of rank 2 ``[batch, n_classes]``. When the first output is something else (scikit-learn's
-  converters put the predicted ``label`` first) and exactly one other output fits, the graph keeps that
-  output alone: Ferry's evaluator and gateway read the first output. The artifact stored is then the
-  rewritten one, with a digest of its own;
+- exactly one graph input, FP32, of rank 2: ``[batch, n_features]`` with a dynamic batch axis (the evaluator
+  scores and the gateway serves rows in batches of any size) and ``n_features`` the dataset's number of
+  features;
+- an output FP32 of rank 2 ``[batch, n_classes]``, batch dynamic, ``n_classes`` the dataset's classes. When
+  the first output is something else (scikit-learn's converters put the predicted ``label`` first) and
+  exactly one other output fits, the graph keeps that output alone: Ferry's evaluator and gateway read the
+  first output;
 - on the first rows of the dataset's training part (never its test part), every output row is a probability
   distribution: no value below 0, each row summing to 1 within ``SUM_TOLERANCE``. Logits are refused:
   end the network with a softmax.
+
+The stored graph names its input ``input`` and its output ``probabilities``, as the trainer's do: the
+evaluator compares a candidate's signature with the champion's, names included, and a client of the
+gateway sends the names the champion has. When the upload differs in names or outputs, the artifact stored
+is the rewritten one, with a digest of its own (``rewritten``).
 
 A refusal is an ``UploadRejected`` that names the problem and quotes nothing of the file.
 """
@@ -35,6 +41,8 @@ from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature,
 from shared.onnx import ModelUnloadable, open_session, signature_of
 from shared.registry_models import UploadOut
 
+INPUT_NAME = "input"  # the trainer's names (services/trainer/domain.py), which a test holds these to
+OUTPUT_NAME = "probabilities"
 SUM_TOLERANCE = 1e-3
 CHECK_ROWS = 32
 MIN_OPSET = 7  # the oldest opset ONNX Runtime loads
@@ -133,9 +141,12 @@ def check_upload(data: bytes, dataset: Dataset, *, max_bytes: int) -> CheckedArt
     signature = _signature(_session(data))
     _check_input(signature.inputs, dataset)
     chosen = _scores_output(signature.outputs, dataset)
-    rewritten = chosen != 0
+    renames = {signature.inputs[0].name: INPUT_NAME, signature.outputs[chosen].name: OUTPUT_NAME}
+    rewritten = chosen != 0 or len(signature.outputs) != 1 or any(old != new for old, new in renames.items())
     if rewritten:
-        data = _keep_output(model, signature.outputs[chosen].name)
+        _keep_output(model, signature.outputs[chosen].name)
+        _rename(model, renames)
+        data = model.SerializeToString()
         signature = _signature(_session(data))
     _check_probabilities(_session(data), signature, dataset)
     return CheckedArtifact(data=data, signature=signature, rewritten=rewritten)
@@ -185,16 +196,19 @@ def _shown(spec: TensorSpec) -> str:
 
 
 def _check_input(inputs: list[TensorSpec], dataset: Dataset) -> None:
-    wanted = f"one FP32 input [batch, {dataset.num_features}] ({dataset.name}'s {dataset.num_features} features)"
+    wanted = (
+        f"one FP32 input [batch, {dataset.num_features}] with a dynamic batch axis "
+        f"({dataset.name}'s {dataset.num_features} features)"
+    )
     if len(inputs) != 1:
         raise UploadRejected(f"wrong signature: the model has {len(inputs)} inputs; expected {wanted}")
     given = inputs[0]
-    if given.datatype != "FP32" or len(given.shape) != 2 or given.shape[1] != dataset.num_features:
+    if given.datatype != "FP32" or given.shape != [-1, dataset.num_features]:
         raise UploadRejected(f"wrong signature: the input is {_shown(given)}; expected {wanted}")
 
 
 def _fits(spec: TensorSpec, num_classes: int) -> bool:
-    return spec.datatype == "FP32" and len(spec.shape) == 2 and spec.shape[1] == num_classes
+    return spec.datatype == "FP32" and spec.shape == [-1, num_classes]
 
 
 def _scores_output(outputs: list[TensorSpec], dataset: Dataset) -> int:
@@ -208,16 +222,60 @@ def _scores_output(outputs: list[TensorSpec], dataset: Dataset) -> int:
     many = " (several fit: keep one)" if fitting else ""
     raise UploadRejected(
         f"wrong signature: outputs are {shown}{many}; expected one FP32 output [batch, {dataset.num_classes}] "
+        "with a dynamic batch axis "
         f"of {dataset.name}'s {dataset.num_classes} class probabilities"
     )
 
 
-def _keep_output(model: onnx.ModelProto, name: str) -> bytes:
-    """The model with ``name`` as its only graph output (the nodes that fed the others stay, unused)."""
+def _keep_output(model: onnx.ModelProto, name: str) -> None:
+    """Make ``name`` the only graph output (the nodes that fed the others stay, unused; ORT prunes them)."""
     kept = [output for output in model.graph.output if output.name == name]
     del model.graph.output[:]
     model.graph.output.extend(kept)
-    return model.SerializeToString()
+
+
+def _rename(model: onnx.ModelProto, renames: dict[str, str]) -> None:
+    """Rename tensors everywhere in the graph and its subgraphs, all at once; a tensor that already has one
+    of the new names gets a fresh name first, so that no two tensors ever share one."""
+    taken = set(_names(model.graph))
+    mapping = dict(renames)
+    for wanted in renames.values():
+        if wanted in taken and wanted not in renames:
+            mapping[wanted] = _fresh(wanted, taken | set(renames.values()))
+    _rename_graph(model.graph, mapping)
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    suffix = 1
+    while f"{name}_{suffix}" in taken:
+        suffix += 1
+    return f"{name}_{suffix}"
+
+
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found = []
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                found.append(attribute.g)
+            found.extend(attribute.graphs)
+    return found
+
+
+def _names(graph: onnx.GraphProto) -> list[str]:
+    names = [value.name for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)]
+    names += [name for node in graph.node for name in (*node.input, *node.output)]
+    return names + [name for subgraph in _subgraphs(graph) for name in _names(subgraph)]
+
+
+def _rename_graph(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = mapping.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(name, name) for name in node.input]
+        node.output[:] = [mapping.get(name, name) for name in node.output]
+    for subgraph in _subgraphs(graph):
+        _rename_graph(subgraph, mapping)
 
 
 def _check_probabilities(session: ort.InferenceSession, signature: Signature, dataset: Dataset) -> None:

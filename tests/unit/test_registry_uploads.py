@@ -7,11 +7,20 @@ import onnx
 import pytest
 from external_models import sklearn_digits, torch_network
 
+from services.evaluator.domain.compatibility import dataset_fit, signature_difference
 from services.registry.adapters.memory import MemoryDatabase
-from services.registry.uploads import UploadRejected, check_upload, register_upload, supported_opset
+from services.registry.uploads import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    UploadRejected,
+    check_upload,
+    register_upload,
+    supported_opset,
+)
+from services.trainer import domain as trainer
 from shared.artifacts import ArtifactStore
 from shared.datasets import load_dataset, split
-from shared.events import ModelTrained
+from shared.events import ModelTrained, Signature, TensorSpec
 from shared.onnx import open_session, predict
 
 LIMIT = 10 * 2**20
@@ -33,10 +42,40 @@ def test_a_scikit_learn_pipeline_keeps_only_its_probabilities_and_scores_like_sk
     assert (probabilities.argmax(axis=1) == test.labels).mean() > 0.9
 
 
-def test_a_torch_module_with_a_softmax_is_stored_as_uploaded(digits) -> None:
+def test_a_torch_module_with_a_softmax_and_ferrys_names_is_stored_as_uploaded(digits) -> None:
     data = torch_network()
     checked = check_upload(data, digits, max_bytes=LIMIT)
     assert not checked.rewritten and checked.data == data
+
+
+@pytest.mark.parametrize("names", [("features", "scores"), ("probabilities", "input"), ("x", "input")])
+def test_other_tensor_names_become_the_trainers_and_the_outputs_stay_the_same(digits, names) -> None:
+    data = torch_network(names=names)
+    checked = check_upload(data, digits, max_bytes=LIMIT)
+    assert checked.rewritten
+    assert [spec.name for spec in checked.signature.inputs] == [INPUT_NAME]
+    assert [spec.name for spec in checked.signature.outputs] == [OUTPUT_NAME]
+    rows = split(digits).test.features
+    assert np.array_equal(predict(open_session(checked.data), rows), predict(open_session(data), rows))
+
+
+def test_what_is_stored_is_what_the_evaluator_compares_with_a_ferry_trained_champion(digits) -> None:
+    champion = Signature(
+        inputs=[TensorSpec(name=trainer.INPUT_NAME, datatype="FP32", shape=[-1, 64])],
+        outputs=[TensorSpec(name=trainer.OUTPUT_NAME, datatype="FP32", shape=[-1, 10])],
+    )
+    for data in (sklearn_digits(), torch_network(names=("x", "y"))):
+        stored = check_upload(data, digits, max_bytes=LIMIT).signature
+        assert signature_difference(stored, champion, mine_is="upload", theirs_is="champion") is None
+        assert dataset_fit(stored, 64, 10, "sklearn:digits") is None
+
+
+def test_a_fixed_batch_axis_is_refused(digits) -> None:
+    model = onnx.load_model_from_string(torch_network())
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    with pytest.raises(UploadRejected, match="dynamic batch axis"):
+        check_upload(model.SerializeToString(), digits, max_bytes=LIMIT)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +146,10 @@ def test_a_refused_upload_stores_nothing(digits, tmp_path) -> None:
             "m", torch_network(softmax=False), digits, metrics={}, max_bytes=LIMIT, artifacts=store, uow=database.uow()
         )
     assert not list(tmp_path.rglob("*")) and database.state.outbox == []
+
+
+def test_the_stored_names_are_the_trainers() -> None:
+    assert (INPUT_NAME, OUTPUT_NAME) == (trainer.INPUT_NAME, trainer.OUTPUT_NAME)
 
 
 def test_old_model_trained_events_still_parse_as_ferry_lineage() -> None:
