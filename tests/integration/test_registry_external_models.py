@@ -63,6 +63,10 @@ def test_an_upload_needs_a_token_and_a_usable_model_and_stores_nothing_otherwise
         assert "confidential" not in answer.text
     unknown = http.post("/api/v1/models/ext/versions?dataset=sklearn:nothing", content=torch_network(), headers=bearer)
     assert unknown.status_code == 422 and "unknown dataset" in unknown.json()["error"]
+    for metrics in ("[1]", '{"accuracy": NaN}', '{"accuracy": "high"}'):
+        query = {"dataset": "sklearn:digits", "metrics": metrics}
+        answer = http.post("/api/v1/models/ext/versions", params=query, content=torch_network(), headers=bearer)
+        assert answer.status_code == 422 and "metrics" in answer.json()["error"], answer.text
     form = http.post(path, content=torch_network(), headers={**bearer, "Content-Type": "text/plain"})
     assert form.status_code == 415
     assert stored_files(registry) == []

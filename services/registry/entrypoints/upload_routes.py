@@ -3,6 +3,7 @@
 No ``from __future__ import annotations`` here: FastAPI must resolve the endpoints' annotations.
 """
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from services.registry.entrypoints.api import ApiDeps
 
 METRICS = TypeAdapter(dict[str, float])
+MAX_METRICS = 100
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no bearer token"},
     403: {"model": ErrorOut, "description": "wrong token, or writes disabled (no token configured)"},
@@ -79,9 +81,14 @@ def _metrics(raw: str | None) -> dict[str, float]:
     if raw is None:
         return {}
     try:
-        return METRICS.validate_json(raw)
+        metrics = METRICS.validate_json(raw)
     except ValidationError as error:
         raise HTTPException(422, 'metrics must be a JSON object of numbers, e.g. {"accuracy": 0.97}') from error
+    if len(metrics) > MAX_METRICS or any(not 0 < len(key) <= 200 for key in metrics):
+        raise HTTPException(422, f"metrics: at most {MAX_METRICS}, each named by 1 to 200 characters")
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise HTTPException(422, "metrics must be finite numbers")
+    return metrics
 
 
 async def _body(request: Request, limit: int) -> bytes:
