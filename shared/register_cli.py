@@ -13,7 +13,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from shared.ops_cli import Command, Connect, connect
+from shared.ops_cli import Command, Connect
+from shared.ops_cli import connect as ops_connect
 from shared.ops_common import CommandError, Exit, add_json_flag, failures, registry_url, run_verb
 from shared.registry_client import RegistryClient
 from shared.registry_errors import RegistryNotFound
@@ -22,6 +23,13 @@ from shared.settings import FerrySettings
 from shared.waiting import NotReady, wait_for
 
 WAIT_S = 60.0
+UPLOAD_TIMEOUT_S = 300.0
+"""The registry answers an upload once it has checked it (ONNX Runtime loads and runs it): longer than a read."""
+
+
+def connect(settings: FerrySettings, write: bool) -> RegistryClient:
+    """The day-to-day verbs' client, with a timeout that allows the registry's check of the file."""
+    return ops_connect(settings, write, timeout_s=UPLOAD_TIMEOUT_S)
 
 
 def register(sub: Any, connect: Connect = connect) -> dict[str, Command]:

@@ -369,15 +369,15 @@ class RegistryClient:
     ) -> UploadOut:
         """Upload an ONNX file trained elsewhere for ``dataset``; the registry checks, stores and announces it
         (the version appears once its ``model.trained`` is consumed). Needs a token; sent once, never retried
-        after a connection was made."""
+        after a connection was made. The registry answers once it has checked the file (ONNX Runtime loads and
+        runs it): give the client a timeout for that (``connect(timeout_s=…)``)."""
         params = {"dataset": dataset, **({"metrics": json.dumps(dict(metrics))} if metrics else {})}
         headers = {"Content-Type": "application/octet-stream"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         path = f"{model_path(name)}/versions"
-        response = self._call(
-            lambda: self._send("POST", path, content=artifact, params=params, headers=headers), idempotent=False
-        )
+        options = {"content": artifact, "params": params, "headers": headers}
+        response = self._call(lambda: self._send("POST", path, **options), idempotent=False)
         return _parsed(response, UploadOut.model_validate_json, path)
 
     def _write(self, method: str, path: str, body: BaseModel, parse: Callable[[bytes], T]) -> T:
