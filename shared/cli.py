@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from shared import dlq_cli, ops_cli, ops_tools
+from shared import dlq_cli, ops_cli, ops_tools, register_cli
 from shared.settings import FerrySettings
 
 Command = Callable[[argparse.Namespace, FerrySettings], int]
@@ -167,6 +167,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     commands.update(dlq_cli.register(sub))
     commands.update(ops_cli.register(sub))
     commands.update(ops_tools.register(sub))
+    commands.update(register_cli.register(sub))
     _add_service_commands(sub, commands)
     return parser, commands
 

@@ -180,6 +180,9 @@ class ModelTrained(Event):
     compression: Compression = Field(default_factory=Compression)
     teacher_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
+    lineage: Literal["ferry", "external"] = Field(
+        default="ferry", description="ferry: trained by Ferry's trainer; external: uploaded (ferry register)"
+    )
 
 
 class ModelRegistered(Event):

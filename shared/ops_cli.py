@@ -26,12 +26,13 @@ Connect = Callable[[FerrySettings, bool], RegistryClient]
 LATEST_SHOWN = 5
 
 
-def connect(settings: FerrySettings, write: bool) -> RegistryClient:
+def connect(settings: FerrySettings, write: bool, *, timeout_s: float = 10.0) -> RegistryClient:
     from shared.ops_common import operator_token
 
     token = operator_token(settings) if write else None
     logging.getLogger("shared.registry_client").setLevel(logging.ERROR)  # the verb's own error says it once
-    return RegistryClient.connect(registry_url(), token=token, budget=RetryBudget(attempts=3, total_s=10.0))
+    budget = RetryBudget(attempts=3, total_s=max(10.0, timeout_s))
+    return RegistryClient.connect(registry_url(), token=token, budget=budget, timeout_s=timeout_s)
 
 
 def _when(moment: datetime | None) -> str | None:

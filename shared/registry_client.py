@@ -12,6 +12,7 @@ sent twice would roll back twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ from shared.registry_models import (
     PromoteAction,
     RollbackAction,
     SetCanaryWeightAction,
+    UploadOut,
     VersionEdit,
     VersionOut,
     VersionPage,
@@ -361,6 +363,22 @@ class RegistryClient:
             )
         except (KeyError, ValueError, ValidationError) as error:
             raise RegistryBadAnswer(f"the registry's answer to HEAD {path} lacks its headers: {error}") from error
+
+    def register_artifact(
+        self, name: str, artifact: bytes, *, dataset: str, metrics: Mapping[str, float] | None = None
+    ) -> UploadOut:
+        """Upload an ONNX file trained elsewhere for ``dataset``; the registry checks, stores and announces it
+        (the version appears once its ``model.trained`` is consumed). Needs a token; sent once, never retried
+        after a connection was made. The registry answers once it has checked the file (ONNX Runtime loads and
+        runs it): give the client a timeout for that (``connect(timeout_s=…)``)."""
+        params = {"dataset": dataset, **({"metrics": json.dumps(dict(metrics))} if metrics else {})}
+        headers = {"Content-Type": "application/octet-stream"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        path = f"{model_path(name)}/versions"
+        options = {"content": artifact, "params": params, "headers": headers}
+        response = self._call(lambda: self._send("POST", path, **options), idempotent=False)
+        return _parsed(response, UploadOut.model_validate_json, path)
 
     def _write(self, method: str, path: str, body: BaseModel, parse: Callable[[bytes], T]) -> T:
         """A write with the bearer token, retried only when the registry surely did not apply it."""

@@ -274,3 +274,20 @@ class ArtifactHeadOut(Out):
 
 
 DeploymentAction = Annotated[PromoteAction | SetCanaryWeightAction | RollbackAction, Field(discriminator="action")]
+
+
+class UploadOut(Out):
+    """``POST /models/{name}/versions``: the artifact stored and the ``model.trained`` event announcing it.
+
+    The registry registers the version from that event (``training_request_id`` is ``request_id``), as it
+    does a trained one; ``rewritten`` says the stored graph keeps only the per-class probabilities output.
+    """
+
+    model_name: str
+    request_id: str
+    event_id: str
+    artifact: ArtifactRef
+    signature: Signature
+    dataset: str
+    split_id: str
+    rewritten: bool

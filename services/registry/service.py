@@ -222,7 +222,11 @@ def version_from_event(event: ModelTrained, meta: EventMeta, *, artifact_uri: st
     """
     now = utc_now()
     dropped = sorted(name for name, value in {**event.metrics, **event.timings}.items() if not math.isfinite(value))
-    tags = {"arch": event.arch, **({"non_finite_metrics": ",".join(dropped)} if dropped else {})}
+    tags = {
+        "arch": event.arch,
+        **({"lineage": event.lineage} if event.lineage != "ferry" else {}),
+        **({"non_finite_metrics": ",".join(dropped)} if dropped else {}),
+    }
     parent_model = (event.compression.distill_from or event.model_name) if event.teacher_version is not None else None
     copied = event.model_dump(mode="json", include=set(copied_version_columns()))
     return ModelVersion(

@@ -43,6 +43,9 @@ class RegistrySettings(BaseSettings):
     relay_idle_s: float = Field(default=0.2, gt=0, le=60, description="Outbox poll interval when idle")
     outbox_retention_hours: float = Field(default=24.0, gt=0, description="How long sent outbox rows are kept")
     shutdown_timeout_s: float = Field(default=15.0, gt=0)
+    upload_max_bytes: int = Field(
+        default=256 * 2**20, ge=1, le=2**31 - 1, description="Largest ONNX artifact POST …/versions accepts (413 above)"
+    )
 
     def api_tokens(self) -> dict[str, str]:
         """Every accepted bearer token → its user; empty when writes are disabled (neither setting given).

@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Ferry's system of record: models, versions, evaluations, deployments and their history.
 
-Reads are open. Writes (`POST /api/v1/models/{name}/deployment`, the PATCH of a model or a version, and
-`POST …/versions/{v}/archive`) need `Authorization: Bearer <token>`, a token
-of FERRY_REGISTRY_TOKENS_FILE (or FERRY_API_TOKEN, user `admin`); the token's user is the actor in the history.
+Reads are open. Writes (`POST /api/v1/models/{name}/deployment`, the PATCH of a model or a version,
+`POST …/versions/{v}/archive`, and the upload `POST /api/v1/models/{name}/versions`) need
+`Authorization: Bearer <token>`, a token of FERRY_REGISTRY_TOKENS_FILE (or FERRY_API_TOKEN, user `admin`);
+the token's user is the actor in the history.
 Errors are JSON: `{"error": "..."}`."""
 
 

@@ -30,6 +30,7 @@ from services.registry.entrypoints.schemas import (
     model_out,
     training_out,
 )
+from services.registry.entrypoints.upload_routes import add_upload_routes
 from services.registry.handlers import handle_deployment_command
 from services.registry.service import artifact_of
 from services.registry.settings import RegistrySettings
@@ -89,6 +90,7 @@ def models_router(settings: RegistrySettings, deps: "ApiDeps") -> APIRouter:
     add_artifact_routes(router, deps)
     _add_deployment_routes(router, settings, deps)
     add_edit_routes(router, deps, writer_guard(deps.tokens))
+    add_upload_routes(router, settings, deps, writer_guard(deps.tokens))
     return router
 
 
