@@ -34,7 +34,7 @@ down: ## stop everything 'make up' started
 status: $(STAMP) ## each part's pid, port, state, health and last restart
 	$(BIN)/ferry status
 
-logs: ## follow one service's log (make logs SERVICE=gateway), or every log under .ferry/logs
+logs: $(STAMP) ## follow one service's log (make logs SERVICE=gateway), or every log under .ferry/logs
 	$(BIN)/ferry logs $(SERVICE)
 
 lint: $(STAMP)
