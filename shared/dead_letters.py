@@ -22,6 +22,7 @@ from kafka.structs import TopicPartition
 
 from shared.dead_letter import Headers, dlq_topic, previous_reasons, without_dlq_headers
 from shared.events import TOPICS
+from shared.kafka import read_up_to
 from shared.settings import FerrySettings
 
 REPLAY_HEADER_PREFIX = "ferry_replay"
@@ -174,12 +175,10 @@ def _seek(
 def _read_until(
     consumer: KafkaConsumer, ends: dict[TopicPartition, int], deadline: float, name: str
 ) -> list[DeadLetter]:
-    letters: list[DeadLetter] = []
-    while any(consumer.position(tp) < end for tp, end in ends.items()):
-        if time.monotonic() > deadline:
-            raise DeadLetterError(f"reading {name} did not reach its end in time (read {len(letters)})")
-        for tp, records in consumer.poll(timeout_ms=300).items():
-            letters += [_letter(record) for record in records if record.offset < ends[tp]]
+    records, complete = read_up_to(consumer, ends, deadline=deadline)
+    if not complete:
+        raise DeadLetterError(f"reading {name} did not reach its end in time (read {len(records)})")
+    letters = [_letter(record) for record in records]
     return sorted(letters, key=lambda letter: (letter.timestamp_ms, letter.partition, letter.offset))
 
 

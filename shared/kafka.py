@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from shared.consumer_loop import ConsumerLoop
 from shared.consumer_support import DEFAULT_TRANSIENT, Handler, RetryPolicy, bind_handlers, is_transient
@@ -198,3 +199,21 @@ def kafka_answers(bootstrap: str) -> bool:
         return False
     finally:
         admin.close()
+
+
+def read_up_to(
+    consumer: KafkaConsumer,
+    ends: dict[TopicPartition, int],
+    *,
+    deadline: float,
+    give_up: Callable[[], bool] = lambda: False,
+) -> tuple[list[Any], bool]:
+    """The records of the assigned partitions from their positions up to ``ends`` (end offsets read
+    before), and whether they were all read: False when ``deadline`` (monotonic) or ``give_up`` came first."""
+    records: list[Any] = []
+    while any(consumer.position(tp) < end for tp, end in ends.items()):
+        if time.monotonic() > deadline or give_up():
+            return records, False
+        for tp, batch in consumer.poll(timeout_ms=300).items():
+            records += [record for record in batch if record.offset < ends[tp]]
+    return records, True

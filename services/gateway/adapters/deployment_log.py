@@ -36,6 +36,7 @@ from services.gateway.handlers import deployment_of
 from shared.envelope import DecodeError, decode
 from shared.errors import TransientError
 from shared.events import DeploymentChanged
+from shared.kafka import read_up_to
 from shared.registry_errors import RegistryError
 from shared.settings import FerrySettings
 
@@ -97,12 +98,9 @@ class KafkaDeployments:
         consumer.assign(partitions)
         ends = {tp: int(offset) for tp, offset in consumer.end_offsets(partitions).items()}
         consumer.seek_to_beginning(*partitions)
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            if time.monotonic() > deadline or self._give_up():
-                return False
-            for tp, records in consumer.poll(timeout_ms=300).items():
-                found += [d for record in records if record.offset < ends[tp] for d in record_deployment(record)]
-        return True
+        records, complete = read_up_to(consumer, ends, deadline=deadline, give_up=self._give_up)
+        found += [deployment for record in records for deployment in record_deployment(record)]
+        return complete
 
 
 def record_deployment(record: object) -> list[Deployment]:
