@@ -20,6 +20,7 @@ demo: $(STAMP) ## 'make up', then run the whole loop; everything keeps running (
 
 # pytest exits 5 when it collects no test; make fails on that as on any non-zero status (so does .ci/run).
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
+	bash tools/system-packages.sh
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)

@@ -1,0 +1,73 @@
+"""A real Chromium (Debian's package) driven by Playwright, for the console's tests.
+
+Playwright's own browser downloads are never used: the browser is the system's ``chromium`` (or the one
+``FERRY_CHROMIUM`` names). Every page opened through :class:`Watched` records what the browser
+reports as a failure (a console error, an uncaught exception, a failed request, an HTTP answer of
+400 or more that the test did not expect) and the test asserts that list is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+CHROMIUM_ENV = "FERRY_CHROMIUM"
+
+
+def chromium_path() -> str:
+    """The system Chromium; a clear failure (not a skip) when it is missing: CI installs it."""
+    found = os.environ.get(CHROMIUM_ENV) or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise RuntimeError(
+            "no chromium: install Debian's package (bash tools/system-packages.sh, or apt-get install chromium), "
+            f"or set {CHROMIUM_ENV} to a Chromium binary"
+        )
+    return found
+
+
+@dataclass
+class Watched:
+    """A page whose console errors, page errors and failed requests are collected as they happen."""
+
+    page: Any
+    problems: list[str] = field(default_factory=list)
+    expected_statuses: set[int] = field(default_factory=set)
+
+    def attach(self) -> Watched:
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("requestfailed", self._failed)
+        self.page.on("response", self._response)
+        return self
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text} at {message.location}")
+
+    def _failed(self, request: Any) -> None:
+        failure = request.failure or ""
+        if "ERR_ABORTED" in failure and request.resource_type == "eventsource":
+            return  # an event stream closed by leaving the page is no failure
+        self.problems.append(f"request failed: {request.method} {request.url}: {failure}")
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and response.status not in self.expected_statuses:
+            self.problems.append(f"HTTP {response.status} for {response.request.method} {response.url}")
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium for the length of the block."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
