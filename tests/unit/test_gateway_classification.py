@@ -107,7 +107,7 @@ def test_a_classified_output_is_length_prefixed_bytes_in_binary_beside_a_float_o
     assert classified["datatype"] == "BYTES" and classified["shape"] == [2, 1]
     size = classified["parameters"]["binary_data_size"]
     blob = body[header_length : header_length + size]
-    assert deserialize_bytes_tensor(blob).tolist() == ["0.700000:1:b".encode(), "0.500000:0:sé".encode()]
+    assert deserialize_bytes_tensor(blob).tolist() == [b"0.700000:1:b", "0.500000:0:sé".encode()]
     floats = np.frombuffer(body[header_length + size :], dtype="<f4").reshape(2, 3)
     assert raw["datatype"] == "FP32" and raw["parameters"]["binary_data_size"] == floats.nbytes
     np.testing.assert_array_equal(floats, SCORES)
