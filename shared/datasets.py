@@ -123,11 +123,11 @@ def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: t
         raise DatasetError(name, f"has {len(labels)} rows; at least {MIN_ROWS} are needed to train and evaluate")
     if len(classes) < 2:
         raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
+    long_names = sum(len(class_name) > MAX_LABEL_CHARS for class_name in classes)
+    if long_names:  # class names travel in the model's signature, which bounds them
+        raise DatasetError(name, f"{long_names} of its class labels are longer than {MAX_LABEL_CHARS} characters")
     counts = np.bincount(labels, minlength=len(classes))
     rare = [index for index, count in enumerate(counts) if count < MIN_ROWS_PER_CLASS]
-    long_names = sum(len(class_name) > MAX_LABEL_CHARS for class_name in classes)
-    if long_names:
-        raise DatasetError(name, f"{long_names} of its class labels are longer than {MAX_LABEL_CHARS} characters")
     if rare:
         raise DatasetError(
             name,
