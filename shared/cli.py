@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from shared import dlq_cli, ops_cli, ops_tools, register_cli, runs_cli
+from shared import datasets_cli, dlq_cli, ops_cli, ops_tools, register_cli, runs_cli
 from shared.settings import FerrySettings
 
 Command = Callable[[argparse.Namespace, FerrySettings], int]
@@ -165,6 +165,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     demo.add_argument("--down", action="store_true", help="stop everything afterwards (as 'ferry down')")
     commands["demo"] = _demo
     commands.update(dlq_cli.register(sub))
+    commands.update(datasets_cli.register(sub))
     commands.update(ops_cli.register(sub))
     commands.update(ops_tools.register(sub))
     commands.update(register_cli.register(sub))

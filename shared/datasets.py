@@ -26,6 +26,8 @@ from typing import TextIO
 
 import numpy as np
 
+from shared.events import MAX_LABEL_CHARS
+
 SPLIT_SEED = 20240601
 """The seed of the one split: changing it changes every split_id, so it never changes."""
 
@@ -121,6 +123,9 @@ def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: t
         raise DatasetError(name, f"has {len(labels)} rows; at least {MIN_ROWS} are needed to train and evaluate")
     if len(classes) < 2:
         raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
+    long_names = sum(len(class_name) > MAX_LABEL_CHARS for class_name in classes)
+    if long_names:  # class names travel in the model's signature, which bounds them
+        raise DatasetError(name, f"{long_names} of its class labels are longer than {MAX_LABEL_CHARS} characters")
     counts = np.bincount(labels, minlength=len(classes))
     rare = [index for index, count in enumerate(counts) if count < MIN_ROWS_PER_CLASS]
     if rare:
@@ -191,12 +196,20 @@ def dataset_path(name: str, location: str, root: Path) -> Path:
         raise DatasetError(name, f"'..' is refused: {_RELATIVE_ONLY}")
     base = root.resolve()
     if not base.is_dir():
-        raise DatasetError(name, f"the datasets root {str(root)!r} does not exist; create it and put csv files in it")
+        raise DatasetError(
+            name,
+            f"the datasets root {str(root)!r} (FERRY_DATASETS_ROOT) does not exist; "
+            "ferry datasets add FILE creates it and copies a csv file there",
+        )
     target = (base / relative).resolve()
     if not target.is_relative_to(base):
         raise DatasetError(name, "the path leads out of the datasets root (a symlink); it is refused")
     if not target.is_file():
-        raise DatasetError(name, f"no file {location!r} under the datasets root")
+        raise DatasetError(
+            name,
+            f"no file {location!r} under the datasets root {str(root)!r} (FERRY_DATASETS_ROOT); "
+            f"copy it there with: ferry datasets add FILE --name {relative}",
+        )
     return target
 
 

@@ -7,10 +7,11 @@ it travels on. Services build and receive these models; nobody hand-builds a dic
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelName = str  # validated by MODEL_NAME_PATTERN where it enters the system
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -23,6 +24,8 @@ MAX_ARTIFACT_BYTES = 2**40  # 1 TiB
 MAX_EPOCHS = 10_000
 MAX_HIDDEN_LAYERS = 64
 MAX_WORLD_SIZE = 64
+MAX_LABELS = 100_000  # class names a signature carries
+MAX_LABEL_CHARS = 256  # per class name: shared.datasets refuses a longer one with a reason
 
 
 def new_id() -> str:
@@ -67,10 +70,30 @@ class TensorSpec(Frozen):
 
 
 class Signature(Frozen):
-    """A model's input and output tensors, as the registry records and the gateway checks them."""
+    """A model's input and output tensors, as the registry records and the gateway checks them; ``labels``
+    names the classes of the first output (the class scores), index by index, when the dataset named them."""
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    labels: list[Annotated[str, Field(max_length=MAX_LABEL_CHARS)]] | None = Field(
+        default=None,
+        max_length=MAX_LABELS,
+        description="class names of the first output's scores, in index order; absent in events before labels",
+    )
+
+    @model_validator(mode="after")
+    def _one_label_per_class(self) -> Signature:
+        if self.labels is None:
+            return self
+        first = self.outputs[0].shape if self.outputs else []
+        classes = first[-1] if first else None
+        if classes is None or (classes >= 0 and classes != len(self.labels)):
+            raise ValueError(f"{len(self.labels)} labels for a first output of shape {first}: one label per class")
+        return self
+
+    def labelled(self, labels: Sequence[str]) -> Signature:
+        """The same tensors, the first output's classes named ``labels`` (a dataset's class names)."""
+        return Signature(inputs=self.inputs, outputs=self.outputs, labels=list(labels))
 
 
 class ArtifactRef(Frozen):

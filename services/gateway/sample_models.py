@@ -48,10 +48,12 @@ def classifier_bytes(features: int = 64, classes: int = 10, *, seed: int = 0, hi
     return model.SerializeToString()
 
 
-def classifier_signature(features: int = 64, classes: int = 10) -> Signature:
+def classifier_signature(features: int = 64, classes: int = 10, labels: list[str] | None = None) -> Signature:
+    """The signature of ``classifier_bytes(features, classes)``, its classes named ``labels`` when given."""
     return Signature(
         inputs=[TensorSpec(name=INPUT, datatype="FP32", shape=[-1, features])],
         outputs=[TensorSpec(name=OUTPUT, datatype="FP32", shape=[-1, classes])],
+        labels=labels,
     )
 
 

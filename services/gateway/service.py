@@ -74,6 +74,7 @@ class InferResult:
     route: Route
     output_names: list[str]
     outputs: list[np.ndarray]
+    labels: list[str] | None = None  # the class names of the first output, from the answering version's signature
 
 
 @dataclass
@@ -130,9 +131,13 @@ class Inference:
         served = state.find(trail.version) if trail.version is not None else None
         if route == "champion" and state.deployment.shadow and state.challenger is not None:
             self._mirror(trail.model, state.challenger, feeds, outputs, deadline)
-        names = served.model.output_names if served else target.model.output_names
+        answered = served or target
         return InferResult(
-            version=trail.version or target.version, route=trail.route or route, output_names=names, outputs=outputs
+            version=trail.version or target.version,
+            route=trail.route or route,
+            output_names=answered.model.output_names,
+            outputs=outputs,
+            labels=answered.spec.signature.labels,
         )
 
     def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:

@@ -87,7 +87,7 @@ def register_upload(
         model_name=name,
         request_id=new_id(),
         artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
-        signature=checked.signature,
+        signature=checked.signature.labelled(dataset.class_names),
         metrics=metrics,
         dataset=dataset.name,
         split_id=split_id(dataset),

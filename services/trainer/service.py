@@ -105,7 +105,7 @@ def run_training(
         measured = measure_run(
             files, result=result, validation=parts.validation, compression=plan.compression, teacher=teacher
         )
-        signature = signature_of(measured.shipped)
+        signature = signature_of(measured.shipped).labelled(parts.dataset.class_names)
     shipped_format = artifact_format(plan.compression)
     return TrainedModel(
         measured.shipped, shipped_format, signature, parts.split_id, measured.metrics, stopwatch.timings

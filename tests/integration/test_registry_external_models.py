@@ -107,6 +107,8 @@ def test_a_scikit_learn_upload_is_announced_as_external_and_registered(
     version = client(http).version("digits-sk", 1)
     assert version.tags["lineage"] == "external" and version.training_request_id == uploaded.request_id
     assert version.metrics["accuracy"] == 0.97
+    digit_names = [str(digit) for digit in range(10)]  # the dataset's class names name the scores
+    assert uploaded.signature.labels == announcement.signature.labels == version.signature.labels == digit_names
     assert client(http).artifact("digits-sk", 1, expected=uploaded.artifact)  # the store's copy, verified
 
 

@@ -153,6 +153,20 @@ def test_promote_canary_then_champion_then_rollback(backend: Backend) -> None:
     assert len(backend.rows(Evaluation)) == 4
 
 
+def test_class_labels_are_kept_with_the_version_and_travel_to_the_deployment(backend: Backend) -> None:
+    digits = [f"digit {number}" for number in range(10)]
+    plain = backend.trained()
+    labelled = plain.model_copy(update={"request_id": new_id(), "signature": plain.signature.labelled(digits)})
+    assert register(backend, plain) == 1  # an event from before labels: none stored, none invented
+    assert register(backend, labelled) == 2
+    stored = {row.number: row.signature.get("labels") for row in backend.rows(ModelVersion)}
+    assert stored == {1: None, 2: digits}
+    assert [event.signature.labels for event in published(backend, "ferry.model.registered.v1")] == [None, digits]
+    decided(backend, 2, "promote", stage="champion")
+    [change] = published(backend, "ferry.deployment.changed.v1")
+    assert change.champion.signature.labels == digits
+
+
 def test_a_decision_event_applies_once(backend: Backend) -> None:
     register(backend, backend.trained())
     event_id = new_id()

@@ -97,6 +97,7 @@ def test_signature_comes_from_the_graph_with_a_dynamic_batch(mlp: TrainedModel, 
     assert mlp.signature == Signature(
         inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 64])],
         outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 10])],
+        labels=[str(digit) for digit in range(10)],  # the dataset's class names, index by index
     )
     one, many = predict(mlp.path, digits.test.features[:1]), predict(mlp.path, digits.test.features[:100])
     assert one.shape == (1, 10) and many.shape == (100, 10)

@@ -25,6 +25,7 @@ from services.gateway.entrypoints.infer_route import InferRoute, infer_target
 from services.gateway.entrypoints.triton import EXTENSIONS, add_triton_routes
 from services.gateway.fleet import LoadedVersion, ModelState
 from services.gateway.service import Gateway
+from shared.events import TensorSpec
 
 SERVER_NAME = "ferry-gateway"
 SERVER_VERSION = "0.1.0"
@@ -137,8 +138,20 @@ def _metadata(gateway: Gateway, name: str, version: LoadedVersion) -> dict[str, 
         "versions": [str(loaded.version) for loaded in state.loaded()],
         "platform": "onnxruntime_onnx",
         "inputs": [spec.model_dump() for spec in signature.inputs],
-        "outputs": [spec.model_dump() for spec in signature.outputs],
+        "outputs": [
+            _output_metadata(spec, signature.labels if index == 0 else None)
+            for index, spec in enumerate(signature.outputs)
+        ],
     }
+
+
+def _output_metadata(spec: TensorSpec, labels: list[str] | None) -> dict[str, Any]:
+    """An output's tensor metadata; the class scores' carries the class names in ``parameters.labels`` (as
+    MLServer's tensor metadata carries parameters), the names a classification request answers with."""
+    metadata = spec.model_dump()
+    if labels is not None:
+        metadata["parameters"] = {"labels": labels}
+    return metadata
 
 
 def _add_protocol_routes(api: FastAPI, gateway: Gateway) -> None:

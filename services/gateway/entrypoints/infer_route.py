@@ -151,7 +151,9 @@ class InferRoute:
                 trail, request.tensors, pinned=pinned, route_key=route_key, client=client, deadline_s=deadline
             )
             try:
-                outputs = select_outputs(result.output_names, result.outputs, request.outputs, request.binary_output)
+                outputs = select_outputs(
+                    result.output_names, result.outputs, request.outputs, request.binary_output, result.labels
+                )
             except InvalidInput:
                 trail.outcome = "client_error"
                 raise

@@ -4,13 +4,16 @@ A request is a JSON header, optionally followed by raw tensor bytes: then the he
 ``Inference-Header-Content-Length`` and each binary input says its size in
 ``parameters.binary_data_size``, the blobs following one another in input order (little-endian,
 row-major). Outputs come back binary when the request asks (``parameters.binary_data_output`` for all,
-or ``parameters.binary_data`` per output), which is what ``tritonclient.http`` does by default.
+or ``parameters.binary_data`` per output), which is what ``tritonclient.http`` does by default. An output
+asked for with ``parameters.classification: k`` (Triton's classification extension) comes back as a BYTES
+tensor of its top k classes per row (``services/gateway/classification.py``), JSON or binary alike.
 Everything malformed raises InvalidInput with the reason, never anything that would become a 5xx.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 import orjson
 from pydantic_core import from_json
 
+from services.gateway.classification import classification_count, top_classes
 from services.gateway.domain import InvalidInput
 from services.gateway.service import Tensor
 
@@ -49,6 +53,7 @@ MAX_RANK = 16
 class RequestedOutput:
     name: str
     binary: bool | None
+    classification: int | None = None  # Triton's classification extension: the top k classes as strings
 
 
 @dataclass(frozen=True)
@@ -183,15 +188,23 @@ def _requested_outputs(outputs: Any) -> list[RequestedOutput]:
     for position, raw in enumerate(outputs):
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise InvalidInput(f"outputs[{position}] must be an object with a string 'name'")
-        binary = _object(raw.get("parameters"), "outputs[{}].parameters", position).get("binary_data")
-        requested.append(RequestedOutput(raw["name"], binary if isinstance(binary, bool) else None))
+        parameters = _object(raw.get("parameters"), "outputs[{}].parameters", position)
+        binary = parameters.get("binary_data")
+        count = classification_count(parameters.get("classification"), raw["name"])
+        requested.append(RequestedOutput(raw["name"], binary if isinstance(binary, bool) else None, count))
     return requested
 
 
 def select_outputs(
-    names: list[str], arrays: list[np.ndarray], requested: list[RequestedOutput], binary_output: bool
+    names: list[str],
+    arrays: list[np.ndarray],
+    requested: list[RequestedOutput],
+    binary_output: bool,
+    labels: Sequence[str] | None = None,
 ) -> list[tuple[str, np.ndarray, bool]]:
-    """The outputs to send (all, or those asked for, in the order asked) and whether each goes binary."""
+    """The outputs to send (all, or those asked for, in the order asked) and whether each goes binary; an
+    output asked for with ``classification`` becomes its top classes, named by ``labels`` (the classes of
+    the first output, the class scores)."""
     if not requested:
         return [(name, array, binary_output) for name, array in zip(names, arrays, strict=False)]
     by_name = dict(zip(names, arrays, strict=False))
@@ -199,7 +212,11 @@ def select_outputs(
     for output in requested:
         if output.name not in by_name:
             raise InvalidInput(f"unknown output tensor {output.name!r}; the model gives {names}")
-        chosen.append((output.name, by_name[output.name], binary_output if output.binary is None else output.binary))
+        array = by_name[output.name]
+        if output.classification is not None:
+            named = labels if output.name == names[0] else None
+            array = top_classes(array, output.classification, named, output.name)
+        chosen.append((output.name, array, binary_output if output.binary is None else output.binary))
     return chosen
 
 
@@ -210,9 +227,11 @@ def encode_infer(
     described: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, array, binary in outputs:
-        datatype = _NUMPY_TO_OIP.get(array.dtype.newbyteorder("="), "FP32")
+        datatype = _datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
+        if datatype == "BYTES":
+            _add_strings(entry, array, binary, blobs)
+        elif binary:
             blob = np.ascontiguousarray(array, dtype=_DTYPES[datatype]).tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -233,3 +252,22 @@ def encode_infer(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def _datatype(array: np.ndarray) -> str:
+    """The OIP datatype of an output; an array of Python strings (classification) is BYTES."""
+    if array.dtype == np.dtype(object):
+        return "BYTES"
+    return _NUMPY_TO_OIP.get(array.dtype.newbyteorder("="), "FP32")
+
+
+def _add_strings(entry: dict[str, Any], array: np.ndarray, binary: bool, blobs: list[bytes]) -> None:
+    """A BYTES tensor: JSON strings, or binary as each element's 4-byte little-endian length then its bytes."""
+    values = [str(value) for value in array.ravel().tolist()]
+    if not binary:
+        entry["data"] = values
+        return
+    encoded = [value.encode() for value in values]
+    blob = b"".join(len(value).to_bytes(4, "little") + value for value in encoded)
+    entry["parameters"] = {"binary_data_size": len(blob)}
+    blobs.append(blob)

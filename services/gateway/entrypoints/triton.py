@@ -1,5 +1,5 @@
 """Triton's HTTP extensions that ``tritonclient`` users call: model configuration, statistics and the model
-repository (index, load, unload).
+repository (index, load, unload). (Classification, the fifth, is part of the inference route: ``oip.py``.)
 
 Load and unload change what this gateway serves, so they take the admin token. Unload stops serving a
 model here (its requests get a 404 that says so) and keeps the last deployment the gateway saw for it;
@@ -21,7 +21,7 @@ from services.gateway.fleet import LoadedVersion
 from services.gateway.service import Gateway
 from shared.events import TensorSpec
 
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
 UNLOADED_REASON = "unloaded by an operator on this gateway"
 REFUSED_REASON = "not loaded: its artifact or session was refused (see the gateway's log)"
 
