@@ -99,7 +99,7 @@ def train(variant: Variant, seed: int, epochs: int, teacher: Teacher | None, fol
     request = TrainingRequested(
         model_name="bench",
         dataset=DATASET,
-        arch=variant.arch,  # type: ignore[arg-type]
+        arch=variant.arch,
         hyperparameters=Hyperparameters(hidden_sizes=list(variant.hidden), epochs=epochs, seed=seed),
         compression=variant.compression,
     )

@@ -26,6 +26,10 @@ MAX_HIDDEN_LAYERS = 64
 MAX_WORLD_SIZE = 64
 MAX_LABELS = 100_000  # class names a signature carries
 MAX_LABEL_CHARS = 256  # per class name: shared.datasets refuses a longer one with a reason
+MAX_RECIPE_OPTIONS = 32
+ARCH_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+"""An architecture: mlp, cnn, or the entry-point name of an installed recipe. A name only, never a path."""
+OPTION_NAME_PATTERN = ARCH_PATTERN
 
 
 def new_id() -> str:
@@ -118,6 +122,17 @@ class Hyperparameters(Frozen):
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     patience: int = Field(default=5, ge=1, le=MAX_EPOCHS, description="early stopping: epochs without validation gain")
+    options: dict[
+        Annotated[str, Field(pattern=OPTION_NAME_PATTERN)],
+        Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]
+        | Annotated[float, Field(allow_inf_nan=False)]
+        | Annotated[str, Field(max_length=200)],
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_RECIPE_OPTIONS,
+        description="a recipe's own hyper-parameters, e.g. hidden_size: 64 (`ferry recipes` lists each recipe's "
+        "with its defaults); empty for mlp and cnn",
+    )
 
 
 class Compression(Frozen):
@@ -157,7 +172,11 @@ class TrainingRequested(Event):
 
     request_id: str = Field(default_factory=new_id, min_length=1, max_length=200)
     dataset: str = Field(min_length=1, description="sklearn:digits, csv:PATH, ...")
-    arch: Literal["mlp", "cnn"] = "mlp"
+    arch: str = Field(
+        default="mlp",
+        pattern=ARCH_PATTERN,
+        description="mlp, cnn, or the name of an installed recipe (entry-point group ferry.recipes)",
+    )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     compression: Compression = Field(default_factory=Compression)
     label_column: str | None = Field(default=None, description="for csv datasets; default 'label'")

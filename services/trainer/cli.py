@@ -16,6 +16,7 @@ from typing import Any, Literal, TextIO
 
 from pydantic import ValidationError
 
+from services.trainer.recipes_cli import add_arch_arguments, add_recipes_parser, parse_options, run_recipes
 from shared.events import (
     Compression,
     Event,
@@ -38,7 +39,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="request a training run (and follow it with --wait)")
     parser.add_argument("--model", required=True, help="model name, e.g. digits")
     parser.add_argument("--dataset", required=True, help="sklearn:digits, sklearn:wine, csv:PATH, ...")
-    parser.add_argument("--arch", choices=["mlp", "cnn"], default="mlp")
+    add_arch_arguments(parser)
     parser.add_argument(
         "--epochs",
         type=int,
@@ -90,7 +91,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySettings], int]]:
     """The trainer's contribution to the ``ferry`` command (entry point ``ferry.commands``)."""
     add_train_parser(subparsers)
-    return {"train": run_train}
+    add_recipes_parser(subparsers)
+    return {"train": run_train, "recipes": run_recipes}
 
 
 def build_request(args: argparse.Namespace) -> TrainingRequested:
@@ -100,6 +102,7 @@ def build_request(args: argparse.Namespace) -> TrainingRequested:
     except ValueError:
         raise ValueError(f"--hidden-sizes must be comma-separated integers, got {args.hidden_sizes!r}") from None
     epochs = args.epochs
+    options = parse_options(args.option)
     if epochs is None:
         epochs = DISTILL_DEFAULT_EPOCHS if args.distill_from else Hyperparameters().epochs
     try:
@@ -114,6 +117,7 @@ def build_request(args: argparse.Namespace) -> TrainingRequested:
                 hidden_sizes=hidden,
                 patience=args.patience,
                 seed=args.seed,
+                options=options,
             ),
             compression=Compression(
                 quantize=args.quantize,

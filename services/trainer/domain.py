@@ -28,6 +28,8 @@ VERIFY_ATOL = 1e-4  # probabilities: float32 torch vs ORT differ by ~1e-7; a wro
 QUANTIZED_MIN_AGREEMENT = 0.95  # share of validation rows where int8 and fp32 pick the same class
 FORMAT_FP32 = "onnx"
 FORMAT_INT8 = "onnx-int8"
+BUILT_IN_ARCHS = ("mlp", "cnn")
+"""Ferry's own networks; any other arch names a recipe (services/trainer/recipe.py)."""
 
 
 class TrainingFailed(Exception):
@@ -109,6 +111,7 @@ class TrainingPlan:
     compression: Compression = field(default_factory=Compression)
     world_size: int = 1
     budget_s: float = 1800.0
+    dataset: str = ""
 
     @property
     def finetune_epochs(self) -> int:
@@ -124,7 +127,30 @@ def plan_training(
     request: TrainingRequested, dataset: Dataset, *, budget_s: float, max_world_size: int
 ) -> TrainingPlan:
     """Check the request against the dataset and the trainer's limits; raise InvalidRequest."""
+    if request.arch in BUILT_IN_ARCHS:
+        _check_built_in(request, dataset)
+    elif request.compression.prune is not None:
+        # A recipe's network is any graph; the structured cut knows only the chains of mlp and cnn.
+        raise InvalidRequest(f"--prune cuts Ferry's own mlp and cnn; recipe {request.arch!r} cannot be pruned")
+    if request.world_size > max_world_size:
+        raise InvalidRequest(f"world_size {request.world_size} exceeds this trainer's limit of {max_world_size}")
+    return TrainingPlan(
+        arch=request.arch,
+        num_features=dataset.num_features,
+        num_classes=dataset.num_classes,
+        image_shape=dataset.image_shape,
+        hyperparameters=request.hyperparameters,
+        compression=request.compression,
+        world_size=request.world_size,
+        budget_s=budget_s,
+        dataset=request.dataset,
+    )
+
+
+def _check_built_in(request: TrainingRequested, dataset: Dataset) -> None:
     hyper = request.hyperparameters
+    if hyper.options:
+        raise InvalidRequest(f"options are a recipe's hyper-parameters; {request.arch} takes hidden_sizes instead")
     if request.arch == "cnn" and dataset.image_shape is None:
         raise InvalidRequest(
             f"arch 'cnn' needs image-shaped data (like sklearn:digits); {request.dataset!r} is tabular, use 'mlp'"
@@ -136,18 +162,6 @@ def plan_training(
     bad_sizes = [size for size in hyper.hidden_sizes if not 1 <= size <= MAX_HIDDEN_SIZE]
     if bad_sizes:
         raise InvalidRequest(f"hidden_sizes {bad_sizes} must each be between 1 and {MAX_HIDDEN_SIZE}")
-    if request.world_size > max_world_size:
-        raise InvalidRequest(f"world_size {request.world_size} exceeds this trainer's limit of {max_world_size}")
-    return TrainingPlan(
-        arch=request.arch,
-        num_features=dataset.num_features,
-        num_classes=dataset.num_classes,
-        image_shape=dataset.image_shape,
-        hyperparameters=hyper,
-        compression=request.compression,
-        world_size=request.world_size,
-        budget_s=budget_s,
-    )
 
 
 class EarlyStopping:

@@ -18,9 +18,11 @@ import numpy as np
 
 from services.trainer.adapters.onnx_model import export_onnx, predict, signature_of, verify_export
 from services.trainer.adapters.quantization import calibration_sample, quantize
+from services.trainer.adapters.torch_models import check_network
 from services.trainer.adapters.torch_training import FitResult, TrainingData, fit
 from services.trainer.compression import INT8_KINDS
 from services.trainer.domain import (
+    BUILT_IN_ARCHS,
     DISTILL_TEMPERATURE,
     QUANTIZED_MIN_AGREEMENT,
     ExportCheckFailed,
@@ -93,6 +95,8 @@ def run_training(
     with stopwatch.phase("load"):
         parts = load_split(request)
         plan = plan_training(request, parts.dataset, budget_s=limits.budget_s, max_world_size=limits.max_world_size)
+        if plan.arch not in BUILT_IN_ARCHS:
+            check_network(plan)
         data = training_data(parts, teacher, plan)
     with stopwatch.phase("train"):
         result = _fit(plan, data, workdir, progress, limits.budget_clock)

@@ -296,6 +296,8 @@ def test_python_examples_compile_and_import_what_exists() -> None:
             if isinstance(n, ast.Import | ast.ImportFrom)
             for a in n.names
         }
+        defined |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+        defined |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}  # a function's parameters
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         assert used - defined - set(dir(builtins)) == set(), f"{page_name(page)}: undefined names"
     assert checked >= 1

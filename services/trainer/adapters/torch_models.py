@@ -1,4 +1,4 @@
-"""The torch networks the trainer builds: an MLP and a small CNN, both taking raw flat features.
+"""The torch networks the trainer builds: an MLP, a small CNN, or a recipe's network, all taking raw flat features.
 
 Standardization (fitted on the training rows) is a layer of the network, so it is exported with
 the graph and the served model takes raw features like the dataset's.
@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from services.trainer.adapters.recipes import recipe_network
 from services.trainer.domain import TrainingPlan
+from services.trainer.recipe import RecipeRefused
 
 CNN_CHANNELS = (16, 32)
 
@@ -102,6 +104,33 @@ def build_classifier(plan: TrainingPlan, mean: np.ndarray, std: np.ndarray, seed
         if plan.arch == "cnn":
             assert plan.image_shape is not None  # plan_training guarantees it
             body: nn.Module = ImageCNN(plan.image_shape, hidden, plan.num_classes)
-        else:
+        elif plan.arch == "mlp":
             body = _dense_stack(plan.num_features, hidden, plan.num_classes)
+        else:
+            body = recipe_network(plan)
     return Classifier(Standardize(mean, std), body)
+
+
+@torch.no_grad()
+def check_network(plan: TrainingPlan) -> None:
+    """Build the plan's network once and run 1 and 3 rows through it; RecipeRefused unless it gives logits.
+
+    Before any training: a recipe that cannot build, or whose network does not map (batch, features) to
+    (batch, classes) at any batch size, ends the request at once with the reason, not an epoch later.
+    """
+    placeholder = np.zeros(plan.num_features, dtype=np.float32)
+    classifier = build_classifier(plan, placeholder, placeholder + 1, plan.hyperparameters.seed).eval()
+    for rows in (1, 3):
+        try:
+            logits = classifier(torch.zeros(rows, plan.num_features))
+        except Exception as error:  # noqa: BLE001 - a recipe's network is its author's code
+            raise RecipeRefused(
+                f"the network of recipe {plan.arch!r} fails on {rows} row(s) of {plan.num_features} features: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        if shape != (rows, plan.num_classes):
+            raise RecipeRefused(
+                f"the network of recipe {plan.arch!r} maps {rows} row(s) to {shape}; "
+                f"it must give logits ({rows}, {plan.num_classes})"
+            )
