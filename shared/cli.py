@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"invalid FERRY_* settings: {error}", file=sys.stderr)
         return 2
+    from shared.local.kafka_security import with_local_operator
+
+    settings = with_local_operator(settings)
     return commands[key](args, settings)
 
 

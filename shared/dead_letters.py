@@ -147,7 +147,7 @@ def read(
     Reads up to the end offsets seen at the start; DeadLetterError when that takes longer than ``timeout_s``.
     """
     name = dlq_topic(topic)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
         if not partitions:

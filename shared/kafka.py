@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import AuthorizationError
 
 from shared.consumer_loop import ConsumerLoop
 from shared.consumer_support import DEFAULT_TRANSIENT, Handler, RetryPolicy, bind_handlers, is_transient
@@ -73,6 +74,16 @@ def send_all(sends: Sequence[Callable[[], Any]], *, timeout_s: float) -> list[Ex
     return results
 
 
+class WriteRefused(AuthorizationError):
+    """The broker refused this client's write: the topic is outside its user's ACL (never retried)."""
+
+    def __init__(self, user: str | None, topic: str) -> None:
+        super().__init__(
+            f"the broker refused {user or 'this client'!r} writing {topic}: the topic is outside its ACL "
+            "(shared/kafka_access.py lists what each Kafka user may write)"
+        )
+
+
 class KafkaPublisher:
     """Publishes events in CloudEvents binary mode; acks=all and idempotence, waits for the ack."""
 
@@ -85,7 +96,10 @@ class KafkaPublisher:
         """Send one event; with ``wait`` it returns once the broker has it durably."""
         future = self._send(event, event_id)
         if wait:
-            future.get(timeout=30)
+            try:
+                future.get(timeout=30)
+            except AuthorizationError as error:
+                raise WriteRefused(self._settings.kafka_username, self._settings.topic(event.topic)) from error
 
     def publish_batch(self, items: Sequence[tuple[Event, str | None]]) -> list[Exception | None]:
         """Send all, then wait for every ack: a batch costs one round trip, not one per event.
@@ -135,7 +149,7 @@ class ListPublisher:
 def make_producer(settings: FerrySettings, **overrides: Any) -> KafkaProducer:
     """A producer with the design's delivery guarantees (acks=all, idempotence)."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **settings.kafka_client_options(),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
@@ -148,7 +162,7 @@ def make_producer(settings: FerrySettings, **overrides: Any) -> KafkaProducer:
 def make_consumer(settings: FerrySettings, group: str, topics: Sequence[str], **overrides: Any) -> KafkaConsumer:
     """A consumer of the design topics (short names), committing by hand."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **settings.kafka_client_options(),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -176,20 +190,20 @@ def stop_on_signals(stop: threading.Event) -> None:
         signal.signal(signum, lambda *_: stop.set())
 
 
-def kafka_answers(bootstrap: str) -> bool:
-    """Ask the broker for its cluster metadata; True when it answers."""
+def kafka_answers(settings: FerrySettings) -> bool:
+    """Ask the broker for its cluster metadata (with this process's credential); True when it answers."""
     import socket
 
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
     try:  # a cheap check first: the admin client's reconnect back-off grows to seconds
         socket.create_connection((host, int(port)), timeout=1).close()
     except OSError:
         return False
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="ferry-probe")
+        admin = KafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=3000, client_id="ferry-probe")
     except (KafkaError, OSError, ValueError):
         return False
     try:

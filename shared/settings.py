@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaCredentialMissing(ValueError):
+    """SASL_SSL without a usable credential; the message names the setting to fix."""
 
 
 class FerrySettings(BaseSettings):
@@ -17,6 +22,26 @@ class FerrySettings(BaseSettings):
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
     kafka_controller_port: int = Field(
         default=9093, ge=1, le=65535, description="The local broker's KRaft controller port"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description=(
+            "PLAINTEXT (the local default, loopback only) or SASL_SSL: TLS plus SASL/SCRAM, one credential per "
+            "service; with SASL_SSL `make up` secures its own broker (certificates, users, ACLs)"
+        ),
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        default="SCRAM-SHA-512", description="The SASL mechanism with SASL_SSL"
+    )
+    kafka_username: str | None = Field(
+        default=None,
+        description="This process's Kafka user with SASL_SSL (make up gives each service its own; the CLI: operator)",
+    )
+    kafka_password_file: Path | None = Field(
+        default=None, description="File holding that user's password (never the password itself in a variable)"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the broker's certificate; unset: the system's"
     )
     topic_prefix: str = Field(default="ferry.", description="Prefix of every topic name")
     topic_partitions: int = Field(
@@ -91,6 +116,36 @@ class FerrySettings(BaseSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.home / "cache"
+
+    @property
+    def kafka_secured(self) -> bool:
+        return self.kafka_security_protocol != "PLAINTEXT"
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """kafka-python's connection options for this process: the bootstrap servers and, with SASL_SSL, TLS
+        and this process's SCRAM credential (the password read from its file now, not kept in the settings)."""
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap}
+        if not self.kafka_secured:
+            return options
+        if not self.kafka_username or self.kafka_password_file is None:
+            raise KafkaCredentialMissing(
+                "FERRY_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs FERRY_KAFKA_USERNAME and FERRY_KAFKA_PASSWORD_FILE"
+            )
+        try:
+            password = self.kafka_password_file.read_text().strip()
+        except OSError as error:
+            raise KafkaCredentialMissing(
+                f"FERRY_KAFKA_PASSWORD_FILE cannot be read ({error.strerror}): {self.kafka_password_file}"
+            ) from None
+        options |= {
+            "security_protocol": self.kafka_security_protocol,
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_username,
+            "sasl_plain_password": password,
+        }
+        if self.kafka_ssl_cafile is not None:
+            options["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return options
 
     def topic(self, name: str) -> str:
         """Full topic name for a design topic name such as ``model.trained``."""

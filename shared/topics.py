@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import AuthorizationError, TopicAlreadyExistsError
 
 from shared.events import TOPICS, DeploymentChanged
 from shared.kafka import dlq_topic
@@ -38,7 +38,7 @@ def compacted_topic_names(settings: FerrySettings) -> list[str]:
 def ensure_topics(settings: FerrySettings) -> list[str]:
     """Create the topics that do not exist yet, and make the compacted ones so (a topic created before
     they were gets ``cleanup.policy=compact`` set); returns the names that were created."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="ferry-admin")
+    admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="ferry-admin")
     try:
         existing = set(admin.list_topics())
         missing = [name for name in all_topic_names(settings) if name not in existing]
@@ -60,6 +60,12 @@ def ensure_topics(settings: FerrySettings) -> list[str]:
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another process created it first: that is the state we want
+            except AuthorizationError:
+                # A service's own credential on a secured broker may not create topics: the broker's admin
+                # (`ferry stack up`, a cluster's KafkaTopic objects) does. Its consumers wait for them.
+                user = settings.kafka_username
+                log.info("not allowed to create topics as %s; they are the broker admin's to create", user)
+                return created
         if created:
             log.info("created topics %s", created)
         _wait_until_led(admin, all_topic_names(settings))

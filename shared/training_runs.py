@@ -154,7 +154,7 @@ def _status(run: TrainingRun, event: TrainingStatus) -> None:
 
 def _consumer(settings: FerrySettings) -> tuple[KafkaConsumer, dict[TopicPartition, int]]:
     """A group-less consumer at the start of both topics, and their end offsets now."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
     partitions = [
         TopicPartition(name, partition)
         for name in (settings.topic(topic) for topic in TOPIC_NAMES)

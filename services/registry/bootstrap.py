@@ -68,7 +68,7 @@ class Registry:
             return connection.scalar(text("SELECT 1")) == 1
 
     def broker_answers(self) -> bool:
-        return kafka_answers(self.settings.ferry.kafka_bootstrap)
+        return kafka_answers(self.settings.ferry)
 
     def final_relay_pass(self) -> None:
         """What was committed before the stop goes out now, not at the next start."""

@@ -116,6 +116,16 @@ class KafkaBroker:
         return self.folder / "kafka.pid"
 
     @property
+    def admin_settings(self) -> FerrySettings:
+        """How the stack itself talks to the broker: as ``admin`` when it is secured."""
+        if not self.settings.kafka_secured:
+            return self.settings
+        from shared.kafka_access import ADMIN
+        from shared.local.kafka_security import client_settings
+
+        return client_settings(self.settings, ADMIN)
+
+    @property
     def log_file(self) -> Path:
         return self.settings.home.absolute() / "logs" / "kafka.log"
 
@@ -179,7 +189,15 @@ class KafkaBroker:
             # A lone node has no one to hand leadership to; controlled shutdown would only wait.
             "controlled.shutdown.enable": "false",
         }
+        if self.settings.kafka_secured:
+            from shared.local.kafka_security import KafkaSecrets, broker_properties
+
+            secrets = KafkaSecrets(self.settings.home)
+            secrets.ensure()
+            properties |= broker_properties(secrets, port, controller)
         config = self.folder / "server.properties"
+        config.touch(mode=0o600)  # a secured broker's holds its admin password and key
+        config.chmod(0o600)
         config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         (self.folder / "log4j2.properties").write_text(
             "status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
@@ -198,8 +216,13 @@ class KafkaBroker:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # "--cluster-id=ID": an id may start with "-", which as a separate argument reads as an option.
+        scram: list[str] = []
+        if self.settings.kafka_secured:
+            from shared.local.kafka_security import KafkaSecrets, format_arguments
+
+            scram = format_arguments(KafkaSecrets(self.settings.home))
         command = self._java(
-            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), "--standalone"
+            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), "--standalone", *scram
         )
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
@@ -232,12 +255,16 @@ class KafkaBroker:
             self.pid_file.write_text(str(process.pid))
             log.info("Kafka starting on %s (pid %s)", self.settings.kafka_bootstrap, process.pid)
         _wait(self.answers, "Kafka", timeout_s, self.log_file)
+        if self.settings.kafka_secured:
+            from shared.local.kafka_security import provision
+
+            provision(self.admin_settings)
 
     def answers(self) -> bool:
         """True when the broker answers a metadata request (the readiness check)."""
         if not self.is_running():
             raise StackError("Kafka exited during start-up; see " + str(self.log_file) + self._log_tail())
-        return kafka_answers(self.settings.kafka_bootstrap)
+        return kafka_answers(self.admin_settings)
 
     def _log_tail(self) -> str:
         if not self.log_file.exists():
@@ -278,7 +305,7 @@ class Stack:
         if self.seaweedfs:
             self.seaweedfs.start()
         self.kafka.start()
-        ensure_topics(self.settings)
+        ensure_topics(self.kafka.admin_settings)
 
     def down(self) -> list[str]:
         """Stop what ``up`` started; returns the names of what was stopped."""
@@ -292,7 +319,7 @@ class Stack:
         return stopped
 
     def status(self) -> dict[str, str]:
-        kafka = "running" if self.kafka.is_running() and kafka_answers(self.settings.kafka_bootstrap) else "stopped"
+        kafka = "running" if self.kafka.is_running() and kafka_answers(self.kafka.admin_settings) else "stopped"
         if self.postgres is None:
             postgres = f"external ({self.settings.database_url})"
         else:

@@ -146,9 +146,18 @@ class Supervisor:
                 f"stopsignal=TERM\nstopwaitsecs={options.stop_wait_s}\nstopasgroup=true\nkillasgroup=true\n"
                 f"redirect_stderr=true\nstdout_logfile={q(self.log_of(spec.name))}\n"
                 "stdout_logfile_maxbytes=20MB\nstdout_logfile_backups=3\n"
-                'environment=PYTHONUNBUFFERED="1"\n'
+                f"environment={self._environment(spec.name)}\n"
             )
         return "\n".join(sections)
+
+    def _environment(self, name: str) -> str:
+        """A program's own variables: with a secured broker, its own Kafka user (shared/kafka_access.py)."""
+        values = {"PYTHONUNBUFFERED": "1"}
+        if self.settings.kafka_secured:
+            from shared.local.kafka_security import client_environment
+
+            values |= client_environment(self.settings, name)
+        return ",".join(f'{key}="{str(value).replace("%", "%%")}"' for key, value in values.items())
 
     def write_config(self, workdir: Path) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ class KafkaDeployments:
         found: list[Deployment] = []
         try:
             consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **self._settings.kafka_client_options(),
                 group_id=None,
                 enable_auto_commit=False,
                 client_id="gateway-replay",
