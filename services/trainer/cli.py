@@ -146,11 +146,17 @@ def run_train(args: argparse.Namespace, settings: FerrySettings | None = None) -
 
     until = _until(args)
     consumer = _follow_consumer(settings) if until else None  # subscribed before publishing
-    publisher = KafkaPublisher(settings, source="ferry/cli")
+    from kafka.errors import KafkaError
+
     try:
-        publisher.publish(request)
-    finally:
-        publisher.close()
+        publisher = KafkaPublisher(settings, source="ferry/cli")
+        try:
+            publisher.publish(request)
+        finally:
+            publisher.close()
+    except KafkaError as error:  # the broker away, or refusing this user (WriteRefused says which)
+        print(f"ferry train: the request was not sent: {error}", file=sys.stderr)
+        return 1
     print(f"requested training of {request.model_name!r} on {request.dataset} (request {request.request_id})")
     if consumer is None:
         return 0

@@ -148,7 +148,7 @@ def status(settings: FerrySettings) -> list[Part]:
             kafka_pid,
             settings.kafka_port,
             "running" if kafka_pid else "stopped",
-            bool(kafka_pid) and kafka_answers(settings),
+            bool(kafka_pid) and kafka_answers(stack.kafka.admin_settings),
             log=str(stack.kafka.log_file),
         ),
     ]
