@@ -156,6 +156,8 @@ def run_train(args: argparse.Namespace, settings: FerrySettings | None = None) -
             publisher.close()
     except KafkaError as error:  # the broker away, or refusing this user (WriteRefused says which)
         print(f"ferry train: the request was not sent: {error}", file=sys.stderr)
+        if consumer is not None:
+            consumer.close()
         return 1
     print(f"requested training of {request.model_name!r} on {request.dataset} (request {request.request_id})")
     if consumer is None:
