@@ -1,0 +1,202 @@
+"""What the console does, in the words of its pages and actions, over its sources (the ports below).
+
+Every page is built from what its sources answer; a source that does not answer becomes a notice on the
+page (``SourceDown``), never an error page. Actions are the registry's: the console predicts their
+consequence in words (domain.actions) and forwards them with the operator's token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from services.console.adapters.services import GatewayView
+from services.console.domain import NotFound, SourceDown, actions, reports
+from shared.dead_letters import DeadLetter, Operator
+from shared.registry_models import (
+    DeploymentAction,
+    DeploymentChangeOut,
+    DeploymentOut,
+    EvaluationOut,
+    HistoryEntryOut,
+    ModelOut,
+    VersionOut,
+)
+
+T = TypeVar("T")
+MAX_COMPARED = 8
+
+
+class Registry(Protocol):
+    def models(self) -> list[ModelOut]: ...
+    def model(self, name: str) -> ModelOut: ...
+    def versions(self, name: str) -> list[VersionOut]: ...
+    def version(self, name: str, version: int) -> VersionOut: ...
+    def evaluations(self, name: str, version: int, *, limit: int = 20) -> list[EvaluationOut]: ...
+    def deployment(self, name: str) -> DeploymentOut: ...
+    def history(self, name: str, *, limit: int = 100) -> list[HistoryEntryOut]: ...
+    def change(self, name: str, action: DeploymentAction, token: str | None) -> DeploymentChangeOut: ...
+
+
+class Monitor(Protocol):
+    def alerts(self) -> dict[str, list[dict[str, Any]]]: ...
+    def rules(self) -> list[dict[str, Any]]: ...
+
+
+class Evaluator(Protocol):
+    def bakes(self) -> list[dict[str, Any]]: ...
+
+
+class Gateways(Protocol):
+    def views(self, model: str) -> tuple[list[GatewayView], list[str]]: ...
+
+
+class DeadLetters(Protocol):
+    def topics(self) -> list[str]: ...
+    def read(self, topic: str) -> list[DeadLetter]: ...
+    def replay(self, topic: str, letters: Sequence[DeadLetter], operator: Operator) -> list[DeadLetter]: ...
+
+
+@dataclass
+class Notices:
+    """What could not be read for a page: one line per source that did not answer."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def attempt(self, read: Callable[[], T], default: T) -> T:
+        try:
+            return read()
+        except SourceDown as error:
+            if error.notice not in self.lines:
+                self.lines.append(error.notice)
+            return default
+
+
+def firing_for(alerts: Sequence[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """The active alerts whose labels name ``model``."""
+    return [alert for alert in alerts if alert.get("labels", {}).get("model") == model]
+
+
+@dataclass
+class Console:
+    """The console's reads and actions over its sources."""
+
+    registry: Registry
+    monitor: Monitor
+    evaluator: Evaluator
+    gateways: Gateways
+    dead_letters: DeadLetters
+
+    def models_page(self) -> dict[str, Any]:
+        notices = Notices()
+        models = notices.attempt(self.registry.models, [])
+        active = notices.attempt(self.monitor.alerts, {"active": []})["active"]
+        rows = []
+        for model in models:
+            last = notices.attempt(lambda m=model: self._last_evaluation(m), None)
+            deployment = notices.attempt(lambda m=model: self._deployment(m.name), None)
+            rows.append(
+                {"model": model, "deployment": deployment, "last": last, "alerts": firing_for(active, model.name)}
+            )
+        return {"rows": rows, "notices": notices.lines}
+
+    def _last_evaluation(self, model: ModelOut) -> EvaluationOut | None:
+        if not model.latest_version:
+            return None
+        try:
+            found = self.registry.evaluations(model.name, model.latest_version, limit=1)
+        except NotFound:
+            return None
+        return found[0] if found else None
+
+    def _deployment(self, name: str) -> DeploymentOut | None:
+        try:
+            return self.registry.deployment(name)
+        except NotFound:
+            return None
+
+    def model_page(self, name: str) -> dict[str, Any]:
+        """Raises NotFound (no such model) or SourceDown (the registry away: nothing to show)."""
+        model = self.registry.model(name)
+        notices = Notices()
+        versions = notices.attempt(lambda: self.registry.versions(name), [])
+        deployment = self.registry.deployment(name)
+        history = notices.attempt(lambda: self.registry.history(name), [])
+        views, gateway_notices = self.gateways.views(name)
+        notices.lines.extend(gateway_notices)
+        bakes = [b for b in notices.attempt(self.evaluator.bakes, []) if b.get("model_name") == name]
+        active = notices.attempt(self.monitor.alerts, {"active": []})["active"]
+        return {
+            "model": model,
+            "versions": versions,
+            "deployment": deployment,
+            "history": history,
+            "views": views,
+            "bakes": bakes,
+            "alerts": firing_for(active, name),
+            "notices": notices.lines,
+        }
+
+    def evaluation_page(self, name: str, version: int, index: int = 0) -> dict[str, Any]:
+        found = self.registry.version(name, version)
+        evaluations = self.registry.evaluations(name, version)
+        if not 0 <= index < len(evaluations):
+            raise NotFound(f"{name} version {version} has no evaluation {index}")
+        evaluation = evaluations[index]
+        report = evaluation.report
+        return {
+            "version": found,
+            "evaluation": evaluation,
+            "evaluations": evaluations,
+            "index": index,
+            "report": report,
+            "ci_plot": reports.ci_plot(report),
+            "difference_plot": reports.difference_plot(report),
+            "tests": reports.paired_tests(report),
+            "confusions": reports.confusions(report),
+            "checks": reports.checks(report),
+        }
+
+    def compare_page(self, name: str, numbers: Sequence[int]) -> dict[str, Any]:
+        model = self.registry.model(name)
+        chosen = list(dict.fromkeys(numbers))[:MAX_COMPARED]
+        versions = [self.registry.version(name, number) for number in chosen]
+        evaluations = {found.version: self.registry.evaluations(name, found.version) for found in versions}
+        return {"model": model, "table": reports.compare(versions, evaluations), "chosen": chosen}
+
+    def alerts_page(self) -> dict[str, Any]:
+        notices = Notices()
+        alerts = notices.attempt(self.monitor.alerts, {"active": [], "recent": []})
+        rules = notices.attempt(self.monitor.rules, [])
+        return {"active": alerts["active"], "recent": alerts["recent"], "rules": rules, "notices": notices.lines}
+
+    def dead_letters_page(self, topic: str | None) -> dict[str, Any]:
+        notices = Notices()
+        topics = [topic] if topic else self.dead_letters.topics()
+        found = {name: notices.attempt(lambda n=name: self.dead_letters.read(n), []) for name in topics}
+        return {"topics": found, "notices": notices.lines}
+
+    def preview(self, name: str, action: DeploymentAction) -> str:
+        """The confirmation's sentence for ``action`` (NotFound, SourceDown as for the model page)."""
+        deployment = self.registry.deployment(name)
+        statuses = {found.version: found.status for found in self.registry.versions(name)}
+        return actions.consequence(name, action, deployment, statuses, self.registry.history(name))
+
+    def change(self, name: str, action: DeploymentAction, token: str | None) -> DeploymentChangeOut:
+        return self.registry.change(name, action, token)
+
+    def replay(
+        self, topic: str, *, ident: str | None, since: datetime | None, dry_run: bool, operator: Operator
+    ) -> list[DeadLetter]:
+        """The dead letters of ``topic`` that ``ident`` (or ``since``) selects, replayed unless ``dry_run``."""
+        from shared.dead_letters import select
+
+        letters = [
+            letter for letter in self.dead_letters.read(topic) if since is None or letter.dead_lettered_at >= since
+        ]
+        chosen = select(letters, ident)
+        if chosen and not dry_run:
+            self.dead_letters.replay(topic, chosen, operator)
+        return chosen
