@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from services.console.adapters.services import GatewayView
@@ -65,13 +66,17 @@ class Notices:
 
     lines: list[str] = field(default_factory=list)
 
-    def attempt(self, read: Callable[[], T], default: T) -> T:
+    def attempt(self, read: Callable[[], T]) -> T | None:
+        """What ``read`` answers, or None (and a notice) when its source is away."""
         try:
             return read()
         except SourceDown as error:
             if error.notice not in self.lines:
                 self.lines.append(error.notice)
-            return default
+            return None
+
+    def active_alerts(self, monitor: Monitor) -> list[dict[str, Any]]:
+        return (self.attempt(monitor.alerts) or {}).get("active", [])
 
 
 def firing_for(alerts: Sequence[dict[str, Any]], model: str) -> list[dict[str, Any]]:
@@ -91,12 +96,12 @@ class Console:
 
     def models_page(self) -> dict[str, Any]:
         notices = Notices()
-        models = notices.attempt(self.registry.models, [])
-        active = notices.attempt(self.monitor.alerts, {"active": []})["active"]
+        models = notices.attempt(self.registry.models) or []
+        active = notices.active_alerts(self.monitor)
         rows = []
         for model in models:
-            last = notices.attempt(lambda m=model: self._last_evaluation(m), None)
-            deployment = notices.attempt(lambda m=model: self._deployment(m.name), None)
+            last = notices.attempt(partial(self._last_evaluation, model))
+            deployment = notices.attempt(partial(self._deployment, model.name))
             rows.append(
                 {"model": model, "deployment": deployment, "last": last, "alerts": firing_for(active, model.name)}
             )
@@ -121,13 +126,13 @@ class Console:
         """Raises NotFound (no such model) or SourceDown (the registry away: nothing to show)."""
         model = self.registry.model(name)
         notices = Notices()
-        versions = notices.attempt(lambda: self.registry.versions(name), [])
+        versions = notices.attempt(partial(self.registry.versions, name)) or []
         deployment = self.registry.deployment(name)
-        history = notices.attempt(lambda: self.registry.history(name), [])
+        history = notices.attempt(partial(self.registry.history, name)) or []
         views, gateway_notices = self.gateways.views(name)
         notices.lines.extend(gateway_notices)
-        bakes = [b for b in notices.attempt(self.evaluator.bakes, []) if b.get("model_name") == name]
-        active = notices.attempt(self.monitor.alerts, {"active": []})["active"]
+        bakes = [bake for bake in notices.attempt(self.evaluator.bakes) or [] if bake.get("model_name") == name]
+        active = notices.active_alerts(self.monitor)
         return {
             "model": model,
             "versions": versions,
@@ -168,14 +173,19 @@ class Console:
 
     def alerts_page(self) -> dict[str, Any]:
         notices = Notices()
-        alerts = notices.attempt(self.monitor.alerts, {"active": [], "recent": []})
-        rules = notices.attempt(self.monitor.rules, [])
-        return {"active": alerts["active"], "recent": alerts["recent"], "rules": rules, "notices": notices.lines}
+        alerts = notices.attempt(self.monitor.alerts) or {}
+        rules = notices.attempt(self.monitor.rules) or []
+        return {
+            "active": alerts.get("active", []),
+            "recent": alerts.get("recent", []),
+            "rules": rules,
+            "notices": notices.lines,
+        }
 
     def dead_letters_page(self, topic: str | None) -> dict[str, Any]:
         notices = Notices()
         topics = [topic] if topic else self.dead_letters.topics()
-        found = {name: notices.attempt(lambda n=name: self.dead_letters.read(n), []) for name in topics}
+        found = {name: notices.attempt(partial(self.dead_letters.read, name)) or [] for name in topics}
         return {"topics": found, "notices": notices.lines}
 
     def preview(self, name: str, action: DeploymentAction) -> str:

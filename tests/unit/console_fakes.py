@@ -4,7 +4,7 @@ dead-letter store, each able to be 'down' (raising SourceDown as the real adapte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,9 @@ def version(number: int, status: str = "registered", **extra: Any) -> VersionOut
         model_name="iris",
         version=number,
         status=status,  # type: ignore[arg-type]
-        artifact=ArtifactRef(uri=f"file:///a/{number}", sha256=f"{number:064x}", size_bytes=2048 * number, format="onnx"),
+        artifact=ArtifactRef(
+            uri=f"file:///a/{number}", sha256=f"{number:064x}", size_bytes=2048 * number, format="onnx"
+        ),
         signature=SIGNATURE,
         metrics={"accuracy": 0.9 + number / 100, "f1_macro": 0.88 + number / 100},
         dataset="sklearn:iris",
@@ -60,7 +62,9 @@ def version(number: int, status: str = "registered", **extra: Any) -> VersionOut
     )
 
 
-def history_entry(revision: int, action: str, frm: int | None, to: int | None, reason: str, **extra: Any) -> HistoryEntryOut:
+def history_entry(
+    revision: int, action: str, frm: int | None, to: int | None, reason: str, **extra: Any
+) -> HistoryEntryOut:
     values: dict[str, Any] = {
         "revision": revision,
         "action": action,
@@ -174,8 +178,14 @@ class FakeRegistry:
         self._up()
         return [
             ModelOut(
-                name="iris", description=HOSTILE, tags={}, latest_version=3, champion=2, challenger=3,
-                created_at=NOW, updated_at=NOW,
+                name="iris",
+                description=HOSTILE,
+                tags={},
+                latest_version=3,
+                champion=2,
+                challenger=3,
+                created_at=NOW,
+                updated_at=NOW,
             )
         ]
 
@@ -213,7 +223,7 @@ class FakeRegistry:
         if token != self.token:
             raise RegistryUnauthorized(403, "invalid token")
         self.changes.append((name, action, token))
-        self.deployment_ = replace(self.deployment_, challenger=None, canary_weight=0.0, revision=5)  # type: ignore[misc]
+        self.deployment_ = self.deployment_.model_copy(update={"challenger": None, "canary_weight": 0.0, "revision": 5})
         return DeploymentChangeOut(**self.deployment_.model_dump(), changed=True)
 
 
@@ -230,7 +240,9 @@ class FakeMonitor:
     def rules(self) -> list[dict[str, Any]]:
         if self.down:
             raise SourceDown("monitor", "http://127.0.0.1:8082/api/v1/alerts: ConnectError")
-        return [{"name": "latency_p99", "promql": "histogram_quantile(0.99, ...) > 0.25", "action": "rollback", "active": 1}]
+        return [
+            {"name": "latency_p99", "promql": "histogram_quantile(0.99, ...) > 0.25", "action": "rollback", "active": 1}
+        ]
 
 
 @dataclass

@@ -199,39 +199,59 @@ def checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class CompareColumn:
+    """One version on the Compare page."""
+
+    version: int
+    status: str
+    size_bytes: int
+    metrics: dict[str, float]
+    latency: dict[str, float]
+    intervals: dict[str, tuple[float, float, float] | None]
+    paired: list[PairedTest] | None
+    """Its recorded paired comparison against the first version (None when the evaluator never made one)."""
+
+
+def _column(found: VersionOut, reports: list[Mapping[str, Any]], metrics: list[str], base: int) -> CompareColumn:
+    own = next((_section(report, "candidate") for report in reports if _section(report, "candidate")), {})
+    intervals = own.get("intervals", {}) if isinstance(own.get("intervals"), Mapping) else {}
+    latency = own.get("latency_ms", {}) if isinstance(own.get("latency_ms"), Mapping) else {}
+    paired = next((report for report in reports if _section(report, "champion").get("version") == base), None)
+    return CompareColumn(
+        version=found.version,
+        status=found.status,
+        size_bytes=found.artifact.size_bytes,
+        metrics={name: found.metrics[name] for name in metrics},
+        latency={name: float(latency[name]) for name in LATENCY_LABELS if isinstance(latency.get(name), int | float)},
+        intervals={name: _interval(intervals.get(name)) for name in metrics},
+        paired=paired_tests(paired) if paired is not None and found.version != base else None,
+    )
+
+
 def compare(versions: Sequence[VersionOut], evaluations: Mapping[int, Sequence[EvaluationOut]]) -> dict[str, Any]:
-    """N versions side by side: metrics, latency and size from the registry, each metric's interval from the
-    version's newest report, and the recorded paired comparison against the first version where one exists."""
+    """N versions side by side: metrics and size from the registry, each metric's interval and the latency from
+    the version's newest report, and the recorded paired comparison against the first version where one exists."""
+    if not versions:
+        return {"baseline": None, "metrics": [], "latency": [], "columns": [], "plot": {"labels": [], "datasets": []}}
     metrics = [name for name in METRIC_LABELS if all(name in found.metrics for found in versions)]
-    latency = [name for name in LATENCY_LABELS if all(name in found.metrics for found in versions)]
-    base = versions[0].version if versions else None
-    columns = []
-    for found in versions:
-        reports = [evaluation.report for evaluation in evaluations.get(found.version, ())]
-        intervals = next((_section(r, "candidate").get("intervals") for r in reports if _section(r, "candidate")), {})
-        paired = (
-            next((r for r in reports if _section(r, "champion").get("version") == base), None)
-            if found.version != base
-            else None
-        )
-        columns.append(
-            {
-                "version": found.version,
-                "status": found.status,
-                "size_bytes": found.artifact.size_bytes,
-                "metrics": {name: found.metrics[name] for name in metrics},
-                "latency": {name: found.metrics[name] for name in latency},
-                "intervals": {name: _interval((intervals or {}).get(name)) for name in metrics},
-                "paired": paired_tests(paired) if paired else None,
-            }
-        )
+    base = versions[0].version
+    columns = [
+        _column(found, [e.report for e in evaluations.get(found.version, ())], metrics, base) for found in versions
+    ]
+    latency = [name for name in LATENCY_LABELS if all(name in column.latency for column in columns)]
+
+    def bar(column: CompareColumn, name: str) -> list[float] | None:
+        found = column.intervals[name]
+        return [found[1], found[2]] if found else None
+
     plot = {
         "labels": [label(name) for name in metrics],
         "datasets": [
             {
-                "label": f"v{column['version']}",
-                "bars": [list(column["intervals"][n][1:]) if column["intervals"][n] else None for n in metrics],
-                "estimates": [column["metrics"][n] for n in metrics],
+                "label": f"v{column.version}",
+                "bars": [bar(column, name) for name in metrics],
+                "estimates": [column.metrics[name] for name in metrics],
             }
             for column in columns
         ],
