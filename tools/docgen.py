@@ -44,6 +44,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "services.evaluator.settings:EvaluatorSettings",
     "services.gateway.settings:GatewaySettings",
     "services.monitor.settings:MonitorSettings",
+    "services.console.settings:ConsoleSettings",
 )
 """Every settings class a Ferry process reads; ``tests/unit/test_docs.py`` checks none is missing."""
 
