@@ -147,6 +147,8 @@ class Console:
     def evaluation_page(self, name: str, version: int, index: int = 0) -> dict[str, Any]:
         found = self.registry.version(name, version)
         evaluations = self.registry.evaluations(name, version)
+        if not evaluations:  # not judged yet (or registered by hand before any evaluation): say so, no 404
+            return {"version": found, "evaluation": None, "evaluations": [], "index": 0}
         if not 0 <= index < len(evaluations):
             raise NotFound(f"{name} version {version} has no evaluation {index}")
         evaluation = evaluations[index]

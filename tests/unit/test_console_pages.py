@@ -153,7 +153,12 @@ def test_a_registry_that_is_away_is_a_notice_too(fakes: Fakes, client: TestClien
 def test_what_does_not_exist_is_a_404_page(client: TestClient) -> None:
     assert client.get("/models/ghost").status_code == 404
     assert client.get("/models/iris/versions/9/evaluation").status_code == 404
-    assert client.get("/models/iris/versions/1/evaluation").status_code == 404  # v1 was never evaluated
+    assert client.get("/models/iris/versions/3/evaluation?index=5").status_code == 404
+
+
+def test_a_version_not_evaluated_yet_says_so(client: TestClient) -> None:
+    page = client.get("/models/iris/versions/1/evaluation")
+    assert page.status_code == 200 and "has not judged v1 yet" in page.text
 
 
 def test_pages_load_only_their_own_scripts_and_every_asset_they_name_exists(client: TestClient) -> None:
