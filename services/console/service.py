@@ -79,6 +79,11 @@ class Notices:
         return (self.attempt(monitor.alerts) or {}).get("active", [])
 
 
+def _model_of(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels")
+    return str(labels.get("model") or "") if isinstance(labels, dict) else ""
+
+
 def firing_for(alerts: Sequence[dict[str, Any]], model: str) -> list[dict[str, Any]]:
     """The active alerts whose labels name ``model``."""
     return [alert for alert in alerts if alert.get("labels", {}).get("model") == model]
@@ -177,9 +182,24 @@ class Console:
         notices = Notices()
         alerts = notices.attempt(self.monitor.alerts) or {}
         rules = notices.attempt(self.monitor.rules) or []
+        listed = [*alerts.get("active", []), *alerts.get("recent", [])]
+        histories: dict[str, list[HistoryEntryOut]] = {}
+        for name in {_model_of(alert) for alert in listed} - {""}:
+            try:
+                histories[name] = notices.attempt(partial(self.registry.history, name)) or []
+            except NotFound:
+                histories[name] = []
+
+        def rows(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """Each alert with the deployment change that followed it, if any."""
+            return [
+                {"alert": alert, "followed": actions.followed_by(alert, histories.get(_model_of(alert), []))}
+                for alert in found
+            ]
+
         return {
-            "active": alerts.get("active", []),
-            "recent": alerts.get("recent", []),
+            "active": rows(alerts.get("active", [])),
+            "recent": rows(alerts.get("recent", [])),
             "rules": rules,
             "notices": notices.lines,
         }

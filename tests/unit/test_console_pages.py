@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
-from console_fakes import HOSTILE, NOW, Fakes, dead_letter
+from console_fakes import HOSTILE, NOW, Fakes, dead_letter, history_entry
 from fastapi.testclient import TestClient
 
 from services.console.entrypoints.api import create_app
 from shared.events import TrainingRequested, TrainingStatus
 
+LATER = NOW + timedelta(minutes=2)
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
 PAGES = ["/", "/models/iris", "/models/iris/versions/3/evaluation", "/models/iris/compare?v=2&v=3", "/training",
          "/alerts", "/dead-letters"]  # fmt: skip
@@ -101,10 +103,16 @@ def test_compare_shows_each_version_and_the_recorded_difference_against_the_firs
 
 def test_the_alerts_page_shows_the_value_against_its_threshold_and_the_action(fakes: Fakes, client: TestClient) -> None:
     fakes.monitor.active = [firing()]
+    assert 'data-testid="alert-followed"' not in client.get("/alerts").text  # nothing has followed yet
+    withdrawn = history_entry(
+        5, "rollback", 2, 2, "latency_p99 fired", from_challenger=3, from_canary_weight=0.2, created_at=LATER
+    )
+    fakes.registry.history_.insert(0, withdrawn)
     page = client.get("/alerts").text
+    assert "followed by rollback at revision 5" in page
     assert 'data-testid="alert-row" data-rule="latency_p99" data-kind="active"' in page
     assert re.search(r"0\.3100 <span class=\"muted\">against 0\.2500", page)
-    assert re.search(r'data-testid="alert-action">rollback<', page) and 'data-testid="rule-row"' in page
+    assert re.search(r'data-testid="alert-action">rollback\s', page) and 'data-testid="rule-row"' in page
 
 
 def test_the_dead_letters_page_shows_reason_service_time_payload_and_a_replay(fakes: Fakes, client: TestClient) -> None:
@@ -171,3 +179,12 @@ def test_pages_load_only_their_own_scripts_and_every_asset_they_name_exists(clie
         for asset in set(re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)):
             assert client.get(asset).status_code == 200, asset
     assert client.get("/favicon.ico").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "section"),
+    [("/", "models"), ("/training", "training"), ("/alerts", "alerts"), ("/dead-letters", "dead-letters")],
+)
+def test_the_nav_bar_marks_the_section_shown(client: TestClient, path: str, section: str) -> None:
+    page = client.get(path).text
+    assert re.findall(r'data-testid="nav-([a-z-]+)" aria-current="page"', page) == [section]

@@ -8,6 +8,7 @@ operator confirms. One copy of the wording: the page's script asks for it (``/pr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from shared.registry_models import (
     DeploymentAction,
@@ -120,3 +121,26 @@ def _set_canary(name: str, deployment: DeploymentOut, weight: float) -> str:
         f"Set the canary weight of {name}: challenger version {deployment.challenger} goes from "
         f"{percent(deployment.canary_weight)} to {percent(weight)} of traffic; {_champion(deployment)} serves the rest."
     )
+
+
+def followed_by(alert: Mapping[str, object], history: Sequence[HistoryEntryOut]) -> HistoryEntryOut | None:
+    """The deployment change that followed an alert: the oldest change of its model after the alert began
+    that took its version (the ``version`` label) out of service; None when nothing did (yet)."""
+    labels = alert.get("labels")
+    version = labels.get("version") if isinstance(labels, Mapping) else None
+    began = alert.get("fired_at") or alert.get("active_at")
+    if not isinstance(version, str) or not version.isdigit() or not isinstance(began, str):
+        return None
+    try:
+        since = datetime.fromisoformat(began.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    number = int(version)
+    for entry in reversed(history):  # oldest first
+        removed = number in (entry.from_champion, entry.from_challenger) and number not in (
+            entry.to_champion,
+            entry.to_challenger,
+        )
+        if removed and entry.created_at >= since:
+            return entry
+    return None

@@ -30,10 +30,10 @@ def page_router(console: Console, runs: LiveRuns, ferry: FerrySettings, template
         try:
             name, context = build()
         except NotFound as error:
-            return render(request, "missing.html", {"active": active, "message": str(error)}, 404)
+            return render(request, "missing.html", {"section": active, "message": str(error)}, 404)
         except SourceDown as error:
-            return render(request, "down.html", {"active": active, "notices": [error.notice]})
-        return render(request, name, {"active": active, **context})
+            return render(request, "down.html", {"section": active, "notices": [error.notice]})
+        return render(request, name, {"section": active, **context})
 
     @router.get("/", response_class=HTMLResponse)
     def models(request: Request) -> Response:
@@ -55,7 +55,7 @@ def page_router(console: Console, runs: LiveRuns, ferry: FerrySettings, template
     def training(request: Request) -> Response:
         snapshot = runs.snapshot()
         failed = [run.summary() for run in runs.failed()]
-        return render(request, "training.html", {"active": "training", "runs": snapshot["runs"], "failed": failed})
+        return render(request, "training.html", {"section": "training", "runs": snapshot["runs"], "failed": failed})
 
     @router.get("/alerts", response_class=HTMLResponse)
     def alerts(request: Request) -> Response:

@@ -67,6 +67,7 @@
   }
 
   async function act(url, previewUrl, body, consequence) {
+    if (!token()) { showResult("Enter your token in the Token field first: every action needs it.", false); return; }
     let text = consequence;
     if (!text) {
       const preview = await postJson(previewUrl, body, false);
@@ -74,7 +75,6 @@
       text = preview.body.consequence;
     }
     if (!(await confirmWith(text))) return;
-    if (!token()) { showResult("Enter your token in the Token field first: every action needs it.", false); return; }
     const answer = await postJson(url, body, true);
     if (!answer.ok) {
       showResult("Refused (" + answer.status + "): " + (answer.body.error || "no reason given"), false);
@@ -109,7 +109,7 @@
     const field = document.getElementById("token-input");
     if (!field) return;
     field.value = token();
-    field.addEventListener("change", function () { sessionStorage.setItem(TOKEN_KEY, field.value.trim()); });
+    field.addEventListener("input", function () { sessionStorage.setItem(TOKEN_KEY, field.value.trim()); });
     document.getElementById("token-forget").addEventListener("click", function () {
       sessionStorage.removeItem(TOKEN_KEY);
       field.value = "";
