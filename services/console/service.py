@@ -207,7 +207,12 @@ class Console:
     def dead_letters_page(self, topic: str | None) -> dict[str, Any]:
         notices = Notices()
         topics = [topic] if topic else self.dead_letters.topics()
-        found = {name: notices.attempt(partial(self.dead_letters.read, name)) or [] for name in topics}
+        found: dict[str, list[DeadLetter]] = {}
+        for name in topics:
+            letters = notices.attempt(partial(self.dead_letters.read, name))
+            if letters is None:  # the broker is away: every other topic would wait for it as long
+                break
+            found[name] = letters
         return {"topics": found, "notices": notices.lines}
 
     def preview(self, name: str, action: DeploymentAction) -> str:

@@ -292,11 +292,16 @@ class FakeDeadLetters:
     settings: FerrySettings
     letters: dict[str, list[DeadLetter]] = field(default_factory=dict)
     replayed: list[tuple[str, list[DeadLetter], Operator]] = field(default_factory=list)
+    down: bool = False
+    reads: int = 0
 
     def topics(self) -> list[str]:
         return [self.settings.topic("training.status"), self.settings.topic("model.trained")]
 
     def read(self, topic: str) -> list[DeadLetter]:
+        self.reads += 1
+        if self.down:
+            raise SourceDown("Kafka", f"reading {topic}.dlq: NoBrokersAvailable")
         return list(self.letters.get(topic, []))
 
     def replay(self, topic: str, letters: Sequence[DeadLetter], operator: Operator) -> list[DeadLetter]:

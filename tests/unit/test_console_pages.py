@@ -188,3 +188,10 @@ def test_pages_load_only_their_own_scripts_and_every_asset_they_name_exists(clie
 def test_the_nav_bar_marks_the_section_shown(client: TestClient, path: str, section: str) -> None:
     page = client.get(path).text
     assert re.findall(r'data-testid="nav-([a-z-]+)" aria-current="page"', page) == [section]
+
+
+def test_a_broker_that_is_away_is_one_notice_on_the_dead_letters_page(fakes: Fakes, client: TestClient) -> None:
+    fakes.dead_letters.down = True
+    page = client.get("/dead-letters")
+    assert page.status_code == 200 and page.text.count("Kafka unreachable") == 1
+    assert fakes.dead_letters.reads == 1  # the other topics do not each wait for the same broker
