@@ -36,30 +36,30 @@ SIGNATURE = Signature(
 
 
 def version(number: int, status: str = "registered", **extra: Any) -> VersionOut:
-    return VersionOut(
-        model_name="iris",
-        version=number,
-        status=status,  # type: ignore[arg-type]
-        artifact=ArtifactRef(
+    values: dict[str, Any] = {
+        "model_name": "iris",
+        "version": number,
+        "status": status,
+        "artifact": ArtifactRef(
             uri=f"file:///a/{number}", sha256=f"{number:064x}", size_bytes=2048 * number, format="onnx"
         ),
-        signature=SIGNATURE,
-        metrics={"accuracy": 0.9 + number / 100, "f1_macro": 0.88 + number / 100},
-        dataset="sklearn:iris",
-        split_id="split-1",
-        arch="mlp",
-        hyperparameters={},
-        compression={},
-        timings={},
-        training_request_id=f"req-{number}",
-        parent_model=None,
-        parent_version=None,
-        source_event_id=None,
-        tags={},
-        created_at=NOW,
-        updated_at=NOW,
-        **extra,
-    )
+        "signature": SIGNATURE,
+        "metrics": {"accuracy": 0.9 + number / 100, "f1_macro": 0.88 + number / 100},
+        "dataset": "sklearn:iris",
+        "split_id": "split-1",
+        "arch": "mlp",
+        "hyperparameters": {},
+        "compression": {},
+        "timings": {},
+        "training_request_id": f"req-{number}",
+        "parent_model": None,
+        "parent_version": None,
+        "source_event_id": None,
+        "tags": {},
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    return VersionOut(**(values | extra))
 
 
 def history_entry(
@@ -149,7 +149,13 @@ class FakeRegistry:
     token: str = "a-real-operator-token-xyz"
     down: bool = False
     versions_: list[VersionOut] = field(
-        default_factory=lambda: [version(3, "challenger"), version(2, "champion"), version(1, "archived")]
+        default_factory=lambda: [
+            version(
+                3, "challenger", parent_model="iris-big", parent_version=2, compression={"distill_from": "iris-big"}
+            ),
+            version(2, "champion"),
+            version(1, "archived"),
+        ]
     )
     deployment_: DeploymentOut = field(
         default_factory=lambda: DeploymentOut(

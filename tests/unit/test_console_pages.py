@@ -60,6 +60,7 @@ def test_the_model_page_shows_versions_history_the_gateways_view_and_the_bake(cl
     assert all(f'data-testid="version-row-{n}"' in page for n in (1, 2, 3))
     assert page.count('data-testid="history-entry"') == 3
     assert "v2 beats v1 on accuracy" in page and "request <code>req-3</code>" in page
+    assert "teacher iris-big v2" in page  # v3 was distilled from iris-big's v2
     agreement = re.search(r'data-testid="shadow-agreement">\s*(\S+)', page)
     assert agreement is not None and agreement.group(1) == "90%"  # 45 of 50 shadow answers agreed
     assert "v3 bakes until 2026-12-05 00:00:00 UTC" in page
