@@ -8,6 +8,7 @@ import logging
 import httpx
 
 from services.console.adapters.dead_letters import DeadLetterSource
+from services.console.adapters.fresh_compare import FreshCompare
 from services.console.adapters.registry import RegistrySource
 from services.console.adapters.runs import LiveRuns
 from services.console.adapters.services import EvaluatorSource, GatewaySource, MonitorSource
@@ -45,6 +46,9 @@ def bootstrap(settings: ConsoleSettings, runtime: Runtime, *, runs: LiveRuns | N
         evaluator=EvaluatorSource(http, settings.evaluator_url),
         gateways=GatewaySource(http, settings.resolved_gateway_urls),
         dead_letters=DeadLetterSource(settings.ferry, timeout_s=settings.dead_letter_timeout_s),
+        fresh=FreshCompare(
+            settings.registry_url, timeout_s=settings.compare_timeout_s, latency_runs=settings.compare_latency_runs
+        ),
     )
     return ConsoleDeps(console, runs or LiveRuns(), settings.ferry, replay_tokens(settings))
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from services.console.adapters.services import GatewayView
 from services.console.domain import NotFound, SourceDown, actions, reports
+from services.console.domain.fresh import fresh_view
 from shared.dead_letters import DeadLetter, Operator
 from shared.registry_models import (
     DeploymentAction,
@@ -52,6 +53,10 @@ class Evaluator(Protocol):
 
 class Gateways(Protocol):
     def views(self, model: str) -> tuple[list[GatewayView], list[str]]: ...
+
+
+class FreshComparisons(Protocol):
+    def compare(self, model: str, versions: Sequence[int]) -> dict[str, Any]: ...
 
 
 class DeadLetters(Protocol):
@@ -98,6 +103,8 @@ class Console:
     evaluator: Evaluator
     gateways: Gateways
     dead_letters: DeadLetters
+    fresh: FreshComparisons | None = None
+    """``ferry compare`` on request (None: the Compare page offers only what the registry holds)."""
 
     def models_page(self) -> dict[str, Any]:
         notices = Notices()
@@ -171,12 +178,19 @@ class Console:
             "checks": reports.checks(report),
         }
 
-    def compare_page(self, name: str, numbers: Sequence[int]) -> dict[str, Any]:
+    def compare_page(self, name: str, numbers: Sequence[int], *, fresh: bool = False) -> dict[str, Any]:
+        """Versions side by side from the registry; with ``fresh``, also scored afresh by ``ferry compare``."""
         model = self.registry.model(name)
         chosen = list(dict.fromkeys(numbers))[:MAX_COMPARED]
         versions = [self.registry.version(name, number) for number in chosen]
         evaluations = {found.version: self.registry.evaluations(name, found.version) for found in versions}
-        return {"model": model, "table": reports.compare(versions, evaluations), "chosen": chosen}
+        page: dict[str, Any] = {"model": model, "table": reports.compare(versions, evaluations), "chosen": chosen}
+        page |= {"fresh": None, "can_score": self.fresh is not None and len(chosen) >= 2, "notices": []}
+        if fresh and page["can_score"] and self.fresh is not None:
+            notices = Notices()
+            scored = notices.attempt(partial(self.fresh.compare, name, chosen))
+            page |= {"fresh": fresh_view(scored) if scored else None, "notices": notices.lines}
+        return page
 
     def alerts_page(self) -> dict[str, Any]:
         notices = Notices()

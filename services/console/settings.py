@@ -53,6 +53,12 @@ class ConsoleSettings(BaseSettings):
     dead_letter_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="Longest read of one topic's dead letters"
     )
+    compare_timeout_s: float = Field(
+        default=300.0, gt=0, le=3600, description="Longest a 'Score afresh' comparison (ferry compare) may take"
+    )
+    compare_latency_runs: int = Field(
+        default=200, ge=10, le=100_000, description="Timed runs at batch 1 per version of a 'Score afresh' comparison"
+    )
     tokens_file: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("FERRY_REGISTRY_TOKENS_FILE", "FERRY_CONSOLE_TOKENS_FILE", "tokens_file"),

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from evaluator_onnx import fitted_digits
 from fastapi.testclient import TestClient
 from loop_support import STATUS, Loops, drain, encoded, end_offsets, read_all, send_raw, status
 from support import ServiceProcess
 from test_registry_support import API_TOKEN, trained_event
 
 from services.console.adapters.dead_letters import DeadLetterSource
+from services.console.adapters.fresh_compare import FreshCompare
 from services.console.adapters.registry import RegistrySource
 from services.console.adapters.runs import LiveRuns
 from services.console.adapters.services import EvaluatorSource, GatewaySource, MonitorSource
@@ -29,11 +31,15 @@ from services.console.settings import ConsoleSettings
 from services.registry.bootstrap import Registry
 from services.registry.entrypoints.api import create_app as registry_app
 from services.registry.handlers import handle_model_trained
+from shared.artifacts import ArtifactStore
+from shared.datasets import load_dataset, split
 from shared.envelope import EventMeta
 from shared.errors import PermanentError
-from shared.events import TrainingRequested, TrainingStatus, new_id, utc_now
+from shared.events import ArtifactRef, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus, new_id, utc_now
 from shared.kafka import KafkaPublisher, make_consumer, make_producer
+from shared.onnx import open_session, signature_of
 from shared.registry_client import RegistryClient
+from shared.registry_errors import RegistryNotFound
 from shared.settings import FerrySettings
 from shared.waiting import wait_for
 
@@ -217,3 +223,60 @@ def test_the_console_process_starts_serves_and_stops_cleanly(ferry_settings: Fer
         assert "refusing to start" in refused.output() and "changeme" not in refused.output()
     finally:
         refused.close()
+
+
+def test_score_afresh_runs_ferry_compare_against_a_registry_process(
+    ferry_settings: FerrySettings, fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Compare page's "Score afresh": ``ferry compare --json`` in a process of its own, on two versions a
+    real registry holds (linear models fitted on digits' train part), its table shown as the command gave it."""
+    settings = ferry_settings.model_copy(update={"database_url": fresh_database_url})
+    environment = {
+        "FERRY_HOME": str(tmp_path / "home"),
+        "FERRY_DATABASE_URL": fresh_database_url,
+        "FERRY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FERRY_TOPIC_PREFIX": settings.topic_prefix,
+        "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
+        "FERRY_API_TOKEN": secrets.token_urlsafe(24),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)  # what the console's own process would have, for its child
+    registry = ServiceProcess("registry", {**os.environ}, tmp_path / "registry.log").start()
+    try:
+        store, held_out = ArtifactStore(settings.resolved_artifact_root), split(load_dataset("sklearn:digits"))
+        publisher = KafkaPublisher(settings, source="tests")
+        try:
+            for data in (fitted_digits(regularisation=0.01, rows=200), fitted_digits()):
+                uri, sha256, size = store.put_bytes(data)
+                artifact = ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx")
+                signature = signature_of(open_session(data))
+                publisher.publish(
+                    ModelTrained(
+                        model_name="digits",
+                        request_id=new_id(),
+                        artifact=artifact,
+                        signature=signature,
+                        dataset="sklearn:digits",
+                        split_id=held_out.split_id,
+                        arch="mlp",
+                        hyperparameters=Hyperparameters(),
+                    )  # fmt: skip
+                )
+        finally:
+            publisher.close()
+        client = RegistryClient.connect(registry.url)
+        wait_for(lambda: _latest(client) == 2, what="both versions registered", timeout_s=60)
+        table = FreshCompare(registry.url, timeout_s=240, latency_runs=20).compare("digits", [1, 2])
+    finally:
+        registry.close()
+    assert [entry["version"] for entry in table["versions"]] == [1, 2] and table["baseline"] == 1
+    [difference] = table["differences"]
+    assert difference["version"] == 2 and difference["accuracy"]["mcnemar_p"] is not None
+    assert difference["accuracy"]["estimate"] > 0  # the model fitted on every train row beats the one on 200
+
+
+def _latest(client: RegistryClient) -> int:
+    try:
+        return client.model("digits").latest_version
+    except RegistryNotFound:
+        return 0

@@ -315,6 +315,54 @@ class FakeDeadLetters:
         return list(letters)
 
 
+def fresh_table(model: str, versions: Sequence[int]) -> dict[str, Any]:
+    """What ``ferry compare --json`` prints (services/evaluator/cli.py, comparison_table)."""
+    return {
+        "model": model,
+        "split_id": "split-1",
+        "test_rows": 360,
+        "confidence": 0.95,
+        "alpha": 0.05,
+        "versions": [
+            {
+                "version": number,
+                "metrics": {"accuracy": 0.9 + number / 100, "f1_macro": 0.89 + number / 100},
+                "latency_ms": {"latency_b1_p50_ms": 0.05 * number},
+                "size_bytes": 1024 * number,
+                "format": "onnx",
+            }
+            for number in versions
+        ],
+        "baseline": versions[0],
+        "differences": [
+            {
+                "version": number,
+                "accuracy": {
+                    "estimate": 0.01,
+                    "low": -0.004,
+                    "high": 0.024,
+                    "mcnemar_p": 0.21,
+                    "discordant": [9, 4],
+                    "significant": False,
+                },
+            }  # fmt: skip
+            for number in versions[1:]
+        ],
+    }
+
+
+@dataclass
+class FakeFresh:
+    down: bool = False
+    asked: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    def compare(self, model: str, versions: Sequence[int]) -> dict[str, Any]:
+        self.asked.append((model, list(versions)))
+        if self.down:
+            raise SourceDown("ferry compare", "exit 1: cannot compare: dataset sklearn:iris is unknown", state="failed")
+        return fresh_table(model, versions)
+
+
 @dataclass
 class Fakes:
     registry: FakeRegistry = field(default_factory=FakeRegistry)
@@ -324,10 +372,11 @@ class Fakes:
     settings: FerrySettings = field(default_factory=FerrySettings)
     runs: LiveRuns = field(default_factory=LiveRuns)
     replay_tokens: dict[str, str] = field(default_factory=dict)
+    fresh: FakeFresh = field(default_factory=FakeFresh)
 
     def __post_init__(self) -> None:
         self.dead_letters = FakeDeadLetters(self.settings)
 
     def deps(self) -> ConsoleDeps:
-        console = Console(self.registry, self.monitor, self.evaluator, self.gateways, self.dead_letters)
+        console = Console(self.registry, self.monitor, self.evaluator, self.gateways, self.dead_letters, self.fresh)
         return ConsoleDeps(console, self.runs, self.settings, self.replay_tokens)

@@ -176,7 +176,7 @@ def test_pages_load_only_their_own_scripts_and_every_asset_they_name_exists(clie
         assert "script-src 'self'" in page.headers["content-security-policy"]
         for tag in re.findall(r"<script\b[^>]*>", page.text):
             assert 'src="/static/' in tag or 'type="application/json"' in tag, (path, tag)
-        assert "<th>" not in page.text, path  # every header cell names its scope
+        assert all("scope=" in cell for cell in re.findall(r"<th\b[^>]*>", page.text)), path  # each names its scope
         for asset in set(re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)):
             assert client.get(asset).status_code == 200, asset
     assert client.get("/favicon.ico").status_code == 200
@@ -196,3 +196,24 @@ def test_a_broker_that_is_away_is_one_notice_on_the_dead_letters_page(fakes: Fak
     page = client.get("/dead-letters")
     assert page.status_code == 200 and page.text.count("Kafka unreachable") == 1
     assert fakes.dead_letters.reads == 1  # the other topics do not each wait for the same broker
+
+
+def test_compare_scores_afresh_only_when_asked_and_shows_what_ferry_compare_printed(
+    fakes: Fakes, client: TestClient
+) -> None:
+    page = client.get("/models/iris/compare?v=2&v=3").text
+    assert 'data-testid="fresh-compare-submit"' in page and fakes.fresh.asked == []
+    page = client.get("/models/iris/compare?v=2&v=3&fresh=true").text
+    assert fakes.fresh.asked == [("iris", [2, 3])]
+    assert 'data-testid="fresh-table"' in page and "360 held-out rows" in page
+    words = re.search(r'data-testid="fresh-difference-3">(.*?)</div>', page, re.S)
+    assert words is not None and "this version got 9 and v2 4" in words.group(1) and "p = 0.2100" in words.group(1)
+    plot = json.loads(re.search(r'id="fresh-data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    assert plot == {"labels": ["v3 accuracy"], "bars": [[-0.004, 0.024]], "estimates": [0.01]}
+
+
+def test_a_fresh_comparison_that_fails_is_a_notice(fakes: Fakes, client: TestClient) -> None:
+    fakes.fresh.down = True
+    page = client.get("/models/iris/compare?v=2&v=3&fresh=true")
+    assert page.status_code == 200 and "ferry compare failed: exit 1: cannot compare" in page.text
+    assert 'data-testid="compare-column-3"' in page.text

@@ -6,14 +6,15 @@ from __future__ import annotations
 class SourceDown(Exception):
     """A source of the console did not answer (or answered nonsense); the page shows ``notice`` instead."""
 
-    def __init__(self, source: str, detail: str) -> None:
-        super().__init__(f"{source} unreachable: {detail}")
+    def __init__(self, source: str, detail: str, *, state: str = "unreachable") -> None:
+        super().__init__(f"{source} {state}: {detail}")
         self.source = source
         self.detail = detail
+        self.state = state
 
     @property
     def notice(self) -> str:
-        return f"{self.source} unreachable: {self.detail}"
+        return f"{self.source} {self.state}: {self.detail}"
 
 
 class NotFound(Exception):

@@ -48,8 +48,13 @@ def page_router(console: Console, runs: LiveRuns, ferry: FerrySettings, template
         return guarded(request, "models", lambda: ("evaluation.html", console.evaluation_page(name, version, index)))
 
     @router.get("/models/{name}/compare", response_class=HTMLResponse)
-    def compare(request: Request, name: str, v: Annotated[list[int], Query()] = []) -> Response:  # noqa: B006
-        return guarded(request, "models", lambda: ("compare.html", console.compare_page(name, v)))
+    def compare(
+        request: Request,
+        name: str,
+        v: Annotated[list[int], Query()] = [],  # noqa: B006
+        fresh: bool = False,
+    ) -> Response:
+        return guarded(request, "models", lambda: ("compare.html", console.compare_page(name, v, fresh=fresh)))
 
     @router.get("/training", response_class=HTMLResponse)
     def training(request: Request) -> Response:
