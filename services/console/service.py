@@ -181,7 +181,7 @@ class Console:
     def compare_page(self, name: str, numbers: Sequence[int], *, fresh: bool = False) -> dict[str, Any]:
         """Versions side by side from the registry; with ``fresh``, also scored afresh by ``ferry compare``."""
         model = self.registry.model(name)
-        chosen = list(dict.fromkeys(numbers))[:MAX_COMPARED]
+        chosen = sorted(set(numbers))[:MAX_COMPARED]  # the oldest is the baseline, as in `ferry compare 1 2 3`
         versions = [self.registry.version(name, number) for number in chosen]
         evaluations = {found.version: self.registry.evaluations(name, found.version) for found in versions}
         page: dict[str, Any] = {"model": model, "table": reports.compare(versions, evaluations), "chosen": chosen}

@@ -63,5 +63,5 @@ def fresh_view(table: Mapping[str, Any]) -> dict[str, Any]:
         "latency": latency,
         "differences": differences,
         "warnings": [str(warning) for warning in table.get("warnings", [])],
-        "plot": {"labels": labels, "bars": bars, "estimates": estimates},
+        "plot": {"labels": labels, "bars": bars, "estimates": estimates, "label": f"difference against v{baseline}"},
     }

@@ -79,6 +79,7 @@ def difference_plot(report: Mapping[str, Any]) -> dict[str, Any]:
         "labels": [label(name) for name, _ in shown],
         "bars": [[found[1], found[2]] for _, found in shown],
         "estimates": [found[0] for _, found in shown],
+        "label": "difference (candidate − champion)",
     }
 
 

@@ -39,7 +39,7 @@
       data: {
         labels: data.labels,
         datasets: [
-          { type: "bar", label: "difference interval (candidate − champion)", data: data.bars,
+          { type: "bar", label: (data.label || "difference") + ": interval", data: data.bars,
             backgroundColor: "#1f6feb55", borderColor: "#1f6feb", borderWidth: 1, barPercentage: 0.5, order: 2 },
           { type: "line", label: "measured difference", data: data.estimates, showLine: false, pointRadius: 5,
             backgroundColor: "#111", order: 1 },
