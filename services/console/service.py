@@ -108,16 +108,16 @@ class Console:
 
     def models_page(self) -> dict[str, Any]:
         notices = Notices()
-        models = notices.attempt(self.registry.models) or []
+        models = notices.attempt(self.registry.models)
         active = notices.active_alerts(self.monitor)
         rows = []
-        for model in models:
+        for model in models or []:
             last = notices.attempt(partial(self._last_evaluation, model))
             deployment = notices.attempt(partial(self._deployment, model.name))
             rows.append(
                 {"model": model, "deployment": deployment, "last": last, "alerts": firing_for(active, model.name)}
             )
-        return {"rows": rows, "notices": notices.lines}
+        return {"rows": rows, "registry_down": models is None, "notices": notices.lines}
 
     def _last_evaluation(self, model: ModelOut) -> EvaluationOut | None:
         if not model.latest_version:

@@ -157,6 +157,7 @@ def test_a_registry_that_is_away_is_a_notice_too(fakes: Fakes, client: TestClien
     for path in ("/", "/models/iris", "/models/iris/versions/3/evaluation"):
         page = client.get(path)
         assert page.status_code == 200 and "registry unreachable" in page.text, path
+    assert 'data-testid="models-empty"' not in client.get("/").text  # not "no model is registered"
 
 
 def test_what_does_not_exist_is_a_404_page(client: TestClient) -> None:
