@@ -43,13 +43,15 @@ class ServiceSpec:
             return False
 
 
-# In start order: the registry first (the others read it at start), the gateway before the monitor.
+# In start order: the registry first (the others read it at start), the gateway before the monitor, the
+# console (which only reads the others) last.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("registry", "FERRY_REGISTRY_PORT", 8081, "/healthz"),
     ServiceSpec("trainer", "FERRY_TRAINER_METRICS_PORT", 8083, "/healthz"),
     ServiceSpec("evaluator", "FERRY_EVALUATOR_PORT", 8084, "/healthz"),
     ServiceSpec("gateway", "FERRY_GATEWAY_PORT", 8080, "/v2/health/live"),
     ServiceSpec("monitor", "FERRY_MONITOR_PORT", 8082, "/healthz"),
+    ServiceSpec("console", "FERRY_CONSOLE_PORT", 8085, "/healthz"),
 )
 
 

@@ -44,10 +44,11 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "services.evaluator.settings:EvaluatorSettings",
     "services.gateway.settings:GatewaySettings",
     "services.monitor.settings:MonitorSettings",
+    "services.console.settings:ConsoleSettings",
 )
 """Every settings class a Ferry process reads; ``tests/unit/test_docs.py`` checks none is missing."""
 
-API_SERVICES: tuple[str, ...] = ("registry", "gateway", "evaluator", "monitor")
+API_SERVICES: tuple[str, ...] = ("registry", "gateway", "evaluator", "monitor", "console")
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -260,6 +261,7 @@ def openapi_document(service: str, workdir: Path) -> dict[str, Any]:
         "gateway": _gateway_app,
         "evaluator": _evaluator_app,
         "monitor": _monitor_app,
+        "console": _console_app,
     }
     document: dict[str, Any] = builders[service](workdir).openapi()
     return document
@@ -319,6 +321,18 @@ def _monitor_app(workdir: Path) -> Any:
 
     service = bootstrap(MonitorSettings(ferry=FerrySettings(home=workdir)), publisher=_NoPublisher())
     return create_app(service.api_deps())
+
+
+def _console_app(workdir: Path) -> Any:
+    from services.console.bootstrap import bootstrap
+    from services.console.entrypoints.api import create_app
+    from services.console.settings import ConsoleSettings
+    from shared.runtime import Runtime
+    from shared.settings import FerrySettings
+
+    runtime = Runtime("console")  # its clients connect on first use: building the app reaches nothing
+    deps = bootstrap(ConsoleSettings(ferry=FerrySettings(home=workdir), tokens_file=None), runtime)
+    return create_app(deps, runtime)
 
 
 def api_reference(service: str, document: dict[str, Any]) -> str:

@@ -113,6 +113,7 @@ def run_demo(settings: FerrySettings, *, down_after: bool = False) -> int:
         else:
             print("\nFerry keeps running with the demo's short timings: `make status` shows it, `make down` stops it;")
             print(f"logs in {settings.home / 'logs'}")
+            print(f"the web console: {service('console').url()}")
 
 
 class Loop:

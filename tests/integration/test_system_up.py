@@ -87,6 +87,7 @@ def system(no_leftovers: None) -> Iterator[System]:
         "FERRY_EVALUATOR_PORT": str(free_port()),
         "FERRY_GATEWAY_PORT": str(free_port()),
         "FERRY_MONITOR_PORT": str(free_port()),
+        "FERRY_CONSOLE_PORT": str(free_port()),
         "FERRY_SUPERVISOR_START_SECS": "2",
     }
     running = System(home, env)
