@@ -8,7 +8,9 @@ return) → commit the batch's finished offsets, once per batch, and on revoke a
 - A message that can never succeed goes to ``<topic>.dlq`` with ``ferry_dlq_*`` headers saying why
   (see shared/dead_letter.py): it does not decode or validate, its type belongs to another topic, no
   handler of this service takes it, or its handler failed for good. The copy is retried until the
-  broker has it; the message is never skipped.
+  broker has it; the message is never skipped. On a topic the loop only observes (``observed_topics``:
+  another group owns it and dead-letters there) such a message is logged, counted as ``left_to_owner``
+  and skipped, so that N observers do not write N copies of one dead letter.
 - A record that cannot even be read (``CorruptRecordError`` from ``poll()``) is dead-lettered as its
   coordinates, counted as ``unreadable``, logged at ERROR and skipped; the loop never spins on it.
 - A failed commit (rebalance, timeout, broker away) keeps the offsets pending and is retried.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -83,6 +85,7 @@ class ConsumerLoop:
         max_attempts: int = 3,
         commit_timeout_s: float = 10.0,
         spans: bool | None = None,
+        observed_topics: Collection[str] = (),
     ) -> None:
         self.consumer = consumer
         self.stop_event = stop or threading.Event()
@@ -92,6 +95,9 @@ class ConsumerLoop:
         self._transient = transient
         self._guard = CrashGuard(delivery_log or MemoryDeliveryLog(), group=group, max_attempts=max_attempts)
         self._dead_letters = DeadLetterWriter(dlq_producer, group=group, stop=self.stop_event)
+        # Topics this group only watches (full names): the topic's owning group dead-letters what cannot
+        # succeed there, so a copy from every watcher would only repeat it (see _dead_letter).
+        self._observed = frozenset(observed_topics)
         self._telemetry = LoopTelemetry(group)
         self._tracer = trace.get_tracer("ferry.kafka")
         self._spans = spans_exported() if spans is None else spans
@@ -322,7 +328,21 @@ class ConsumerLoop:
         outcome: str = "dead_lettered",
         client_error: bool = False,
     ) -> None:
-        """``client_error``: the event itself is at fault (malformed, misplaced, contradicting), not the service."""
+        """``client_error``: the event itself is at fault (malformed, misplaced, contradicting), not the service.
+
+        On an observed topic nothing is sent: the message is skipped and counted as ``left_to_owner``.
+        """
+        if original.topic in self._observed:
+            log.info(
+                "skipping %s[%s]@%s, left to the topic's owning group to dead-letter: %s",
+                original.topic,
+                original.partition,
+                original.offset,
+                reason,
+                extra=CLIENT_ERROR if client_error else None,
+            )
+            self._telemetry.count(original.topic, "left_to_owner")
+            return
         log.warning(
             "dead-lettering %s[%s]@%s: %s",
             original.topic,

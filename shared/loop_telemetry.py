@@ -41,7 +41,7 @@ class LoopTelemetry:
         self.lag: dict[TopicPartition, int] = {}
 
     def count(self, topic: str, outcome: str, n: int = 1) -> None:
-        """Count an outcome: handled, dead_lettered, retry_later, unreadable."""
+        """Count an outcome: handled, dead_lettered, retry_later, unreadable, left_to_owner."""
         self._outcomes[(topic, outcome)] += n
 
     def dead_lettered(self, topic: str, outcome: str = "dead_lettered") -> None:

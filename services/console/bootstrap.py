@@ -61,7 +61,10 @@ def process(settings: ConsoleSettings) -> Runtime:
     topics = [TrainingRequested.topic, TrainingStatus.topic]
     consumer = make_consumer(settings.ferry, group, topics, auto_offset_reset="earliest")
     producer = make_producer(settings.ferry, client_id=f"{group}-dlq")
-    loop = build_consumer_loop(consumer, producer, group=group, runs=deps.runs, stop=runtime.stop_event)
+    observed = [settings.ferry.topic(TrainingRequested.topic)]  # the trainer's: it dead-letters there
+    loop = build_consumer_loop(
+        consumer, producer, group=group, runs=deps.runs, stop=runtime.stop_event, observed_topics=observed
+    )
     runtime.worker("consumer-loop", loop.run)
     runtime.probe("consumer", loop.joined.is_set)
     runtime.on_close(lambda: producer.close(timeout=10))

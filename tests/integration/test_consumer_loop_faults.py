@@ -341,3 +341,20 @@ def test_the_loop_reports_its_lag_per_partition(ferry_settings: FerrySettings, l
     assert loop.lag[partition] == offsets[-1] + 1 - len(handled)
     drain(loop, lambda: len(handled) == 10)
     assert loop.lag[partition] == 0
+
+
+def test_a_topic_the_loop_only_observes_gets_no_dead_letter_copy_from_it(
+    loops: Loops, ferry_settings: FerrySettings
+) -> None:
+    """A watcher (the console) skips what cannot succeed on a topic another group owns: the owner's copy is
+    the one dead letter; the watcher counts it as left to the owner and carries on with the next event."""
+    topic = ferry_settings.topic(STATUS)
+    seen: list[int | None] = []
+    watcher = loops.make(
+        {TrainingStatus: [lambda event, meta: seen.append(event.epoch)]}, group="watcher", observed_topics=[topic]
+    )
+    before = end_offsets(ferry_settings, f"{topic}.dlq")
+    send_raw(ferry_settings, topic, [(b"edge", b"{not json", encoded(status(1))[2]), encoded(status(2))])
+    drain(watcher, lambda: seen == [2])
+    assert watcher.counts[(topic, "left_to_owner")] == 1
+    assert end_offsets(ferry_settings, f"{topic}.dlq") == before
