@@ -1,32 +1,20 @@
 """A real Chromium (Debian's package) driven by Playwright, for the console's tests.
 
 Playwright's own browser downloads are never used: the browser is the system's ``chromium`` (or the one
-``FERRY_CHROMIUM`` names). Every page opened through :class:`Watched` records what the browser
-reports as a failure (a console error, an uncaught exception, a failed request, an HTTP answer of
-400 or more that the test did not expect) and the test asserts that list is empty.
+``FERRY_CHROMIUM`` names; tools/screenshots.py finds it for both). Every page opened through
+:class:`Watched` records what the browser reports as a failure (a console error, an uncaught exception,
+a failed request, an HTTP answer of 400 or more that the test did not expect) and the test asserts that
+list is empty.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-CHROMIUM_ENV = "FERRY_CHROMIUM"
-
-
-def chromium_path() -> str:
-    """The system Chromium; a clear failure (not a skip) when it is missing: CI installs it."""
-    found = os.environ.get(CHROMIUM_ENV) or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        raise RuntimeError(
-            "no chromium: install Debian's package (bash tools/system-packages.sh, or apt-get install chromium), "
-            f"or set {CHROMIUM_ENV} to a Chromium binary"
-        )
-    return found
+from tools.screenshots import chromium_path
 
 
 @dataclass
