@@ -233,3 +233,27 @@ def test_one_process_owns_its_grpc_port_and_workers_share_it(tmp_path: Path, wor
         return True
 
     assert asyncio.run(start_twice()) is (workers > 1)
+
+
+def test_load_shedding_is_resource_exhausted(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    grpc_port = free_port()
+    deployment = Deployment("m", 1, champion=store_version(store, 1))
+    with served_gateway(
+        tmp_path, [deployment], store=store, grpc_port=grpc_port, admin_token=ADMIN, max_inflight=1
+    ) as s:
+        fault = s.client().put(
+            "/admin/faults/m/1", json={"delay_ms": 3000}, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        fault.raise_for_status()
+        client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        answers: list[object] = []
+        tensor = triton.InferInput("input", [1, 8], "FP32")
+        tensor.set_data_from_numpy(features(1))
+        client.async_infer("m", [tensor], lambda result, error: answers.append(error or result))
+        admission = s.gateway.inference.admission
+        wait_for(lambda: admission.inflight >= 1, what="one request in flight", poll_s=0.01)
+        shed = refusal(lambda: infer(client, "m", features(1)))
+        assert shed.status() == "StatusCode.RESOURCE_EXHAUSTED" and "work in flight" in (shed.message() or "")
+        wait_for(lambda: answers, what="the slow request's answer")
+        assert isinstance(answers[0], triton.InferResult)
