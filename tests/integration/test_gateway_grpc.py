@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from gateway_helpers import ListSource, Served, served_gateway, store_version, total
-from support import free_port, wait_for
+from support import ServiceProcess, free_port, wait_for
+from test_gateway_service import env, processes  # noqa: F401 - fixtures: the real broker and database
 from tritonclient.utils import InferenceServerException
 
 from services.gateway.bootstrap import bootstrap
@@ -257,3 +259,38 @@ def test_load_shedding_is_resource_exhausted(tmp_path: Path) -> None:
         assert shed.status() == "StatusCode.RESOURCE_EXHAUSTED" and "work in flight" in (shed.message() or "")
         wait_for(lambda: answers, what="the slow request's answer")
         assert isinstance(answers[0], triton.InferResult)
+
+
+@pytest.mark.slow
+def test_a_gateway_process_serves_grpc_from_its_workers_and_stops_on_sigterm(
+    env: dict[str, str],  # noqa: F811
+    processes: list[ServiceProcess],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``python -m services.gateway`` with two workers on the real broker (the registry away: the deployments
+    come from Kafka): gRPC answers on every connection, and SIGTERM stops the process cleanly, gRPC with it."""
+    grpc_port = free_port()
+    env = {
+        **env,
+        "FERRY_GATEWAY_GRPC_PORT": str(grpc_port),
+        "FERRY_GATEWAY_WORKERS": "2",
+        "FERRY_REGISTRY_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    gateway = ServiceProcess("gateway", env, tmp_path / "gateway.log").start(timeout_s=120)
+    processes.append(gateway)
+    # one connection each (a local subchannel pool), which the kernel spreads over the two workers
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    clients = [triton.InferenceServerClient(f"127.0.0.1:{grpc_port}", channel_args=options) for _ in range(8)]
+    wait_for(
+        lambda: all(_answers(client) for client in clients), what="gRPC ready on 8 connections", detail=gateway.tail
+    )
+    assert gateway.output().count("gateway serving gRPC on") == 2  # each worker bound the port
+    assert gateway.stop(signal.SIGTERM) == 0, gateway.tail()
+    assert not _answers(triton.InferenceServerClient(f"127.0.0.1:{grpc_port}"))
+
+
+def _answers(client: triton.InferenceServerClient) -> bool:
+    try:
+        return bool(client.is_server_ready(client_timeout=5))
+    except InferenceServerException:
+        return False
