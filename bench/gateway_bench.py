@@ -11,8 +11,15 @@ labelled with its generator. A rate is printed only when every request counted w
 output tensor. Each peer's best configuration is picked per generator and connection count, and the
 gateway (1 and 2 workers) is given as ratios to the best of them, all measured in the same run.
 
+gRPC (OIP v2's ModelInfer, one raw FP32 row, as tritonclient.grpc sends it) is measured beside HTTP, with
+its own generator (``grpc``: gateway_grpc_load.py, asyncio grpcio, since ghz is not available here): the
+gateway (1 and 2 workers) and MLServer's gRPC server (its gRPC peer; TorchServe's gRPC API is not OIP v2)
+in its in-process configurations. A gRPC rate is printed only when every call counted was OK and carried
+the output tensor, after the server's first gRPC answer matched the reference probabilities. ``--only
+gRPC`` measures the gRPC rows alone.
+
     .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--rounds 1]
-        [--generators wrk,python] [--skip-peers] [--only NAME-PART]
+        [--generators wrk,python,grpc] [--skip-peers] [--only NAME-PART]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gateway_grpc_load import first_answer, grpc_load  # noqa: E402
 from gateway_load import GENERATORS, drive, summary  # noqa: E402
 from gateway_servers import BENCH_HOME, mlserver, torchserve  # noqa: E402
 
@@ -85,8 +94,10 @@ def in_process(model: Path, connections: int, seconds: float) -> dict[str, float
 class Server:
     """A server process, its URL, and its log under .ferry/bench/logs."""
 
-    def __init__(self, name: str, command: list[str], url: str, env: dict[str, str] | None = None) -> None:
-        self.name, self.url = name, url
+    def __init__(
+        self, name: str, command: list[str], url: str, env: dict[str, str] | None = None, grpc_target: str = ""
+    ) -> None:
+        self.name, self.url, self.grpc_target = name, url, grpc_target
         log_dir = BENCH_HOME / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / f"{''.join(c if c.isalnum() else '_' for c in name)}.log"
@@ -115,9 +126,17 @@ class Server:
                 data = np.asarray(answer.json()["outputs"][0]["data"], dtype=np.float32)
                 if data.shape != (expected.size,) or not np.allclose(data, expected.ravel(), atol=1e-5):
                     raise RuntimeError(f"{self.name} answers {answer.text[:120]}, not {expected.ravel()[:3]}...")
+                self._check_grpc(expected)
                 return
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not answering after {timeout_s}s; see {self.log}")
+
+    def _check_grpc(self, expected: np.ndarray) -> None:
+        if not self.grpc_target:
+            return
+        data = first_answer(self.grpc_target, "bench", request_row())
+        if data.shape != (expected.size,) or not np.allclose(data, expected.ravel(), atol=1e-5):
+            raise RuntimeError(f"{self.name} answers {data[:3]} over gRPC, not {expected.ravel()[:3]}...")
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL after 30 s; returns when none of it is left
@@ -143,6 +162,7 @@ class Config:
     group: str
     name: str
     start: Callable[[], Server]
+    protocol: str = "http"
 
 
 def local_server(name: str, kind: str, workers: int, model: Path, **env: str) -> Server:
@@ -151,10 +171,39 @@ def local_server(name: str, kind: str, workers: int, model: Path, **env: str) ->
     return Server(name, command, f"http://127.0.0.1:{port}/v2/models/bench/infer", {**os.environ, **env})
 
 
-def peer_server(name: str, launch: Callable[[int], tuple[list[str], dict[str, str], str]]) -> Server:
+def grpc_gateway(workers: int, model: Path) -> Server:
+    """The gateway serving gRPC too (its workers share the gRPC port only when they know they are several)."""
+    port, grpc_port = free_port(), free_port()
+    command = [sys.executable, str(HERE / "gateway_servers.py"), "gateway", str(port), str(workers), str(model)]
+    env = {**os.environ, "FERRY_GATEWAY_GRPC_PORT": str(grpc_port), "FERRY_GATEWAY_WORKERS": str(workers)}
+    url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
+    return Server(f"gateway x{workers} grpc", command, url, env, f"127.0.0.1:{grpc_port}")
+
+
+def peer_server(
+    name: str, launch: Callable[[int], tuple[list[str], dict[str, str], str]], grpc_port: int | None = None
+) -> Server:
     port = free_port()
     command, env, path = launch(port)
-    return Server(name, command, f"http://127.0.0.1:{port}{path}", env)
+    grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
+    return Server(name, command, f"http://127.0.0.1:{port}{path}", env, grpc_target)
+
+
+def grpc_plan(model: Path, peers: bool) -> list[Config]:
+    """The gRPC rows: the gateway, and MLServer's gRPC server in its in-process configurations."""
+    configs = [
+        Config("ferry", f"(c) ferry gateway x{workers}, gRPC", partial(grpc_gateway, workers, model), "grpc")
+        for workers in (1, 2)
+    ]
+    if not peers:
+        return configs
+    for label, batch, wait_s in (("in process", 0, 0.0), ("in process, adaptive batch 8 / 5 ms", 8, 0.005)):
+        name, grpc_port = f"(d) mlserver {label}, gRPC", free_port()
+        launch = partial(
+            mlserver, model, parallel_workers=0, max_batch_size=batch, max_batch_time_s=wait_s, grpc_port=grpc_port
+        )
+        configs.append(Config("mlserver", name, partial(peer_server, name, launch, grpc_port), "grpc"))
+    return configs
 
 
 def plan(model: Path, cores: int, peers: bool) -> list[Config]:
@@ -171,7 +220,7 @@ def plan(model: Path, cores: int, peers: bool) -> list[Config]:
         ),
     ]
     if not peers:
-        return configs
+        return configs + grpc_plan(model, peers)
     mlservers = [(f"pool of {cores} workers", cores, 0, 0.0), ("in process", 0, 0, 0.0)]
     mlservers.append(("in process, adaptive batch 8 / 5 ms", 0, 8, 0.005))
     for label, pool, batch, wait_s in mlservers:
@@ -187,7 +236,7 @@ def plan(model: Path, cores: int, peers: bool) -> list[Config]:
                 model, port, cores, workers=w, batch_size=b, max_batch_delay_ms=d
             )
             configs.append(Config("torchserve", name, lambda name=name, launch=launch: peer_server(name, launch)))
-    return configs
+    return configs + grpc_plan(model, peers)
 
 
 def measure(
@@ -203,6 +252,15 @@ def measure(
         server.wait_ready(body, expected)
         figures: Figures = {}
         for generator in generators:
+            if server.grpc_target:
+                row_file = body_file.with_name("row.f32")
+                row_file.write_bytes(request_row().astype("<f4").tobytes())
+                grpc_load(server.grpc_target, "bench", row_file, expected.size, 8, 1.0)  # warm-up
+                for level in levels:
+                    figures[generator, level] = grpc_load(
+                        server.grpc_target, "bench", row_file, expected.size, level, seconds
+                    )
+                continue
             drive(generator, server.url, body_file, 8, 1.0)  # warm-up
             for level in levels:
                 figures[generator, level] = drive(generator, server.url, body_file, level, seconds)
@@ -223,6 +281,8 @@ def print_tables(rows: dict[str, Figures], generators: list[str], levels: list[i
         print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms)" for c in levels) + " |")
         print("| --- | " + " | ".join("---" for _ in levels) + " |")
         for name, figures in rows.items():
+            if not any(key[0] in (generator, "none") for key in figures):
+                continue  # an HTTP row in the gRPC table, or the reverse
             cells = [_cell(figures.get((generator, level), figures.get(("none", level)))) for level in levels]
             print(f"| {name} | " + " | ".join(cells) + " |")
 
@@ -241,7 +301,8 @@ def print_ratios(rows: dict[str, Figures], configs: list[Config], generators: li
             peers.setdefault(config.group, []).append(config.name)
     if not peers:
         return
-    gateways = [name for name in ("(c) ferry gateway x1", "(c) ferry gateway x2") if name in rows]
+    names = [f"(c) ferry gateway x{workers}{protocol}" for protocol in ("", ", gRPC") for workers in (1, 2)]
+    gateways = [name for name in names if name in rows]
     print("\nratios: gateway / best peer (throughput: higher is better; p50, p99: lower is better)\n")
     columns = [f"best {peer}" for peer in peers] + gateways
     print("| generator, conn | " + " | ".join(columns) + " |")
@@ -255,6 +316,9 @@ def print_ratios(rows: dict[str, Figures], configs: list[Config], generators: li
             top = max(rated, key=lambda pick: pick[1]["rps"])[1] if rated else None
             for gateway in gateways:
                 mine = rows[gateway].get(key)
+                if key not in rows[gateway]:
+                    cells.append("-")  # another protocol's row
+                    continue
                 if top is None or not isinstance(mine, dict):
                     cells.append("no ratio (no rate)")
                     continue
@@ -278,7 +342,9 @@ def run_config(
     try:
         server = config.start()
     except (subprocess.SubprocessError, OSError, RuntimeError) as error:
+        generators = ["grpc"] if config.protocol == "grpc" else [name for name in generators if name != "grpc"]
         return {(g, c): f"not started: {error}"[:120] for g in generators for c in levels}
+    generators = ["grpc"] if config.protocol == "grpc" else [name for name in generators if name != "grpc"]
     figures = measure(server, body, expected, body_file, generators, levels, args.seconds)
     for generator in generators:
         print(f"  {generator}: " + "; ".join(_cell(figures[generator, level]) for level in levels), flush=True)
@@ -303,13 +369,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", default="1,16,64")
-    parser.add_argument("--generators", default=",".join(GENERATORS), help=f"of {', '.join(GENERATORS)}")
+    every = ",".join((*GENERATORS, "grpc"))
+    parser.add_argument("--generators", default=every, help=f"of {every}")
     parser.add_argument("--rounds", type=int, default=1, help="measure every server this many times; medians")
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
     parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]
-    generators = [name for name in args.generators.split(",") if name in GENERATORS]
+    generators = [name for name in args.generators.split(",") if name in (*GENERATORS, "grpc")]
     if not generators:
         parser.error(f"no generator of {args.generators!r} is available here (available: {GENERATORS})")
     cores = len(os.sched_getaffinity(0))
@@ -326,6 +393,8 @@ def main() -> int:
     if args.only in "(a) onnxruntime in-process":
         rows["(a) onnxruntime in-process"] = {("none", c): in_process(model, c, args.seconds) for c in levels}
     configs = [config for config in plan(model, cores, not args.skip_peers) if args.only in config.name]
+    if "grpc" not in generators:
+        configs = [config for config in configs if config.protocol != "grpc"]
     per_round: dict[str, list[Figures]] = {config.name: [] for config in configs}
     for round_index in range(args.rounds):  # every other round backwards: a drifting load evens out
         for config in configs if round_index % 2 == 0 else configs[::-1]:

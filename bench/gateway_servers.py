@@ -284,12 +284,19 @@ class OnnxModel(MLModel):
 
 
 def mlserver(
-    model: Path, port: int, *, parallel_workers: int, max_batch_size: int = 0, max_batch_time_s: float = 0.0
+    model: Path,
+    port: int,
+    *,
+    parallel_workers: int,
+    max_batch_size: int = 0,
+    max_batch_time_s: float = 0.0,
+    grpc_port: int | None = None,
 ) -> tuple[list[str], dict[str, str], str]:
     """(command, environment, URL path) of Seldon MLServer serving ``model`` through OIP v2, with its
     access log off (``debug: false``). ``parallel_workers: 0`` runs inference in the server's process;
     N > 0 hands every request to a pool of N worker processes. ``max_batch_size`` > 1 turns on its
-    adaptive batching (requests gathered for at most ``max_batch_time_s``)."""
+    adaptive batching (requests gathered for at most ``max_batch_time_s``). Its gRPC server (the same OIP
+    v2 service) listens on ``grpc_port``, or on a free port nobody uses."""
     python = peer_venv("mlserver", ["mlserver==1.7.1", "uvloop<0.22"], share=True)
     work = BENCH_HOME / "mlserver-run"
     (work / "bench").mkdir(parents=True, exist_ok=True)
@@ -298,7 +305,7 @@ def mlserver(
         json.dumps(
             {
                 "http_port": port,
-                "grpc_port": free_port(),
+                "grpc_port": grpc_port or free_port(),
                 "metrics_port": free_port(),
                 "host": "127.0.0.1",
                 "parallel_workers": parallel_workers,

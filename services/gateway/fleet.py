@@ -96,6 +96,16 @@ class Fleet:
     def get(self, name: str) -> ModelState | None:
         return self.models.get(name)
 
+    def serving(self, name: str, version: str | None) -> LoadedVersion | None:
+        """The loaded version a metadata or readiness question is about: ``version``'s, or the champion's
+        (the challenger's while there is no champion); None when it is not loaded here."""
+        state = self.models.get(name)
+        if state is None:
+            return None
+        if version is None:
+            return state.champion or state.challenger
+        return state.find(int(version)) if version.isdigit() and len(version) < 10 else None
+
     def missing(self, name: str) -> ModelNotFound:
         """The error for a request to a model not served: unloaded by an operator, or unknown."""
         return ModelUnloaded(name) if name in self.unloaded else ModelNotFound(name)

@@ -34,6 +34,12 @@ class GatewaySettings(BaseSettings):
     ferry: FerrySettings = Field(default_factory=FerrySettings, description="The shared FERRY_ settings")
     host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on")
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the HTTP API")
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the gRPC API (OIP v2's GRPCInferenceService; Triton uses 8001); 0: no gRPC",
+    )
     workers: int = Field(
         default=1, ge=1, le=64, description="Gateway processes on this port (each follows every change)"
     )

@@ -1,4 +1,5 @@
-"""The access log: one JSON line per request (its id, model, version, route, status, time taken).
+"""The access log: one JSON line per request (its id, model, version, route, status, time taken, and its
+protocol: ``http``, or ``grpc`` with the HTTP status its answer would have had).
 
 Lines have the shape of the other JSON logs (time, level, service, logger, message) plus the request's
 fields. They are formatted in the request path (a few microseconds, where ``logging`` with the JSON
@@ -97,13 +98,14 @@ class AccessLog:
         status: int,
         outcome: str,
         milliseconds: float,
+        protocol: str = "http",
     ) -> None:
         now = int(time.time())
         if now != self._second:
             self._second, self._time = now, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
         message = (
             f"infer id={request_id} model={model} version={version} route={route} status={status} "
-            f"outcome={outcome} ms={milliseconds:.3f}"
+            f"outcome={outcome} ms={milliseconds:.3f} protocol={protocol}"
         )
         fields = {
             "message": message,
@@ -112,6 +114,7 @@ class AccessLog:
             "version": version,
             "route": route,
             "status": status,
+            "protocol": protocol,
         }
         self._lines.append(f'{{"time": "{self._time}", {self._prefix}{json.dumps(fields)[1:]}\n')
 

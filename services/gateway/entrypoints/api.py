@@ -1,4 +1,5 @@
-"""The gateway's HTTP face: the Open Inference Protocol v2 REST API, health, metrics and the admin API.
+"""The gateway's HTTP face: the Open Inference Protocol v2 REST API, health, metrics and the admin API; its
+lifespan also starts and stops the gRPC face (``grpc_api.py``) when ``FERRY_GATEWAY_GRPC_PORT`` is set.
 
 ``create_app`` returns an ASGI app that sends ``POST .../infer`` to the plain-ASGI inference route and
 everything else to FastAPI (metadata, health, ``/metrics``, ``/admin/faults``, the OpenAPI document).
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.domain import Fault
+from services.gateway.entrypoints.grpc_api import start_grpc
 from services.gateway.entrypoints.infer_route import InferRoute, infer_target
 from services.gateway.entrypoints.triton import EXTENSIONS, add_triton_routes
 from services.gateway.fleet import LoadedVersion, ModelState
@@ -74,9 +76,13 @@ def create_app(gateway: Gateway) -> GatewayApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         runtime.start()
+        grpc_server = None
         try:
+            grpc_server = await start_grpc(gateway)  # on this loop, beside HTTP; a port not bound fails start-up
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(gateway.settings.shutdown_timeout_s)  # lets the calls in flight finish
             await asyncio.to_thread(runtime.stop_workers)
             await gateway.stop()
             await asyncio.to_thread(runtime.close)
@@ -120,11 +126,8 @@ def _state(gateway: Gateway, name: str) -> ModelState:
 
 
 def _version(gateway: Gateway, name: str, version: str | None) -> LoadedVersion:
-    state = _state(gateway, name)
-    if version is None:
-        found = state.champion or state.challenger
-    else:
-        found = state.find(int(version)) if version.isdigit() and len(version) < 10 else None
+    _state(gateway, name)
+    found = gateway.fleet.serving(name, version)
     if found is None:
         raise HTTPException(404, f"model {name!r} has no loaded version {version}")
     return found

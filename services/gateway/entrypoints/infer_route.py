@@ -109,7 +109,7 @@ class InferRoute:
             status, body, extra = 500, _error("internal error"), {}
         finally:
             if span is not None:
-                _end_span(span, trail, status)
+                end_span(span, trail, status)
         if status != 499:
             await _respond(send, status, body, trail, extra)
         if self.access_log is not None:
@@ -138,13 +138,13 @@ class InferRoute:
             if self.inference.fleet.get(trail.model) is None:
                 # before the body: an unknown (or unloaded) model is a 404 whatever is sent
                 raise self.inference.fleet.missing(trail.model)
-            pinned = _version_number(model=trail.model, version=version)
+            pinned = version_number(model=trail.model, version=version)
             raw = await _read_body(receive, headers, self._limit)
             header_length = _int_header(headers, HEADER_LENGTH.encode())
             request = decode_infer(raw, header_length)
             if request.request_id is not None:
                 trail.request_id = request.request_id
-            deadline = _deadline_s(headers.get(b"x-ferry-deadline-ms"), request.timeout_s)
+            deadline = request_deadline_s(headers.get(b"x-ferry-deadline-ms"), request.timeout_s)
             client = headers.get(self._api_key_header) or _client_address(scope)
             route_key = headers.get(b"x-ferry-route-key") or trail.request_id
             result = await self.inference.infer(
@@ -165,10 +165,11 @@ class InferRoute:
         except UnsupportedEncoding as error:
             return 415, _error(str(error)), {}
         except GatewayError as error:
-            return _status_of(error), _error(str(error)), _retry_after(error)
+            return http_status(error), _error(str(error)), _retry_after(error)
 
 
-def _status_of(error: GatewayError) -> int:
+def http_status(error: GatewayError) -> int:
+    """The HTTP status of a refusal (gRPC's status code is mapped from it: ``grpc_api.py``)."""
     for kind, status in (
         (InvalidInput, 400),
         (ModelNotFound, 404),
@@ -210,7 +211,8 @@ def _int_header(headers: dict[bytes, str], name: bytes) -> int | None:
     return int(text)
 
 
-def _version_number(*, model: str, version: str | None) -> int | None:
+def version_number(*, model: str, version: str | None) -> int | None:
+    """A pinned version's number; a version that is not one is not found."""
     if version is None:
         return None
     if not version.isdigit() or len(version) > 10:
@@ -218,7 +220,7 @@ def _version_number(*, model: str, version: str | None) -> int | None:
     return int(version)
 
 
-def _deadline_s(header: str | None, timeout_s: float | None) -> float | None:
+def request_deadline_s(header: str | None, timeout_s: float | None) -> float | None:
     if header is None:
         return timeout_s
     try:
@@ -287,7 +289,8 @@ async def _respond(send: Send, status: int, body: bytes, trail: Trail, extra: di
     await send({"type": "http.response.body", "body": body})
 
 
-def _end_span(span: trace.Span, trail: Trail, status: int) -> None:
+def end_span(span: trace.Span, trail: Trail, status: int) -> None:
+    """End a request's span with what its trail says (``status``: the HTTP status, or its equivalent)."""
     if span.is_recording():
         span.set_attributes(
             {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -91,7 +91,7 @@ def decode_infer(body: bytes, header_length: int | None) -> InferBody:
         tensors=tensors,
         outputs=_requested_outputs(header.get("outputs")),
         binary_output=parameters.get("binary_data_output") is True,
-        timeout_s=_timeout_s(parameters.get("timeout")),
+        timeout_s=timeout_s_of(parameters.get("timeout")),
     )
 
 
@@ -103,7 +103,7 @@ def _object(value: Any, what: str, position: int | None = None) -> dict[str, Any
     return value
 
 
-def _timeout_s(value: Any) -> float | None:
+def timeout_s_of(value: Any) -> float | None:
     """Triton's ``parameters.timeout``, in microseconds."""
     if value is None:
         return None
@@ -137,6 +137,22 @@ def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
     name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{position}].name must be a non-empty string")
+    count = check_tensor(name, datatype, shape)
+    datatype, shape = cast(str, datatype), cast(list[int], shape)  # as check_tensor found them
+    size = _object(raw.get("parameters"), "inputs[{}].parameters", position).get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if size > len(binary):
+            raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body")
+        return tensor_from_bytes(name, datatype, shape, binary[:size]), size
+    if "data" not in raw:
+        raise InvalidInput(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+    return Tensor(name, datatype, tuple(shape), _json_data(raw["data"], name, datatype, shape, count)), 0
+
+
+def check_tensor(name: str, datatype: Any, shape: Any) -> int:
+    """Check an input's datatype and shape (a list); its element count. HTTP and gRPC alike."""
     if not isinstance(datatype, str) or datatype not in _DTYPES:
         raise InvalidInput(f"input {name!r}: datatype must be one of {sorted(_DTYPES)}")
     if (
@@ -145,21 +161,21 @@ def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
         or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
     ):
         raise InvalidInput(f"input {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers")
-    count = math.prod(shape)
+    return math.prod(shape)
+
+
+def tensor_from_bytes(name: str, datatype: str, shape: list[int], data: memoryview | bytes) -> Tensor:
+    """An input from its raw bytes (little-endian, row-major), after :func:`check_tensor`."""
     dtype = _DTYPES[datatype]
-    size = _object(raw.get("parameters"), "inputs[{}].parameters", position).get("binary_data_size")
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
-        if size > len(binary):
-            raise InvalidInput(f"input {name!r}: binary_data_size {size} runs past the end of the body")
-        if size != count * dtype.itemsize:
-            raise InvalidInput(f"input {name!r}: {size} bytes of data for shape {shape} of {datatype}")
-        data = np.frombuffer(binary[:size], dtype=dtype).reshape(shape)
-        return Tensor(name, datatype, tuple(shape), data), size
-    if "data" not in raw:
-        raise InvalidInput(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-    return Tensor(name, datatype, tuple(shape), _json_data(raw["data"], name, datatype, shape, count)), 0
+    count = math.prod(shape)
+    if len(data) != count * dtype.itemsize:
+        raise InvalidInput(f"input {name!r}: {len(data)} bytes of data for shape {shape} of {datatype}")
+    return Tensor(name, datatype, tuple(shape), np.frombuffer(data, dtype=dtype).reshape(shape))
+
+
+def tensor_from_values(name: str, datatype: str, shape: list[int], values: Any) -> Tensor:
+    """An input from a list of its elements (JSON ``data``, gRPC ``contents``), after :func:`check_tensor`."""
+    return Tensor(name, datatype, tuple(shape), _json_data(values, name, datatype, shape, math.prod(shape)))
 
 
 def _json_data(values: Any, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
@@ -227,12 +243,12 @@ def encode_infer(
     described: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, array, binary in outputs:
-        datatype = _datatype(array)
+        datatype = output_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if datatype == "BYTES":
-            _add_strings(entry, array, binary, blobs)
+        if datatype == "BYTES" and not binary:
+            entry["data"] = strings_of(array)
         elif binary:
-            blob = np.ascontiguousarray(array, dtype=_DTYPES[datatype]).tobytes()
+            blob = raw_bytes(array, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -254,20 +270,22 @@ def encode_infer(
     return b"".join([header, *blobs]), len(header)
 
 
-def _datatype(array: np.ndarray) -> str:
+def output_datatype(array: np.ndarray) -> str:
     """The OIP datatype of an output; an array of Python strings (classification) is BYTES."""
     if array.dtype == np.dtype(object):
         return "BYTES"
     return _NUMPY_TO_OIP.get(array.dtype.newbyteorder("="), "FP32")
 
 
-def _add_strings(entry: dict[str, Any], array: np.ndarray, binary: bool, blobs: list[bytes]) -> None:
-    """A BYTES tensor: JSON strings, or binary as each element's 4-byte little-endian length then its bytes."""
-    values = [str(value) for value in array.ravel().tolist()]
-    if not binary:
-        entry["data"] = values
-        return
-    encoded = [value.encode() for value in values]
-    blob = b"".join(len(value).to_bytes(4, "little") + value for value in encoded)
-    entry["parameters"] = {"binary_data_size": len(blob)}
-    blobs.append(blob)
+def strings_of(array: np.ndarray) -> list[str]:
+    """A BYTES output's elements, row-major."""
+    return [str(value) for value in array.ravel().tolist()]
+
+
+def raw_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """An output's raw bytes: little-endian and row-major; a BYTES tensor as each element's 4-byte
+    little-endian length, then its bytes (the binary extension's layout, and gRPC's raw contents')."""
+    if datatype == "BYTES":
+        encoded = [value.encode() for value in strings_of(array)]
+        return b"".join(len(value).to_bytes(4, "little") + value for value in encoded)
+    return np.ascontiguousarray(array, dtype=_DTYPES[datatype]).tobytes()
