@@ -5,6 +5,10 @@
 evaluator's test rows are exactly the rows no trainer has read. Only sklearn's bundled data is
 used: nothing is downloaded.
 
+A dataset has a task: classification (labels are class ids, the split is stratified by class) or
+regression (labels are numbers, the split is stratified by quantile groups of the target).
+``sklearn:diabetes`` is regression; a ``csv:`` file is classification unless the request says regression.
+
 A ``csv:`` name comes from an event, so it is never opened as given: it is a path relative to the
 datasets root (``FERRY_DATASETS_ROOT``, default ``<home>/datasets``), and an absolute path, a ``..``,
 a URL or a symlink that leads out of the root is refused. No reason a load fails with quotes the
@@ -26,7 +30,7 @@ from typing import TextIO
 
 import numpy as np
 
-from shared.events import MAX_LABEL_CHARS
+from shared.events import MAX_LABEL_CHARS, Task
 
 SPLIT_SEED = 20240601
 """The seed of the one split: changing it changes every split_id, so it never changes."""
@@ -35,6 +39,7 @@ TRAIN_FRACTION, VALIDATION_FRACTION, TEST_FRACTION = 0.70, 0.15, 0.15
 MIN_ROWS = 20
 MIN_ROWS_PER_CLASS = 3  # one row for each part of the split
 DEFAULT_LABEL_COLUMN = "label"
+REGRESSION_GROUPS = 5  # quantile groups of the target a regression split is stratified by
 _SPLIT_VERSION = "v1"  # bump when the algorithm changes, so old split ids are never reused
 
 
@@ -49,7 +54,8 @@ class DatasetError(Exception):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features (float32, n×d), labels (int64 class ids), class names and a content fingerprint."""
+    """Features (float32, n×d), labels (int64 class ids, or float64 targets for regression), class names
+    (none for regression), a content fingerprint and the task."""
 
     name: str
     features: np.ndarray
@@ -57,6 +63,11 @@ class Dataset:
     class_names: tuple[str, ...]
     image_shape: tuple[int, int] | None
     fingerprint: str
+    task: Task = "classification"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def num_features(self) -> int:
@@ -89,12 +100,19 @@ class Split:
     test: Part
 
 
-def fingerprint(features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> str:
-    """sha256 of the content (shapes, little-endian values, class names), not of the file name."""
+def fingerprint(
+    features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], task: Task = "classification"
+) -> str:
+    """sha256 of the content (shapes, little-endian values, class names, the task when regression), not of the
+    file name; a classification dataset's fingerprint is what it was before tasks existed."""
     digest = hashlib.sha256()
     digest.update(f"{features.shape}|{labels.shape}|".encode())
     digest.update(np.ascontiguousarray(features, dtype="<f4").tobytes())
-    digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    if task == "regression":
+        digest.update(np.ascontiguousarray(labels, dtype="<f8").tobytes())
+        digest.update(b"|regression")
+    else:
+        digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
     digest.update("\x1f".join(class_names).encode())
     return digest.hexdigest()
 
@@ -105,22 +123,40 @@ def _make(
     labels: np.ndarray,
     classes: tuple[str, ...],
     image_shape: tuple[int, int] | None = None,
+    task: Task = "classification",
 ) -> Dataset:
     features = np.ascontiguousarray(features, dtype=np.float32)
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    _check_shape(name, features, labels, classes)
+    if task == "regression":
+        labels = np.ascontiguousarray(labels, dtype=np.float64)
+        _check_targets(name, features, labels)
+    else:
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        _check_shape(name, features, labels, classes)
     features.flags.writeable = False  # shared by every split part: nobody edits it in place
     labels.flags.writeable = False
-    return Dataset(name, features, labels, classes, image_shape, fingerprint(features, labels, classes))
+    digest = fingerprint(features, labels, classes, task)
+    return Dataset(name, features, labels, classes, image_shape, digest, task)
 
 
-def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+def _check_rows(name: str, features: np.ndarray, rows: int) -> None:
     if features.ndim != 2 or features.shape[1] == 0:
         raise DatasetError(name, "has no feature columns")
     if not np.isfinite(features).all():
         raise DatasetError(name, "has missing or infinite feature values")
-    if len(labels) < MIN_ROWS:
-        raise DatasetError(name, f"has {len(labels)} rows; at least {MIN_ROWS} are needed to train and evaluate")
+    if rows < MIN_ROWS:
+        raise DatasetError(name, f"has {rows} rows; at least {MIN_ROWS} are needed to train and evaluate")
+
+
+def _check_targets(name: str, features: np.ndarray, targets: np.ndarray) -> None:
+    _check_rows(name, features, len(targets))
+    if not np.isfinite(targets).all():
+        raise DatasetError(name, "has missing or infinite target values")
+    if float(np.ptp(targets)) == 0.0:
+        raise DatasetError(name, "has the same target on every row; a regressor needs targets that vary")
+
+
+def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+    _check_rows(name, features, len(labels))
     if len(classes) < 2:
         raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
     long_names = sum(len(class_name) > MAX_LABEL_CHARS for class_name in classes)
@@ -148,11 +184,22 @@ def _sklearn(loader_name: str, image_shape: tuple[int, int] | None = None) -> Ca
     return load
 
 
+def _sklearn_regression(loader_name: str) -> Callable[[str], Dataset]:
+    def load(name: str) -> Dataset:
+        from sklearn import datasets as sk_datasets
+
+        bunch = getattr(sk_datasets, loader_name)()
+        return _make(name, bunch.data, bunch.target, (), task="regression")
+
+    return load
+
+
 _SKLEARN: dict[str, Callable[[str], Dataset]] = {
     "sklearn:digits": _sklearn("load_digits", (8, 8)),
     "sklearn:breast_cancer": _sklearn("load_breast_cancer"),
     "sklearn:wine": _sklearn("load_wine"),
     "sklearn:iris": _sklearn("load_iris"),
+    "sklearn:diabetes": _sklearn_regression("load_diabetes"),
 }
 
 
@@ -161,22 +208,28 @@ def known_datasets() -> list[str]:
     return [*_SKLEARN, "csv:PATH"]
 
 
-def load_dataset(name: str, *, label_column: str | None = None, root: Path | None = None) -> Dataset:
-    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris`` or ``csv:PATH``.
+def load_dataset(
+    name: str, *, label_column: str | None = None, root: Path | None = None, task: Task | None = None
+) -> Dataset:
+    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris|diabetes`` or ``csv:PATH``.
 
     ``PATH`` is relative to ``root``, by default the settings' datasets root (``FERRY_DATASETS_ROOT``).
+    ``task`` None means the dataset's own (a csv file: classification); a bundled dataset refuses another.
     """
     if name in _SKLEARN:
         if label_column is not None:
             raise DatasetError(name, "label_column applies only to csv datasets")
-        return _SKLEARN[name](name)
+        dataset = _SKLEARN[name](name)
+        if task is not None and task != dataset.task:
+            raise DatasetError(name, f"is a {dataset.task} dataset; it cannot be used for {task}")
+        return dataset
     if name.startswith("csv:"):
         if root is None:
             from shared.settings import FerrySettings
 
             root = FerrySettings().resolved_datasets_root
         path = dataset_path(name, name[len("csv:") :], root)
-        return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN)
+        return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN, task or "classification")
     raise DatasetError(name, f"unknown dataset; known: {', '.join(known_datasets())}")
 
 
@@ -248,7 +301,7 @@ def _read_rows(name: str, path: Path, root: Path) -> tuple[list[str], list[list[
     return header, rows[1:]
 
 
-def _load_csv(name: str, path: Path, root: Path, label_column: str) -> Dataset:
+def _load_csv(name: str, path: Path, root: Path, label_column: str, task: Task) -> Dataset:
     header, rows = _read_rows(name, path, root)
     if label_column not in header:
         raise DatasetError(name, f"has no label column {label_column!r} among its {len(header)} header columns")
@@ -262,6 +315,9 @@ def _load_csv(name: str, path: Path, root: Path, label_column: str) -> Dataset:
         raw_labels.append(row[label_index].strip())
         for column, index in enumerate(feature_indices):
             features[row_number - 2, column] = _number(name, row[index], row_number, index + 1)
+    if task == "regression":
+        targets = [_number(name, cell, row_number, label_index + 1) for row_number, cell in enumerate(raw_labels, 2)]
+        return _make(name, features, np.array(targets, dtype=np.float64), (), task="regression")
     labels, classes = _class_ids(raw_labels)
     return _make(name, features, labels, classes)
 
@@ -288,12 +344,22 @@ def _class_ids(raw_labels: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.array([index[label] for label in raw_labels], dtype=np.int64), tuple(ordered)
 
 
+def _strata(dataset: Dataset) -> np.ndarray:
+    """The stratum of each row: its class, or for regression the quantile group of its target (ties by row order)."""
+    if not dataset.is_regression:
+        return np.asarray(dataset.labels)
+    ranks = np.empty(len(dataset.labels), dtype=np.int64)
+    ranks[np.argsort(dataset.labels, kind="stable")] = np.arange(len(dataset.labels))
+    return ranks * REGRESSION_GROUPS // len(dataset.labels)
+
+
 def split(dataset: Dataset, *, seed: int = SPLIT_SEED) -> Split:
     """The deterministic, stratified 70/15/15 split; every service that cuts a dataset calls this."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
-    for class_id in range(dataset.num_classes):
-        rows = np.flatnonzero(dataset.labels == class_id)
+    strata = _strata(dataset)
+    for stratum in range(REGRESSION_GROUPS if dataset.is_regression else dataset.num_classes):
+        rows = np.flatnonzero(strata == stratum)
         rows = rows[rng.permutation(len(rows))]
         n_test = max(1, round(len(rows) * TEST_FRACTION))
         n_validation = max(1, round(len(rows) * VALIDATION_FRACTION))
@@ -321,5 +387,7 @@ def _part(dataset: Dataset, rows: np.ndarray) -> Part:
 def split_id(dataset: Dataset, *, seed: int = SPLIT_SEED) -> str:
     """Identifier of a split: the dataset fingerprint plus the split parameters, hashed."""
     parameters = f"{_SPLIT_VERSION}|{seed}|{TRAIN_FRACTION}/{VALIDATION_FRACTION}/{TEST_FRACTION}|stratified"
+    if dataset.is_regression:
+        parameters += f"-by-target-{REGRESSION_GROUPS}-quantiles"
     digest = hashlib.sha256(f"{dataset.fingerprint}|{parameters}".encode()).hexdigest()
     return f"{_SPLIT_VERSION}-{digest[:24]}"
