@@ -168,7 +168,7 @@ def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: t
         raise DatasetError(
             name,
             f"{len(rare)} of its {len(classes)} classes have fewer than {MIN_ROWS_PER_CLASS} rows; "
-            "each split part needs one of each",
+            "each split part needs one of each (a number to predict, not a class? use --task regression)",
         )
 
 
