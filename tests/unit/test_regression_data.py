@@ -106,3 +106,27 @@ def test_quantile_edges_cut_values_into_equal_bins_and_bin_of_follows_them() -> 
     assert bin_of(np.array([-1e9, 24.75, 24.76, 1e9]), edges).tolist() == [0, 0, 1, 3]
     assert quantile_edges(np.full(10, 3.0)) == [3.0]  # repeated edges merge: two bins, not ten
     assert quantile_edges(np.array([np.nan, np.inf])) == []
+
+
+def test_ferry_datasets_add_checks_a_regression_file_as_the_trainer_will(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli import build_parser
+    from shared.ops_common import Exit
+    from shared.settings import FerrySettings
+
+    source = tmp_path / "prices.csv"
+    source.write_text("area,label\n" + "".join(f"{i},{3.5 * i + 1}\n" for i in range(40)))
+    root = tmp_path / "datasets"
+
+    def ferry(*argv: str) -> int:
+        parser, commands = build_parser()
+        args = parser.parse_args(list(argv))
+        return commands[f"{args.command}.{args.action}"](args, FerrySettings(datasets_root=root))
+
+    assert ferry("datasets", "add", str(source)) == Exit.USAGE  # as classes: 40 classes of one row
+    assert "use --task regression" in capsys.readouterr().err
+    assert ferry("datasets", "add", str(source), "--task", "regression") == Exit.OK
+    out = capsys.readouterr().out
+    assert "(40 rows, 1 features, a numeric target)" in out
+    assert "--dataset csv:prices.csv --task regression" in out
