@@ -322,6 +322,8 @@ def _on_status(status: TrainingStatus, bar: Any, out: TextIO) -> int | None:
         bar.update(status.epoch - bar.n)
         if status.val_loss is not None and status.val_accuracy is not None:
             bar.set_postfix(val_loss=f"{status.val_loss:.4f}", val_acc=f"{status.val_accuracy:.3f}", refresh=False)
+        elif status.val_loss is not None:  # a regressor: its loss on the standardized target
+            bar.set_postfix(val_loss=f"{status.val_loss:.4f}", refresh=False)
     elif status.state == "completed":
         bar.close()
         print(f"trained: artifact {status.artifact_sha256}; waiting for the registry", file=out)
