@@ -180,3 +180,24 @@ def test_an_upload_for_a_regression_dataset_is_refused_with_a_reason() -> None:
 
     with pytest.raises(UploadRejected, match="sklearn:diabetes is a regression dataset; uploads are classifiers only"):
         check_upload(fitted_diabetes(), load_dataset("sklearn:diabetes"), max_bytes=2**20)
+
+
+def test_ferry_compare_prints_a_regressors_metrics_and_its_paired_differences(tmp_path: Path) -> None:
+    import io
+
+    from services.evaluator.cli import comparison_table, print_table
+    from services.evaluator.service import compare
+
+    weak = (fitted_diabetes(features=3), "sklearn:diabetes", True)
+    evaluation = _judge(tmp_path, (fitted_diabetes(regularisation=0.01), "sklearn:diabetes", True), weak)
+    assert evaluation.candidate is not None and evaluation.champion is not None
+    baseline, other = evaluation.champion, evaluation.candidate
+    pairs = [compare(other, baseline, DIABETES, POLICY)]
+    table = comparison_table("m", DIABETES.split_id, len(DIABETES.test), [baseline, other], pairs, 0.95, 0.05)
+    [rmse] = [entry["rmse"] for entry in table["differences"]]
+    assert rmse["lower_is_better"] and rmse["mcnemar_p"] is None and rmse["significant"]
+    out = io.StringIO()
+    print_table(table, out)
+    text = out.getvalue()
+    assert "RMSE" in text and "R²" in text and "macro F1" not in text
+    assert "v2 rmse" in text and "v2 mae" in text
