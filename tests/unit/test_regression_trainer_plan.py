@@ -78,3 +78,19 @@ def test_a_short_run_exports_a_regressor_that_predicts_in_the_target_units(tmp_p
     # In the target's units (diabetes progression, 25..346), not standardized: its mean is near the targets'.
     assert abs(float(values.mean()) - float(validation.labels.mean())) < 40
     assert trained.metrics["val_rmse"] < float(validation.labels.std())  # better than predicting the mean
+
+
+def test_ferry_train_sends_the_task_and_the_loss_option() -> None:
+    import argparse
+
+    from services.trainer.cli import add_train_parser, build_request
+
+    parser = argparse.ArgumentParser(prog="ferry")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    argv = ["train", "--model", "p", "--dataset", "csv:prices.csv", "--task", "regression", "--option", "loss=huber"]
+    request = build_request(parser.parse_args(argv))
+    assert request.task == "regression" and request.hyperparameters.options == {"loss": "huber"}
+    plain = build_request(parser.parse_args(["train", "--model", "d", "--dataset", "sklearn:diabetes"]))
+    assert plain.task is None  # the dataset's own
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv[:5], "--task", "ranking"])
