@@ -5,28 +5,29 @@
 evaluator's test rows are exactly the rows no trainer has read. Only sklearn's bundled data is
 used: nothing is downloaded.
 
+A dataset has a task: classification (labels are class ids, the split is stratified by class) or
+regression (labels are numbers, the split is stratified by quantile groups of the target).
+``sklearn:diabetes`` is regression; a ``csv:`` file is classification unless the request says regression.
+
 A ``csv:`` name comes from an event, so it is never opened as given: it is a path relative to the
-datasets root (``FERRY_DATASETS_ROOT``, default ``<home>/datasets``), and an absolute path, a ``..``,
-a URL or a symlink that leads out of the root is refused. No reason a load fails with quotes the
-file's content (reasons travel on ``training.status``, where anyone can read them): cells, column
-names and class labels are referred to by position and count only.
+datasets root (``FERRY_DATASETS_ROOT``, default ``<home>/datasets``), confined there by
+``shared.dataset_files``. No reason a load fails with quotes the file's content (reasons travel on
+``training.status``, where anyone can read them): cells, column names and class labels are referred to
+by position and count only.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import math
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TextIO
+from pathlib import Path
 
 import numpy as np
 
-from shared.events import MAX_LABEL_CHARS
+# DatasetError and dataset_path live with the file reading; importers find them here as before.
+from shared.dataset_files import DatasetError, class_ids, dataset_path, number, read_rows
+from shared.events import MAX_LABEL_CHARS, Task
 
 SPLIT_SEED = 20240601
 """The seed of the one split: changing it changes every split_id, so it never changes."""
@@ -35,21 +36,14 @@ TRAIN_FRACTION, VALIDATION_FRACTION, TEST_FRACTION = 0.70, 0.15, 0.15
 MIN_ROWS = 20
 MIN_ROWS_PER_CLASS = 3  # one row for each part of the split
 DEFAULT_LABEL_COLUMN = "label"
+REGRESSION_GROUPS = 5  # quantile groups of the target a regression split is stratified by
 _SPLIT_VERSION = "v1"  # bump when the algorithm changes, so old split ids are never reused
-
-
-class DatasetError(Exception):
-    """A dataset that cannot be loaded or split; the message tells a person what to fix."""
-
-    def __init__(self, dataset: str, reason: str) -> None:
-        super().__init__(f"dataset {dataset!r}: {reason}")
-        self.dataset = dataset
-        self.reason = reason
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features (float32, n×d), labels (int64 class ids), class names and a content fingerprint."""
+    """Features (float32, n×d), labels (int64 class ids, or float64 targets for regression), class names
+    (none for regression), a content fingerprint and the task."""
 
     name: str
     features: np.ndarray
@@ -57,6 +51,11 @@ class Dataset:
     class_names: tuple[str, ...]
     image_shape: tuple[int, int] | None
     fingerprint: str
+    task: Task = "classification"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def num_features(self) -> int:
@@ -89,12 +88,19 @@ class Split:
     test: Part
 
 
-def fingerprint(features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> str:
-    """sha256 of the content (shapes, little-endian values, class names), not of the file name."""
+def fingerprint(
+    features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], task: Task = "classification"
+) -> str:
+    """sha256 of the content (shapes, little-endian values, class names, the task when regression), not of the
+    file name; a classification dataset's fingerprint is what it was before tasks existed."""
     digest = hashlib.sha256()
     digest.update(f"{features.shape}|{labels.shape}|".encode())
     digest.update(np.ascontiguousarray(features, dtype="<f4").tobytes())
-    digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    if task == "regression":
+        digest.update(np.ascontiguousarray(labels, dtype="<f8").tobytes())
+        digest.update(b"|regression")
+    else:
+        digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
     digest.update("\x1f".join(class_names).encode())
     return digest.hexdigest()
 
@@ -105,22 +111,40 @@ def _make(
     labels: np.ndarray,
     classes: tuple[str, ...],
     image_shape: tuple[int, int] | None = None,
+    task: Task = "classification",
 ) -> Dataset:
     features = np.ascontiguousarray(features, dtype=np.float32)
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    _check_shape(name, features, labels, classes)
+    if task == "regression":
+        labels = np.ascontiguousarray(labels, dtype=np.float64)
+        _check_targets(name, features, labels)
+    else:
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        _check_shape(name, features, labels, classes)
     features.flags.writeable = False  # shared by every split part: nobody edits it in place
     labels.flags.writeable = False
-    return Dataset(name, features, labels, classes, image_shape, fingerprint(features, labels, classes))
+    digest = fingerprint(features, labels, classes, task)
+    return Dataset(name, features, labels, classes, image_shape, digest, task)
 
 
-def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+def _check_rows(name: str, features: np.ndarray, rows: int) -> None:
     if features.ndim != 2 or features.shape[1] == 0:
         raise DatasetError(name, "has no feature columns")
     if not np.isfinite(features).all():
         raise DatasetError(name, "has missing or infinite feature values")
-    if len(labels) < MIN_ROWS:
-        raise DatasetError(name, f"has {len(labels)} rows; at least {MIN_ROWS} are needed to train and evaluate")
+    if rows < MIN_ROWS:
+        raise DatasetError(name, f"has {rows} rows; at least {MIN_ROWS} are needed to train and evaluate")
+
+
+def _check_targets(name: str, features: np.ndarray, targets: np.ndarray) -> None:
+    _check_rows(name, features, len(targets))
+    if not np.isfinite(targets).all():
+        raise DatasetError(name, "has missing or infinite target values")
+    if float(np.ptp(targets)) == 0.0:
+        raise DatasetError(name, "has the same target on every row; a regressor needs targets that vary")
+
+
+def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+    _check_rows(name, features, len(labels))
     if len(classes) < 2:
         raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
     long_names = sum(len(class_name) > MAX_LABEL_CHARS for class_name in classes)
@@ -132,7 +156,7 @@ def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: t
         raise DatasetError(
             name,
             f"{len(rare)} of its {len(classes)} classes have fewer than {MIN_ROWS_PER_CLASS} rows; "
-            "each split part needs one of each",
+            "each split part needs one of each (a number to predict, not a class? use --task regression)",
         )
 
 
@@ -148,11 +172,22 @@ def _sklearn(loader_name: str, image_shape: tuple[int, int] | None = None) -> Ca
     return load
 
 
+def _sklearn_regression(loader_name: str) -> Callable[[str], Dataset]:
+    def load(name: str) -> Dataset:
+        from sklearn import datasets as sk_datasets
+
+        bunch = getattr(sk_datasets, loader_name)()
+        return _make(name, bunch.data, bunch.target, (), task="regression")
+
+    return load
+
+
 _SKLEARN: dict[str, Callable[[str], Dataset]] = {
     "sklearn:digits": _sklearn("load_digits", (8, 8)),
     "sklearn:breast_cancer": _sklearn("load_breast_cancer"),
     "sklearn:wine": _sklearn("load_wine"),
     "sklearn:iris": _sklearn("load_iris"),
+    "sklearn:diabetes": _sklearn_regression("load_diabetes"),
 }
 
 
@@ -161,95 +196,33 @@ def known_datasets() -> list[str]:
     return [*_SKLEARN, "csv:PATH"]
 
 
-def load_dataset(name: str, *, label_column: str | None = None, root: Path | None = None) -> Dataset:
-    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris`` or ``csv:PATH``.
+def load_dataset(
+    name: str, *, label_column: str | None = None, root: Path | None = None, task: Task | None = None
+) -> Dataset:
+    """Load a named dataset: ``sklearn:digits|breast_cancer|wine|iris|diabetes`` or ``csv:PATH``.
 
     ``PATH`` is relative to ``root``, by default the settings' datasets root (``FERRY_DATASETS_ROOT``).
+    ``task`` None means the dataset's own (a csv file: classification); a bundled dataset refuses another.
     """
     if name in _SKLEARN:
         if label_column is not None:
             raise DatasetError(name, "label_column applies only to csv datasets")
-        return _SKLEARN[name](name)
+        dataset = _SKLEARN[name](name)
+        if task is not None and task != dataset.task:
+            raise DatasetError(name, f"is a {dataset.task} dataset; it cannot be used for {task}")
+        return dataset
     if name.startswith("csv:"):
         if root is None:
             from shared.settings import FerrySettings
 
             root = FerrySettings().resolved_datasets_root
         path = dataset_path(name, name[len("csv:") :], root)
-        return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN)
+        return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN, task or "classification")
     raise DatasetError(name, f"unknown dataset; known: {', '.join(known_datasets())}")
 
 
-_RELATIVE_ONLY = "name a file relative to the datasets root (FERRY_DATASETS_ROOT), e.g. csv:flowers.csv"
-
-
-def dataset_path(name: str, location: str, root: Path) -> Path:
-    """The file that ``location`` names inside ``root``; a DatasetError for anything that leaves it."""
-    if not location.strip() or "\x00" in location:
-        raise DatasetError(name, f"csv: needs a file name: {_RELATIVE_ONLY}")
-    if "://" in location:
-        raise DatasetError(name, f"URLs are refused: {_RELATIVE_ONLY}")
-    relative = PurePosixPath(location)
-    if relative.is_absolute():
-        raise DatasetError(name, f"absolute paths are refused: {_RELATIVE_ONLY}")
-    if ".." in relative.parts:
-        raise DatasetError(name, f"'..' is refused: {_RELATIVE_ONLY}")
-    base = root.resolve()
-    if not base.is_dir():
-        raise DatasetError(
-            name,
-            f"the datasets root {str(root)!r} (FERRY_DATASETS_ROOT) does not exist; "
-            "ferry datasets add FILE creates it and copies a csv file there",
-        )
-    target = (base / relative).resolve()
-    if not target.is_relative_to(base):
-        raise DatasetError(name, "the path leads out of the datasets root (a symlink); it is refused")
-    if not target.is_file():
-        raise DatasetError(
-            name,
-            f"no file {location!r} under the datasets root {str(root)!r} (FERRY_DATASETS_ROOT); "
-            f"copy it there with: ferry datasets add FILE --name {relative}",
-        )
-    return target
-
-
-def _open_inside(name: str, path: Path, root: Path) -> TextIO:
-    """Open ``path`` for reading, refusing a symlink or a swap that leads out of ``root`` since it was resolved."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        raise DatasetError(name, f"cannot open the file: {error.strerror or type(error).__name__}") from None
-    try:
-        opened = Path(os.readlink(f"/proc/self/fd/{descriptor}")) if Path("/proc/self/fd").is_dir() else path
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode) or not opened.is_relative_to(root.resolve()):
-            raise DatasetError(name, "the path leads out of the datasets root or to no regular file; it is refused")
-        return os.fdopen(descriptor, newline="", encoding="utf-8")
-    except BaseException:
-        os.close(descriptor)
-        raise
-
-
-def _read_rows(name: str, path: Path, root: Path) -> tuple[list[str], list[list[str]]]:
-    reader = None
-    try:
-        with _open_inside(name, path, root) as handle:
-            reader = csv.reader(handle)
-            rows = [row for row in reader if any(cell.strip() for cell in row)]
-    except UnicodeDecodeError:
-        raise DatasetError(name, "the file is not UTF-8 text") from None
-    except csv.Error:
-        line = f" near line {reader.line_num}" if reader is not None else ""
-        raise DatasetError(name, f"the file is not valid csv{line}") from None
-    except OSError as error:
-        raise DatasetError(name, f"the file cannot be read: {error.strerror or type(error).__name__}") from None
-    if not rows:
-        raise DatasetError(name, "the csv file is empty; it needs a header row and data rows")
-    header = [cell.strip() for cell in rows[0]]
-    return header, rows[1:]
-
-
-def _load_csv(name: str, path: Path, root: Path, label_column: str) -> Dataset:
-    header, rows = _read_rows(name, path, root)
+def _load_csv(name: str, path: Path, root: Path, label_column: str, task: Task) -> Dataset:
+    header, rows = read_rows(name, path, root)
     if label_column not in header:
         raise DatasetError(name, f"has no label column {label_column!r} among its {len(header)} header columns")
     label_index = header.index(label_column)
@@ -261,39 +234,30 @@ def _load_csv(name: str, path: Path, root: Path, label_column: str) -> Dataset:
             raise DatasetError(name, f"line {row_number} has {len(row)} cells, the header has {len(header)}")
         raw_labels.append(row[label_index].strip())
         for column, index in enumerate(feature_indices):
-            features[row_number - 2, column] = _number(name, row[index], row_number, index + 1)
-    labels, classes = _class_ids(raw_labels)
+            features[row_number - 2, column] = number(name, row[index], row_number, index + 1)
+    if task == "regression":
+        targets = [number(name, cell, row_number, label_index + 1) for row_number, cell in enumerate(raw_labels, 2)]
+        return _make(name, features, np.array(targets, dtype=np.float64), (), task="regression")
+    labels, classes = class_ids(raw_labels)
     return _make(name, features, labels, classes)
 
 
-def _number(name: str, cell: str, row_number: int, column: int) -> float:
-    """The cell as a number; the reason names the column by its position, never quoting the cell."""
-    try:
-        value = float(cell)
-    except ValueError:
-        raise DatasetError(name, f"column {column} is not numeric on line {row_number}") from None
-    if not math.isfinite(value):
-        raise DatasetError(name, f"column {column} has a missing or infinite value on line {row_number}")
-    return value
-
-
-def _class_ids(raw_labels: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Class ids in sorted order: numerically when every label is a number, else as text."""
-    distinct = set(raw_labels)
-    try:
-        ordered = sorted(distinct, key=float)
-    except ValueError:
-        ordered = sorted(distinct)
-    index = {label: class_id for class_id, label in enumerate(ordered)}
-    return np.array([index[label] for label in raw_labels], dtype=np.int64), tuple(ordered)
+def _strata(dataset: Dataset) -> np.ndarray:
+    """The stratum of each row: its class, or for regression the quantile group of its target (ties by row order)."""
+    if not dataset.is_regression:
+        return np.asarray(dataset.labels)
+    ranks = np.empty(len(dataset.labels), dtype=np.int64)
+    ranks[np.argsort(dataset.labels, kind="stable")] = np.arange(len(dataset.labels))
+    return ranks * REGRESSION_GROUPS // len(dataset.labels)
 
 
 def split(dataset: Dataset, *, seed: int = SPLIT_SEED) -> Split:
     """The deterministic, stratified 70/15/15 split; every service that cuts a dataset calls this."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
-    for class_id in range(dataset.num_classes):
-        rows = np.flatnonzero(dataset.labels == class_id)
+    strata = _strata(dataset)
+    for stratum in range(REGRESSION_GROUPS if dataset.is_regression else dataset.num_classes):
+        rows = np.flatnonzero(strata == stratum)
         rows = rows[rng.permutation(len(rows))]
         n_test = max(1, round(len(rows) * TEST_FRACTION))
         n_validation = max(1, round(len(rows) * VALIDATION_FRACTION))
@@ -321,5 +285,7 @@ def _part(dataset: Dataset, rows: np.ndarray) -> Part:
 def split_id(dataset: Dataset, *, seed: int = SPLIT_SEED) -> str:
     """Identifier of a split: the dataset fingerprint plus the split parameters, hashed."""
     parameters = f"{_SPLIT_VERSION}|{seed}|{TRAIN_FRACTION}/{VALIDATION_FRACTION}/{TEST_FRACTION}|stratified"
+    if dataset.is_regression:
+        parameters += f"-by-target-{REGRESSION_GROUPS}-quantiles"
     digest = hashlib.sha256(f"{dataset.fingerprint}|{parameters}".encode()).hexdigest()
     return f"{_SPLIT_VERSION}-{digest[:24]}"

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.datasets import DEFAULT_LABEL_COLUMN, Dataset, DatasetError, load_dataset
+from shared.events import Task
 from shared.ops_common import CommandError, Exit, Table, add_json_flag, emit, run_verb
 from shared.settings import FerrySettings
 
@@ -46,6 +47,12 @@ def register(subparsers: Any) -> dict[str, Command]:
     add.add_argument("--force", action="store_true", help="replace a different file of the same name")
     add.add_argument(
         "--label-column", default=DEFAULT_LABEL_COLUMN, help="the column of class labels, checked before the copy"
+    )
+    add.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        default="classification",
+        help="regression: the label column is a number to predict (train with ferry train --task regression)",
     )
     return {"datasets": run_list, "datasets.add": run_add}
 
@@ -75,6 +82,7 @@ def run_add(args: argparse.Namespace, settings: FerrySettings) -> int:
             name=args.name,
             force=args.force,
             label_column=args.label_column,
+            task=args.task,
         )
         print(added.summary())
         return Exit.OK
@@ -92,11 +100,17 @@ class Added:
     features: int
     classes: int
     unchanged: bool
+    task: Task = "classification"
 
     def summary(self) -> str:
         done = "already there" if self.unchanged else "copied"
-        shape = f"{self.rows} rows, {self.features} features, {self.classes} classes"
-        return f"{done}: {self.path} ({shape})\ntrain on it with: ferry train --model MODEL --dataset csv:{self.name}"
+        target = "a numeric target" if self.task == "regression" else f"{self.classes} classes"
+        shape = f"{self.rows} rows, {self.features} features, {target}"
+        flag = " --task regression" if self.task == "regression" else ""
+        return (
+            f"{done}: {self.path} ({shape})\n"
+            f"train on it with: ferry train --model MODEL --dataset csv:{self.name}{flag}"
+        )
 
 
 def dataset_name(file: Path, name: str | None) -> str:
@@ -114,7 +128,9 @@ def dataset_name(file: Path, name: str | None) -> str:
     return "/".join(parts)
 
 
-def add_dataset(file: Path, root: Path, *, name: str | None, force: bool, label_column: str) -> Added:
+def add_dataset(
+    file: Path, root: Path, *, name: str | None, force: bool, label_column: str, task: Task = "classification"
+) -> Added:
     """Copy ``file`` under ``root`` as ``name`` once it loads as a dataset; a CommandError says why not."""
     chosen = dataset_name(file, name)
     if not file.is_file():
@@ -126,7 +142,7 @@ def add_dataset(file: Path, root: Path, *, name: str | None, force: bool, label_
     staged = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         shutil.copyfile(file, staged)
-        dataset = _checked(f"csv:{chosen}", staged, root, label_column)
+        dataset = _checked(f"csv:{chosen}", staged, root, label_column, task)
         unchanged = target.is_file() and _sha256(target) == _sha256(staged)
         if target.is_file() and not unchanged and not force:
             raise CommandError(
@@ -137,13 +153,13 @@ def add_dataset(file: Path, root: Path, *, name: str | None, force: bool, label_
             os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
-    return Added(chosen, target, len(dataset.labels), dataset.num_features, dataset.num_classes, unchanged)
+    return Added(chosen, target, len(dataset.labels), dataset.num_features, dataset.num_classes, unchanged, task)
 
 
-def _checked(name: str, staged: Path, root: Path, label_column: str) -> Dataset:
+def _checked(name: str, staged: Path, root: Path, label_column: str, task: Task) -> Dataset:
     """The staged copy, loaded as the trainer loads a csv: dataset (the reason never quotes the file)."""
     try:
-        return load_dataset(f"csv:{staged.relative_to(root)}", label_column=label_column, root=root)
+        return load_dataset(f"csv:{staged.relative_to(root)}", label_column=label_column, root=root, task=task)
     except DatasetError as error:
         raise CommandError(Exit.USAGE, f"{name} would be refused by the trainer: {error.reason}") from None
 

@@ -27,6 +27,9 @@ MAX_WORLD_SIZE = 64
 MAX_LABELS = 100_000  # class names a signature carries
 MAX_LABEL_CHARS = 256  # per class name: shared.datasets refuses a longer one with a reason
 MAX_RECIPE_OPTIONS = 32
+MAX_BIN_EDGES = 64  # drift bins of a regressor's predicted value
+Task = Literal["classification", "regression"]
+"""What a model predicts: a class (scores per class) or a number (one value per row)."""
 ARCH_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 """An architecture: mlp, cnn, or the entry-point name of an installed recipe. A name only, never a path."""
 OPTION_NAME_PATTERN = ARCH_PATTERN
@@ -75,7 +78,9 @@ class TensorSpec(Frozen):
 
 class Signature(Frozen):
     """A model's input and output tensors, as the registry records and the gateway checks them; ``labels``
-    names the classes of the first output (the class scores), index by index, when the dataset named them."""
+    names the classes of the first output (the class scores), index by index, when the dataset named them;
+    ``task`` says whether it is a classifier or a regressor, and a regressor's ``bin_edges`` cut its predicted
+    value into the bins its drift is measured on."""
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -84,6 +89,17 @@ class Signature(Frozen):
         max_length=MAX_LABELS,
         description="class names of the first output's scores, in index order; absent in events before labels",
     )
+    task: Task | None = Field(default=None, description="classification or regression; absent (a classifier) before")
+    bin_edges: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None,
+        max_length=MAX_BIN_EDGES,
+        description="a regressor's inner bin edges, ascending: bin i holds values v with edges[i-1] < v <= edges[i]",
+    )
+
+    @property
+    def is_regressor(self) -> bool:
+        """True for a regressor: one predicted value per row."""
+        return self.task == "regression"
 
     @model_validator(mode="after")
     def _one_label_per_class(self) -> Signature:
@@ -95,9 +111,23 @@ class Signature(Frozen):
             raise ValueError(f"{len(self.labels)} labels for a first output of shape {first}: one label per class")
         return self
 
+    @model_validator(mode="after")
+    def _edges_of_a_regressor(self) -> Signature:
+        if self.bin_edges is None:
+            return self
+        if self.task != "regression":
+            raise ValueError("bin_edges belong to a regressor (task: regression)")
+        if any(low >= high for low, high in zip(self.bin_edges, self.bin_edges[1:], strict=False)):
+            raise ValueError("bin_edges must be strictly ascending")
+        return self
+
     def labelled(self, labels: Sequence[str]) -> Signature:
         """The same tensors, the first output's classes named ``labels`` (a dataset's class names)."""
-        return Signature(inputs=self.inputs, outputs=self.outputs, labels=list(labels))
+        return Signature(inputs=self.inputs, outputs=self.outputs, labels=list(labels), task=self.task)
+
+    def regressor(self, bin_edges: Sequence[float]) -> Signature:
+        """The same tensors, marked as a regressor whose predicted value is binned at ``bin_edges``."""
+        return Signature(inputs=self.inputs, outputs=self.outputs, task="regression", bin_edges=list(bin_edges))
 
 
 class ArtifactRef(Frozen):
@@ -180,6 +210,11 @@ class TrainingRequested(Event):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     compression: Compression = Field(default_factory=Compression)
     label_column: str | None = Field(default=None, description="for csv datasets; default 'label'")
+    task: Task | None = Field(
+        default=None,
+        description="classification or regression; default: the dataset's own (sklearn:diabetes is regression, "
+        "a csv file classification)",
+    )
     world_size: int = Field(default=1, ge=1, le=MAX_WORLD_SIZE, description="DDP processes")
     requested_by: str | None = None
 

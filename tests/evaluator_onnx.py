@@ -51,3 +51,40 @@ def random_digits(seed: int = 0, **names: str) -> bytes:
     """A model that guesses: random weights."""
     rng = np.random.default_rng(seed)
     return softmax_classifier(rng.normal(size=(64, 10)) * 0.01, np.zeros(10), **names)
+
+
+def linear_regressor(weights: np.ndarray, bias: float, *, output_name: str = "prediction", flat: bool = False) -> bytes:
+    """input FP32 [batch, d] → Gemm → output FP32 [batch, 1] (``flat``: [batch]), opset 17: a linear regressor."""
+    features = weights.shape[0]
+    nodes = [helper.make_node("Gemm", ["input", "weights", "bias"], ["column" if flat else output_name])]
+    if flat:
+        nodes.append(helper.make_node("Reshape", ["column", "flat_shape"], [output_name]))
+    graph = helper.make_graph(
+        nodes,
+        "regressor",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch"] if flat else ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(weights.reshape(features, 1).astype(np.float32), "weights"),
+            numpy_helper.from_array(np.array([bias], dtype=np.float32), "bias"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat_shape"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def fitted_diabetes(*, regularisation: float = 1.0, features: int | None = None, flat: bool = False) -> bytes:
+    """A ridge regression on diabetes' train part (on its first ``features`` columns, the rest weighted 0)."""
+    from sklearn.linear_model import Ridge
+
+    from shared.datasets import load_dataset, split
+
+    train = split(load_dataset("sklearn:diabetes")).train
+    used = train.features[:, :features] if features is not None else train.features
+    fitted = Ridge(alpha=regularisation).fit(used, train.labels)
+    weights = np.zeros(train.features.shape[1])
+    weights[: used.shape[1]] = fitted.coef_
+    return linear_regressor(weights, float(fitted.intercept_), flat=flat)

@@ -19,6 +19,10 @@ ROWS = (
     ("log_loss", "log loss", "{:.4f}"),
     ("ece", "ECE", "{:.4f}"),
     ("roc_auc", "ROC AUC", "{:.4f}"),
+    ("rmse", "RMSE", "{:.4f}"),
+    ("mae", "MAE", "{:.4f}"),
+    ("r2", "R²", "{:.4f}"),
+    ("mean_error", "mean error", "{:+.4f}"),
 )
 LATENCY_ROWS = (
     ("latency_b1_p50_ms", "p50 CPU ms, batch 1"),
@@ -79,7 +83,7 @@ def run_compare(args: argparse.Namespace, settings: FerrySettings, out: TextIO |
         return 2
     loader = ModelLoader(ArtifactStore.from_settings(settings))
     try:
-        test = DatasetSplits()(datasets[0])
+        test = DatasetSplits()(datasets[0], task=found[0].signature.task)
         models = [(record, open_model(loader, record, test)) for record in found]
         scored = score_all(models, test, args.latency_runs or evaluator.latency_runs, Stopwatch())
     except (DatasetError, Unscorable) as error:
@@ -118,16 +122,21 @@ def comparison_table(
 
     def difference(item: PairedComparison) -> dict[str, Any]:
         significant = item.difference.low > 0 or item.difference.high < 0
-        if item.metric == "accuracy":
-            significant = item.mcnemar.p_value < alpha
-        return {
+        mcnemar = item.mcnemar
+        if mcnemar is not None and item.metric == "accuracy":
+            significant = mcnemar.p_value < alpha
+        found: dict[str, Any] = {
             "estimate": item.difference.estimate,
             "low": item.difference.low,
             "high": item.difference.high,
-            "mcnemar_p": item.mcnemar.p_value if item.metric == "accuracy" else None,
-            "discordant": [item.mcnemar.candidate_only, item.mcnemar.champion_only],
+            "mcnemar_p": mcnemar.p_value if mcnemar is not None and item.metric == "accuracy" else None,
             "significant": significant,
         }
+        if mcnemar is not None:
+            found["discordant"] = [mcnemar.candidate_only, mcnemar.champion_only]
+        else:  # a regressor: the difference of resampled per-row errors, candidate minus champion
+            found["lower_is_better"] = item.lower_is_better
+        return found
 
     return {
         "model": model,
@@ -172,11 +181,12 @@ def print_table(table: dict[str, Any], out: TextIO) -> None:
     print(f"{'size KB':22}" + "".join(f"{entry['size_bytes'] / 1024:>{width}.1f}" for entry in versions), file=out)
     level = f"{table['confidence']:.0%}"
     print(
-        f"\ndifferences against v{table['baseline']} (paired bootstrap {level} CI; exact McNemar for accuracy):",
+        f"\ndifferences against v{table['baseline']} (paired bootstrap {level} CI; exact McNemar for accuracy; "
+        "per-row errors for a regressor):",
         file=out,
     )
     for entry in table["differences"]:
-        for metric in ("accuracy", "f1_macro"):
+        for metric in [key for key in entry if key != "version"]:
             item = entry[metric]
             test = f"McNemar p={item['mcnemar_p']:.4f}" if item["mcnemar_p"] is not None else "bootstrap"
             verdict = "significant" if item["significant"] else "not significant (noise)"

@@ -76,7 +76,7 @@ class EvaluatorDeps:
     policy: Policy = field(default_factory=Policy)
     rollout: Rollout = field(default_factory=Rollout)
     bakes: BakeBook = field(default_factory=BakeBook)
-    splits: Callable[[str], Split] = field(default_factory=DatasetSplits)
+    splits: Callable[..., Split] = field(default_factory=DatasetSplits)
     latency_runs: int = 1000
     clock: Callable[[], float] = time.time
     record_decision: Callable[[str], None] = lambda decision: None

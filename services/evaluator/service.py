@@ -12,34 +12,50 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from services.evaluator.adapters.artifact_store import ArtifactUnusable, ModelLoader
-from services.evaluator.domain.compatibility import SplitCheck, dataset_fit, signature_difference, split_check
-from services.evaluator.domain.metrics import OutputsNotProbabilities, check_probabilities, quality
+from services.evaluator.domain.compatibility import (
+    SplitCheck,
+    dataset_fit,
+    signature_difference,
+    split_check,
+    task_difference,
+)
+from services.evaluator.domain.metrics import (
+    OutputsNotProbabilities,
+    check_probabilities,
+    check_values,
+    quality,
+    regression_quality,
+)
 from services.evaluator.domain.policy import Policy, Verdict, judge, judge_first, rejected
 from services.evaluator.domain.records import VersionRecord
+from services.evaluator.domain.regression import compare_regressors, regression_intervals
 from services.evaluator.domain.report import ReportContext, Scored, evaluation_report, model_section
 from services.evaluator.domain.statistics import PairedComparison, bootstrap_one, paired_bootstrap
 from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.errors import PermanentError
+from shared.events import Task
 from shared.onnx import LatencyPlan, measure_latency, predict, signature_of
 
 COMPARED_METRICS = ("accuracy", "f1_macro")
 
 
 class DatasetSplits:
-    """The held-out split of each dataset; bundled datasets are cut once, csv files re-read every time."""
+    """The held-out split of each dataset (for a task: a csv file may be read as either); bundled datasets are
+    cut once, csv files re-read every time."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, Split] = {}
+        self._cache: dict[tuple[str, Task | None], Split] = {}
 
-    def __call__(self, dataset: str) -> Split:
-        if dataset in self._cache:
-            return self._cache[dataset]
-        cut = split(load_dataset(dataset))
+    def __call__(self, dataset: str, task: Task | None = None) -> Split:
+        if (dataset, task) in self._cache:
+            return self._cache[(dataset, task)]
+        cut = split(load_dataset(dataset, task=task))
         if dataset.startswith("sklearn:"):
-            self._cache[dataset] = cut
+            self._cache[(dataset, task)] = cut
         return cut
 
 
@@ -82,7 +98,8 @@ def open_model(loader: ModelLoader, record: VersionRecord, test: Split) -> ort.I
     mismatch = signature_difference(loaded, record.signature, mine_is="loaded", theirs_is="registered")
     if mismatch:
         raise Unscorable(record.version, f"the artifact does not have its registered signature: {mismatch}")
-    misfit = dataset_fit(loaded, test.dataset.num_features, test.dataset.num_classes, record.dataset)
+    # The registered signature: its tensors are the loaded ones (checked above), and it knows the task.
+    misfit = dataset_fit(record.signature, test.dataset.num_features, test.dataset.num_classes, record.dataset)
     if misfit:
         raise Unscorable(record.version, misfit)
     return model
@@ -91,16 +108,23 @@ def open_model(loader: ModelLoader, record: VersionRecord, test: Split) -> ort.I
 def score_all(
     models: Sequence[tuple[VersionRecord, ort.InferenceSession]], test: Split, latency_runs: int, watch: Stopwatch
 ) -> list[Scored]:
-    """Every model on the same test rows: probabilities and quality, then latency by the one harness."""
+    """Every model on the same test rows: probabilities (a regressor's values) and quality, then latency by the
+    one harness."""
     outputs = []
     with watch.phase("score"):
         for record, model in models:
             try:
-                outputs.append(check_probabilities(predict(model, test.test.features), test.dataset.num_classes))
+                outputs.append(_outputs(predict(model, test.test.features), test))
             except OutputsNotProbabilities as error:
                 raise Unscorable(record.version, str(error)) from error
     with watch.phase("metrics"):
-        qualities = [quality(found, test.test.labels, test.dataset.class_names) for found in outputs]
+        if test.dataset.is_regression:
+            qualities = [
+                regression_quality(found, test.test.labels, record.signature.bin_edges)
+                for (record, _), found in zip(models, outputs, strict=True)
+            ]
+        else:
+            qualities = [quality(found, test.test.labels, test.dataset.class_names) for found in outputs]
     with watch.phase("latency"):
         plan = LatencyPlan(runs=latency_runs)
         latencies = measure_latency([model for _, model in models], test.test.features, plan)
@@ -110,8 +134,17 @@ def score_all(
     ]
 
 
+def _outputs(found: np.ndarray, test: Split) -> np.ndarray:
+    if test.dataset.is_regression:
+        return check_values(found, len(test.test))
+    return check_probabilities(found, test.dataset.num_classes)
+
+
 def compare(candidate: Scored, champion: Scored, test: Split, policy: Policy) -> dict[str, PairedComparison]:
-    """Paired bootstrap (and McNemar) of accuracy and macro F1 on the same resampled rows."""
+    """Paired bootstrap (and McNemar) of accuracy and macro F1 on the same resampled rows; a regressor's rmse
+    and mae from the paired bootstrap of its per-row errors."""
+    if test.dataset.is_regression:
+        return compare_regressors(test.test.labels, candidate.predictions, champion.predictions, policy)
     return {
         metric: paired_bootstrap(
             metric,
@@ -133,7 +166,7 @@ def evaluate(
     champion: VersionRecord | None,
     *,
     loader: ModelLoader,
-    splits: Callable[[str], Split],
+    splits: Callable[..., Split],
     policy: Policy,
     latency_runs: int,
 ) -> Evaluation:
@@ -141,7 +174,7 @@ def evaluate(
     watch = Stopwatch()
     with watch.phase("load"):
         try:
-            test = splits(candidate.dataset)
+            test = splits(candidate.dataset, task=candidate.signature.task)
         except DatasetError as error:
             return _refused(candidate, None, rejected(f"reject v{candidate.version}: {error}", "dataset"), policy)
         refusal = _refusal(candidate, champion, test, policy)
@@ -165,7 +198,11 @@ def evaluate(
 
 
 def _refusal(candidate: VersionRecord, champion: VersionRecord | None, test: Split, policy: Policy) -> Verdict | None:
-    """A rejection before scoring: a split that cannot be compared fairly, or a signature unlike the champion's."""
+    """A rejection before scoring: a task unlike the dataset's or the champion's, a split that cannot be compared
+    fairly, or a signature unlike the champion's."""
+    task_mismatch = task_difference(candidate, champion, test.dataset.task)
+    if task_mismatch:
+        return rejected(f"reject v{candidate.version}: {task_mismatch}", "task")
     checked = split_check(candidate, champion, test.split_id, policy.split_mismatch)
     if checked.refusal:
         return rejected(f"reject v{candidate.version}: {checked.refusal}", "split")
@@ -191,6 +228,8 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
     champion = scored[1] if len(scored) > 1 else None
     labels, classes = test.test.labels, test.dataset.num_classes
     with watch.phase("statistics"):
+        if test.dataset.is_regression:
+            return _judged_regressor(scored, test, checked, policy, watch)
         if champion is None:
             comparisons: dict[str, PairedComparison] = {}
             intervals = {
@@ -227,10 +266,46 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
     return Evaluation(verdict, report, candidate, champion)
 
 
+def _judged_regressor(
+    scored: list[Scored], test: Split, checked: SplitCheck, policy: Policy, watch: Stopwatch
+) -> Evaluation:
+    """A regressor: floors on R², and against a champion the paired bootstrap of per-row errors."""
+    candidate = scored[0]
+    champion = scored[1] if len(scored) > 1 else None
+    targets = test.test.labels
+    intervals = regression_intervals(targets, candidate.predictions, policy)
+    comparisons: dict[str, PairedComparison] = {}
+    champion_section = None
+    if champion is None:
+        verdict = judge_first(candidate.facts(), policy)
+    else:
+        comparisons = compare(candidate, champion, test, policy)
+        verdict = judge(candidate.facts(), champion.facts(), comparisons, policy)
+        champion_section = model_section(champion, regression_intervals(targets, champion.predictions, policy))
+    report = evaluation_report(
+        _context(candidate.record, test),
+        model_section(candidate, intervals),
+        champion_section,
+        comparisons,
+        verdict,
+        policy,
+        checked,
+        watch.timings,
+    )
+    return Evaluation(verdict, report, candidate, champion)
+
+
 def _context(record: VersionRecord, test: Split | None) -> ReportContext:
     if test is None:
-        return ReportContext(record.model_name, record.dataset, "", 0, ())
-    return ReportContext(record.model_name, record.dataset, test.split_id, len(test.test), test.dataset.class_names)
+        return ReportContext(record.model_name, record.dataset, "", 0, (), record.signature.task or "classification")
+    return ReportContext(
+        record.model_name,
+        record.dataset,
+        test.split_id,
+        len(test.test),
+        test.dataset.class_names,
+        test.dataset.task,
+    )
 
 
 def _refused(candidate: VersionRecord, test: Split | None, verdict: Verdict, policy: Policy) -> Evaluation:

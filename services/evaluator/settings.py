@@ -53,6 +53,13 @@ class EvaluatorSettings(BaseSettings):
     split_mismatch: Literal["rescore", "reject"] = Field(
         default="rescore", description="a champion trained on another split: re-score both, or reject"
     )
+    regression_primary_metric: Literal["rmse", "mae"] = Field(
+        default="rmse", description="a regressor's non-inferiority metric (paired bootstrap of per-row errors)"
+    )
+    min_r2: float = Field(default=0.2, ge=-1, le=1, description="floor every regressor's R² must clear")
+    regression_margin: float = Field(
+        default=0.05, ge=0, le=1, description="a regressor may be worse by this share of the champion's RMSE (MAE)"
+    )
     latency_runs: int = Field(default=1000, ge=10, le=100_000, description="timed runs at batch 1 (half at 64)")
 
     # --- progressive rollout ---
@@ -80,4 +87,7 @@ class EvaluatorSettings(BaseSettings):
             compressed_min_gain=self.compressed_min_gain,
             split_mismatch=self.split_mismatch,
             canary_weight=self.canary_weight,
+            regression_primary_metric=self.regression_primary_metric,
+            regression_floors={"r2": self.min_r2},
+            regression_margin=self.regression_margin,
         )

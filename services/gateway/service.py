@@ -40,7 +40,9 @@ from services.gateway.fleet import Fleet, LoadedVersion, ModelState
 from services.gateway.handlers import Deployer
 from services.gateway.settings import GatewaySettings
 from services.gateway.statistics import InferenceStatistics
+from shared.events import Signature
 from shared.kafka import ConsumerLoop
+from shared.regression import as_values, bin_of
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class InferResult:
     output_names: list[str]
     outputs: list[np.ndarray]
     labels: list[str] | None = None  # the class names of the first output, from the answering version's signature
+    regressor: bool = False  # the answering version predicts a value: no class scores to classify
 
 
 @dataclass
@@ -138,6 +141,7 @@ class Inference:
             output_names=answered.model.output_names,
             outputs=outputs,
             labels=answered.spec.signature.labels,
+            regressor=answered.spec.signature.is_regressor,
         )
 
     def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:
@@ -200,7 +204,7 @@ class Inference:
             rows = _rows(feeds) if batchable(version.spec.signature) else 1
             self.statistics.finished(model, version.version, ok=outcome == "ok", rows=rows, seconds=seconds)
             if outcome == "ok":
-                self.metrics.predicted(model, version.version, outputs[0])
+                self.metrics.predicted(model, version.version, outputs[0], version.spec.signature)
 
     async def _run(self, version: LoadedVersion, feeds: dict[str, np.ndarray], deadline: float) -> list[np.ndarray]:
         remaining = deadline - self.clock()
@@ -257,8 +261,10 @@ class Inference:
             return  # counted by _timed_run; a shadow's failure never reaches the client
         finally:
             self.admission.leave()
-        if answer[0].ndim == 2 and outputs[0].shape == answer[0].shape:
-            agreed = int(np.count_nonzero(outputs[0].argmax(axis=1) == answer[0].argmax(axis=1)))
+        if outputs[0].shape != answer[0].shape:
+            return
+        agreed = _agreed(outputs[0], answer[0], challenger.spec.signature)
+        if agreed is not None:
             version = str(challenger.version)
             if agreed:
                 self.metrics.count("shadow_comparisons", (model, version, "true"), agreed)
@@ -344,3 +350,16 @@ def _rows(feeds: dict[str, np.ndarray]) -> int:
     """The inferences in one request: its batch axis' length (1 for a request without one)."""
     first = next(iter(feeds.values()), None)
     return int(first.shape[0]) if first is not None and first.ndim > 0 else 1
+
+
+def _agreed(shadow: np.ndarray, answer: np.ndarray, signature: Signature) -> int | None:
+    """Rows where the shadow and the answer agree: the same class, or for a regressor the same drift bin of the
+    challenger's predicted value; None when there is nothing to compare (a regressor without bins)."""
+    if signature.is_regressor:
+        mine, theirs = as_values(shadow), as_values(answer)
+        if signature.bin_edges is None or mine is None or theirs is None:
+            return None
+        return int(np.count_nonzero(bin_of(mine, signature.bin_edges) == bin_of(theirs, signature.bin_edges)))
+    if answer.ndim != 2:
+        return None
+    return int(np.count_nonzero(shadow.argmax(axis=1) == answer.argmax(axis=1)))

@@ -136,6 +136,11 @@ def check_upload(data: bytes, dataset: Dataset, *, max_bytes: int) -> CheckedArt
     """The artifact to store for ``data`` as a model of ``dataset``; UploadRejected naming the problem."""
     if len(data) > max_bytes:
         raise UploadRejected(f"the artifact is {len(data)} bytes; at most {max_bytes} are accepted", status=413)
+    if dataset.is_regression:
+        # Its drift bins come from predictions on validation rows, which only Ferry's trainer makes today.
+        raise UploadRejected(
+            f"{dataset.name} is a regression dataset; uploads are classifiers only (train a regressor with ferry train)"
+        )
     model = _parsed(data)
     _check_opset(model)
     signature = _signature(_session(data))

@@ -54,6 +54,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label-column", default=None, help="label column of a csv dataset (default: label)")
     parser.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        default=None,
+        help="what the label is: a class or a number (default: the dataset's own; a csv file is classification); "
+        "a regressor's loss is --option loss=mse (default) or loss=huber",
+    )
+    parser.add_argument(
         "--quantize",
         choices=["int8", "int8-static", "int8-dynamic"],
         default=None,
@@ -126,6 +133,7 @@ def build_request(args: argparse.Namespace) -> TrainingRequested:
                 max_accuracy_drop=args.max_accuracy_drop,
             ),
             label_column=args.label_column,
+            task=args.task,
             world_size=args.world_size,
             requested_by="ferry-cli",
         )
@@ -226,8 +234,11 @@ def follow(
             elif isinstance(event, ModelRegistered) and event.training_request_id == request.request_id:
                 bar.close()
                 version = event.version
-                accuracy = event.metrics.get("val_accuracy")
-                shown = f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""
+                shown = "".join(
+                    f", {name} {event.metrics[name]:.4f}"
+                    for name in ("val_accuracy", "val_rmse", "val_r2")
+                    if name in event.metrics
+                )
                 print(f"registered {event.model_name} version {event.version}{shown}", file=out)
                 for line in _notes(event.metrics):
                     print(line, file=out)
@@ -311,6 +322,8 @@ def _on_status(status: TrainingStatus, bar: Any, out: TextIO) -> int | None:
         bar.update(status.epoch - bar.n)
         if status.val_loss is not None and status.val_accuracy is not None:
             bar.set_postfix(val_loss=f"{status.val_loss:.4f}", val_acc=f"{status.val_accuracy:.3f}", refresh=False)
+        elif status.val_loss is not None:  # a regressor: its loss on the standardized target
+            bar.set_postfix(val_loss=f"{status.val_loss:.4f}", refresh=False)
     elif status.state == "completed":
         bar.close()
         print(f"trained: artifact {status.artifact_sha256}; waiting for the registry", file=out)

@@ -14,11 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from shared.datasets import Dataset
-from shared.events import Compression, Hyperparameters, TrainingRequested
+from shared.events import Compression, Hyperparameters, Task, TrainingRequested
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 """The served graph ends in a softmax: clients get class probabilities, no post-processing."""
+REGRESSION_OUTPUT_NAME = "prediction"
+"""A regressor's served graph ends by undoing the target's standardization: clients get the value itself."""
+REGRESSION_LOSSES = ("mse", "huber")
+"""A regressor's loss (option ``loss``), on the standardized target; Huber's delta is one standard deviation."""
 OPSET = 17
 MAX_HIDDEN_SIZE = 8192
 MAX_HIDDEN_LAYERS = 8
@@ -84,7 +88,7 @@ class EpochReport:
     epochs: int
     train_loss: float
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None
 
 
 ProgressCallback = Callable[[EpochReport], None]
@@ -112,6 +116,13 @@ class TrainingPlan:
     world_size: int = 1
     budget_s: float = 1800.0
     dataset: str = ""
+    task: Task = "classification"
+    loss: str = "cross_entropy"
+    """cross_entropy for a classifier; mse or huber for a regressor (``num_classes`` is then 1: one output)."""
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def finetune_epochs(self) -> int:
@@ -127,6 +138,8 @@ def plan_training(
     request: TrainingRequested, dataset: Dataset, *, budget_s: float, max_world_size: int
 ) -> TrainingPlan:
     """Check the request against the dataset and the trainer's limits; raise InvalidRequest."""
+    if dataset.is_regression:
+        return _plan_regression(request, dataset, budget_s=budget_s)
     if request.arch in BUILT_IN_ARCHS:
         _check_built_in(request, dataset)
     elif request.compression.prune is not None:
@@ -147,9 +160,39 @@ def plan_training(
     )
 
 
-def _check_built_in(request: TrainingRequested, dataset: Dataset) -> None:
+def _plan_regression(request: TrainingRequested, dataset: Dataset, *, budget_s: float) -> TrainingPlan:
+    """A regressor: Ferry's mlp, one process, no compression (each compression check measures accuracy)."""
+    if request.arch != "mlp":
+        raise InvalidRequest(f"{request.dataset!r} is a regression dataset; only arch 'mlp' trains a regressor")
+    compression = request.compression
+    if compression.quantize or compression.prune is not None or compression.distill_from is not None:
+        raise InvalidRequest(
+            "--quantize, --prune and --distill-from apply to classifiers (their checks measure accuracy); "
+            "train the regressor without them"
+        )
+    if request.world_size > 1:
+        raise InvalidRequest("a regressor trains in one process; use world_size 1")
+    options = dict(request.hyperparameters.options)
+    loss = options.pop("loss", "mse")
+    if options or loss not in REGRESSION_LOSSES:
+        raise InvalidRequest(f"a regressor takes one option, loss: {' or '.join(REGRESSION_LOSSES)}")
+    _check_built_in(request, dataset, allow_options=True)
+    return TrainingPlan(
+        arch="mlp",
+        num_features=dataset.num_features,
+        num_classes=1,
+        image_shape=None,
+        hyperparameters=request.hyperparameters,
+        budget_s=budget_s,
+        dataset=request.dataset,
+        task="regression",
+        loss=str(loss),
+    )
+
+
+def _check_built_in(request: TrainingRequested, dataset: Dataset, *, allow_options: bool = False) -> None:
     hyper = request.hyperparameters
-    if hyper.options:
+    if hyper.options and not allow_options:
         raise InvalidRequest(f"options are a recipe's hyper-parameters; {request.arch} takes hidden_sizes instead")
     if request.arch == "cnn" and dataset.image_shape is None:
         raise InvalidRequest(
@@ -221,6 +264,18 @@ def log_loss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -
     """Mean cross-entropy of predicted probabilities against the labels."""
     chosen = probabilities[np.arange(len(labels)), labels]
     return float(-np.mean(np.log(np.clip(chosen, eps, 1.0))))
+
+
+def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² (1 - residual / total sum of squares; 0 when the targets do not vary)."""
+    errors = predictions.astype(np.float64) - targets.astype(np.float64)
+    total = float(np.sum((targets - targets.mean()) ** 2))
+    residual = float(np.sum(errors**2))
+    return {
+        "rmse": float(np.sqrt(np.mean(errors**2))),
+        "mae": float(np.mean(np.abs(errors))),
+        "r2": 1.0 - residual / total if total > 0 else 0.0,
+    }
 
 
 def soft_targets(teacher_output: np.ndarray, temperature: float) -> np.ndarray:

@@ -25,7 +25,7 @@ from services.trainer.compression import (
     choose_int8,
     compression_ratios,
 )
-from services.trainer.domain import Teacher, accuracy, log_loss
+from services.trainer.domain import Teacher, accuracy, log_loss, regression_metrics
 from shared.datasets import Part
 from shared.events import Compression
 from shared.onnx import Latency, LatencyPlan, measure_latency, open_session
@@ -82,6 +82,24 @@ def measure_run(
         metrics |= facts[reference].metrics("uncompressed_") | compression_ratios(facts[shipped], facts[reference])
         check_accuracy(facts[shipped], facts[reference], _DESCRIBED[reference], compression.max_accuracy_drop)
     return Measured(paths[shipped], metrics)
+
+
+def measure_regression(path: Path, *, result: FitResult, validation: Part) -> tuple[Measured, np.ndarray]:
+    """A regressor's file: validation RMSE, MAE and R² (ONNX Runtime), parameters, bytes, latency; and its
+    validation predictions (the rows its drift bins are cut from)."""
+    values = predict(path, validation.features)[:, 0]
+    latency = time_files({FP32: path}, validation.features)[FP32]
+    metrics = {
+        **{f"val_{name}": value for name, value in regression_metrics(values, validation.labels).items()},
+        "val_loss": result.best_val_loss,
+        "parameters": float(count_parameters(result.classifier)),
+        "size_bytes": float(path.stat().st_size),
+        **latency.metrics(""),
+        "best_epoch": float(result.best_epoch),
+        "epochs_run": float(result.epochs_run),
+        "stopped_at_epoch_cap": float(result.stopped_at_epoch_cap),
+    }
+    return Measured(path, metrics), values
 
 
 def time_files(paths: Mapping[str, Path], rows: np.ndarray, plan: LatencyPlan = TIMING) -> dict[str, Latency]:

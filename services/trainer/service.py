@@ -24,6 +24,7 @@ from services.trainer.compression import INT8_KINDS
 from services.trainer.domain import (
     BUILT_IN_ARCHS,
     DISTILL_TEMPERATURE,
+    FORMAT_FP32,
     QUANTIZED_MIN_AGREEMENT,
     ExportCheckFailed,
     InvalidRequest,
@@ -35,9 +36,10 @@ from services.trainer.domain import (
     plan_training,
     soft_targets,
 )
-from services.trainer.measure import FP32, UNPRUNED, measure_run
+from services.trainer.measure import FP32, UNPRUNED, measure_regression, measure_run
 from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.events import Signature, TrainingRequested
+from shared.regression import quantile_edges
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class _Stopwatch:
 def load_split(request: TrainingRequested) -> Split:
     """The request's dataset, split the one shared way; a dataset problem is an InvalidRequest."""
     try:
-        return split(load_dataset(request.dataset, label_column=request.label_column))
+        return split(load_dataset(request.dataset, label_column=request.label_column, task=request.task))
     except DatasetError as error:
         raise InvalidRequest(str(error)) from error
 
@@ -102,6 +104,12 @@ def run_training(
         result = _fit(plan, data, workdir, progress, limits.budget_clock)
     with stopwatch.phase("verify"):
         files = _export_verified(result, workdir, parts.validation.features)
+    if plan.is_regression:
+        with stopwatch.phase("measure"):
+            measured, values = measure_regression(files[FP32], result=result, validation=parts.validation)
+            signature = signature_of(measured.shipped).regressor(quantile_edges(values))
+        shipped = measured.shipped
+        return TrainedModel(shipped, FORMAT_FP32, signature, parts.split_id, measured.metrics, stopwatch.timings)
     if plan.compression.quantize is not None:
         with stopwatch.phase("quantize"):
             files |= _quantized(plan.compression.quantize, files[FP32], workdir, parts)

@@ -22,13 +22,41 @@ def signature_difference(mine: Signature, theirs: Signature, *, mine_is: str, th
     return "; ".join(problems) or None
 
 
+def task_of(signature: Signature) -> str:
+    """classification or regression; a signature from before tasks is a classifier's."""
+    return signature.task or "classification"
+
+
+def task_difference(candidate: VersionRecord, champion: VersionRecord | None, dataset_task: str) -> str | None:
+    """None when the candidate's task is its dataset's and the champion's; else why they cannot be compared."""
+    mine = task_of(candidate.signature)
+    if mine != dataset_task:
+        return f"v{candidate.version} is a {_model_kind(mine)}, but {candidate.dataset} is a {dataset_task} dataset"
+    if champion is not None and task_of(champion.signature) != mine:
+        theirs = _model_kind(task_of(champion.signature))
+        return (
+            f"v{candidate.version} is a {_model_kind(mine)} and the champion v{champion.version} a {theirs}: a "
+            "regressor cannot be compared with a classifier"
+        )
+    return None
+
+
+def _model_kind(task: str) -> str:
+    return "regressor" if task == "regression" else "classifier"
+
+
 def dataset_fit(signature: Signature, num_features: int, num_classes: int, dataset: str) -> str | None:
-    """None when the model takes one [batch, features] input and gives one [batch, classes] output."""
+    """None when the model takes one [batch, features] input and gives one [batch, classes] output (a
+    regressor: [batch, 1] or [batch])."""
     if len(signature.inputs) != 1 or len(signature.outputs) < 1:
         return f"the model has {len(signature.inputs)} inputs and {len(signature.outputs)} outputs; one of each needed"
     given, produced = signature.inputs[0], signature.outputs[0]
     if given.datatype != "FP32" or len(given.shape) != 2 or given.shape[1] not in (-1, num_features):
         return f"input {_tensors([given])} does not take {dataset}'s {num_features} FP32 features per row"
+    if signature.is_regressor:
+        if len(produced.shape) == 1 or (len(produced.shape) == 2 and produced.shape[1] in (-1, 1)):
+            return None
+        return f"output {_tensors([produced])} does not give one predicted value per row"
     if len(produced.shape) != 2 or produced.shape[1] not in (-1, num_classes):
         return f"output {_tensors([produced])} does not give {dataset}'s {num_classes} class probabilities per row"
     return None

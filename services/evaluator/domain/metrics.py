@@ -1,6 +1,6 @@
 """What one model scores on the held-out split: quality metrics from scikit-learn, calibration and the
-predicted-class distribution (latency is the shared harness's, ``shared.onnx``). Pure: arrays in,
-plain numbers out."""
+predicted-class distribution; for a regressor RMSE, MAE, R² and the distribution of its predicted value over
+its drift bins (latency is the shared harness's, ``shared.onnx``). Pure: arrays in, plain numbers out."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+from shared.regression import as_values, bin_shares, quantile_edges
 
 ECE_BINS = 15
 PROBABILITY_SUM_TOLERANCE = 1e-3
@@ -39,6 +41,41 @@ def check_probabilities(probabilities: np.ndarray, num_classes: int) -> np.ndarr
         )
     values = np.clip(values, 0.0, None)
     return values / values.sum(axis=1, keepdims=True)
+
+
+class OutputsNotValues(OutputsNotProbabilities):
+    """A regressor whose outputs are not one finite value per row."""
+
+
+def check_values(outputs: np.ndarray, rows: int) -> np.ndarray:
+    """A regressor's outputs ([n, 1] or [n]) as float64 values, one per row; OutputsNotValues otherwise."""
+    values = as_values(outputs)
+    if values is None or len(values) != rows:
+        raise OutputsNotValues(f"outputs have shape {list(outputs.shape)}; expected [{rows}, 1] or [{rows}]")
+    if not np.isfinite(values).all():
+        raise OutputsNotValues("outputs contain NaN or infinite values")
+    return values.astype(np.float64)
+
+
+def regression_quality(values: np.ndarray, targets: np.ndarray, bin_edges: Sequence[float] | None) -> dict[str, Any]:
+    """RMSE, MAE, R² and the mean error (bias), and the predicted values' shares over the drift bins.
+
+    The bins are the model's own (its signature's, which the gateway counts live predictions in); a model
+    without them gets the deciles of these predictions, for the report only.
+    """
+    errors = values - targets
+    total = float(np.sum((targets - targets.mean()) ** 2))
+    edges = list(bin_edges) if bin_edges is not None else quantile_edges(values)
+    return {
+        "metrics": {
+            "rmse": float(np.sqrt(np.mean(errors**2))),
+            "mae": float(np.mean(np.abs(errors))),
+            "r2": 1.0 - float(np.sum(errors**2)) / total if total > 0 else 0.0,
+            "mean_error": float(np.mean(errors)),
+        },
+        "prediction_distribution": bin_shares(values, edges),
+        "bin_edges": edges,
+    }
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

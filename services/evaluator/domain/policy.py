@@ -3,6 +3,9 @@ next ones, latency and size limits, and the compressed-model rule. Every check s
 
 A candidate that is better only by noise is promoted as *non-inferior*; it is called an improvement
 only when the difference's interval lies above zero and the paired tests agree.
+
+A regressor is judged the same way on its own metrics: floors on R², non-inferiority on RMSE (or MAE) with a
+margin relative to the champion's, from the paired bootstrap of the per-row errors.
 """
 
 from __future__ import annotations
@@ -38,10 +41,23 @@ class Policy:
     compressed_min_gain: float = 0.10
     split_mismatch: Literal["rescore", "reject"] = "rescore"
     canary_weight: float = 0.1
+    regression_primary_metric: Literal["rmse", "mae"] = "rmse"
+    regression_floors: Mapping[str, float] = field(default_factory=lambda: {"r2": 0.2})
+    regression_margin: float = 0.05
+    """A regressor's non-inferiority margin, as a share of the champion's primary metric (RMSE 5% worse at most)."""
+
+    def primary_for(self, task: str) -> str:
+        """The metric a candidate of this task is compared on."""
+        return self.regression_primary_metric if task == "regression" else self.primary_metric
+
+    def floors_for(self, task: str) -> Mapping[str, float]:
+        """The floors a version of this task must clear (each a metric where higher is better)."""
+        return self.regression_floors if task == "regression" else self.floors
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["floors"] = dict(self.floors)
+        values["regression_floors"] = dict(self.regression_floors)
         return values
 
 
@@ -54,6 +70,7 @@ class ModelFacts:
     latency: Mapping[str, float]
     size_bytes: int
     compressed: bool = False
+    task: str = "classification"
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ def _kb(size: int) -> str:
 def floor_checks(candidate: ModelFacts, policy: Policy) -> list[Check]:
     """Absolute floors on quality, and the absolute latency and size limits."""
     checks = []
-    for metric, floor in policy.floors.items():
+    for metric, floor in policy.floors_for(candidate.task).items():
         value = candidate.metrics[metric]
         relation = "clears" if value >= floor else "is below"
         checks.append(
@@ -158,17 +175,28 @@ def non_inferiority_check(comparison: PairedComparison, champion_version: int, p
 def is_improvement(comparison: PairedComparison, policy: Policy) -> bool:
     """Better beyond noise: the interval of the difference is above 0 and the paired tests reject 'not better'."""
     tests_agree = comparison.p_superiority < policy.alpha
-    if comparison.metric == "accuracy":
+    if comparison.mcnemar is not None and comparison.metric == "accuracy":
         tests_agree = tests_agree and comparison.mcnemar.p_value < policy.alpha
+    if comparison.lower_is_better:
+        return comparison.difference.high < 0 and tests_agree
     return comparison.difference.low > 0 and tests_agree
+
+
+def is_better(comparison: PairedComparison) -> bool:
+    """The point estimate favours the candidate (a lower RMSE, a higher accuracy)."""
+    estimate = comparison.difference.estimate
+    return estimate < 0 if comparison.lower_is_better else estimate > 0
 
 
 def improvement_note(comparison: PairedComparison, policy: Policy) -> str:
     mcnemar = comparison.mcnemar
-    tests = f"McNemar p={mcnemar.p_value:.4f} on {mcnemar.candidate_only}/{mcnemar.champion_only} discordant rows"
+    if mcnemar is None:
+        tests = f"paired bootstrap of per-row errors, p={comparison.p_superiority:.4f} for 'not better'"
+    else:
+        tests = f"McNemar p={mcnemar.p_value:.4f} on {mcnemar.candidate_only}/{mcnemar.champion_only} discordant rows"
     if is_improvement(comparison, policy):
         return f"a significant improvement ({tests})"
-    if comparison.difference.estimate > 0:
+    if is_better(comparison):
         return f"better only by noise ({tests}): announced as non-inferior, not as an improvement"
     return f"no better than the champion ({tests})"
 
@@ -230,8 +258,8 @@ def judge(
     """A later version against the champion; ``comparisons`` holds the primary metric and accuracy."""
     floors = floor_checks(candidate, policy)
     limits = limit_checks(candidate, champion, policy)
-    primary = comparisons[policy.primary_metric]
-    if candidate.compressed:
+    primary = comparisons[policy.primary_for(candidate.task)]
+    if candidate.compressed and "accuracy" in comparisons:
         gain = compression_gain(candidate, champion, policy)
         accuracy = non_inferiority_check(comparisons["accuracy"], champion.version, policy)
         checks = (*floors, accuracy, gain, *limits)

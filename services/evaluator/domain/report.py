@@ -1,5 +1,10 @@
 """The evaluation report: both models' metrics, the paired tests, the policy and the decision, as plain
-JSON-safe data (no NaN, no infinity). The registry stores it whole and serves it over REST."""
+JSON-safe data (no NaN, no infinity). The registry stores it whole and serves it over REST.
+
+``task`` says what was judged. A classifier's sections carry per-class metrics and a confusion matrix and
+its comparisons a McNemar test; a regressor's carry rmse, mae, r2 (with intervals) and its drift bins, and
+its comparisons the paired bootstrap of per-row errors (``lower_is_better``, ``relative_margin``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,14 @@ import numpy as np
 
 from services.evaluator.domain.compatibility import SplitCheck
 from services.evaluator.domain.metrics import finite_floats, json_safe
-from services.evaluator.domain.policy import ModelFacts, Policy, Verdict, improvement_note, is_improvement
+from services.evaluator.domain.policy import (
+    ModelFacts,
+    Policy,
+    Verdict,
+    improvement_note,
+    is_better,
+    is_improvement,
+)
 from services.evaluator.domain.records import VersionRecord
 from services.evaluator.domain.statistics import Interval, PairedComparison
 
@@ -20,7 +32,8 @@ REPORT_SCHEMA = "ferry.evaluation.v1"
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """One model scored on the held-out split: its outputs, quality, latency and where it came from."""
+    """One model scored on the held-out split: its outputs (class probabilities, or a regressor's values, one
+    per row), quality, latency and where it came from."""
 
     record: VersionRecord
     probabilities: np.ndarray
@@ -28,7 +41,14 @@ class Scored:
     latency: Mapping[str, float]
 
     @property
+    def task(self) -> str:
+        return self.record.signature.task or "classification"
+
+    @property
     def predictions(self) -> np.ndarray:
+        """The predicted class of each row; a regressor's predicted value."""
+        if self.probabilities.ndim == 1:
+            return self.probabilities
         return np.asarray(self.probabilities.argmax(axis=1))
 
     @property
@@ -42,6 +62,7 @@ class Scored:
             latency=self.latency,
             size_bytes=self.record.artifact.size_bytes,
             compressed=self.record.compressed,
+            task=self.task,
         )
 
     def flat_metrics(self) -> dict[str, float]:
@@ -68,16 +89,15 @@ def model_section(scored: Scored, intervals: Mapping[str, Interval]) -> dict[str
         "intervals": {metric: interval_dict(interval) for metric, interval in intervals.items()},
         "latency_ms": dict(scored.latency),
         "size_bytes": record.artifact.size_bytes,
-        "per_class": scored.quality["per_class"],
-        "confusion_matrix": scored.quality["confusion_matrix"],
-        "prediction_distribution": scored.quality["prediction_distribution"],
+        # per_class, confusion_matrix and prediction_distribution; a regressor's bin_edges and distribution
+        **{key: value for key, value in scored.quality.items() if key != "metrics"},
     }
 
 
 def comparison_section(comparison: PairedComparison, policy: Policy) -> dict[str, Any]:
     improvement = is_improvement(comparison, policy)
-    better = comparison.difference.estimate > 0
-    return {
+    better = is_better(comparison)
+    section = {
         "metric": comparison.metric,
         "candidate": interval_dict(comparison.candidate),
         "champion": interval_dict(comparison.champion),
@@ -87,12 +107,18 @@ def comparison_section(comparison: PairedComparison, policy: Policy) -> dict[str
         "margin": comparison.margin,
         "p_non_inferiority": comparison.p_non_inferiority,
         "p_superiority": comparison.p_superiority,
-        "mcnemar": asdict(comparison.mcnemar),
         "non_inferior": comparison.p_non_inferiority < policy.alpha,
         "improvement": improvement,
         "better_by_noise": better and not improvement,
         "summary": improvement_note(comparison, policy),
     }
+    if comparison.mcnemar is not None:
+        section["mcnemar"] = asdict(comparison.mcnemar)
+    else:  # a regressor's: the difference is of resampled per-row errors, candidate minus champion
+        section["test"] = "paired bootstrap of per-row errors"
+        section["lower_is_better"] = comparison.lower_is_better
+        section["relative_margin"] = policy.regression_margin
+    return section
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,7 @@ class ReportContext:
     split_id: str
     test_rows: int
     class_names: Sequence[str]
+    task: str = "classification"
 
 
 def evaluation_report(
@@ -120,6 +147,7 @@ def evaluation_report(
     report = {
         "schema": REPORT_SCHEMA,
         "kind": "evaluation",
+        "task": context.task,
         "model_name": context.model_name,
         "dataset": context.dataset,
         "split": {
@@ -133,7 +161,7 @@ def evaluation_report(
         "candidate": candidate,
         "champion": champion,
         "comparison": {metric: comparison_section(found, policy) for metric, found in comparisons.items()},
-        "primary_metric": policy.primary_metric,
+        "primary_metric": policy.primary_for(context.task),
         "decision": verdict.as_dict(),
         "policy": policy.as_dict(),
         "timings_s": dict(timings_s),

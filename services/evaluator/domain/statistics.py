@@ -1,4 +1,5 @@
-"""Paired statistics on the same test examples: bootstrap intervals and the exact McNemar test.
+"""Paired statistics on the same test examples: bootstrap intervals and the exact McNemar test; for a
+regressor, the paired bootstrap of its per-row errors against the champion's.
 
 Both models are resampled with the *same* indices, so the interval of their difference reflects
 only how they disagree, not the luck of the draw of examples. Vectorised: a few thousand resamples
@@ -50,7 +51,10 @@ class PairedComparison:
     """Share of resampled differences at or below -margin: the one-sided bootstrap p-value of H0 'inferior'."""
     p_superiority: float
     """Share of resampled differences at or below 0: the one-sided bootstrap p-value of H0 'not better'."""
-    mcnemar: McNemar
+    mcnemar: McNemar | None
+    """Classification only: a regressor's rows are not right or wrong."""
+    lower_is_better: bool = False
+    """RMSE and MAE: the candidate is better when the difference is below 0 (the p-values mirror that)."""
 
 
 def accuracy_statistic(labels: np.ndarray, predictions: np.ndarray, num_classes: int, rows: np.ndarray) -> np.ndarray:
@@ -151,4 +155,84 @@ def paired_bootstrap(
         p_non_inferiority=float(np.mean(differences <= -margin + tolerance)),
         p_superiority=float(np.mean(differences <= tolerance)),
         mcnemar=mcnemar(labels, candidate, champion),
+    )
+
+
+RegressionStatistic = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(per-row errors, targets, resample indices B×n) → the metric of each resample (B,)."""
+
+
+def rmse_statistic(errors: np.ndarray, targets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sqrt(np.mean(errors[rows] ** 2, axis=1)))
+
+
+def mae_statistic(errors: np.ndarray, targets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(np.mean(np.abs(errors[rows]), axis=1))
+
+
+def r2_statistic(errors: np.ndarray, targets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """1 - SSE / SST per resample (0 where the resampled targets do not vary)."""
+    drawn = targets[rows]
+    total = np.sum((drawn - drawn.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    residual = np.sum(errors[rows] ** 2, axis=1)
+    return np.asarray(1 - np.divide(residual, total, out=np.ones_like(total), where=total > 0))
+
+
+REGRESSION_STATISTICS: dict[str, RegressionStatistic] = {
+    "rmse": rmse_statistic,
+    "mae": mae_statistic,
+    "r2": r2_statistic,
+}
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+
+
+def bootstrap_errors_one(
+    metric: str, targets: np.ndarray, values: np.ndarray, *, samples: int, seed: int, confidence: float
+) -> Interval:
+    """The bootstrap interval of one regressor's rmse, mae or r2."""
+    statistic, errors = REGRESSION_STATISTICS[metric], values - targets
+    estimate = float(statistic(errors, targets, np.arange(len(targets))[None, :])[0])
+    drawn = [statistic(errors, targets, rows) for rows in _resample_blocks(len(targets), samples, seed)]
+    return _interval(estimate, np.concatenate(drawn), confidence)
+
+
+def paired_bootstrap_errors(
+    metric: str,
+    targets: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    *,
+    samples: int,
+    seed: int,
+    confidence: float,
+    margin: float,
+) -> PairedComparison:
+    """Both regressors' per-row errors resampled on the same rows; the difference is candidate - champion.
+
+    For rmse and mae (lower is better) the candidate is inferior when it is worse by ``margin`` or more.
+    """
+    statistic = REGRESSION_STATISTICS[metric]
+    errors_candidate, errors_champion = candidate - targets, champion - targets
+    everything = np.arange(len(targets))[None, :]
+    point_candidate = float(statistic(errors_candidate, targets, everything)[0])
+    point_champion = float(statistic(errors_champion, targets, everything)[0])
+    drawn_candidate, drawn_champion = [], []
+    for rows in _resample_blocks(len(targets), samples, seed):
+        drawn_candidate.append(statistic(errors_candidate, targets, rows))
+        drawn_champion.append(statistic(errors_champion, targets, rows))
+    values_candidate, values_champion = np.concatenate(drawn_candidate), np.concatenate(drawn_champion)
+    differences = values_candidate - values_champion
+    lower = metric in LOWER_IS_BETTER
+    gains = -differences if lower else differences  # positive: the candidate is better
+    tolerance = 1e-12
+    return PairedComparison(
+        metric=metric,
+        candidate=_interval(point_candidate, values_candidate, confidence),
+        champion=_interval(point_champion, values_champion, confidence),
+        difference=_interval(point_candidate - point_champion, differences, confidence),
+        margin=margin,
+        p_non_inferiority=float(np.mean(gains <= -margin + tolerance)),
+        p_superiority=float(np.mean(gains <= tolerance)),
+        mcnemar=None,
+        lower_is_better=lower,
     )

@@ -30,6 +30,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from prometheus_client import REGISTRY
 from prometheus_client.core import HistogramMetricFamily
 
+from shared.events import Signature
+from shared.regression import as_values, bin_of
+
 DURATION_BUCKETS_S = (
     0.00005,
     0.0001,
@@ -115,12 +118,22 @@ class GatewayMetrics:
     def batch(self, model: str, version: int, size: int) -> None:
         self.histograms["batch_size"].record((model, str(version)), size)
 
-    def predicted(self, model: str, version: int, output: np.ndarray) -> None:
-        """Count each row's predicted class (the arg-max of a 2-D output)."""
-        if output.ndim != 2 or output.shape[0] == 0:
-            return
+    def predicted(self, model: str, version: int, output: np.ndarray, signature: Signature | None = None) -> None:
+        """Count each row's predicted class (the arg-max of a 2-D output); a regressor's, the drift bin of its
+        predicted value (bins from its signature; none counted without them)."""
         counts = self.counters["predictions"]
         version_label = str(version)
+        if signature is not None and signature.is_regressor:
+            values = as_values(output)
+            if signature.bin_edges is None or values is None or values.shape[0] == 0:
+                return
+            for predicted_bin, count in zip(
+                *np.unique(bin_of(values, signature.bin_edges), return_counts=True), strict=True
+            ):
+                counts[(model, version_label, str(int(predicted_bin)))] += int(count)
+            return
+        if output.ndim != 2 or output.shape[0] == 0:
+            return
         if output.shape[0] == 1:
             counts[(model, version_label, str(int(output[0].argmax())))] += 1
             return

@@ -152,7 +152,12 @@ class InferRoute:
             )
             try:
                 outputs = select_outputs(
-                    result.output_names, result.outputs, request.outputs, request.binary_output, result.labels
+                    result.output_names,
+                    result.outputs,
+                    request.outputs,
+                    request.binary_output,
+                    result.labels,
+                    regressor=result.regressor,
                 )
             except InvalidInput:
                 trail.outcome = "client_error"

@@ -217,10 +217,11 @@ def select_outputs(
     requested: list[RequestedOutput],
     binary_output: bool,
     labels: Sequence[str] | None = None,
+    regressor: bool = False,
 ) -> list[tuple[str, np.ndarray, bool]]:
     """The outputs to send (all, or those asked for, in the order asked) and whether each goes binary; an
     output asked for with ``classification`` becomes its top classes, named by ``labels`` (the classes of
-    the first output, the class scores)."""
+    the first output, the class scores); a regressor's outputs cannot be classified (InvalidInput, a 400)."""
     if not requested:
         return [(name, array, binary_output) for name, array in zip(names, arrays, strict=False)]
     by_name = dict(zip(names, arrays, strict=False))
@@ -230,6 +231,11 @@ def select_outputs(
             raise InvalidInput(f"unknown output tensor {output.name!r}; the model gives {names}")
         array = by_name[output.name]
         if output.classification is not None:
+            if regressor:
+                raise InvalidInput(
+                    f"output {output.name!r}: the model is a regressor (it predicts a value, not class scores); "
+                    "parameters.classification does not apply"
+                )
             named = labels if output.name == names[0] else None
             array = top_classes(array, output.classification, named, output.name)
         chosen.append((output.name, array, binary_output if output.binary is None else output.binary))

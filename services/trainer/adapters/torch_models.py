@@ -76,6 +76,42 @@ class Classifier(nn.Module):
         return self.body(self.standardize(features))
 
 
+class Regressor(Classifier):
+    """A classifier's shape with one output: the target, standardized by the training rows' mean and std."""
+
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
+    def __init__(self, standardize: Standardize, body: nn.Module, target_mean: float, target_std: float) -> None:
+        super().__init__(standardize, body)
+        self.register_buffer("target_mean", torch.tensor(target_mean, dtype=torch.float32))
+        self.register_buffer("target_std", torch.tensor(target_std, dtype=torch.float32))
+
+
+class ValueModel(nn.Module):
+    """What a regressor exports: its output in the target's own units, [batch, 1]."""
+
+    def __init__(self, regressor: Regressor) -> None:
+        super().__init__()
+        self.regressor = regressor
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.regressor(features) * self.regressor.target_std + self.regressor.target_mean
+
+
+def served_model(classifier: Classifier) -> nn.Module:
+    """The network as clients call it: probabilities for a classifier, the value for a regressor."""
+    if isinstance(classifier, Regressor):
+        return ValueModel(classifier)
+    return ProbabilityModel(classifier)
+
+
+def target_standardization(train_targets: np.ndarray) -> tuple[float, float]:
+    """Mean and std of the training targets (std 1 for a constant target, which the dataset refuses anyway)."""
+    mean, std = float(np.mean(train_targets)), float(np.std(train_targets))
+    return mean, std if std > 1e-8 else 1.0
+
+
 class ProbabilityModel(nn.Module):
     """What is exported: the classifier followed by a softmax, so clients get probabilities."""
 
@@ -95,8 +131,13 @@ def standardization(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def build_classifier(plan: TrainingPlan, mean: np.ndarray, std: np.ndarray, seed: int) -> Classifier:
-    """A freshly initialised network for the plan; the seed alone decides the initial weights."""
+def build_classifier(
+    plan: TrainingPlan, mean: np.ndarray, std: np.ndarray, seed: int, target: tuple[float, float] = (0.0, 1.0)
+) -> Classifier:
+    """A freshly initialised network for the plan; the seed alone decides the initial weights.
+
+    A regression plan gets a :class:`Regressor` whose target is standardized by ``target`` (mean, std).
+    """
     hidden = list(plan.hyperparameters.hidden_sizes)
     # fork_rng: seed the initialisation without changing the caller's global random state.
     with torch.random.fork_rng(devices=[]):
@@ -108,6 +149,8 @@ def build_classifier(plan: TrainingPlan, mean: np.ndarray, std: np.ndarray, seed
             body = _dense_stack(plan.num_features, hidden, plan.num_classes)
         else:
             body = recipe_network(plan)
+    if plan.is_regression:
+        return Regressor(Standardize(mean, std), body, *target)
     return Classifier(Standardize(mean, std), body)
 
 

@@ -22,7 +22,12 @@ from torch.nn import functional
 from torch.utils.data import DistributedSampler
 
 from services.trainer.adapters.pruning import PruneOutcome, prune_units
-from services.trainer.adapters.torch_models import Classifier, build_classifier, standardization
+from services.trainer.adapters.torch_models import (
+    Classifier,
+    build_classifier,
+    standardization,
+    target_standardization,
+)
 from services.trainer.domain import (
     DISTILL_ALPHA,
     DISTILL_TEMPERATURE,
@@ -146,8 +151,9 @@ def fit(
     coordinator = coordinator or SingleProcess()
     device = device or choose_device(coordinator.rank)
     mean, std = standardization(data.train_features)
-    classifier = build_classifier(plan, mean, std, plan.hyperparameters.seed).to(device)
-    tensors = _to_device(data, device)
+    target = target_standardization(data.train_labels) if plan.is_regression else (0.0, 1.0)
+    classifier = build_classifier(plan, mean, std, plan.hyperparameters.seed, target).to(device)
+    tensors = _to_device(data, device, target if plan.is_regression else None)
     run = _Run(plan, tensors, coordinator, progress, Budget(plan.budget_s, clock))
     epochs = plan.hyperparameters.epochs
     stopping, epochs_run = _train_phase(classifier, run, first_epoch=1, epochs=epochs)
@@ -163,13 +169,20 @@ def fit(
     return FitResult(classifier, stopping.best_epoch, epochs_run, stopping.best_loss, at_cap, unpruned, pruning)
 
 
-def _to_device(data: TrainingData, device: torch.device) -> dict[str, torch.Tensor]:
+def _to_device(
+    data: TrainingData, device: torch.device, target: tuple[float, float] | None = None
+) -> dict[str, torch.Tensor]:
+    """The arrays as tensors; a regressor's targets standardized by ``target`` (mean, std), as a column."""
     tensors = {
         "train_x": torch.as_tensor(np.array(data.train_features, dtype=np.float32)),
         "train_y": torch.as_tensor(np.array(data.train_labels, dtype=np.int64)),
         "val_x": torch.as_tensor(np.array(data.val_features, dtype=np.float32)),
         "val_y": torch.as_tensor(np.array(data.val_labels, dtype=np.int64)),
     }
+    if target is not None:
+        mean, std = target
+        for name, values in (("train_y", data.train_labels), ("val_y", data.val_labels)):
+            tensors[name] = torch.as_tensor(((np.asarray(values, dtype=np.float64) - mean) / std)[:, None]).float()
     if data.soft_targets is not None:
         tensors["soft"] = torch.as_tensor(np.array(data.soft_targets, dtype=np.float32))
     return {name: tensor.to(device) for name, tensor in tensors.items()}
@@ -192,7 +205,7 @@ def _train_phase(classifier: Classifier, run: _Run, *, first_epoch: int, epochs:
     epochs_run = 0
     for epoch in range(first_epoch, first_epoch + epochs):
         sampler.set_epoch(epoch)
-        loss_sum, rows = _train_epoch(trained, optimizer, run.tensors, list(sampler), hyper.batch_size)
+        loss_sum, rows = _train_epoch(trained, optimizer, run.tensors, list(sampler), hyper.batch_size, run.plan.loss)
         report, over_budget = _agree(classifier, run, epoch, loss_sum, rows)
         epochs_run += 1
         check_finite(epoch, report.train_loss, report.val_loss)
@@ -211,20 +224,25 @@ def _train_phase(classifier: Classifier, run: _Run, *, first_epoch: int, epochs:
 def _agree(classifier: Classifier, run: _Run, epoch: int, loss_sum: float, rows: int) -> tuple[EpochReport, bool]:
     """The epoch's numbers as rank 0 sees them, shared so every rank decides the same."""
     total_loss, total_rows = run.coordinator.sum([loss_sum, float(rows)])
-    val_loss, val_accuracy = _evaluate(classifier, run.tensors)
+    val_loss, val_accuracy = _evaluate(classifier, run.tensors, run.plan.loss)
     shared = run.coordinator.from_leader([val_loss, val_accuracy, float(run.budget.exceeded())])
     report = EpochReport(
         epoch=epoch,
         epochs=run.plan.total_epochs,
         train_loss=total_loss / max(total_rows, 1.0),
         val_loss=shared[0],
-        val_accuracy=shared[1],
+        val_accuracy=None if run.plan.is_regression else shared[1],
     )
     return report, bool(shared[2])
 
 
 def _train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], order: list[int], batch: int
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    order: list[int],
+    batch: int,
+    loss_name: str = "cross_entropy",
 ) -> tuple[float, int]:
     """One pass over this rank's rows; returns the summed loss and the row count."""
     model.train()
@@ -234,7 +252,7 @@ def _train_epoch(
         rows = index[start : start + batch]
         logits = model(tensors["train_x"][rows])
         soft = tensors["soft"][rows] if "soft" in tensors else None
-        loss = _loss(logits, tensors["train_y"][rows], soft)
+        loss = _loss(logits, tensors["train_y"][rows], soft, loss_name)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -242,8 +260,15 @@ def _train_epoch(
     return float(total), len(index)
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy; with a teacher, mixed with the KL divergence to its softened outputs."""
+def _loss(
+    logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None, loss_name: str = "cross_entropy"
+) -> torch.Tensor:
+    """Cross-entropy; with a teacher, mixed with the KL divergence to its softened outputs. A regressor's
+    mse or huber on its standardized target (Huber's delta 1: one standard deviation of the target)."""
+    if loss_name == "mse":
+        return functional.mse_loss(logits, labels)
+    if loss_name == "huber":
+        return functional.huber_loss(logits, labels, delta=1.0)
     hard = functional.cross_entropy(logits, labels)
     if soft is None:
         return hard
@@ -254,9 +279,12 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None)
 
 
 @torch.no_grad()
-def _evaluate(classifier: Classifier, tensors: dict[str, torch.Tensor]) -> tuple[float, float]:
+def _evaluate(classifier: Classifier, tensors: dict[str, torch.Tensor], loss_name: str) -> tuple[float, float]:
+    """Validation loss and accuracy (NaN for a regressor, which has none)."""
     classifier.eval()
     logits = classifier(tensors["val_x"])
+    if loss_name != "cross_entropy":
+        return _loss(logits, tensors["val_y"], None, loss_name).item(), float("nan")
     loss = functional.cross_entropy(logits, tensors["val_y"]).item()
     accuracy = (logits.argmax(dim=1) == tensors["val_y"]).float().mean().item()
     return loss, accuracy
