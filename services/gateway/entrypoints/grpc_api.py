@@ -146,7 +146,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             deadline_s=deadline_s,
         )
         try:
-            outputs = select_outputs(result.output_names, result.outputs, decoded.outputs, False, result.labels)
+            outputs = select_outputs(
+                result.output_names,
+                result.outputs,
+                decoded.outputs,
+                False,
+                result.labels,
+                regressor=result.regressor,
+            )
         except InvalidInput:
             trail.outcome = "client_error"
             raise
