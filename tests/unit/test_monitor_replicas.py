@@ -132,3 +132,28 @@ def test_targets_may_name_one_job_at_several_urls_but_not_one_url_twice() -> Non
         assert "unique" in str(error)
     else:
         raise AssertionError("a URL named twice was accepted")
+
+
+def test_without_a_leader_two_monitors_send_an_episode_twice_under_different_ids() -> None:
+    """Why a leader, and not ids alone: an alert's id is derived from when its replica first saw the breach."""
+    sink, scraper = ListPublisher(), ScraperByUrl({GATEWAYS[0].url: exposition(0, 0, {})})
+    clock_a, clock_b = Clock(1000.0), Clock(1000.4)  # two replicas scrape 0.4 s apart
+    a, b = (
+        Monitor(
+            SHORT_RULES,
+            GATEWAYS,
+            scraper=scraper,
+            references=FakeReferences(),
+            dispatcher=Dispatcher([KafkaSink(sink)]),
+            clock=clock,
+            scrape_interval_s=5,
+        )
+        for clock in (clock_a, clock_b)
+    )
+    for _ in range(3):
+        a.tick(), b.tick()
+        clock_a.now += 5
+        clock_b.now += 5
+    deliver(a, b)
+    fired = [e for e in sink.of_type(AlertChanged) if e.state == "fired"]
+    assert len(fired) == 2 and len(set(sink.event_ids)) == 2
