@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.local.replicas import REPLICAS_ENV, Replica, ReplicaPorts, parse_replicas, replicas_of
@@ -92,12 +92,20 @@ class SupervisorError(RuntimeError):
     """supervisord could not be started or reached; the message says what to look at."""
 
 
+def supervisor_settings() -> SupervisorSettings:
+    """The ``FERRY_SUPERVISOR_*`` and ``FERRY_REPLICAS`` settings; raises SupervisorError saying what is wrong."""
+    try:
+        return SupervisorSettings()
+    except ValidationError as error:
+        raise SupervisorError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())) from None
+
+
 class Supervisor:
     """The supervisord of one Ferry home: its config, its daemon, its programs."""
 
     def __init__(self, settings: FerrySettings, options: SupervisorSettings | None = None) -> None:
         self.settings = settings
-        self.options = options or SupervisorSettings()
+        self.options = options or supervisor_settings()
         self.home = settings.home.absolute()
         self.folder = self.home / "supervisor"
         self.config = self.folder / "supervisord.conf"

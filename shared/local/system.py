@@ -21,7 +21,7 @@ from shared.kafka import kafka_answers
 from shared.local.replicas import Replica, ReplicaPorts, replicas_of, scrape_targets
 from shared.local.seaweedfs import weed_path
 from shared.local.stack import Stack
-from shared.local.supervisor import ProgramInfo, Supervisor, SupervisorSettings
+from shared.local.supervisor import ProgramInfo, Supervisor, supervisor_settings
 from shared.local.tokens import (
     TOKENS_FILE_ENV,
     WEBHOOK_TOKENS_FILE_ENV,
@@ -88,6 +88,7 @@ def service_environment(
 def up(settings: FerrySettings, say: Say = print) -> int:
     """Start the stack and the services; 0 once every part is healthy."""
     started = time.monotonic()
+    options = supervisor_settings()  # a bad FERRY_REPLICAS stops `up` before anything starts
     stack = Stack(settings)
     if stack.seaweedfs is not None and not weed_path().exists():
         say(f"building SeaweedFS (the local S3 store) into {weed_path()}: once, about 5-15 minutes")
@@ -98,7 +99,7 @@ def up(settings: FerrySettings, say: Say = print) -> int:
     say(f"API tokens: {tokens.path} ({'generated' if tokens.created else 'kept'}; lines '<user> <token>', mode 0600)")
     webhook_tokens = ensure_webhook_tokens_file(settings)
     say(f"webhook tokens: {webhook_tokens.path} ({'generated' if webhook_tokens.created else 'kept'})")
-    supervisor = Supervisor(settings)
+    supervisor = Supervisor(settings, options)
     names = ", ".join(replica.name for replica in supervisor.replicas()) or "none installed"
     environment = service_environment(settings, tokens, webhook_tokens, supervisor.replicas())
     changed = supervisor.pid() is not None and supervisor.settings_changed(environment)
@@ -179,20 +180,30 @@ def status(settings: FerrySettings) -> list[Part]:
                 log=str(stack.postgres.log_file),
             )
         )
-    supervisor = Supervisor(settings, SupervisorSettings())
+    supervisor = Supervisor(settings, supervisor_settings())
     daemon = supervisor.pid()
     parts.append(
         Part(
             "supervisord", daemon, None, "running" if daemon else "stopped", bool(daemon), log=str(supervisor.log_file)
         )
     )
+    return parts + _service_parts(supervisor)
+
+
+def _service_parts(supervisor: Supervisor) -> list[Part]:
+    """A row per service process: the replicas FERRY_REPLICAS names here, and any more the daemon runs."""
     programs = {program.name: program for program in supervisor.programs()}
     shown = [spec for spec in SERVICES if spec.installed() or spec.name in programs]
     counts = supervisor.options.replica_counts()
-    for replica in replicas_of(shown, counts, ReplicaPorts(supervisor.folder), assign=False):
-        if replica.name in programs or replica.spec.installed():
-            parts.append(_service_part(replica, programs.get(replica.name), supervisor))
-    return parts
+    for name in programs:  # another shell's `up` may have asked for more
+        service, _, index = name.rpartition("-")
+        if index.isdigit():
+            counts[service] = max(counts.get(service, 1), int(index))
+    return [
+        _service_part(replica, programs.get(replica.name), supervisor)
+        for replica in replicas_of(shown, counts, ReplicaPorts(supervisor.folder), assign=False)
+        if replica.name in programs or replica.spec.installed()
+    ]
 
 
 def _service_part(replica: Replica, program: ProgramInfo | None, supervisor: Supervisor) -> Part:

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from shared.local.replicas import ReplicaPorts, ReplicasError, parse_replicas
-from shared.local.supervisor import Supervisor, SupervisorSettings
-from shared.local.system import service_environment
+from shared.local.supervisor import Supervisor, SupervisorError, SupervisorSettings
+from shared.local.system import service_environment, up
 from shared.local.tokens import ensure_tokens_file, ensure_webhook_tokens_file
 from shared.services import SERVICES, installed_services
 from shared.settings import FerrySettings
@@ -109,3 +109,12 @@ def test_the_monitor_scrapes_every_replica_when_there_are_several(tmp_path: Path
     assert "registry=http://127.0.0.1:8081/metrics" in targets
     one_each = Supervisor(settings, SupervisorSettings())
     assert "FERRY_MONITOR_TARGETS" not in service_environment(settings, tokens, webhooks, one_each.replicas())
+
+
+def test_up_with_bad_replicas_says_so_before_it_starts_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERRY_REPLICAS", "gateway=2,gatewy=2")
+    with pytest.raises(SupervisorError, match=r"^FERRY_REPLICAS: no service named 'gatewy'"):
+        up(FerrySettings(home=tmp_path / "home"))
+    assert not (tmp_path / "home").exists()
