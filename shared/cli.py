@@ -57,9 +57,14 @@ def _down(args: argparse.Namespace, settings: FerrySettings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: FerrySettings) -> int:
+    from shared.local.supervisor import SupervisorError
     from shared.local.system import healthy, render, status
 
-    parts = status(settings)
+    try:
+        parts = status(settings)
+    except SupervisorError as error:
+        print(f"ferry status failed: {error}", file=sys.stderr)
+        return 2
     if getattr(args, "json", False):
         print(json.dumps([part.as_dict() for part in parts], indent=2))
     else:

@@ -168,8 +168,10 @@ def make_consumer(settings: FerrySettings, group: str, topics: Sequence[str], **
         "auto_offset_reset": "earliest",
         # Kafka's default batch: the loop commits and marks once per batch, so bigger batches cost less.
         "max_poll_records": 500,
-        # A consumer that died hands its partitions on after 10 s, not kafka-python's 45 s.
-        "session_timeout_ms": 10_000,
+        # A consumer that died (kill -9) holds its partitions until its session times out: FERRY_KAFKA_SESSION_
+        # TIMEOUT_MS, not kafka-python's 45 s; heartbeats every third of it, as Kafka advises.
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": max(300, settings.kafka_session_timeout_ms // 3),
         # Notice new partitions (and topics created after the join) within seconds, not kafka-python's 5 minutes.
         "metadata_max_age_ms": 5_000,
     }

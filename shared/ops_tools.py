@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -217,12 +218,14 @@ def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def log_files(settings: FerrySettings, name: str | None) -> list[Path]:
-    """``<home>/logs/NAME.log``, or every log there; NAME is one of the known names, never a path."""
+    """``<home>/logs/NAME.log`` and its replicas' ``NAME-<k>.log`` (FERRY_REPLICAS), or every log there;
+    NAME is one of the known names, never a path."""
     folder = settings.home.absolute() / "logs"
     if name is None:
         found = sorted(folder.glob("*.log"))
     else:
-        found = [folder / f"{name}.log"] if (folder / f"{name}.log").is_file() else []
+        replica = re.compile(rf"{re.escape(name)}(-\d+)?\.log")
+        found = sorted(path for path in folder.glob(f"{name}*.log") if replica.fullmatch(path.name))
     if not found:
         wanted = f"{name}.log" if name else "log"
         raise CommandError(Exit.NOT_FOUND, f"no {wanted} file under {folder}: has `make up` run here?")

@@ -83,6 +83,18 @@ class FerrySettings(BaseSettings):
     delivery_attempts: int = Field(
         default=3, ge=1, le=100, description="Deaths of a consumer with a message in hand before it is dead-lettered"
     )
+    kafka_session_timeout_ms: int = Field(
+        default=6_000,
+        ge=1_000,
+        le=300_000,
+        description=(
+            "How soon a consumer that died (kill -9) hands its partitions on; at least the broker's "
+            "group.min.session.timeout.ms (6 s on a stock broker, 1 s on the local one)"
+        ),
+    )
+    replica: int = Field(
+        default=1, ge=1, le=64, description="This process's replica number among its service's (make up sets it)"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -104,6 +116,10 @@ class FerrySettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"postgresql+psycopg://ferry@127.0.0.1:{self.postgres_port}/ferry"
+
+    def state_dir(self, service: str) -> Path:
+        """A service's local state folder: ``<home>/<service>``, ``<home>/<service>-<k>`` for replica k > 1."""
+        return self.home / (service if self.replica == 1 else f"{service}-{self.replica}")
 
     @property
     def resolved_artifact_root(self) -> str:

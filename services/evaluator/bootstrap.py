@@ -12,6 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
+from opentelemetry.metrics import Observation
 
 from services.evaluator.adapters.artifact_store import ModelLoader
 from services.evaluator.adapters.registry import RegistryRecords
@@ -22,6 +23,7 @@ from services.evaluator.handlers import EvaluatorDeps, RegistryReader, Rollout
 from services.evaluator.settings import EvaluatorSettings
 from shared.artifacts import ArtifactStore
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
+from shared.leader import AdvisoryLeader
 from shared.registry_client import RegistryClient
 from shared.runtime import Runtime
 from shared.topics import ensure_topics
@@ -94,8 +96,10 @@ def bootstrap(
     consumer: KafkaConsumer | None = None,
     producer: KafkaProducer | None = None,
     stop: threading.Event | None = None,
+    leads: Callable[[], bool] = lambda: True,
 ) -> EvaluatorService:
-    """Build the evaluator from settings; tests may pass a registry reader, consumer, producer or stop event."""
+    """Build the evaluator from settings; tests may pass a registry reader, consumer, producer, stop event or
+    leadership (``leads``: whether this replica completes bakes; the process passes its advisory lock's)."""
     settings = settings or EvaluatorSettings()
     stop = stop or threading.Event()
     producer = producer or make_producer(settings.ferry, client_id="ferry-evaluator")
@@ -109,14 +113,24 @@ def bootstrap(
     # An evaluation takes about a second: ten per poll keeps far inside Kafka's poll deadline.
     consumer = consumer or make_consumer(settings.ferry, settings.consumer_group, TOPICS, max_poll_records=10)
     loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
-    runner = BakeRunner(deps, stop=stop, resync_interval_s=settings.resync_interval_s)
+    runner = BakeRunner(deps, stop=stop, resync_interval_s=settings.resync_interval_s, leads=leads)
     return EvaluatorService(settings, deps, loop, runner, stop, closers)
 
 
 def process(settings: EvaluatorSettings) -> Runtime:
     """The evaluator process for the runtime (HTTP only when ``settings.port`` is not 0)."""
     ensure_topics(settings.ferry)
-    service = bootstrap(settings)
+    # One replica completes bakes: the holder of the evaluator's advisory lock (shared/leader.py).
+    leader = AdvisoryLeader.for_database(settings.ferry.resolved_database_url, "evaluator.bakes")
+    service = bootstrap(settings, leads=leader.leads)
+    service.closers.insert(0, leader.close)
+    runner = service.bakes
+    metrics.get_meter("ferry.evaluator").create_observable_gauge(
+        "ferry.evaluator.bake.leader",
+        [lambda _: [Observation(1 if runner.leading else 0)]],
+        unit="1",
+        description="1 while this replica is the one that completes bakes",
+    )
     runtime = Runtime("evaluator", stop=service.stop_event, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("consumer-loop", service.loop.run)
     runtime.worker("bakes", service.bakes.run)

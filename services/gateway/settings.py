@@ -101,7 +101,9 @@ class GatewaySettings(BaseSettings):
 
     @property
     def resolved_access_log_file(self) -> Path:
-        return (self.access_log_file or self.ferry.home / "logs" / "gateway-access.log").absolute()
+        # One file per replica: two processes rotating one file would lose each other's lines.
+        name = "gateway" if self.ferry.replica == 1 else f"gateway-{self.ferry.replica}"
+        return (self.access_log_file or self.ferry.home / "logs" / f"{name}-access.log").absolute()
 
     @property
     def tracing(self) -> bool:

@@ -5,6 +5,8 @@ runtime runs (``process``): the scrape-and-evaluate cycle, the delivery of alert
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
 from shared.events import DeploymentChanged
 from shared.kafka import KafkaPublisher, Publisher, make_consumer, make_producer
+from shared.leader import AdvisoryLeader
 from shared.registry_client import RegistryClient, RetryBudget
 from shared.runtime import Runtime
 
@@ -68,8 +71,10 @@ def bootstrap(
     scraper: Scraper | None = None,
     references: ReferenceSource | None = None,
     clock: Callable[[], float] = time.time,
+    leads: Callable[[], bool] = lambda: True,
 ) -> MonitorService:
-    """Build the monitor from settings; tests may pass a publisher, scraper, reference source or clock.
+    """Build the monitor from settings; tests may pass a publisher, scraper, reference source, clock or
+    leadership (``leads``: whether this replica's transitions go out; the process passes the lock's).
 
     Raises RulesFileError or InvalidTokens (before building anything) when the rules or the webhook
     tokens cannot be used.
@@ -109,6 +114,7 @@ def bootstrap(
         scrape_interval_s=settings.scrape_interval_s,
         book=AlertBook(recent_limit=settings.recent_alerts),
         store=SeriesStore(retention_s=retention_s, max_series=settings.max_series),
+        leads=leads,
     )
     register_gauges(monitor)
     return MonitorService(settings, monitor, dispatcher, publisher, deployed, webhook_tokens, closers=closers)
@@ -119,7 +125,10 @@ def process(settings: MonitorSettings) -> Runtime:
 
     At a stop the dispatcher makes one last delivery attempt for what is queued, then everything closes.
     """
-    service = bootstrap(settings)
+    # One replica publishes alerts: the holder of the monitor's advisory lock (shared/leader.py).
+    leader = AdvisoryLeader.for_database(settings.ferry.resolved_database_url, "monitor.alerts")
+    service = bootstrap(settings, leads=leader.leads)
+    service.closers.insert(0, leader.close)  # closed last: the lock is given up once nothing is left to send
     monitor, stop = service.monitor, service.stop
     log.info(
         "monitor starting: %d rules, targets %s, webhooks %d",
@@ -127,7 +136,9 @@ def process(settings: MonitorSettings) -> Runtime:
         [f"{t.job}={t.url}" for t in monitor.targets],
         len(settings.resolved_webhook_urls),
     )
-    consumer = make_consumer(settings.ferry, settings.consumer_group, [DeploymentChanged.topic])
+    # A group per process: every replica must see every deployment (a shared group would split them).
+    group = f"{settings.consumer_group}-{socket.gethostname()}-{os.getpid()}"
+    consumer = make_consumer(settings.ferry, group, [DeploymentChanged.topic])
     dlq_producer = make_producer(settings.ferry)
     loop = build_consumer_loop(settings, service.deployed, consumer=consumer, producer=dlq_producer, stop=stop)
     runtime = Runtime("monitor", stop=stop, shutdown_timeout_s=settings.shutdown_timeout_s)
@@ -189,6 +200,9 @@ def register_gauges(monitor: Monitor) -> None:
     def series(_: CallbackOptions) -> list[Observation]:
         return [Observation(len(monitor.store))]
 
+    def leader(_: CallbackOptions) -> list[Observation]:
+        return [Observation(1 if monitor.leading else 0)]
+
     meter.create_observable_gauge(
         "ferry.monitor.drift.psi",
         [psi],
@@ -203,3 +217,6 @@ def register_gauges(monitor: Monitor) -> None:
     )
     meter.create_observable_gauge("ferry.monitor.alerts", [alerts], unit="1", description="active alerts")
     meter.create_observable_gauge("ferry.monitor.series", [series], unit="1", description="series in the window")
+    meter.create_observable_gauge(
+        "ferry.monitor.leader", [leader], unit="1", description="1 while this replica's alerts are the ones sent"
+    )

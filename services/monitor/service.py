@@ -90,6 +90,7 @@ class Monitor:
         book: AlertBook | None = None,
         deployed_versions: Callable[[], Iterable[tuple[str, str]]] = lambda: (),
         scrape_interval_s: float = 5.0,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self.rules = rules
         self.targets = targets
@@ -101,8 +102,11 @@ class Monitor:
         self.store = store or SeriesStore(retention_s=retention)
         self.book = book or AlertBook()
         self._deployed_versions = deployed_versions
+        # Every replica evaluates (its `for` timers keep running); only the leader's transitions go out.
+        self._leads = leads
+        self.leading = False
         self._lock = threading.RLock()
-        self._targets = {t.job: TargetHealth(t.job, t.instance, t.url, None) for t in targets}
+        self._targets = {t.key: TargetHealth(t.job, t.instance, t.url, None) for t in targets}
         self._rules = {rule.name: RuleHealth(rule) for rule in rules.rules}
         self._values: dict[str, list[Observation]] = {}
         meter = metrics.get_meter("ferry.monitor")
@@ -117,7 +121,7 @@ class Monitor:
         now = self._clock()
         with self._lock:
             for result in results:
-                self.store.ingest(result.target.job, now, with_target_labels(result))
+                self.store.ingest(result.target.key, now, with_target_labels(result))
                 self._record_scrape(result, now)
             self.store.prune(now)
             wanted = drift_versions(self.rules.rules, self.store, now) | set(self._deployed_versions())
@@ -133,6 +137,22 @@ class Monitor:
                 transition.alert.label_map,
                 transition.alert.value,
             )
+        return self._hand_on(transitions)
+
+    def _hand_on(self, transitions: list[Transition]) -> list[Transition]:
+        """The leader hands its transitions to the dispatcher; a replica that has just become leader first
+        announces what is firing in its own book (the old leader may have died before it could)."""
+        leading, was_leading = self._leads(), self.leading
+        self.leading = leading
+        if not leading:
+            return []
+        if not was_leading:
+            fired = {t.alert.key for t in transitions if t.state == "fired"}
+            with self._lock:
+                firing = [Transition(a, "fired") for a in self.book.firing() if a.key not in fired]
+            if firing:
+                log.info("leading now: announcing %d firing alert(s) of this replica's book", len(firing))
+            transitions = firing + transitions
         self._dispatcher.submit(transitions)
         return transitions
 
@@ -149,7 +169,7 @@ class Monitor:
 
     def _record_scrape(self, result: ScrapeResult, now: float) -> None:
         target = result.target
-        self._targets[target.job] = TargetHealth(
+        self._targets[target.key] = TargetHealth(
             target.job,
             target.instance,
             target.url,

@@ -30,9 +30,10 @@ def parse_targets(text: str) -> list[Target]:
         if url.count("/") == 2:
             url += "/metrics"
         targets.append(Target(job.strip(), url.strip()))
-    jobs = [target.job for target in targets]
-    if len(set(jobs)) != len(jobs):
-        raise ValueError(f"target jobs must be unique: {jobs}")
+    # A job may have several processes (replicas of a service), each scraped at its own URL.
+    urls = [target.url for target in targets]
+    if len(set(urls)) != len(urls):
+        raise ValueError(f"target URLs must be unique: {urls}")
     return targets
 
 
@@ -63,7 +64,9 @@ class MonitorSettings(BaseSettings):
     registry_timeout_s: float = Field(default=5.0, gt=0, le=120)
     reference_ttl_s: float = Field(default=300.0, gt=0, description="How long a drift reference is cached")
     missing_reference_ttl_s: float = Field(default=30.0, gt=0, description="When to ask again for an absent reference")
-    consumer_group: str = Field(default="monitor", min_length=1)
+    consumer_group: str = Field(
+        default="monitor", min_length=1, description="Prefix of each process's own group <prefix>-<host>-<pid>"
+    )
     recent_alerts: int = Field(default=200, ge=1, le=100_000, description="Resolved alerts kept for the API")
     max_series: int = Field(default=100_000, ge=100, description="Series the window keeps at most")
     max_pending_deliveries: int = Field(default=10_000, ge=10, description="Per sink, before the oldest is dropped")

@@ -170,13 +170,13 @@ def consumer_loop(
     """The consumer loop of group ``registry``, and its DLQ producer for the caller to close; tests may
     pass their own consumer, producer or retry policy."""
     settings = registry.settings
-    session_timeout_ms = settings.consumer_session_timeout_ms
+    session_timeout_ms = settings.consumer_session_timeout_ms or settings.ferry.kafka_session_timeout_ms
     consumer = consumer or make_consumer(
         settings.ferry,
         settings.consumer_group,
         TOPICS,
         session_timeout_ms=session_timeout_ms,
-        heartbeat_interval_ms=max(1_000, session_timeout_ms // 5),
+        heartbeat_interval_ms=max(300, session_timeout_ms // 3),
     )
     dlq_producer = dlq_producer or make_producer(settings.ferry, client_id="ferry-registry-dlq")
     return build_consumer_loop(registry, consumer=consumer, dlq_producer=dlq_producer, retry=retry), dlq_producer

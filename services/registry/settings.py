@@ -32,8 +32,11 @@ class RegistrySettings(BaseSettings):
         default=None, description="File of '<user> <token>' lines: each token's user is the actor of its writes"
     )
     consumer_group: str = Field(default="registry", min_length=1)
-    consumer_session_timeout_ms: int = Field(
-        default=10_000, ge=6_000, le=300_000, description="How soon a dead registry's partitions move to another"
+    consumer_session_timeout_ms: int | None = Field(
+        default=None,
+        ge=1_000,
+        le=300_000,
+        description="How soon a dead registry's partitions move to another; default FERRY_KAFKA_SESSION_TIMEOUT_MS",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=20, ge=0, le=200)

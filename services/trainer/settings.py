@@ -39,7 +39,7 @@ class TrainerSettings(BaseSettings):
 
     @property
     def resolved_work_dir(self) -> Path:
-        return self.work_dir or self.ferry.home / "trainer" / "work"
+        return self.work_dir or self.ferry.state_dir("trainer") / "work"
 
     @property
     def max_poll_interval_ms(self) -> int:

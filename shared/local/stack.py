@@ -184,6 +184,8 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Lets consumers ask for sessions down to 1 s (FERRY_KAFKA_SESSION_TIMEOUT_MS), a stock broker 6 s.
+            "group.min.session.timeout.ms": "1000",
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
             # A lone node has no one to hand leadership to; controlled shutdown would only wait.

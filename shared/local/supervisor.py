@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.local.replicas import REPLICAS_ENV, Replica, ReplicaPorts, parse_replicas, replicas_of
 from shared.local.stack import pid_alive, terminate_pid
 from shared.services import SERVICES, ServiceSpec, installed_services
 from shared.settings import FerrySettings
@@ -59,6 +60,20 @@ class SupervisorSettings(BaseSettings):
     start_retries: int = Field(default=10, ge=0, le=100, description="Quick deaths retried (1 s, 2 s, … apart)")
     stop_wait_s: int = Field(default=30, ge=1, le=600, description="SIGTERM to SIGKILL, per service")
     ready_timeout_s: float = Field(default=240, gt=0, description="How long `make up` waits for every health")
+    replicas: str = Field(
+        default="",
+        validation_alias=AliasChoices(REPLICAS_ENV, "replicas"),
+        description="Processes per service, e.g. registry=2,gateway=2 (FERRY_REPLICAS); a service not named runs once",
+    )
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: str) -> str:
+        parse_replicas(value, (spec.name for spec in SERVICES))
+        return value
+
+    def replica_counts(self) -> dict[str, int]:
+        return parse_replicas(self.replicas, (spec.name for spec in SERVICES))
 
 
 @dataclass(frozen=True)
@@ -77,12 +92,20 @@ class SupervisorError(RuntimeError):
     """supervisord could not be started or reached; the message says what to look at."""
 
 
+def supervisor_settings() -> SupervisorSettings:
+    """The ``FERRY_SUPERVISOR_*`` and ``FERRY_REPLICAS`` settings; raises SupervisorError saying what is wrong."""
+    try:
+        return SupervisorSettings()
+    except ValidationError as error:
+        raise SupervisorError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())) from None
+
+
 class Supervisor:
     """The supervisord of one Ferry home: its config, its daemon, its programs."""
 
     def __init__(self, settings: FerrySettings, options: SupervisorSettings | None = None) -> None:
         self.settings = settings
-        self.options = options or SupervisorSettings()
+        self.options = options or supervisor_settings()
         self.home = settings.home.absolute()
         self.folder = self.home / "supervisor"
         self.config = self.folder / "supervisord.conf"
@@ -116,6 +139,11 @@ class Supervisor:
             raise SupervisorError(f"FERRY_SUPERVISOR_SERVICES names services that are not installed: {sorted(unknown)}")
         return [spec for spec in installed if spec.name in wanted]
 
+    def replicas(self, *, assign: bool = True) -> list[Replica]:
+        """Every process this supervisor runs (FERRY_REPLICAS of each service), in start order."""
+        ports = ReplicaPorts(self.folder)
+        return replicas_of(self.services(), self.options.replica_counts(), ports, assign=assign)
+
     def log_of(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
 
@@ -136,23 +164,25 @@ class Supervisor:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
             f"[supervisorctl]\nserverurl=unix://{q(self.socket)}\n",
         ]
-        for spec in self.services():
+        for replica in self.replicas():
+            spec = replica.spec
             priority = 100 + SERVICES.index(spec)  # SERVICES' order is the start order, stable across updates
             sections.append(
-                f"[program:{spec.name}]\n"
+                f"[program:{replica.name}]\n"
                 f"command={q(sys.executable)} -m {spec.module}\ndirectory={q(workdir)}\npriority={priority}\n"
                 "autostart=true\nautorestart=true\n"
                 f"startsecs={options.start_secs}\nstartretries={options.start_retries}\n"
                 f"stopsignal=TERM\nstopwaitsecs={options.stop_wait_s}\nstopasgroup=true\nkillasgroup=true\n"
-                f"redirect_stderr=true\nstdout_logfile={q(self.log_of(spec.name))}\n"
+                f"redirect_stderr=true\nstdout_logfile={q(self.log_of(replica.name))}\n"
                 "stdout_logfile_maxbytes=20MB\nstdout_logfile_backups=3\n"
-                f"environment={self._environment(spec.name)}\n"
+                f"environment={self._environment(spec.name, replica.environment())}\n"
             )
         return "\n".join(sections)
 
-    def _environment(self, name: str) -> str:
-        """A program's own variables: with a secured broker, its own Kafka user (shared/kafka_access.py)."""
-        values = {"PYTHONUNBUFFERED": "1"}
+    def _environment(self, name: str, own: Mapping[str, str]) -> str:
+        """A program's own variables: its port and replica number and, with a secured broker, its service's
+        Kafka user (shared/kafka_access.py)."""
+        values = {"PYTHONUNBUFFERED": "1", **own}
         if self.settings.kafka_secured:
             from shared.local.kafka_security import client_environment
 

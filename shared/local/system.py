@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 
 from shared.kafka import kafka_answers
+from shared.local.replicas import Replica, ReplicaPorts, replicas_of, scrape_targets
 from shared.local.seaweedfs import weed_path
 from shared.local.stack import Stack
-from shared.local.supervisor import ProgramInfo, Supervisor, SupervisorSettings
+from shared.local.supervisor import ProgramInfo, Supervisor, supervisor_settings
 from shared.local.tokens import (
     TOKENS_FILE_ENV,
     WEBHOOK_TOKENS_FILE_ENV,
@@ -64,8 +65,11 @@ def settings_environment(settings: FerrySettings) -> dict[str, str]:
     return {f"FERRY_{key.upper()}": str(value) for key, value in values.items()}
 
 
-def service_environment(settings: FerrySettings, tokens: TokensFile, webhook_tokens: TokensFile) -> dict[str, str]:
-    """The environment supervisord (and so every service) runs with."""
+def service_environment(
+    settings: FerrySettings, tokens: TokensFile, webhook_tokens: TokensFile, replicas: list[Replica] | None = None
+) -> dict[str, str]:
+    """The environment supervisord (and so every service) runs with; with more than one process of a
+    service the monitor scrapes each (FERRY_MONITOR_TARGETS, unless the user set it)."""
     env = dict(os.environ) | settings_environment(settings)
     seaweedfs = Stack(settings).seaweedfs
     if seaweedfs is not None:  # the local S3 store: its endpoint and generated key pair, as boto3 reads them
@@ -76,12 +80,15 @@ def service_environment(settings: FerrySettings, tokens: TokensFile, webhook_tok
     env.setdefault("FERRY_API_TOKEN", operator_token(tokens.path))
     for spec in SERVICES:  # how services find each other: FERRY_<NAME>_URL unless the user set one
         env.setdefault(f"FERRY_{spec.name.upper()}_URL", spec.url())
+    if replicas and any(replica.index > 1 for replica in replicas):
+        env.setdefault("FERRY_MONITOR_TARGETS", scrape_targets(replicas))
     return env
 
 
 def up(settings: FerrySettings, say: Say = print) -> int:
     """Start the stack and the services; 0 once every part is healthy."""
     started = time.monotonic()
+    options = supervisor_settings()  # a bad FERRY_REPLICAS stops `up` before anything starts
     stack = Stack(settings)
     if stack.seaweedfs is not None and not weed_path().exists():
         say(f"building SeaweedFS (the local S3 store) into {weed_path()}: once, about 5-15 minutes")
@@ -92,9 +99,9 @@ def up(settings: FerrySettings, say: Say = print) -> int:
     say(f"API tokens: {tokens.path} ({'generated' if tokens.created else 'kept'}; lines '<user> <token>', mode 0600)")
     webhook_tokens = ensure_webhook_tokens_file(settings)
     say(f"webhook tokens: {webhook_tokens.path} ({'generated' if webhook_tokens.created else 'kept'})")
-    supervisor = Supervisor(settings)
-    names = ", ".join(spec.name for spec in supervisor.services()) or "none installed"
-    environment = service_environment(settings, tokens, webhook_tokens)
+    supervisor = Supervisor(settings, options)
+    names = ", ".join(replica.name for replica in supervisor.replicas()) or "none installed"
+    environment = service_environment(settings, tokens, webhook_tokens, supervisor.replicas())
     changed = supervisor.pid() is not None and supervisor.settings_changed(environment)
     fresh = supervisor.start(environment, workdir=Path.cwd())
     say(f"supervisord {'started' if fresh else 'already running'} (pid {supervisor.pid()}): {names}")
@@ -109,10 +116,10 @@ def up(settings: FerrySettings, say: Say = print) -> int:
 
 
 def _wait_healthy(settings: FerrySettings, supervisor: Supervisor) -> bool:
-    specs = supervisor.services()
+    replicas = supervisor.replicas()
     try:
         wait_for(
-            lambda: all(health_ok(spec) for spec in specs),
+            lambda: all(health_ok(replica) for replica in replicas),
             what="the services",
             timeout_s=supervisor.options.ready_timeout_s,
             max_s=2.0,
@@ -130,10 +137,11 @@ def down(settings: FerrySettings, say: Say = print) -> int:
     return 0
 
 
-def health_ok(spec: ServiceSpec, timeout_s: float = 2.0) -> bool:
-    """An HTTP GET of the service's health path answers 200."""
+def health_ok(process: ServiceSpec | Replica, timeout_s: float = 2.0) -> bool:
+    """An HTTP GET of the service's (or one replica's) health path answers 200."""
+    spec = process.spec if isinstance(process, Replica) else process
     try:
-        return httpx.get(spec.url(spec.health_path), timeout=timeout_s).status_code == 200
+        return httpx.get(process.url(spec.health_path), timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -172,29 +180,42 @@ def status(settings: FerrySettings) -> list[Part]:
                 log=str(stack.postgres.log_file),
             )
         )
-    supervisor = Supervisor(settings, SupervisorSettings())
+    supervisor = Supervisor(settings, supervisor_settings())
     daemon = supervisor.pid()
     parts.append(
         Part(
             "supervisord", daemon, None, "running" if daemon else "stopped", bool(daemon), log=str(supervisor.log_file)
         )
     )
+    return parts + _service_parts(supervisor)
+
+
+def _service_parts(supervisor: Supervisor) -> list[Part]:
+    """A row per service process: the replicas FERRY_REPLICAS names here, and any more the daemon runs."""
     programs = {program.name: program for program in supervisor.programs()}
-    for spec in SERVICES:
-        if spec.name in programs or spec.installed():
-            parts.append(_service_part(spec, programs.get(spec.name), supervisor))
-    return parts
+    shown = [spec for spec in SERVICES if spec.installed() or spec.name in programs]
+    counts = supervisor.options.replica_counts()
+    for name in programs:  # another shell's `up` may have asked for more
+        service, _, index = name.rpartition("-")
+        if index.isdigit():
+            counts[service] = max(counts.get(service, 1), int(index))
+    return [
+        _service_part(replica, programs.get(replica.name), supervisor)
+        for replica in replicas_of(shown, counts, ReplicaPorts(supervisor.folder), assign=False)
+        if replica.name in programs or replica.spec.installed()
+    ]
 
 
-def _service_part(spec: ServiceSpec, program: ProgramInfo | None, supervisor: Supervisor) -> Part:
+def _service_part(replica: Replica, program: ProgramInfo | None, supervisor: Supervisor) -> Part:
+    name = replica.name
     if program is None:
-        return Part(spec.name, None, spec.port, "not started", False, log=str(supervisor.log_of(spec.name)))
+        return Part(name, None, replica.port, "not started", False, log=str(supervisor.log_of(name)))
     return Part(
-        spec.name,
+        name,
         program.pid,
-        spec.port,
+        replica.port,
         program.state.lower(),
-        program.state == "RUNNING" and health_ok(spec),
+        program.state == "RUNNING" and health_ok(replica),
         program.restarts,
         program.started,
         str(program.log_file),

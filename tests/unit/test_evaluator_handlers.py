@@ -4,6 +4,7 @@ small real ONNX models."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,8 @@ from evaluator_onnx import fitted_digits, random_digits
 
 from services.evaluator.adapters.artifact_store import ModelLoader
 from services.evaluator.domain.records import DeploymentRecord, EvaluationRecord, HistoryRecord, VersionRecord
-from services.evaluator.domain.rollout import Bake
+from services.evaluator.domain.rollout import Bake, BakeBook
+from services.evaluator.entrypoints.bakes import BakeRunner
 from services.evaluator.handlers import (
     EvaluatorDeps,
     Rollout,
@@ -318,3 +320,32 @@ def test_the_next_version_waits_until_the_registry_shows_the_last_decision(
     with_champion(registry, store, models["good"])  # now the registry shows v1 as the champion
     handle_model_registered(announced(second), meta(), deps=deps)
     assert [event.stage for event in published.of_type(ModelDecided)] == ["champion", "canary"]
+
+
+def test_of_two_replicas_only_the_leader_completes_a_bake_and_the_other_does_once_it_leads(
+    deps: EvaluatorDeps, registry: FakeRegistry, store: ArtifactStore, published: ListPublisher, models: dict
+) -> None:
+    with_champion(registry, store, models["good"])
+    register(registry, store, 2, models["good"], status="challenger")
+    registry.deployment_record = DeploymentRecord(champion=1, challenger=2, canary_weight=0.1, revision=2)
+    registry.history_records = history_of_canary()
+    later = {"clock": lambda: NOW + 31}
+    leader = {"name": "a"}
+    runners = {
+        name: BakeRunner(
+            EvaluatorDeps(**{**deps.__dict__, **later, "bakes": BakeBook()}),
+            stop=threading.Event(),
+            resync_interval_s=1,
+            leads=lambda name=name: leader["name"] == name,  # type: ignore[misc]
+        )
+        for name in "ab"
+    }
+    for runner in runners.values():
+        assert runner.resync()  # both know the bake, from the registry
+    leader["name"] = "nobody"  # the leader died before it was due
+    assert [runner.complete_due() for runner in runners.values()] == [0, 0]
+    leader["name"] = "b"
+    assert [runner.complete_due() for runner in runners.values()] == [0, 1]
+    [decided] = published.of_type(ModelDecided)
+    assert (decided.decision, decided.stage, decided.version) == ("promote", "champion", 2)
+    assert runners["b"].leading and not runners["a"].leading

@@ -339,7 +339,7 @@ def test_targets_from_settings() -> None:
         ("gateway", "http://127.0.0.1:1/metrics", "127.0.0.1:1"),
         ("fake", "http://127.0.0.1:2/custom", "127.0.0.1:2"),
     ]
-    for bad in ("gateway", "gateway=ftp://x", "a=http://x:1,a=http://x:2"):
+    for bad in ("gateway", "gateway=ftp://x", "a=http://x:1,b=http://x:1"):  # one job may have several URLs
         with pytest.raises(ValueError):
             parse_targets(bad)
 

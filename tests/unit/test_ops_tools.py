@@ -123,3 +123,13 @@ def test_completion_scripts_cover_the_verbs(capsys: pytest.CaptureFixture[str]) 
     assert run_completion(argparse.Namespace(shell="bash"), FerrySettings()) == Exit.OK
     script = capsys.readouterr().out
     assert "promote" in script and "rollback" in script and "completion" in script
+
+
+def test_the_logs_of_a_service_are_those_of_every_replica_and_no_other(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("gateway", "gateway-2", "gateway-access", "gateway-2-access", "gateway-x", "registry-2"):
+        (logs / f"{name}.log").write_text("line\n")
+    settings = FerrySettings(home=tmp_path)
+    assert log_files(settings, "gateway") == [logs / "gateway-2.log", logs / "gateway.log"]
+    assert log_files(settings, "registry") == [logs / "registry-2.log"]

@@ -1,11 +1,17 @@
 """The bake thread: rebuilds the pending bakes from the registry at start and every ``resync_interval_s``,
-and completes those that are due. It never dies of a failure: it logs it and looks again later."""
+and completes those that are due. It never dies of a failure: it logs it and looks again later.
+
+Every replica keeps the bakes; only the one that leads (``leads``: the evaluator's advisory lock)
+completes them, so one evaluator completes a bake. When the leader dies another takes the lock within
+its retry interval and completes what is due, at most ``resync_interval_s`` later if the bake began
+after its last resync."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from services.evaluator.domain.rollout import Bake
@@ -19,12 +25,20 @@ class BakeRunner:
     """Runs in its own thread beside the consumer loop; ``stop`` ends it."""
 
     def __init__(
-        self, deps: EvaluatorDeps, *, stop: threading.Event, resync_interval_s: float, tick_s: float = 0.25
+        self,
+        deps: EvaluatorDeps,
+        *,
+        stop: threading.Event,
+        resync_interval_s: float,
+        tick_s: float = 0.25,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self.deps = deps
         self.stop = stop
         self.resync_interval_s = resync_interval_s
         self.tick_s = tick_s
+        self.leads = leads
+        self.leading = False
         self.resynced = threading.Event()
         """Set once the bakes have been rebuilt from the registry (readiness)."""
 
@@ -33,11 +47,19 @@ class BakeRunner:
         while not self.stop.is_set():
             if time.monotonic() >= next_resync:
                 next_resync = time.monotonic() + (self.resync_interval_s if self.resync() else RETRY_S)
-            for bake in self.deps.bakes.due(self.deps.clock()):
-                if self.stop.is_set():
-                    break
-                self._complete(bake)
+            self.complete_due()
             self.stop.wait(self.tick_s)
+
+    def complete_due(self) -> int:
+        """Complete the bakes that are due, if this replica leads; returns how many it tried."""
+        self.leading = self.leads()
+        tried = 0
+        for bake in self.deps.bakes.due(self.deps.clock()) if self.leading else []:
+            if self.stop.is_set():
+                break
+            self._complete(bake)
+            tried += 1
+        return tried
 
     def resync(self) -> bool:
         try:

@@ -27,6 +27,11 @@ class Target:
     url: str
 
     @property
+    def key(self) -> str:
+        """One process: a job may have several (replicas), each at its own URL."""
+        return f"{self.job} {self.url}"
+
+    @property
     def instance(self) -> str:
         """Prometheus's ``instance`` label: host:port of the URL."""
         parts = urlsplit(self.url)

@@ -89,6 +89,6 @@ def build_consumer_loop(
         stop=registry.stop,
         # Delivery attempts survive a crash here (per host): a message that kills the registry every
         # time is dead-lettered after FERRY_DELIVERY_ATTEMPTS deaths instead of crash-looping it.
-        delivery_log=SqliteDeliveryLog(settings.ferry.home / "registry" / "delivery.sqlite"),
+        delivery_log=SqliteDeliveryLog(settings.ferry.state_dir("registry") / "delivery.sqlite"),
         max_attempts=settings.ferry.delivery_attempts,
     )

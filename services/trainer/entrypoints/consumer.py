@@ -33,6 +33,6 @@ def build_consumer_loop(
         stop=stop,
         # A request that kills the trainer every time (out of memory, a native crash) is dead-lettered
         # after FERRY_DELIVERY_ATTEMPTS deaths instead of being trained forever; counted per host.
-        delivery_log=SqliteDeliveryLog(settings.ferry.home / "trainer" / "delivery.sqlite"),
+        delivery_log=SqliteDeliveryLog(settings.ferry.state_dir("trainer") / "delivery.sqlite"),
         max_attempts=settings.ferry.delivery_attempts,
     )
