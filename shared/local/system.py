@@ -69,7 +69,8 @@ def service_environment(
     settings: FerrySettings, tokens: TokensFile, webhook_tokens: TokensFile, replicas: list[Replica] | None = None
 ) -> dict[str, str]:
     """The environment supervisord (and so every service) runs with; with more than one process of a
-    service the monitor scrapes each (FERRY_MONITOR_TARGETS, unless the user set it)."""
+    service the monitor scrapes each (FERRY_MONITOR_TARGETS) and the console asks each gateway
+    (FERRY_CONSOLE_GATEWAY_URLS), unless the user set them."""
     env = dict(os.environ) | settings_environment(settings)
     seaweedfs = Stack(settings).seaweedfs
     if seaweedfs is not None:  # the local S3 store: its endpoint and generated key pair, as boto3 reads them
@@ -82,6 +83,9 @@ def service_environment(
         env.setdefault(f"FERRY_{spec.name.upper()}_URL", spec.url())
     if replicas and any(replica.index > 1 for replica in replicas):
         env.setdefault("FERRY_MONITOR_TARGETS", scrape_targets(replicas))
+        # The console shows how each gateway process sees a model's deployment: every replica, not the first.
+        gateways = [replica.url() for replica in replicas if replica.spec.name == "gateway"]
+        env.setdefault("FERRY_CONSOLE_GATEWAY_URLS", ",".join(gateways))
     return env
 
 

@@ -107,8 +107,10 @@ def test_the_monitor_scrapes_every_replica_when_there_are_several(tmp_path: Path
     assert "gateway=http://127.0.0.1:8080/metrics" in targets
     assert f"gateway=http://127.0.0.1:{gateway_2.port}/metrics" in targets
     assert "registry=http://127.0.0.1:8081/metrics" in targets
+    assert env["FERRY_CONSOLE_GATEWAY_URLS"] == f"http://127.0.0.1:8080,http://127.0.0.1:{gateway_2.port}"
     one_each = Supervisor(settings, SupervisorSettings())
-    assert "FERRY_MONITOR_TARGETS" not in service_environment(settings, tokens, webhooks, one_each.replicas())
+    alone = service_environment(settings, tokens, webhooks, one_each.replicas())
+    assert "FERRY_MONITOR_TARGETS" not in alone and "FERRY_CONSOLE_GATEWAY_URLS" not in alone
 
 
 def test_up_with_bad_replicas_says_so_before_it_starts_anything(
