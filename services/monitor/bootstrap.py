@@ -21,6 +21,7 @@ from services.monitor.adapters.registry import RegistryReferences
 from services.monitor.adapters.rules_file import read_rules
 from services.monitor.adapters.scraper import HttpScraper
 from services.monitor.adapters.webhooks import WebhookSink
+from services.monitor.domain.episodes import RecentIds
 from services.monitor.domain.lifecycle import AlertBook
 from services.monitor.domain.series import SeriesStore
 from services.monitor.entrypoints.api import ApiDeps, create_app
@@ -48,6 +49,7 @@ class MonitorService:
     publisher: Publisher
     deployed: DeployedVersions
     webhook_tokens: dict[str, str] = field(default_factory=dict)
+    incoming_ids: RecentIds = field(default_factory=RecentIds)
     stop: threading.Event = field(default_factory=threading.Event)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -57,6 +59,8 @@ class MonitorService:
             publish_batch=self.publisher.publish_batch,
             webhook_tokens=self.webhook_tokens,
             webhook_max_bytes=self.settings.webhook_max_bytes,
+            incoming_ids=self.incoming_ids,
+            engine=self.settings.engine,
         )
 
     def close(self) -> None:
@@ -101,6 +105,10 @@ def bootstrap(
         closers,
     )
     dispatcher = _dispatcher(settings, publisher, closers)
+    if not settings.publishes_own_alerts:
+        # External engine: Prometheus evaluates and Alertmanager delivers. The monitor still evaluates, for its
+        # API and its gauges (Prometheus's drift rule reads the references it refreshes), but never publishes.
+        leads = _never
     deployed = DeployedVersions()
     retention_s = rules.longest_window_s() + 3 * settings.scrape_interval_s + 60
     monitor = Monitor(
@@ -117,7 +125,12 @@ def bootstrap(
         leads=leads,
     )
     register_gauges(monitor)
-    return MonitorService(settings, monitor, dispatcher, publisher, deployed, webhook_tokens, closers=closers)
+    incoming = RecentIds(settings.webhook_dedup_ids)
+    return MonitorService(settings, monitor, dispatcher, publisher, deployed, webhook_tokens, incoming, closers=closers)
+
+
+def _never() -> bool:
+    return False
 
 
 def process(settings: MonitorSettings) -> Runtime:
@@ -125,13 +138,20 @@ def process(settings: MonitorSettings) -> Runtime:
 
     At a stop the dispatcher makes one last delivery attempt for what is queued, then everything closes.
     """
-    # One replica publishes alerts: the holder of the monitor's advisory lock (shared/leader.py).
-    leader = AdvisoryLeader.for_database(settings.ferry.resolved_database_url, "monitor.alerts")
-    service = bootstrap(settings, leads=leader.leads)
-    service.closers.insert(0, leader.close)  # closed last: the lock is given up once nothing is left to send
+    if settings.publishes_own_alerts:
+        # One replica publishes alerts: the holder of the monitor's advisory lock (shared/leader.py).
+        leader = AdvisoryLeader.for_database(settings.ferry.resolved_database_url, "monitor.alerts")
+        service = bootstrap(settings, leads=leader.leads)
+        service.closers.insert(0, leader.close)  # closed last: the lock is given up once nothing is left to send
+    else:
+        # Every replica bridges what Alertmanager sends it; the derived ids make copies harmless.
+        service = bootstrap(settings)
+        if settings.resolved_webhook_urls:
+            log.warning("FERRY_MONITOR_WEBHOOK_URLS is ignored by the external engine: Alertmanager delivers")
     monitor, stop = service.monitor, service.stop
     log.info(
-        "monitor starting: %d rules, targets %s, webhooks %d",
+        "monitor starting (%s engine): %d rules, targets %s, webhooks %d",
+        settings.engine,
         len(monitor.rules.rules),
         [f"{t.job}={t.url}" for t in monitor.targets],
         len(settings.resolved_webhook_urls),
@@ -143,7 +163,8 @@ def process(settings: MonitorSettings) -> Runtime:
     loop = build_consumer_loop(settings, service.deployed, consumer=consumer, producer=dlq_producer, stop=stop)
     runtime = Runtime("monitor", stop=stop, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("scrape-evaluate", lambda: monitor.run(stop, settings.scrape_interval_s))
-    runtime.worker("delivery", lambda: service.dispatcher.run(stop))
+    if settings.publishes_own_alerts:
+        runtime.worker("delivery", lambda: service.dispatcher.run(stop))
     runtime.worker("consumer-loop", loop.run)
     runtime.probe("consumer", loop.joined.is_set)
     runtime.on_close(lambda: dlq_producer.close(timeout=10))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,11 @@ class MonitorSettings(BaseSettings):
     ferry: FerrySettings = Field(default_factory=FerrySettings, description="The shared FERRY_ settings")
     host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on")
     port: int = Field(default=8082, ge=1, le=65535, description="Port of the HTTP API")
+    engine: Literal["builtin", "external"] = Field(
+        default="builtin",
+        description="builtin: the monitor evaluates the rules and publishes its alerts; external: Prometheus "
+        "evaluates them and Alertmanager delivers, the monitor only bridges its webhook to Kafka",
+    )
     rules_file: Path = Field(default=DEFAULT_RULES, description="The alert rules (YAML)")
     scrape_interval_s: float = Field(default=5.0, gt=0, le=3600, description="Scrape and evaluation interval")
     scrape_timeout_s: float = Field(default=2.0, gt=0, le=60)
@@ -66,6 +72,9 @@ class MonitorSettings(BaseSettings):
     missing_reference_ttl_s: float = Field(default=30.0, gt=0, description="When to ask again for an absent reference")
     consumer_group: str = Field(
         default="monitor", min_length=1, description="Prefix of each process's own group <prefix>-<host>-<pid>"
+    )
+    webhook_dedup_ids: int = Field(
+        default=100_000, ge=100, description="Incoming alert ids remembered, so a re-sent alert is published once"
     )
     recent_alerts: int = Field(default=200, ge=1, le=100_000, description="Resolved alerts kept for the API")
     max_series: int = Field(default=100_000, ge=100, description="Series the window keeps at most")
@@ -93,6 +102,11 @@ class MonitorSettings(BaseSettings):
     @property
     def resolved_targets(self) -> list[Target]:
         return parse_targets(self.targets) or default_targets()
+
+    @property
+    def publishes_own_alerts(self) -> bool:
+        """Whether the monitor's own evaluation goes out (builtin), or only the webhooks' alerts (external)."""
+        return self.engine == "builtin"
 
     @property
     def resolved_webhook_urls(self) -> list[str]:

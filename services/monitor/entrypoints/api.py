@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.monitor.domain.episodes import RecentIds
 from services.monitor.domain.lifecycle import Alert, timestamp
 from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
 from services.monitor.entrypoints.webhook_auth import webhook_sender
@@ -38,6 +39,9 @@ class ApiDeps:
     webhook_tokens: Mapping[str, str] = field(default_factory=dict)
     """Token → user (settings.webhook_tokens()); the incoming webhooks are refused while it is empty."""
     webhook_max_bytes: int = DEFAULT_WEBHOOK_MAX_BYTES
+    incoming_ids: RecentIds = field(default_factory=RecentIds)
+    """The incoming alert episodes already published: a re-sent copy is acknowledged, not published again."""
+    engine: str = "builtin"
 
 
 class AlertOut(BaseModel):
@@ -88,6 +92,8 @@ WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class AlertsOut(BaseModel):
+    engine: Literal["builtin", "external"]
+    """builtin: these alerts are the ones published; external: the monitor's own view, not published."""
     active: list[AlertOut]
     recent: list[AlertOut]
 
@@ -109,6 +115,7 @@ def create_app(deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
     @app.get("/api/v1/alerts", summary="Active alerts (pending and firing) and recently resolved ones")
     def alerts() -> AlertsOut:
         return AlertsOut(
+            engine="external" if deps.engine == "external" else "builtin",
             active=[AlertOut.of(a) for a in monitor.active_alerts()],
             recent=[AlertOut.of(a) for a in monitor.recent_alerts()],
         )
@@ -131,7 +138,7 @@ def create_app(deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
         max_body_size=deps.webhook_max_bytes,
     )
     def grafana_webhook(payload: IncomingWebhook, user: Annotated[str, Depends(sender)]) -> JSONResponse:
-        return _republish(payload, "grafana", user, deps.publish_batch)
+        return _republish(payload, "grafana", user, deps)
 
     @app.post(
         "/api/v1/alertmanager-webhook",
@@ -140,23 +147,28 @@ def create_app(deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
         max_body_size=deps.webhook_max_bytes,
     )
     def alertmanager_webhook(payload: IncomingWebhook, user: Annotated[str, Depends(sender)]) -> JSONResponse:
-        return _republish(payload, "alertmanager", user, deps.publish_batch)
+        return _republish(payload, "alertmanager", user, deps)
 
     return app
 
 
-def _republish(payload: IncomingWebhook, origin: str, sender: str, publish_batch: PublishBatch) -> JSONResponse:
+def _republish(payload: IncomingWebhook, origin: str, sender: str, deps: ApiDeps) -> JSONResponse:
     # Every field was validated on the way in, so what fails from here on is the broker's, not the sender's.
     items = [to_event(alert, origin=origin) for alert in payload.alerts]
-    failures = [error for error in publish_batch(items) if error is not None]
-    if failures:
-        # 503 makes Grafana and Alertmanager retry; the event ids are derived, so a retry is no duplicate.
+    claimed = deps.incoming_ids.claim(event_id for _, event_id in items)
+    fresh = [item for item, new in zip(items, claimed, strict=True) if new]
+    results = deps.publish_batch(fresh) if fresh else []
+    failed = [(item, error) for item, error in zip(fresh, results, strict=True) if error is not None]
+    if failed:
+        # 503 makes Grafana and Alertmanager retry: the failed ids are released so the retry goes out.
+        deps.incoming_ids.release(event_id for (_, event_id), _ in failed)
         log.warning(
-            "%d of %d %s alerts from %s not published: %s", len(failures), len(items), origin, sender, failures[0]
+            "%d of %d %s alerts from %s not published: %s", len(failed), len(items), origin, sender, failed[0][1]
         )
-        return JSONResponse(status_code=503, content={"error": f"the broker did not take the alerts: {failures[0]}"})
-    log.info("%d %s alerts from %s published", len(items), origin, sender)
-    return JSONResponse(content={"published": len(items)})
+        return JSONResponse(status_code=503, content={"error": f"the broker did not take the alerts: {failed[0][1]}"})
+    duplicates = len(items) - len(fresh)
+    log.info("%d %s alerts from %s published, %d already were", len(fresh), origin, sender, duplicates)
+    return JSONResponse(content={"published": len(fresh), "duplicates": duplicates})
 
 
 def _rule_out(health: Any, active: list[Alert]) -> dict[str, Any]:

@@ -71,17 +71,24 @@ def prometheus_config(
     return config
 
 
-def alertmanager_config(monitor_url: str, *, credentials_file: str) -> dict[str, Any]:
+def alertmanager_config(
+    monitor_url: str,
+    *,
+    credentials_file: str,
+    group_wait: str = "10s",
+    group_interval: str = "1m",
+    repeat_interval: str = "4h",
+) -> dict[str, Any]:
     """An Alertmanager route that sends every alert (and its resolution) to the monitor's webhook, with a
     bearer token read from ``credentials_file`` (a relative path is relative to alertmanager.yml): the
-    secret itself is never in the generated file."""
+    secret itself is never in the generated file. The intervals are Alertmanager's (tests shorten them)."""
     return {
         "route": {
             "receiver": "ferry-monitor",
             "group_by": ["alertname", "model", "version"],
-            "group_wait": "10s",
-            "group_interval": "1m",
-            "repeat_interval": "4h",
+            "group_wait": group_wait,
+            "group_interval": group_interval,
+            "repeat_interval": repeat_interval,
         },
         "receivers": [
             {
