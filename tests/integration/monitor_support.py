@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from support import ServiceProcess, free_port
+from support import ServiceProcess, free_port, wait_for
 
+from services.monitor.provisioning.render import to_yaml
 from shared.envelope import decode
 from shared.events import AlertChanged
 from shared.kafka import make_consumer
@@ -202,3 +207,61 @@ def start_monitor(env: dict[str, str], tmp_path: Path, **settings: str) -> tuple
 def active(monitor_url: str, rule: str, state: str = "firing") -> list[dict[str, Any]]:
     alerts = httpx.get(f"{monitor_url}/api/v1/alerts", timeout=10).json()["active"]
     return [alert for alert in alerts if alert["rule"] == rule and alert["state"] == state]
+
+
+ALERTMANAGER = "prometheus-alertmanager"
+_WEBHOOK_SENT = re.compile(
+    r'^alertmanager_notifications_(total|failed_total)\{[^}]*integration="webhook"[^}]*\} (\S+)$', re.MULTILINE
+)
+
+
+def skip_without(*binaries: str) -> None:
+    """Skip the test, naming the Debian package to install, when a binary it runs is missing."""
+    packages = {"prometheus": "prometheus", "promtool": "prometheus", ALERTMANAGER: "prometheus-alertmanager"}
+    missing = [name for name in binaries if shutil.which(name) is None]
+    if missing:
+        wanted = sorted({packages.get(name, name) for name in missing})
+        pytest.skip(f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(wanted)})")
+
+
+class Alertmanager:
+    """A real Alertmanager (Debian's ``prometheus-alertmanager``) on a port of its own, clustering off: two of
+    them are an HA pair that has not met, so each sends every notification, as peers do across a partition."""
+
+    def __init__(self, config: dict[str, Any], folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "alertmanager.yml").write_text(to_yaml(config))
+        self.address = f"127.0.0.1:{free_port()}"
+        self.log = folder / "alertmanager.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    ALERTMANAGER,
+                    f"--config.file={folder / 'alertmanager.yml'}",
+                    f"--storage.path={folder / 'data'}",
+                    f"--web.listen-address={self.address}",
+                    "--cluster.listen-address=",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._ready, timeout_s=60, what=f"Alertmanager ready (log {self.log})")
+
+    def _ready(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        try:
+            return httpx.get(f"http://{self.address}/-/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def webhooks_sent(self) -> int:
+        """Webhook notifications that got a 2xx: attempted minus failed, from Alertmanager's own metrics."""
+        text = httpx.get(f"http://{self.address}/metrics", timeout=10).text
+        counts = {"total": 0.0, "failed_total": 0.0}
+        for kind, value in _WEBHOOK_SENT.findall(text):
+            counts[kind] += float(value)
+        return int(counts["total"] - counts["failed_total"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)

@@ -32,12 +32,13 @@ TOKEN, ADMIN = "monitor-test-token", "monitor-admin-token"
 FEATURES, CLASSES = 4, 3
 
 
-def one_hot_model() -> bytes:
-    """Softmax(5 · x · W) with W the identity on the first three features: a row one-hot in feature c is class c."""
+def one_hot_model(scale: float = 5.0) -> bytes:
+    """Softmax(scale · x · W) with W the identity on the first three features: a row one-hot in feature c is
+    class c (another scale, another artifact)."""
     from onnx import TensorProto, helper, numpy_helper
 
     weights = np.zeros((FEATURES, CLASSES), dtype=np.float32)
-    weights[:CLASSES, :CLASSES] = 5 * np.eye(CLASSES, dtype=np.float32)
+    weights[:CLASSES, :CLASSES] = scale * np.eye(CLASSES, dtype=np.float32)
     graph = helper.make_graph(
         [
             helper.make_node("Gemm", ["input", "w", "b"], ["logits"]),
@@ -59,6 +60,7 @@ class Traffic:
 
     url: str
     classes: list[int] = field(default_factory=lambda: [0, 1, 2])
+    model: str = "digits"
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -72,7 +74,7 @@ class Traffic:
                     ]
                 }
                 with contextlib.suppress(httpx.HTTPError):  # a failed request is what some tests want
-                    client.post(f"{self.url}/v2/models/digits/infer", json=body)
+                    client.post(f"{self.url}/v2/models/{self.model}/infer", json=body)
 
 
 @dataclass

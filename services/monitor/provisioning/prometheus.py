@@ -54,16 +54,18 @@ def prometheus_config(
     *,
     scrape_interval: str = "5s",
     evaluation_interval: str = "5s",
-    alertmanager: str | None = "127.0.0.1:9095",
+    alertmanager: str | list[str] | None = "127.0.0.1:9095",
     rule_files: tuple[str, ...] = (RULES_FILE,),
 ) -> dict[str, Any]:
-    """``prometheus.yml``: every Ferry service as a job (the job names are the services' names)."""
+    """``prometheus.yml``: every Ferry service as a job (the job names are the services' names); alerts go to
+    ``alertmanager`` (host:port, or several: an HA set, each sent every alert)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
         "rule_files": list(rule_files),
     }
     if alertmanager:
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+        addresses = [alertmanager] if isinstance(alertmanager, str) else alertmanager
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": addresses}]}]}
     config["scrape_configs"] = [
         {"job_name": target.job, "metrics_path": target.metrics_path, "static_configs": [{"targets": [target.address]}]}
         for target in targets
