@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import uuid
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from support import ServiceProcess, free_port, wait_for
 
 from services.monitor.provisioning.render import to_yaml
@@ -26,6 +27,7 @@ from shared.envelope import decode
 from shared.events import AlertChanged
 from shared.kafka import make_consumer
 from shared.local.stack import PROJECT_ROOT
+from shared.registry_models import EvaluationOut
 from shared.settings import FerrySettings
 
 
@@ -49,7 +51,8 @@ class _Server:
 
 class FakeGateway:
     """Prometheus text with the gateway's metric names, driven by a traffic thread: each tick adds
-    requests (failing at ``error_rate``) and predictions (by ``class_weights``) for one model version."""
+    requests (failing at ``error_rate``, lasting ``latency_s``) and predictions (by ``class_weights``) for
+    one model version; ``consumer_lag`` sets the Kafka consumer lag gauge of a group."""
 
     def __init__(self, model: str = "digits", version: str = "1") -> None:
         self.model, self.version = model, version
@@ -67,7 +70,9 @@ class FakeGateway:
             buckets=(0.001, 0.01, 0.1, 1),
             registry=self.registry,
         )
+        self.lag = Gauge("ferry_kafka_consumer_lag", "", ["group"], registry=self.registry)
         self.error_rate = 0.0
+        self.latency_s = 0.005
         self.class_weights: dict[str, int] = {}
         self.per_tick = 20
         self._stop = threading.Event()
@@ -93,6 +98,9 @@ class FakeGateway:
     def url(self) -> str:
         return f"{self.server.url}/metrics"
 
+    def consumer_lag(self, group: str, lag: float) -> None:
+        self.lag.labels(group).set(lag)
+
     def _run(self) -> None:
         for outcome in ("ok", "error"):  # as the gateway does: every outcome's series exists from the start
             self.requests.labels(self.model, self.version, "champion", outcome).inc(0)
@@ -102,10 +110,57 @@ class FakeGateway:
             self.requests.labels(self.model, self.version, "champion", "ok").inc(self.per_tick - failed)
             for cls, weight in self.class_weights.items():
                 self.predictions.labels(self.model, self.version, cls).inc(weight)
-            self.duration.labels(self.model, self.version).observe(0.005)
+            self.duration.labels(self.model, self.version).observe(self.latency_s)
 
     def close(self) -> None:
         self._stop.set()
+        self.server.close()
+
+
+class FakeRegistry:
+    """The registry's evaluations route, answering a promote decision whose report carries ``reference`` (the
+    drift reference) for each version of ``references``; any other path is a 404."""
+
+    def __init__(self, references: dict[tuple[str, str], dict[str, float]]) -> None:
+        def body(model: str, version: str, reference: dict[str, float]) -> bytes:
+            evaluation = EvaluationOut(
+                candidate_version=int(version),
+                baseline_version=None,
+                metrics={},
+                baseline_metrics={},
+                decision="promote",
+                stage="champion",
+                canary_weight=None,
+                reason="the test's reference",
+                actor="evaluator",
+                source_event_id=None,
+                created_at=datetime.now(UTC),
+                report={"candidate": {"prediction_distribution": reference}},
+            )
+            return json.dumps([evaluation.model_dump(mode="json")]).encode()
+
+        answers = {
+            f"/api/v1/models/{model}/versions/{version}/evaluations": body(model, version, reference)
+            for (model, version), reference in references.items()
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                found = answers.get(self.path.partition("?")[0])
+                payload = found if found is not None else b'{"error": "not found"}'
+                self.send_response(200 if found is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = _Server(Handler)
+        self.url = self.server.url
+
+    def close(self) -> None:
         self.server.close()
 
 

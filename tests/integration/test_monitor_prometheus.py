@@ -12,7 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
-from monitor_support import AlertWatcher, FakeGateway, active, base_env, short_rules, start_monitor
+from monitor_support import (
+    AlertWatcher,
+    FakeGateway,
+    FakeRegistry,
+    active,
+    base_env,
+    short_rules,
+    skip_without,
+    start_monitor,
+)
 from support import free_port, wait_for
 
 from services.monitor.adapters.rules_file import read_rules
@@ -20,11 +29,15 @@ from services.monitor.provisioning import dashboard
 from services.monitor.provisioning.prometheus import ScrapeTarget, alerting_rules, prometheus_config
 from services.monitor.provisioning.promql import value_expression
 from services.monitor.provisioning.render import to_yaml
+from shared.events import utc_now
 from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool is not installed (Debian: apt-get install prometheus)"
+)
+REFERENCE = {"0": 0.2, "1": 0.4, "2": 0.4}
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> str:
@@ -113,16 +126,16 @@ class Prometheus:
 def side_by_side(
     ferry_settings: FerrySettings, tmp_path: Path
 ) -> Iterator[tuple[FakeGateway, Prometheus, str, AlertWatcher]]:
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
+    skip_without("prometheus")
     rules_file = short_rules(tmp_path / "rules.yaml")
     gateway, watcher = FakeGateway(version="5"), AlertWatcher(ferry_settings)
+    registry = FakeRegistry({("digits", "5"): REFERENCE})  # the drift reference, which both engines read
     monitor, url = start_monitor(
         base_env(ferry_settings, tmp_path / "home"),
         tmp_path,
         rules_file=str(rules_file),
         targets=f"gateway={gateway.url}",
-        registry_url="http://127.0.0.1:9",
+        registry_url=registry.url,
     )
     targets = [
         ScrapeTarget("gateway", f"127.0.0.1:{gateway.server.port}"),
@@ -136,6 +149,7 @@ def side_by_side(
         prometheus.stop()
         monitor.stop()
         gateway.close()
+        registry.close()
         watcher.close()
 
 
@@ -167,3 +181,49 @@ def test_prometheus_and_the_monitor_fire_the_same_alerts_from_the_same_rules(
     assert (down["job"], down["instance"]) == ("gateway", f"127.0.0.1:{gateway.server.port}")
     [event] = wait_for(lambda: watcher.of("TargetDown", "fired"), what="the monitor's TargetDown")
     assert event.labels == {"job": down["job"], "instance": down["instance"]}
+
+
+def _latency(gateway: FakeGateway, on: bool) -> None:
+    gateway.latency_s = 0.5 if on else 0.005
+
+
+def _lag(gateway: FakeGateway, on: bool) -> None:
+    gateway.consumer_lag("evaluator", 5000 if on else 3)
+
+
+def _drift(gateway: FakeGateway, on: bool) -> None:
+    gateway.class_weights = {"0": 10} if on else {cls: round(share * 10) for cls, share in REFERENCE.items()}
+
+
+RULE_KINDS = {
+    "GatewayLatencyP99": (_latency, {"model": "digits", "version": "5"}, "warning", "rollback"),
+    "ConsumerLag": (_lag, {"group": "evaluator"}, "warning", "notify"),
+    "PredictionDrift": (_drift, {"model": "digits", "version": "5"}, "warning", "notify"),
+}
+
+
+@pytest.mark.parametrize("rule", list(RULE_KINDS))
+def test_prometheus_and_the_monitor_agree_on_every_rule_kind(
+    side_by_side: tuple[FakeGateway, Prometheus, str, AlertWatcher], rule: str
+) -> None:
+    """The latency quantile, the consumer lag gauge and drift (the error ratio is above): each made to fire,
+    then to resolve, in both engines, with the same labels."""
+    gateway, prometheus, monitor_url, watcher = side_by_side
+    drive, labels, severity, action = RULE_KINDS[rule]
+    drive(gateway, False)
+    wait_for(
+        lambda: httpx.get(f"{prometheus.url}/api/v1/query", params={"query": "up"}).json()["data"]["result"],
+        what="Prometheus's first scrape",
+    )
+    started = utc_now()  # the alert topic is the session's: this test's events began after this
+    drive(gateway, True)
+    expected = {"alertname": rule, **labels, "severity": severity, "action": action}
+    assert wait_for(lambda: prometheus.firing(rule), what=f"Prometheus firing {rule}") == [expected]
+    [mine] = wait_for(lambda: active(monitor_url, rule), what=f"the monitor firing {rule}")
+    assert mine["labels"] == labels
+    drive(gateway, False)
+    wait_for(lambda: not prometheus.firing(rule), what=f"Prometheus resolving {rule}")
+    [resolved] = wait_for(
+        lambda: [e for e in watcher.of(rule, "resolved") if e.since >= started], what=f"the monitor resolving {rule}"
+    )
+    assert resolved.labels == labels
