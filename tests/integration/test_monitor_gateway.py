@@ -6,7 +6,6 @@ with the generated config fires the error-ratio alert too."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from monitor_support import AlertWatcher, active, base_env, short_rules, start_monitor
+from monitor_support import AlertWatcher, active, base_env, short_rules, skip_without, start_monitor
 from support import ServiceProcess, free_port, wait_for
 from test_monitor_metric_names import exposed, generated_names, owner
 
@@ -208,8 +207,7 @@ def test_an_injected_fault_fires_a_rollback_alert_that_resolves_and_skew_fires_d
 
 
 def test_a_real_prometheus_on_the_real_gateway_fires_the_error_ratio_alert_too(loop: Loop, tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
+    skip_without("prometheus")
     from test_monitor_prometheus import Prometheus
 
     targets = [
