@@ -3,7 +3,7 @@
 Run it after ``make demo`` (or against any console with ``--url``): it opens each page in Debian's
 Chromium (the one the browser tests drive) and writes ``docs/images/console-<page>.png``. The model is
 the first one the console lists unless ``--model`` names one; the evaluation shown is its newest
-version's.
+version's earliest promotion (a judged comparison, with its plots), else its newest decision.
 """
 
 from __future__ import annotations
@@ -50,18 +50,23 @@ def shoot(url: str, model: str | None, out: Path) -> list[Path]:
         links = page.locator("[data-testid^='report-link-']")
         if links.count():
             version = re.sub(r"\D", "", links.first.get_attribute("data-testid") or "")
-            written.append(
-                _shot(page, f"{url}/models/{model}/versions/{version}/evaluation", out / "console-evaluation.png")
-            )
+            evaluation = f"{url}/models/{model}/versions/{version}/evaluation"
+            page.goto(evaluation)
+            promoted = page.locator("a", has_text="promote")  # a judged comparison: its plots and tests
+            if promoted.count():
+                href = promoted.last.get_attribute("href") or ""
+                evaluation = f"{evaluation}{href}" if href.startswith("?") else evaluation  # ?index=N
+            written.append(_shot(page, evaluation, out / "console-evaluation.png", full_page=True))
         for name in ("training", "alerts", "dead-letters"):
             written.append(_shot(page, f"{url}/{name}", out / f"console-{name}.png"))
         browser.close()
     return written
 
 
-def _shot(page: object, url: str, path: Path) -> Path:
+def _shot(page: object, url: str, path: Path, *, full_page: bool = False) -> Path:
     page.goto(url)  # type: ignore[attr-defined]
-    page.screenshot(path=str(path), full_page=False)  # type: ignore[attr-defined]
+    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]  # the plots are drawn by then
+    page.screenshot(path=str(path), full_page=full_page)  # type: ignore[attr-defined]
     return path
 
 

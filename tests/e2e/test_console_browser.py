@@ -135,7 +135,10 @@ def test_the_console_shows_the_loop_and_rolls_back_through_the_browser(
 
         page.goto(f"{console}/models/digits")
         assert page.get_by_test_id("model-name").inner_text() == "digits"
-        assert page.get_by_test_id("version-row-1").is_visible() and page.get_by_test_id("version-row-2").is_visible()
+        for version in (1, 2):
+            trained = httpx.get(f"{api}/versions/{version}", timeout=5).json()["metrics"]["val_accuracy"]
+            cell = page.get_by_test_id(f"version-row-{version}").get_by_test_id("version-validation")
+            assert cell.inner_text().strip() == f"accuracy {trained:.4f}"
         shown = page.get_by_test_id("history-reason").all_inner_texts()
         assert [entry["reason"] for entry in history] == [text.strip() for text in shown]
         assert page.get_by_test_id("gateway-row").count() == 1
@@ -147,10 +150,10 @@ def test_the_console_shows_the_loop_and_rolls_back_through_the_browser(
         assert page.get_by_test_id("confusion-matrix").count() == 2
 
         page.goto(f"{console}/models/digits/compare?v=1&v=2")
-        assert (
-            page.get_by_test_id("compare-column-1").is_visible()
-            and page.get_by_test_id("compare-column-2").is_visible()
-        )
+        for version in (1, 2):
+            assert page.get_by_test_id(f"compare-column-{version}").is_visible()
+        held_out = evaluation["report"]["candidate"]["metrics"]["accuracy"]  # the evaluator's, on the test split
+        assert f"{held_out:.4f}" in page.get_by_test_id("compare-table").inner_text()
 
         page.goto(f"{console}/training")
         for request_id in (first, second):

@@ -214,8 +214,25 @@ class CompareColumn:
     """Its recorded paired comparison against the first version (None when the evaluator never made one)."""
 
 
-def _column(found: VersionOut, reports: list[Mapping[str, Any]], metrics: list[str], base: int) -> CompareColumn:
-    own = next((_section(report, "candidate") for report in reports if _section(report, "candidate")), {})
+def _own(reports: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The version's own section of its newest report (it was the candidate there)."""
+    return next((_section(report, "candidate") for report in reports if _section(report, "candidate")), {})
+
+
+def held_out_metrics(found: VersionOut, reports: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The evaluator's metrics of the version on the held-out split (its newest report), over what the registry
+    keeps from training (validation metrics: ``val_accuracy`` and the like)."""
+    measured = _own(reports).get("metrics")
+    scored = (
+        {k: float(v) for k, v in measured.items() if isinstance(v, int | float)}
+        if isinstance(measured, Mapping)
+        else {}
+    )
+    return {**found.metrics, **scored}
+
+
+def _column(found: VersionOut, reports: Sequence[Mapping[str, Any]], metrics: list[str], base: int) -> CompareColumn:
+    own = _own(reports)
     intervals = own.get("intervals", {}) if isinstance(own.get("intervals"), Mapping) else {}
     latency = own.get("latency_ms", {}) if isinstance(own.get("latency_ms"), Mapping) else {}
     paired = next((report for report in reports if _section(report, "champion").get("version") == base), None)
@@ -223,7 +240,7 @@ def _column(found: VersionOut, reports: list[Mapping[str, Any]], metrics: list[s
         version=found.version,
         status=found.status,
         size_bytes=found.artifact.size_bytes,
-        metrics={name: found.metrics[name] for name in metrics},
+        metrics={name: held_out_metrics(found, reports)[name] for name in metrics},
         latency={name: float(latency[name]) for name in LATENCY_LABELS if isinstance(latency.get(name), int | float)},
         intervals={name: _interval(intervals.get(name)) for name in metrics},
         paired=paired_tests(paired) if paired is not None and found.version != base else None,
@@ -235,11 +252,11 @@ def compare(versions: Sequence[VersionOut], evaluations: Mapping[int, Sequence[E
     the version's newest report, and the recorded paired comparison against the first version where one exists."""
     if not versions:
         return {"baseline": None, "metrics": [], "latency": [], "columns": [], "plot": {"labels": [], "datasets": []}}
-    metrics = [name for name in METRIC_LABELS if all(name in found.metrics for found in versions)]
+    reports = {found.version: [e.report for e in evaluations.get(found.version, ())] for found in versions}
+    scored = [held_out_metrics(found, reports[found.version]) for found in versions]
+    metrics = [name for name in METRIC_LABELS if all(name in each for each in scored)]
     base = versions[0].version
-    columns = [
-        _column(found, [e.report for e in evaluations.get(found.version, ())], metrics, base) for found in versions
-    ]
+    columns = [_column(found, reports[found.version], metrics, base) for found in versions]
     latency = [name for name in LATENCY_LABELS if all(name in column.latency for column in columns)]
 
     def bar(column: CompareColumn, name: str) -> list[float] | None:
