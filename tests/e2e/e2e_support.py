@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -59,3 +60,26 @@ def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def train_digits(env: dict[str, str], hidden: str, epochs: int, seed: int) -> str:
+    """`ferry train --wait` of the model ``digits`` on sklearn:digits; asserts it ended well, returns the request id."""
+    result = ferry(
+        env,
+        "train",
+        "--model",
+        "digits",
+        "--dataset",
+        "sklearn:digits",
+        "--hidden-sizes",
+        hidden,
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--wait",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"\(request ([0-9a-f-]+)\)", result.stdout)
+    assert found, result.stdout
+    return found.group(1)

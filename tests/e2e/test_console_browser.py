@@ -11,7 +11,6 @@ Any console error, page error or failed request in the browser fails the test.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from browser_support import Watched, chromium
-from e2e_support import Processes, ferry
+from e2e_support import Processes, ferry, train_digits
 from kafka import KafkaProducer
 from playwright.sync_api import expect
 from support import free_port
@@ -56,28 +55,6 @@ def processes(console_env: dict[str, str], tmp_path: Path) -> Iterator[Processes
     running.stop()
 
 
-def train(env: dict[str, str], hidden: str, epochs: int, seed: int) -> str:
-    result = ferry(
-        env,
-        "train",
-        "--model",
-        "digits",
-        "--dataset",
-        "sklearn:digits",
-        "--hidden-sizes",
-        hidden,
-        "--epochs",
-        str(epochs),
-        "--seed",
-        str(seed),
-        "--wait",
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    found = re.search(r"\(request ([0-9a-f-]+)\)", result.stdout)
-    assert found, result.stdout
-    return found.group(1)
-
-
 def poison(env: dict[str, str]) -> None:
     producer = KafkaProducer(bootstrap_servers=env["FERRY_KAFKA_BOOTSTRAP"], acks="all")
     headers = [
@@ -110,9 +87,9 @@ def test_the_console_shows_the_loop_and_rolls_back_through_the_browser(
     for name in ("evaluator", "gateway", "monitor", "console"):
         processes.wait_ready(name)
 
-    first = train(console_env, "16", 6, 3)
+    first = train_digits(console_env, "16", 6, 3)
     processes.until("v1 as the champion", lambda: deployment().get("champion") == 1)
-    second = train(console_env, "96", 30, 1)
+    second = train_digits(console_env, "96", 30, 1)
     processes.until("v2 as the canary", lambda: deployment().get("challenger") == 2, timeout_s=120)
     poison(console_env)
     processes.until(

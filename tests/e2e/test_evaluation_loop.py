@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import Processes, ferry
+from e2e_support import Processes, ferry, train_digits
 from support import free_port
 
 from shared.events import AlertChanged
@@ -47,25 +47,6 @@ def processes(loop_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
     running.stop(allowed=(0, FAULT_EXIT_CODE))
 
 
-def train(env: dict[str, str], hidden: str, epochs: int, seed: int) -> None:
-    result = ferry(
-        env,
-        "train",
-        "--model",
-        "digits",
-        "--dataset",
-        "sklearn:digits",
-        "--hidden-sizes",
-        hidden,
-        "--epochs",
-        str(epochs),
-        "--seed",
-        str(seed),
-        "--wait",
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
     loop_env: dict[str, str], processes: Processes, tmp_path: Path
 ) -> None:
@@ -86,9 +67,9 @@ def test_two_trainings_end_in_a_baked_promotion_and_a_forced_rollback(
     )
     processes.wait_ready("evaluator")
 
-    train(loop_env, "16", 6, 3)
+    train_digits(loop_env, "16", 6, 3)
     processes.until("v1 as the first champion", lambda: deployment().get("champion") == 1)
-    train(loop_env, "96", 30, 1)
+    train_digits(loop_env, "96", 30, 1)
     assert crashing.wait(timeout_s=120) == FAULT_EXIT_CODE  # it died right after publishing v2's canary decision
     assert reached(faults) == ["evaluator.after_decision"]
     processes.start("evaluator")  # the same model.registered comes again; the bake lives in the registry

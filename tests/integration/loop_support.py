@@ -10,7 +10,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from shared.envelope import encode
-from shared.events import Event, TrainingStatus
+from shared.events import ArtifactRef, Event, Hyperparameters, ModelTrained, Signature, TrainingStatus
 from shared.kafka import ConsumerLoop, RetryPolicy, make_consumer, make_producer
 from shared.settings import FerrySettings
 
@@ -19,6 +19,20 @@ STATUS = TrainingStatus.topic
 
 def status(epoch: int, key: str = "edge") -> TrainingStatus:
     return TrainingStatus(model_name="edge", request_id=key, state="progress", epoch=epoch)
+
+
+def trained_event(model: str = "edge") -> ModelTrained:
+    """A valid model.trained (its artifact is not read by the tests that send it)."""
+    return ModelTrained(
+        model_name=model,
+        request_id="r",
+        dataset="sklearn:iris",
+        split_id="s",
+        arch="mlp",
+        artifact=ArtifactRef(uri="file:///x", sha256="a" * 64, size_bytes=1, format="onnx"),
+        signature=Signature(inputs=[], outputs=[]),
+        hyperparameters=Hyperparameters(),
+    )
 
 
 class Loops:

@@ -19,10 +19,21 @@ from kafka.errors import (
 from kafka.future import Future
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
-from loop_support import STATUS, Loops, committed, drain, encoded, end_offsets, read_all, send_raw, status
+from loop_support import (
+    STATUS,
+    Loops,
+    committed,
+    drain,
+    encoded,
+    end_offsets,
+    read_all,
+    send_raw,
+    status,
+    trained_event,
+)
 
 from shared.envelope import EventMeta
-from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TrainingStatus
+from shared.events import ModelTrained, TrainingStatus
 from shared.kafka import make_consumer, make_producer
 from shared.settings import FerrySettings
 
@@ -44,19 +55,6 @@ class RawName(str):
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         return b"\xff\xfe-not-utf8"
-
-
-def trained_event() -> ModelTrained:
-    return ModelTrained(
-        model_name="edge",
-        request_id="r",
-        dataset="sklearn:iris",
-        split_id="s",
-        arch="mlp",
-        artifact=ArtifactRef(uri="file:///x", sha256="a" * 64, size_bytes=1, format="onnx"),
-        signature=Signature(inputs=[], outputs=[]),
-        hyperparameters=Hyperparameters(),
-    )
 
 
 def json_value(**fields: Any) -> bytes:

@@ -11,14 +11,11 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from loop_support import trained_event
 from support import free_port
 
 from shared.events import (
-    ArtifactRef,
-    Hyperparameters,
     ModelDecided,
-    ModelTrained,
-    Signature,
     TrainingRequested,
     TrainingStatus,
 )
@@ -61,19 +58,6 @@ def as_user(settings: FerrySettings, user: str) -> FerrySettings:
     return client_settings(settings, user)
 
 
-def trained() -> ModelTrained:
-    return ModelTrained(
-        model_name="iris",
-        request_id="r1",
-        dataset="sklearn:iris",
-        split_id="s",
-        arch="mlp",
-        artifact=ArtifactRef(uri="file:///x", sha256="a" * 64, size_bytes=1, format="onnx"),
-        signature=Signature(inputs=[], outputs=[]),
-        hyperparameters=Hyperparameters(),
-    )
-
-
 def test_the_secrets_are_private_and_the_broker_speaks_only_tls_with_a_credential(secured: FerrySettings) -> None:
     found = KafkaSecrets(secured.home)
     assert oct(found.folder.stat().st_mode & 0o777) == "0o700"
@@ -96,7 +80,7 @@ def test_each_service_writes_only_the_topics_it_produces(secured: FerrySettings)
     gateway = KafkaPublisher(as_user(secured, "gateway"), source="tests")
     try:
         with pytest.raises(WriteRefused):
-            gateway.publish(trained())
+            gateway.publish(trained_event("iris"))
     finally:
         gateway.close()
     # ... but its own dead letters it may write.
@@ -108,7 +92,7 @@ def test_each_service_writes_only_the_topics_it_produces(secured: FerrySettings)
 
     registry = KafkaPublisher(as_user(secured, "registry"), source="tests")
     try:
-        registry.publish(trained())  # an upload's announcement is the registry's to make
+        registry.publish(trained_event("iris"))  # an upload's announcement is the registry's to make
     finally:
         registry.close()
 
