@@ -223,36 +223,16 @@ def _open_champion(loader: ModelLoader, champion: VersionRecord, test: Split) ->
         raise PermanentError(f"the champion cannot be scored, so no candidate can be judged: {error}") from error
 
 
+Judgement = tuple[dict[str, Any], dict[str, Any] | None, dict[str, PairedComparison], Verdict]
+"""The candidate's intervals, the champion's report section, the paired comparisons, the verdict."""
+
+
 def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Policy, watch: Stopwatch) -> Evaluation:
     candidate = scored[0]
     champion = scored[1] if len(scored) > 1 else None
-    labels, classes = test.test.labels, test.dataset.num_classes
     with watch.phase("statistics"):
-        if test.dataset.is_regression:
-            return _judged_regressor(scored, test, checked, policy, watch)
-        if champion is None:
-            comparisons: dict[str, PairedComparison] = {}
-            intervals = {
-                metric: bootstrap_one(
-                    metric,
-                    labels,
-                    candidate.predictions,
-                    classes,
-                    samples=policy.bootstrap_samples,
-                    seed=policy.bootstrap_seed,
-                    confidence=policy.confidence,
-                )
-                for metric in COMPARED_METRICS
-            }
-            verdict = judge_first(candidate.facts(), policy)
-            champion_section = None
-        else:
-            comparisons = compare(candidate, champion, test, policy)
-            intervals = {metric: found.candidate for metric, found in comparisons.items()}
-            verdict = judge(candidate.facts(), champion.facts(), comparisons, policy)
-            champion_section = model_section(
-                champion, {metric: found.champion for metric, found in comparisons.items()}
-            )
+        judge_kind = _regressor_judgement if test.dataset.is_regression else _classifier_judgement
+        intervals, champion_section, comparisons, verdict = judge_kind(candidate, champion, test, policy)
     report = evaluation_report(
         _context(candidate.record, test),
         model_section(candidate, intervals),
@@ -266,33 +246,37 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
     return Evaluation(verdict, report, candidate, champion)
 
 
-def _judged_regressor(
-    scored: list[Scored], test: Split, checked: SplitCheck, policy: Policy, watch: Stopwatch
-) -> Evaluation:
+def _classifier_judgement(candidate: Scored, champion: Scored | None, test: Split, policy: Policy) -> Judgement:
+    """Bootstrap intervals alone for a first version; against a champion, the paired comparisons."""
+    if champion is None:
+        intervals = {
+            metric: bootstrap_one(
+                metric,
+                test.test.labels,
+                candidate.predictions,
+                test.dataset.num_classes,
+                samples=policy.bootstrap_samples,
+                seed=policy.bootstrap_seed,
+                confidence=policy.confidence,
+            )
+            for metric in COMPARED_METRICS
+        }
+        return intervals, None, {}, judge_first(candidate.facts(), policy)
+    comparisons = compare(candidate, champion, test, policy)
+    intervals = {metric: found.candidate for metric, found in comparisons.items()}
+    champion_section = model_section(champion, {metric: found.champion for metric, found in comparisons.items()})
+    return intervals, champion_section, comparisons, judge(candidate.facts(), champion.facts(), comparisons, policy)
+
+
+def _regressor_judgement(candidate: Scored, champion: Scored | None, test: Split, policy: Policy) -> Judgement:
     """A regressor: floors on R², and against a champion the paired bootstrap of per-row errors."""
-    candidate = scored[0]
-    champion = scored[1] if len(scored) > 1 else None
     targets = test.test.labels
     intervals = regression_intervals(targets, candidate.predictions, policy)
-    comparisons: dict[str, PairedComparison] = {}
-    champion_section = None
     if champion is None:
-        verdict = judge_first(candidate.facts(), policy)
-    else:
-        comparisons = compare(candidate, champion, test, policy)
-        verdict = judge(candidate.facts(), champion.facts(), comparisons, policy)
-        champion_section = model_section(champion, regression_intervals(targets, champion.predictions, policy))
-    report = evaluation_report(
-        _context(candidate.record, test),
-        model_section(candidate, intervals),
-        champion_section,
-        comparisons,
-        verdict,
-        policy,
-        checked,
-        watch.timings,
-    )
-    return Evaluation(verdict, report, candidate, champion)
+        return intervals, None, {}, judge_first(candidate.facts(), policy)
+    comparisons = compare(candidate, champion, test, policy)
+    champion_section = model_section(champion, regression_intervals(targets, champion.predictions, policy))
+    return intervals, champion_section, comparisons, judge(candidate.facts(), champion.facts(), comparisons, policy)
 
 
 def _context(record: VersionRecord, test: Split | None) -> ReportContext:
