@@ -15,6 +15,7 @@ from loop_support import STATUS, Loops, committed, encoded, end_offsets, read_al
 from support import free_port
 
 from shared.envelope import EventMeta
+from shared.errors import PermanentError
 from shared.events import TrainingStatus
 from shared.faults import FAULT_EXIT_CODE, reached
 from shared.local.stack import PROJECT_ROOT, KafkaBroker
@@ -98,9 +99,15 @@ def test_a_message_that_kills_its_consumer_every_time_is_dead_lettered_after_n_a
 def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A broker of the test's own, stopped from inside the handler of a batch's last message (so that
-    batch's commit and the next batch's dead-letter copy meet the outage), kept down for two minutes,
-    then started again."""
+    """A broker of the test's own, stopped twice from inside a handler, so that each outage meets what it
+    is meant to: the first begins at a batch's last message, so that batch's commit is sent into it (the
+    broker comes back once the loop reports the failed commit); the second begins inside a handler that
+    then fails for good, so that the message's dead-letter copy is sent into it, and it lasts two minutes.
+
+    (A malformed message waiting in the fetcher's buffer would not do for the second: kafka-python hands
+    out no buffered record while the group's coordinator is known to be away, and whether it knows that
+    yet is a race with its heartbeat thread. Nor may one wait there into the first: its copy's retries
+    would hold the loop, and the failed commit would not be reported until the broker was back.)"""
     settings = FerrySettings(
         home=tmp_path / "outage",
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
@@ -114,25 +121,31 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
     try:
         ensure_topics(settings)
         topic = settings.topic(STATUS)
-        before = [encoded(status(n, "outage")) for n in range(6)]
-        poison = (b"outage", b"{broken", before[0][2])
-        send_raw(settings, topic, [*before, poison, encoded(status(6, "outage"))])
+        first_batch = [encoded(status(n, "outage")) for n in range(6)]
+        poison = (b"outage", b"{broken", first_batch[0][2])
+        send_raw(settings, topic, first_batch)  # alone, so no record waits in the buffer into the first outage
         handled: list[int] = []
-        broker_down = threading.Event()
+        commit_outage, dead_letter_outage = threading.Event(), threading.Event()
 
         def handle(event: TrainingStatus, meta: EventMeta) -> None:
             handled.append(event.epoch or 0)
-            if event.epoch == 5 and not broker_down.is_set():
-                broker.stop()  # the effect is done; its commit and the next message's DLQ copy are not
-                broker_down.set()
+            if event.epoch == 5 and not commit_outage.is_set():
+                broker.stop()  # the batch's effects are done; its commit is not
+                commit_outage.set()
+            if event.epoch == 8 and not dead_letter_outage.is_set():
+                broker.stop()
+                dead_letter_outage.set()
+                raise PermanentError("refused for good while the broker is away")  # its copy meets the outage
 
-        # Six to a poll: the first batch ends at the message that stops the broker, so its commit is sent into
-        # the outage; the poison and the last message wait in the fetcher's buffer, read without the broker,
-        # and the poison's dead-letter copy meets the outage too.
+        # Six to a poll: the first batch ends at the message that begins the first outage.
         loop = loops.make({TrainingStatus: [handle]}, group="outage", consumer_options={"max_poll_records": 6})
         worker = threading.Thread(target=loop.run, name="outage-loop", daemon=True)
         worker.start()
-        assert broker_down.wait(120), "the loop never reached the message that stops the broker"
+        assert commit_outage.wait(120), "the loop never reached the message that stops the broker"
+        _await_log(caplog, "offset commit failed", worker)
+        broker.start()
+        send_raw(settings, topic, [poison, *(encoded(status(n, "outage")) for n in range(6, 9))])
+        assert dead_letter_outage.wait(240), "after the first outage, the loop never reached the second's message"
         outage_ends = time.monotonic() + 120
         while time.monotonic() < outage_ends:
             assert worker.is_alive(), "the consumer loop died during the outage"
@@ -140,12 +153,14 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
         broker.start()
         send_raw(settings, topic, [encoded(status(100 + n, "outage")) for n in range(5)])
         deadline = time.monotonic() + 240
-        expected = {*range(7), *range(100, 105)}
+        expected = {*range(9), *range(100, 105)}
         while not expected <= set(handled):
             assert time.monotonic() < deadline, f"after the outage, handled only {sorted(set(handled))}"
             assert worker.is_alive(), "the consumer loop died after the outage"
             time.sleep(0.5)
-        assert read_all(settings, f"{topic}.dlq", 1)[0].value == b"{broken"  # dead-lettered, not skipped
+        dead = read_all(settings, f"{topic}.dlq", 2)  # the poison and the refused message: neither skipped
+        assert b"{broken" in [record.value for record in dead]
+        assert [dict(record.headers)["ferry_dlq_error_type"] for record in dead].count(b"PermanentError") == 1
         ends = {p: o for p, o in end_offsets(settings, topic).items() if o}
         deadline = time.monotonic() + 60
         while {p: o for p, o in committed(settings, loops.group("outage"), topic).items() if p in ends} != ends:
@@ -155,8 +170,16 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
         worker.join(60)
         assert not worker.is_alive()
         said = [record.getMessage() for record in caplog.records]
-        assert any(line.startswith("offset commit failed") for line in said)  # the outage met a commit ...
-        assert any(line.startswith("dead-letter send for") for line in said)  # ... and a dead-letter copy
+        assert any(line.startswith("dead-letter send for") for line in said)  # the copy met the second outage
     finally:
         loops.close()
         broker.stop()
+
+
+def _await_log(caplog: pytest.LogCaptureFixture, prefix: str, worker: threading.Thread) -> None:
+    """Wait until the loop has logged a line starting with ``prefix`` (the fault has landed)."""
+    deadline = time.monotonic() + 120
+    while not any(record.getMessage().startswith(prefix) for record in list(caplog.records)):
+        assert time.monotonic() < deadline, f"the loop never reported {prefix!r}"
+        assert worker.is_alive(), "the consumer loop died during the outage"
+        time.sleep(0.2)
