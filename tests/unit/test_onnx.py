@@ -144,6 +144,13 @@ def test_p50_pools_every_run_and_p99_is_the_best_rounds() -> None:
     assert slower.b1.p99_ms == pytest.approx(50.0)  # slow in every round: really slow
 
 
+def test_p99_is_never_under_p50_when_one_round_was_faster_than_the_rest() -> None:
+    fast, slow = [1_000_000] * 100, [3_000_000] * 100  # the machine's load fell during one round only
+    latency = summarise({1: [fast, slow, slow], 64: [[2_000_000] * 10] * 3})
+    assert latency.b1.p50_ms == pytest.approx(3.0)
+    assert latency.b1.p99_ms == pytest.approx(3.0)  # not the fast round's 1.0
+
+
 def test_latency_metrics_names_ratios_and_faster() -> None:
     fp32 = Latency(BatchLatency(0.02, 0.05, 100), BatchLatency(0.2, 0.5, 50), rounds=5)
     int8 = Latency(BatchLatency(0.01, 0.04, 100), BatchLatency(0.25, 0.3, 50), rounds=5)
