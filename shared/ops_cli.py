@@ -64,17 +64,22 @@ def models_table(client: RegistryClient) -> Table:
 
 
 def versions_rows(versions: list[VersionOut]) -> list[tuple[Any, ...]]:
-    def accuracy(version: VersionOut) -> str | None:
-        value = version.metrics.get("val_accuracy")
-        return f"{value:.4f}" if value is not None else None
-
+    """One row a version; its validation column holds the metrics of its task (VersionOut.validation_summary)."""
     return [
-        (_version(v.version), v.status, accuracy(v), v.arch, v.dataset, v.artifact.sha256[:12], _when(v.created_at))
+        (
+            _version(v.version),
+            v.status,
+            v.validation_summary(),
+            v.arch,
+            v.dataset,
+            v.artifact.sha256[:12],
+            _when(v.created_at),
+        )
         for v in versions
     ]
 
 
-VERSION_COLUMNS = ("version", "status", "val_accuracy", "arch", "dataset", "sha256", "created")
+VERSION_COLUMNS = ("version", "status", "validation", "arch", "dataset", "sha256", "created")
 
 
 def versions_table(client: RegistryClient, name: str, limit: int | None = None) -> Table:

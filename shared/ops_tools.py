@@ -1,12 +1,9 @@
-"""Day-to-day verbs beside the registry's: ``ferry predict`` (the gateway), ``ferry alerts`` (the monitor),
-``ferry logs`` (the local log files) and ``ferry completion`` (shell completion, by shtab)."""
+"""Day-to-day verbs beside the registry's: ``ferry alerts`` (the monitor), ``ferry logs`` (the local log files)
+and ``ferry completion`` (shell completion, by shtab); and the parser of ``ferry predict`` (shared.predict_cli)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
 import re
 import sys
@@ -21,137 +18,15 @@ from shared.ops_common import (
     add_json_flag,
     emit,
     failures,
-    gateway_url,
     monitor_url,
     run_verb,
 )
+from shared.predict_cli import run_predict
 from shared.settings import FerrySettings
 
 Command = Callable[[argparse.Namespace, FerrySettings], int]
 LOCAL_LOGS = ("supervisord", "kafka", "postgres", "seaweedfs")
 """Logs beside the services' own under <home>/logs (shared.local writes them)."""
-
-
-# --- predict ----------------------------------------------------------------------------------------
-
-
-def read_rows(text: str) -> list[list[float]]:
-    """Rows of numbers from CSV (a header line is skipped), a JSON array of rows, one row, or JSON lines."""
-    stripped = text.strip()
-    if not stripped:
-        raise CommandError(Exit.USAGE, "no rows: the input is empty")
-    if stripped[0] in "[{":
-        return _json_rows(stripped)
-    rows = [row for row in csv.reader(io.StringIO(stripped)) if any(cell.strip() for cell in row)]
-    if rows and not _numeric(rows[0]):
-        rows = rows[1:]  # a header
-    return [_row(row, number) for number, row in enumerate(rows, start=1)]
-
-
-def _numeric(row: list[str]) -> bool:
-    try:
-        [float(cell) for cell in row]
-    except ValueError:
-        return False
-    return True
-
-
-def _row(cells: list[Any], number: int) -> list[float]:
-    try:
-        return [float(cell) for cell in cells]
-    except (TypeError, ValueError):
-        raise CommandError(Exit.USAGE, f"row {number} is not all numbers: {str(cells)[:80]}") from None
-
-
-def _json_rows(text: str) -> list[list[float]]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        try:  # JSON lines: one row per line
-            document = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as error:
-            raise CommandError(Exit.USAGE, f"not JSON rows: {error}") from None
-    if isinstance(document, dict) and isinstance(document.get("rows"), list):
-        document = document["rows"]
-    if not isinstance(document, list) or not document:
-        raise CommandError(Exit.USAGE, "JSON input must be an array of rows (arrays of numbers), or one row")
-    if not isinstance(document[0], list):
-        document = [document]  # one row
-    return [_row(row if isinstance(row, list) else [row], number) for number, row in enumerate(document, start=1)]
-
-
-def _read_input(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    path = Path(source)
-    if not path.is_file():
-        raise CommandError(Exit.NOT_FOUND, f"no file {source}: give a CSV or JSON file of rows, or - for stdin")
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CommandError(Exit.USAGE, f"cannot read {source}: {error}") from None
-
-
-def predictions(http: Any, model: str, rows: list[list[float]]) -> list[dict[str, Any]]:
-    """One OIP v2 request per row (each row is routed on its own); what answered, and how."""
-    from shared.registry_errors import message_of, model_path
-
-    path = f"/v2{model_path(model)}"
-    metadata = http.get(path)
-    if metadata.status_code == 404:
-        raise CommandError(Exit.NOT_FOUND, f"the gateway serves no model {model!r}: {message_of(metadata)}")
-    _check(metadata, "metadata")
-    described = metadata.json()["inputs"][0]
-    found = []
-    for number, row in enumerate(rows, start=1):
-        tensor = {"name": described["name"], "shape": [1, len(row)], "datatype": described["datatype"], "data": row}
-        answer = http.post(f"{path}/infer", json={"inputs": [tensor]})
-        _check(answer, f"row {number}")
-        body = answer.json()
-        scores = [float(value) for value in body["outputs"][0]["data"]]
-        best = max(range(len(scores)), key=scores.__getitem__)
-        found.append(
-            {
-                "row": number,
-                "class": best,
-                "score": scores[best],
-                "model_version": int(body["model_version"]),
-                "route": answer.headers.get("x-ferry-route"),
-            }
-        )
-    return found
-
-
-def _check(response: Any, what: str) -> None:
-    from shared.registry_errors import message_of
-
-    if response.status_code >= 400:
-        code = Exit.UNREACHABLE if response.status_code in (502, 503, 504) else Exit.FAILED
-        raise CommandError(code, f"the gateway refused {what} ({response.status_code}): {message_of(response)}")
-
-
-def predictions_table(model: str, found: list[dict[str, Any]]) -> Table:
-    rows = [(p["row"], p["class"], f"{p['score']:.4f}", f"v{p['model_version']}", p["route"]) for p in found]
-    return Table(f"predictions of {model}", ("row", "class", "score", "version", "route"), rows, found)
-
-
-def run_predict(args: argparse.Namespace, settings: FerrySettings, http: Any = None) -> int:
-    import httpx
-
-    def run() -> int:
-        rows = read_rows(_read_input(args.file))
-        url = args.url or gateway_url()
-        client = http or httpx.Client(base_url=url, timeout=30.0)
-        try:
-            with failures("gateway", url):
-                found = predictions(client, args.model, rows)
-        finally:
-            if http is None:
-                client.close()
-        emit(predictions_table(args.model, found), as_json=args.json)
-        return Exit.OK
-
-    return run_verb(run)
 
 
 # --- alerts -----------------------------------------------------------------------------------------
@@ -263,7 +138,9 @@ def register(sub: Any) -> dict[str, Command]:
     """Add predict, alerts, logs and completion to the ``ferry`` parser's subparsers."""
     from shared.services import SERVICES
 
-    predict = sub.add_parser("predict", help="classify rows (CSV or JSON, a file or - for stdin) through the gateway")
+    predict = sub.add_parser(
+        "predict", help="predict rows (CSV or JSON, a file or - for stdin) through the gateway: class or value"
+    )
     predict.add_argument("model")
     predict.add_argument("file", help="a CSV or JSON file of rows, or - to read stdin")
     predict.add_argument(

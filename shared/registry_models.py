@@ -84,6 +84,22 @@ class VersionOut(Out):
     updated_at: datetime
     description: str = ""
 
+    def validation_summary(self) -> str | None:
+        """What the trainer measured on validation rows, for the version's task, as a person reads it:
+        ``accuracy 0.9703`` for a classifier, ``RMSE 51.3785 · R² 0.5781`` for a regressor; None when the version
+        has none of them (an upload's metrics are its owner's, under names of their own). ``ferry versions`` and
+        the console's versions table both show this."""
+        shown = VALIDATION_METRICS[self.signature.task or "classification"]
+        found = [f"{name} {self.metrics[key]:.4f}" for name, key in shown if key in self.metrics]
+        return " · ".join(found) or None
+
+
+VALIDATION_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "classification": (("accuracy", "val_accuracy"),),
+    "regression": (("RMSE", "val_rmse"), ("R²", "val_r2")),
+}
+"""Per task, the validation metrics a person is shown of a version: (the name shown, the metric's key)."""
+
 
 class VersionPage(Out):
     items: list[VersionOut]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from skl2onnx import to_onnx
-from sklearn.linear_model import LogisticRegression
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -17,15 +20,30 @@ from shared.datasets import load_dataset, split
 
 def sklearn_digits(*, target_opset: int = 17) -> bytes:
     """StandardScaler + LogisticRegression on digits' training part, by skl2onnx (outputs: label, probabilities)."""
-    train = split(load_dataset("sklearn:digits")).train
-    classifier = LogisticRegression(max_iter=500)
-    pipeline = Pipeline([("scale", StandardScaler()), ("classify", classifier)]).fit(train.features, train.labels)
-    converted = to_onnx(
-        pipeline,
-        train.features[:1].astype(np.float32),
-        options={id(classifier): {"zipmap": False}},
-        target_opset=target_opset,
-    )
+    return sklearn_model("sklearn:digits", LogisticRegression(max_iter=500), target_opset=target_opset)
+
+
+def sklearn_diabetes(regressor: str = "ridge") -> bytes:
+    """StandardScaler + a scikit-learn regressor (``ridge`` or ``boosting``) on diabetes' training part, by
+    skl2onnx (one output, ``variable`` FP32 [N, 1]; boosting's trees are an ai.onnx.ml TreeEnsembleRegressor)."""
+    estimator = Ridge() if regressor == "ridge" else GradientBoostingRegressor(n_estimators=60, random_state=0)
+    return sklearn_model("sklearn:diabetes", estimator)
+
+
+def sklearn_model(
+    dataset: str,
+    estimator: BaseEstimator,
+    *,
+    target: Callable[[np.ndarray], np.ndarray] | None = None,
+    target_opset: int = 17,
+) -> bytes:
+    """StandardScaler + ``estimator`` fitted on ``dataset``'s training part (to its labels, or ``target`` of
+    them), converted by skl2onnx; a classifier's probabilities as a tensor (zipmap off)."""
+    train = split(load_dataset(dataset)).train
+    labels = train.labels if target is None else target(train.labels)
+    pipeline = Pipeline([("scale", StandardScaler()), ("fit", estimator)]).fit(train.features, labels)
+    options = {id(estimator): {"zipmap": False}} if is_classifier(estimator) else None
+    converted = to_onnx(pipeline, train.features[:1].astype(np.float32), options=options, target_opset=target_opset)
     return converted.SerializeToString()
 
 

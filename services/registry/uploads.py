@@ -7,45 +7,52 @@ What is accepted, exactly:
 - exactly one graph input, FP32, of rank 2: ``[batch, n_features]`` with a dynamic batch axis (the evaluator
   scores and the gateway serves rows in batches of any size) and ``n_features`` the dataset's number of
   features;
-- an output FP32 of rank 2 ``[batch, n_classes]``, batch dynamic, ``n_classes`` the dataset's classes. When
-  the first output is something else (scikit-learn's converters put the predicted ``label`` first) and
-  exactly one other output fits, the graph keeps that output alone: Ferry's evaluator and gateway read the
-  first output;
-- on the first rows of the dataset's training part (never its test part), every output row is a probability
-  distribution: no value below 0, each row summing to 1 within ``SUM_TOLERANCE``. Logits are refused:
-  end the network with a softmax.
+- for a classification dataset, an output FP32 ``[batch, n_classes]``, batch dynamic, ``n_classes`` the
+  dataset's classes; for a regression dataset, an output FP32 ``[batch, 1]`` or ``[batch]``: the predicted
+  value. When the first output is something else (scikit-learn's classifiers put the predicted ``label``
+  first) and exactly one other output fits, the graph keeps that output alone: Ferry's evaluator and gateway
+  read the first output. An output that fits the other task is refused with a reason that says so;
+- a classifier, on the first rows of the dataset's training part (never its test part): every output row is a
+  probability distribution, no value below 0, each row summing to 1 within ``SUM_TOLERANCE``. Logits are
+  refused: end the network with a softmax;
+- a regressor, on the dataset's validation part (at most ``VALUE_ROWS`` rows; never the test part): one finite
+  value per row. The deciles of these values are its drift bins, as the trainer cuts a regressor's.
 
-The stored graph names its input ``input`` and its output ``probabilities``, as the trainer's do: the
-evaluator compares a candidate's signature with the champion's, names included, and a client of the
-gateway sends the names the champion has. When the upload differs in names or outputs, the artifact stored
-is the rewritten one, with a digest of its own (``rewritten``).
+The stored graph names its input ``input`` and its output ``probabilities`` (a regressor's ``prediction``, of
+shape ``[batch, 1]``), as the trainer's do: the evaluator compares a candidate's signature with the champion's,
+names and shapes included, and a client of the gateway sends the names the champion has. When the upload
+differs in names, outputs or shape, the artifact stored is the rewritten one, with a digest of its own
+(``rewritten``).
 
 A refusal is an ``UploadRejected`` that names the problem and quotes nothing of the file.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
-from onnx import TensorProto, helper
 
+from services.registry.adapters.onnx_graph import MIN_OPSET, as_column, keep_output, rename, supported_opset
 from services.registry.adapters.repository import UnitOfWork
 from shared.artifacts import ArtifactStore
 from shared.datasets import Dataset, split, split_id
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id
 from shared.onnx import ModelUnloadable, open_session, signature_of
 from shared.registry_models import UploadOut
+from shared.regression import as_values, quantile_edges
 
 INPUT_NAME = "input"  # the trainer's names (services/trainer/domain.py), which a test holds these to
 OUTPUT_NAME = "probabilities"
+REGRESSION_OUTPUT_NAME = "prediction"
 SUM_TOLERANCE = 1e-3
 CHECK_ROWS = 32
-MIN_OPSET = 7  # the oldest opset ONNX Runtime loads
+VALUE_ROWS = 10_000  # a regressor's drift bins: enough rows for deciles, few enough to answer the upload quickly
+VALUE_SHAPES = ([-1, 1], [-1])
+FLOATS = ("FP32", "FP64", "FP16")
 
 
 class UploadRejected(ValueError):
@@ -59,7 +66,8 @@ class UploadRejected(ValueError):
 
 @dataclass(frozen=True)
 class CheckedArtifact:
-    """Bytes that passed every check (the upload, or its rewrite keeping the scores output) and their signature."""
+    """Bytes that passed every check (the upload, or its rewrite keeping the one output) and their signature, as
+    announced: a classifier's labelled with the dataset's class names, a regressor's with its drift bins."""
 
     data: bytes
     signature: Signature
@@ -87,7 +95,7 @@ def register_upload(
         model_name=name,
         request_id=new_id(),
         artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
-        signature=checked.signature.labelled(dataset.class_names),
+        signature=checked.signature,
         metrics=metrics,
         dataset=dataset.name,
         split_id=split_id(dataset),
@@ -111,50 +119,35 @@ def register_upload(
     )
 
 
-@functools.cache
-def supported_opset() -> int:
-    """The newest ai.onnx opset this ONNX Runtime loads, found once by opening a one-node graph."""
-    for opset in range(onnx.defs.onnx_opset_version(), MIN_OPSET, -1):
-        try:
-            ort.InferenceSession(_identity_model(opset), providers=["CPUExecutionProvider"])
-        except Exception:  # noqa: BLE001, S112 - too new for this runtime: try the one before
-            continue
-        return opset
-    return MIN_OPSET
-
-
-def _identity_model(opset: int) -> bytes:
-    tensor = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
-    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [tensor], [output])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def check_upload(data: bytes, dataset: Dataset, *, max_bytes: int) -> CheckedArtifact:
     """The artifact to store for ``data`` as a model of ``dataset``; UploadRejected naming the problem."""
     if len(data) > max_bytes:
         raise UploadRejected(f"the artifact is {len(data)} bytes; at most {max_bytes} are accepted", status=413)
-    if dataset.is_regression:
-        # Its drift bins come from predictions on validation rows, which only Ferry's trainer makes today.
-        raise UploadRejected(
-            f"{dataset.name} is a regression dataset; uploads are classifiers only (train a regressor with ferry train)"
-        )
     model = _parsed(data)
     _check_opset(model)
     signature = _signature(_session(data))
     _check_input(signature.inputs, dataset)
-    chosen = _scores_output(signature.outputs, dataset)
-    renames = {signature.inputs[0].name: INPUT_NAME, signature.outputs[chosen].name: OUTPUT_NAME}
-    rewritten = chosen != 0 or len(signature.outputs) != 1 or any(old != new for old, new in renames.items())
+    output = signature.outputs[_chosen_output(signature.outputs, dataset)]
+    flat = output.shape == [-1]  # a regressor's [batch]: stored as the trainer's [batch, 1]
+    stored_name = REGRESSION_OUTPUT_NAME if dataset.is_regression else OUTPUT_NAME
+    renames = {signature.inputs[0].name: INPUT_NAME, output.name: stored_name}
+    rewritten = signature.outputs != [output] or flat or any(old != new for old, new in renames.items())
     if rewritten:
-        _keep_output(model, signature.outputs[chosen].name)
-        _rename(model, renames)
+        keep_output(model, output.name)
+        if flat:
+            as_column(model, output.name)
+        rename(model, renames)
         data = model.SerializeToString()
         signature = _signature(_session(data))
-    _check_probabilities(_session(data), signature, dataset)
-    return CheckedArtifact(data=data, signature=signature, rewritten=rewritten)
+    return CheckedArtifact(data=data, signature=_announced(_session(data), signature, dataset), rewritten=rewritten)
+
+
+def _announced(session: ort.InferenceSession, signature: Signature, dataset: Dataset) -> Signature:
+    """The signature once the outputs were checked on the dataset's rows, with the task's own facts."""
+    if dataset.is_regression:
+        return signature.regressor(_checked_values(session, signature, dataset))
+    _check_probabilities(session, signature, dataset)
+    return signature.labelled(dataset.class_names)
 
 
 def _parsed(data: bytes) -> onnx.ModelProto:
@@ -212,13 +205,15 @@ def _check_input(inputs: list[TensorSpec], dataset: Dataset) -> None:
         raise UploadRejected(f"wrong signature: the input is {_shown(given)}; expected {wanted}")
 
 
-def _fits(spec: TensorSpec, num_classes: int) -> bool:
-    return spec.datatype == "FP32" and spec.shape == [-1, num_classes]
+def _fits(spec: TensorSpec, dataset: Dataset) -> bool:
+    """An output of this dataset's task: class scores [batch, n_classes], or one value per row."""
+    shapes = VALUE_SHAPES if dataset.is_regression else ([-1, dataset.num_classes],)
+    return spec.datatype == "FP32" and spec.shape in shapes
 
 
-def _scores_output(outputs: list[TensorSpec], dataset: Dataset) -> int:
-    """Index of the per-class scores output: the first when it fits, else the only one that does."""
-    fitting = [index for index, spec in enumerate(outputs) if _fits(spec, dataset.num_classes)]
+def _chosen_output(outputs: list[TensorSpec], dataset: Dataset) -> int:
+    """Index of the output to keep: the first when it fits, else the only one that does."""
+    fitting = [index for index, spec in enumerate(outputs) if _fits(spec, dataset)]
     if fitting and fitting[0] == 0:
         return 0
     if len(fitting) == 1:
@@ -226,71 +221,66 @@ def _scores_output(outputs: list[TensorSpec], dataset: Dataset) -> int:
     shown = ", ".join(_shown(spec) for spec in outputs) or "none"
     many = " (several fit: keep one)" if fitting else ""
     raise UploadRejected(
-        f"wrong signature: outputs are {shown}{many}; expected one FP32 output [batch, {dataset.num_classes}] "
-        "with a dynamic batch axis "
+        f"wrong signature: outputs are {shown}{many}; expected {_wanted(dataset)}{_misfit(outputs, dataset)}"
+    )
+
+
+def _wanted(dataset: Dataset) -> str:
+    if dataset.is_regression:
+        return (
+            "one FP32 output [batch, 1] or [batch] with a dynamic batch axis: the predicted value of "
+            f"{dataset.name}'s target"
+        )
+    return (
+        f"one FP32 output [batch, {dataset.num_classes}] with a dynamic batch axis "
         f"of {dataset.name}'s {dataset.num_classes} class probabilities"
     )
 
 
-def _keep_output(model: onnx.ModelProto, name: str) -> None:
-    """Make ``name`` the only graph output (the nodes that fed the others stay, unused; ORT prunes them)."""
-    kept = [output for output in model.graph.output if output.name == name]
-    del model.graph.output[:]
-    model.graph.output.extend(kept)
+def _misfit(outputs: list[TensorSpec], dataset: Dataset) -> str:
+    """Why none fits, when the model is plainly of the other task: a classifier for a regression dataset, or a
+    regressor for a classification dataset."""
+    if dataset.is_regression and any(_is_class_output(spec) for spec in outputs):
+        return f". This is a classifier (it gives class scores or labels), but {dataset.name} is a regression dataset"
+    if not dataset.is_regression and any(spec.shape in VALUE_SHAPES and spec.datatype in FLOATS for spec in outputs):
+        return f". This is a regressor (one value per row), but {dataset.name} is a classification dataset"
+    return ""
 
 
-def _rename(model: onnx.ModelProto, renames: dict[str, str]) -> None:
-    """Rename tensors everywhere in the graph and its subgraphs, all at once; a tensor that already has one
-    of the new names gets a fresh name first, so that no two tensors ever share one."""
-    taken = set(_names(model.graph))
-    mapping = dict(renames)
-    for wanted in renames.values():
-        if wanted in taken and wanted not in renames:
-            mapping[wanted] = _fresh(wanted, taken | set(renames.values()))
-    _rename_graph(model.graph, mapping)
+def _is_class_output(spec: TensorSpec) -> bool:
+    """Scores per class ([batch, k], k > 1), or a label per row that is not a float (skl2onnx's ``label``)."""
+    scores = len(spec.shape) == 2 and spec.shape[1] > 1
+    return scores or (spec.shape == [-1] and spec.datatype not in FLOATS)
 
 
-def _fresh(name: str, taken: set[str]) -> str:
-    suffix = 1
-    while f"{name}_{suffix}" in taken:
-        suffix += 1
-    return f"{name}_{suffix}"
+def _run(session: ort.InferenceSession, signature: Signature, rows: np.ndarray, dataset: Dataset) -> np.ndarray:
+    feed = {signature.inputs[0].name: np.ascontiguousarray(rows, dtype=np.float32)}
+    try:
+        found = session.run([signature.outputs[0].name], feed)[0]
+    except Exception as error:  # noqa: BLE001 - ORT raises its own types; its message may quote the graph
+        raise UploadRejected(f"the model fails on {dataset.name}'s rows ({type(error).__name__})") from error
+    return np.asarray(found, dtype=np.float64)
 
 
-def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    found = []
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                found.append(attribute.g)
-            found.extend(attribute.graphs)
-    return found
-
-
-def _names(graph: onnx.GraphProto) -> list[str]:
-    names = [value.name for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)]
-    names += [name for node in graph.node for name in (*node.input, *node.output)]
-    return names + [name for subgraph in _subgraphs(graph) for name in _names(subgraph)]
-
-
-def _rename_graph(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
-    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
-        value.name = mapping.get(value.name, value.name)
-    for node in graph.node:
-        node.input[:] = [mapping.get(name, name) for name in node.input]
-        node.output[:] = [mapping.get(name, name) for name in node.output]
-    for subgraph in _subgraphs(graph):
-        _rename_graph(subgraph, mapping)
+def _checked_values(session: ort.InferenceSession, signature: Signature, dataset: Dataset) -> list[float]:
+    """The inner edges of the regressor's drift bins, once it gave one finite value per validation row."""
+    rows = split(dataset).validation.features[:VALUE_ROWS]
+    found = _run(session, signature, rows, dataset)
+    values = as_values(found)
+    if values is None or len(values) != len(rows):
+        raise UploadRejected(
+            f"wrong signature: {len(rows)} rows gave outputs of shape {list(found.shape)}; expected [{len(rows)}, 1]"
+        )
+    if not np.all(np.isfinite(values)):
+        raise UploadRejected(
+            "the output is not a predicted value: on the dataset's validation rows some are not finite"
+        )
+    return quantile_edges(values)
 
 
 def _check_probabilities(session: ort.InferenceSession, signature: Signature, dataset: Dataset) -> None:
     rows = split(dataset).train.features[:CHECK_ROWS]
-    feed = {signature.inputs[0].name: np.ascontiguousarray(rows, dtype=np.float32)}
-    try:
-        scores = session.run([signature.outputs[0].name], feed)[0]
-    except Exception as error:  # noqa: BLE001 - ORT raises its own types; its message may quote the graph
-        raise UploadRejected(f"the model fails on {dataset.name}'s rows ({type(error).__name__})") from error
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = _run(session, signature, rows, dataset)
     if scores.shape != (len(rows), dataset.num_classes):
         raise UploadRejected(
             f"wrong signature: {len(rows)} rows gave outputs of shape {list(scores.shape)}; "

@@ -42,6 +42,7 @@ from shared.topics import ensure_topics
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 HELD_OUT = split(load_dataset("sklearn:digits"))
+REGISTRY_TOKEN = secrets.token_urlsafe(24)  # the registry refuses a placeholder token; an upload test writes with it
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def registry_url(settings: FerrySettings, tmp_path_factory: pytest.TempPathFacto
         "FERRY_TOPIC_PREFIX": settings.topic_prefix,
         "FERRY_ARTIFACT_ROOT": settings.resolved_artifact_root,
         "FERRY_REGISTRY_RELAY_IDLE_S": "0.05",
-        "FERRY_API_TOKEN": secrets.token_urlsafe(24),  # the registry refuses a placeholder token
+        "FERRY_API_TOKEN": REGISTRY_TOKEN,
     }
     registry = ServiceProcess("registry", env, tmp_path_factory.mktemp("logs") / "registry.log").start()
     yield registry.url

@@ -1,14 +1,19 @@
 """The real evaluator (in-process, on the real broker, a registry process and PostgreSQL) judging regressors:
 a ridge regression on diabetes against a weaker one, on RMSE with its interval and the paired bootstrap of
-per-row errors; and a classifier refused against a regression champion."""
+per-row errors; a classifier refused against a regression champion; and a scikit-learn regressor uploaded
+through the registry's REST route (``ferry register``) judged against a Ferry-trained regressor champion."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from evaluator_onnx import fitted_diabetes, fitted_digits
+from external_models import sklearn_diabetes, torch_network
 from test_evaluator_service import (  # noqa: F401 - settings and registry_url are this module's fixtures too
+    REGISTRY_TOKEN,
     Api,
     champion_is,
     evaluator,
@@ -18,14 +23,18 @@ from test_evaluator_service import (  # noqa: F401 - settings and registry_url a
     settle,
 )
 
+from services.trainer.service import run_training
 from shared.artifacts import ArtifactStore
 from shared.datasets import load_dataset, split
-from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, new_id
+from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TrainingRequested, new_id
 from shared.onnx import open_session, predict, signature_of
+from shared.registry_client import RegistryClient
+from shared.registry_errors import RegistryRefused, RegistryUnauthorized
 from shared.regression import quantile_edges
 from shared.settings import FerrySettings
 
 pytestmark = [pytest.mark.integration]
+QUICK = Hyperparameters(epochs=15, hidden_sizes=[32], learning_rate=1e-2, patience=5)  # a small MLP, seconds
 
 DIABETES = split(load_dataset("sklearn:diabetes"))
 DIGITS = split(load_dataset("sklearn:digits"))
@@ -95,3 +104,44 @@ def test_a_better_regressor_is_promoted_on_rmse_and_a_classifier_is_refused(
     assert refused["decision"] == "reject"
     assert "a regressor cannot be compared with a classifier" in refused["reason"]
     assert api.get("/versions/3")["status"] == "rejected"
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_uploaded_scikit_learn_regressor_is_judged_on_rmse_against_a_ferry_trained_champion(
+    settings: FerrySettings,  # noqa: F811 - the imported fixture
+    registry_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    api = Api(registry_url, "diabetes-up")
+    request = TrainingRequested(model_name="diabetes-up", dataset="sklearn:diabetes", hyperparameters=QUICK)
+    trained = run_training(request, workdir=tmp_path)
+    registry = RegistryClient.connect(registry_url, token=REGISTRY_TOKEN, timeout_s=60)
+    anonymous = RegistryClient.connect(registry_url, timeout_s=60)
+    try:
+        with evaluator(settings, registry_url, bake_s=600.0):
+            announce(settings, "diabetes-up", trained.path.read_bytes(), regressor=True)
+            settle(api, lambda: champion_is(api, 1), "the Ferry-trained v1 as the first champion")
+            with pytest.raises(RegistryUnauthorized):
+                anonymous.register_artifact("diabetes-up", sklearn_diabetes(), dataset="sklearn:diabetes")
+            with pytest.raises(RegistryRefused) as refused:
+                registry.register_artifact("diabetes-up", torch_network(10, 3), dataset="sklearn:diabetes")
+            assert refused.value.status == 422 and "This is a classifier" in refused.value.message
+            uploaded = registry.register_artifact("diabetes-up", sklearn_diabetes(), dataset="sklearn:diabetes")
+            settle(api, lambda: champion_is(api, 1, challenger=2), "the upload v2 as the canary")
+    finally:
+        registry.close()
+        anonymous.close()
+
+    version = api.get("/versions/2")  # the refused uploads made no version: the accepted one is v2
+    assert version["tags"]["lineage"] == "external" and version["signature"]["task"] == "regression"
+    assert version["artifact"]["sha256"] == uploaded.artifact.sha256 and version["signature"]["bin_edges"]
+    [evaluation] = api.evaluations(2)
+    report = evaluation["report"]
+    assert report["task"] == "regression" and report["primary_metric"] == "rmse"
+    assert evaluation["decision"] == "promote" and "rmse" in evaluation["reason"]
+    assert "vs champion v1" in evaluation["reason"]
+    stored = httpx.get(f"{api.base}/versions/2/artifact", timeout=10).content
+    values = predict(open_session(stored), DIABETES.test.features)[:, 0].astype(np.float64)
+    rmse = float(np.sqrt(np.mean((values - DIABETES.test.labels) ** 2)))
+    assert report["candidate"]["metrics"]["rmse"] == pytest.approx(rmse, rel=1e-6)
+    assert report["comparison"]["rmse"]["lower_is_better"] and report["comparison"]["rmse"]["non_inferior"]

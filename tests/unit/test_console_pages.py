@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from console_fakes import HOSTILE, NOW, Fakes, dead_letter, history_entry
+from console_fakes import HOSTILE, NOW, Fakes, dead_letter, history_entry, version
 from fastapi.testclient import TestClient
 
 from services.console.entrypoints.api import create_app
-from shared.events import TrainingRequested, TrainingStatus
+from shared.events import Signature, TrainingRequested, TrainingStatus
 
 LATER = NOW + timedelta(minutes=2)
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
@@ -66,6 +66,20 @@ def test_the_model_page_shows_versions_history_the_gateways_view_and_the_bake(cl
     assert "v3 bakes until 2026-12-05 00:00:00 UTC" in page
     assert 'data-testid="action-rollback" data-kind="rollback" data-version="2"' in page
     assert 'data-testid="action-withdraw" data-kind="rollback" data-version="3"' in page
+
+
+def test_the_versions_table_shows_the_validation_metrics_of_each_versions_task(
+    fakes: Fakes, client: TestClient
+) -> None:
+    regressor = {"signature": Signature(inputs=[], outputs=[], task="regression")}
+    fakes.registry.versions_ = [
+        version(3, "challenger", metrics={"val_rmse": 48.5, "val_r2": 0.61, "val_loss": 0.4}, **regressor),
+        version(2, "champion"),
+        version(1, "archived", metrics={"accuracy": 0.9}),
+    ]
+    page = client.get("/models/iris").text
+    cells = re.findall(r'data-testid="version-validation">([^<]*)</td>', page)
+    assert cells == ["RMSE 48.5000 · R² 0.6100", "accuracy 0.9200", "-"]
 
 
 def test_every_page_escapes_what_its_sources_say(fakes: Fakes, client: TestClient) -> None:

@@ -63,6 +63,7 @@ class FakeRegistry:
         self.writes: list[tuple[str, dict[str, Any]]] = []
         self.refuse: Exception | None = None
         self.closed = False
+        self.listed = [version(2, "rejected"), version(1, "champion")]
 
     def _known(self, name: str) -> None:
         if name != "digits":
@@ -80,7 +81,7 @@ class FakeRegistry:
 
     def versions(self, name: str) -> Iterator[VersionOut]:
         self._known(name)
-        yield from (version(2, "rejected"), version(1, "champion"))
+        yield from self.listed
 
     def deployment(self, name: str) -> DeploymentOut:
         self._known(name)
@@ -154,6 +155,29 @@ def test_versions_and_history(fake: FakeRegistry, capsys: pytest.CaptureFixture[
     assert ferry(fake, "history", "digits") == Exit.OK
     history = capsys.readouterr().out
     assert "- -> v1" in history and "evaluator" in history and "first version" in history
+
+
+def test_versions_show_the_validation_metrics_of_each_versions_task(
+    fake: FakeRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    regressor = version(3).model_copy(
+        update={
+            "signature": Signature(inputs=[], outputs=[], task="regression"),
+            "metrics": {"val_rmse": 51.37846, "val_mae": 42.47, "val_r2": 0.57814, "val_loss": 0.45},
+        }
+    )
+    upload = version(4).model_copy(update={"metrics": {"accuracy": 0.97}})  # an upload's metrics are its own
+    fake.listed = [upload, regressor, version(1, "champion")]
+    assert ferry(fake, "versions", "digits") == Exit.OK
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("│ v")}
+    assert "RMSE 51.3785 · R² 0.5781" in lines["v3"] and "accuracy" not in lines["v3"]
+    assert "accuracy 0.9100" in lines["v1"] and "RMSE" not in lines["v1"]
+    assert "│ -" in lines["v4"] and "0.97" not in lines["v4"]
+    assert [row[2] for row in ops_cli.versions_rows(fake.listed)] == [
+        None,
+        "RMSE 51.3785 · R² 0.5781",
+        "accuracy 0.9100",
+    ]
 
 
 def test_an_unknown_model_exits_3_and_says_so(fake: FakeRegistry, capsys: pytest.CaptureFixture[str]) -> None:

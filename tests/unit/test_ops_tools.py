@@ -1,98 +1,16 @@
-"""``ferry predict``, ``alerts``, ``logs`` and ``completion``: input parsing, a fake gateway and monitor over
-httpx's MockTransport, exit codes."""
+"""``ferry alerts``, ``logs`` and ``completion`` (``ferry predict``'s are in test_predict_cli.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shared.ops_common import CommandError, Exit
-from shared.ops_tools import alerts_table, log_files, predictions, read_rows, run_completion, run_logs, run_predict
+from shared.ops_tools import alerts_table, log_files, run_completion, run_logs
 from shared.settings import FerrySettings
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a,b,c\n1,2,3\n4,5,6\n",
-        "1,2,3\n4,5,6",
-        "[[1, 2, 3], [4, 5, 6]]",
-        '{"rows": [[1, 2, 3], [4, 5, 6]]}',
-        "[1, 2, 3]\n[4, 5, 6]\n",
-    ],
-)
-def test_rows_come_from_csv_or_json(text: str) -> None:
-    assert read_rows(text) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
-
-
-def test_one_json_row_is_one_row() -> None:
-    assert read_rows("[1, 2.5]") == [[1.0, 2.5]]
-
-
-@pytest.mark.parametrize(
-    ("text", "said"), [("", "empty"), ("1,2\n3,x", "row 2 is not all numbers"), ("[{", "not JSON")]
-)
-def test_bad_input_is_a_usage_error(text: str, said: str) -> None:
-    with pytest.raises(CommandError) as refused:
-        read_rows(text)
-    assert refused.value.code == Exit.USAGE and said in refused.value.message
-
-
-def fake_gateway(request: httpx.Request) -> httpx.Response:
-    if request.url.path == "/v2/models/digits":
-        return httpx.Response(200, json={"name": "digits", "inputs": [{"name": "input", "datatype": "FP32"}]})
-    if request.url.path == "/v2/models/digits/infer":
-        row = json.loads(request.content)["inputs"][0]["data"]
-        if len(row) != 3:
-            return httpx.Response(400, json={"error": "input has 2 features, the model takes 3"})
-        scores = [0.1, 0.7, 0.2] if row[0] < 5 else [0.8, 0.1, 0.1]
-        version, route = ("2", "canary") if row[0] < 5 else ("1", "champion")
-        body = {"model_name": "digits", "model_version": version, "outputs": [{"name": "p", "data": scores}]}
-        return httpx.Response(200, json=body, headers={"x-ferry-route": route})
-    return httpx.Response(404, json={"error": "no model 'nope'"})
-
-
-def gateway() -> httpx.Client:
-    return httpx.Client(base_url="http://gateway", transport=httpx.MockTransport(fake_gateway))
-
-
-def test_predictions_say_the_class_the_version_and_the_route() -> None:
-    found = predictions(gateway(), "digits", [[1, 2, 3], [9, 9, 9]])
-    assert [(p["class"], p["model_version"], p["route"]) for p in found] == [(1, 2, "canary"), (0, 1, "champion")]
-
-
-def predict(tmp_path: Path, model: str, text: str, *flags: str) -> int:
-    source = tmp_path / "rows.csv"
-    source.write_text(text)
-    args = argparse.Namespace(model=model, file=str(source), url=None, json="--json" in flags)
-    return run_predict(args, FerrySettings(), http=gateway())
-
-
-def test_predict_prints_a_table_or_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert predict(tmp_path, "digits", "1,2,3\n9,9,9\n") == Exit.OK
-    table = capsys.readouterr().out
-    assert "canary" in table and "v2" in table and "champion" in table
-    assert predict(tmp_path, "digits", "1,2,3\n", "--json") == Exit.OK
-    assert json.loads(capsys.readouterr().out) == [
-        {"row": 1, "class": 1, "score": 0.7, "model_version": 2, "route": "canary"}
-    ]
-
-
-def test_predict_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert predict(tmp_path, "nope", "1,2,3") == Exit.NOT_FOUND
-    assert "serves no model 'nope'" in capsys.readouterr().err
-    assert predict(tmp_path, "digits", "1,2") == Exit.FAILED
-    assert "the gateway refused row 1 (400): input has 2 features" in capsys.readouterr().err
-    missing = argparse.Namespace(model="digits", file=str(tmp_path / "none.csv"), url=None, json=False)
-    assert run_predict(missing, FerrySettings(), http=gateway()) == Exit.NOT_FOUND
-    away = argparse.Namespace(model="digits", file=str(tmp_path / "rows.csv"), url="http://127.0.0.1:9", json=False)
-    assert run_predict(away, FerrySettings()) == Exit.UNREACHABLE
-    assert "the gateway at http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
 
 
 def test_alerts_render_active_and_recent() -> None:

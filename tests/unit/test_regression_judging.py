@@ -175,13 +175,6 @@ def test_a_classification_report_keeps_its_keys(tmp_path: Path) -> None:
     assert "mcnemar" in report["comparison"]["accuracy"] and "lower_is_better" not in report["comparison"]["accuracy"]
 
 
-def test_an_upload_for_a_regression_dataset_is_refused_with_a_reason() -> None:
-    from services.registry.uploads import UploadRejected, check_upload
-
-    with pytest.raises(UploadRejected, match="sklearn:diabetes is a regression dataset; uploads are classifiers only"):
-        check_upload(fitted_diabetes(), load_dataset("sklearn:diabetes"), max_bytes=2**20)
-
-
 def test_ferry_compare_prints_a_regressors_metrics_and_its_paired_differences(tmp_path: Path) -> None:
     import io
 

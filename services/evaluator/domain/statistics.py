@@ -8,13 +8,16 @@ of a few hundred rows take milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binomtest
 
 MAX_CELLS_PER_BLOCK = 4_000_000  # resamples × rows per block: bounds memory on large test sets
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+"""Metrics where the candidate is better when it is lower: its gain over the champion is minus the difference."""
 
 Statistic = Callable[[np.ndarray, np.ndarray, int, np.ndarray], np.ndarray]
 """(labels, predictions, num_classes, resample indices B×n) → the metric of each resample (B,)."""
@@ -102,6 +105,60 @@ def mcnemar(labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray) -> 
     return McNemar(candidate_only=candidate_only, champion_only=champion_only, p_value=min(1.0, p_value))
 
 
+RowScore = Callable[[np.ndarray], np.ndarray]
+"""Resample indices B×n → one model's metric on each resample (B,); all rows as one resample: its estimate."""
+
+
+def _bootstrap(scores: Sequence[RowScore], rows: int, *, samples: int, seed: int) -> list[tuple[float, np.ndarray]]:
+    """Each model's estimate on all rows and its metric on each resample: every model on the same draws."""
+    everything = np.arange(rows)[None, :]
+    drawn: list[list[np.ndarray]] = [[] for _ in scores]
+    for resample in _resample_blocks(rows, samples, seed):
+        for found, score in zip(drawn, scores, strict=True):
+            found.append(score(resample))
+    return [(float(score(everything)[0]), np.concatenate(found)) for score, found in zip(scores, drawn, strict=True)]
+
+
+def _bootstrap_interval(score: RowScore, rows: int, *, samples: int, seed: int, confidence: float) -> Interval:
+    """One model's estimate and its percentile-bootstrap interval."""
+    [(estimate, values)] = _bootstrap([score], rows, samples=samples, seed=seed)
+    return _interval(estimate, values, confidence)
+
+
+def _paired(
+    metric: str,
+    candidate: RowScore,
+    champion: RowScore,
+    rows: int,
+    *,
+    samples: int,
+    seed: int,
+    confidence: float,
+    margin: float,
+    mcnemar: McNemar | None = None,
+) -> PairedComparison:
+    """Both models on the same resampled rows; the difference is candidate - champion, and for a metric where
+    lower is better the candidate is inferior when it is worse by ``margin`` or more."""
+    (point_candidate, values_candidate), (point_champion, values_champion) = _bootstrap(
+        [candidate, champion], rows, samples=samples, seed=seed
+    )
+    differences = values_candidate - values_champion
+    lower = metric in LOWER_IS_BETTER
+    gains = -differences if lower else differences  # positive: the candidate is better
+    tolerance = 1e-12  # a resampled gain of exactly -margin (or 0) counts against the candidate
+    return PairedComparison(
+        metric=metric,
+        candidate=_interval(point_candidate, values_candidate, confidence),
+        champion=_interval(point_champion, values_champion, confidence),
+        difference=_interval(point_candidate - point_champion, differences, confidence),
+        margin=margin,
+        p_non_inferiority=float(np.mean(gains <= -margin + tolerance)),
+        p_superiority=float(np.mean(gains <= tolerance)),
+        mcnemar=mcnemar,
+        lower_is_better=lower,
+    )
+
+
 def bootstrap_one(
     metric: str,
     labels: np.ndarray,
@@ -113,13 +170,8 @@ def bootstrap_one(
     confidence: float,
 ) -> Interval:
     """The bootstrap interval of one model's metric."""
-    statistic = STATISTICS[metric]
-    everything = np.arange(len(labels))[None, :]
-    estimate = float(statistic(labels, predictions, num_classes, everything)[0])
-    values = np.concatenate(
-        [statistic(labels, predictions, num_classes, rows) for rows in _resample_blocks(len(labels), samples, seed)]
-    )
-    return _interval(estimate, values, confidence)
+    score = functools.partial(STATISTICS[metric], labels, predictions, num_classes)
+    return _bootstrap_interval(score, len(labels), samples=samples, seed=seed, confidence=confidence)
 
 
 def paired_bootstrap(
@@ -136,24 +188,15 @@ def paired_bootstrap(
 ) -> PairedComparison:
     """Resample the test rows once per draw and score both models on the same draw."""
     statistic = STATISTICS[metric]
-    everything = np.arange(len(labels))[None, :]
-    point_candidate = float(statistic(labels, candidate, num_classes, everything)[0])
-    point_champion = float(statistic(labels, champion, num_classes, everything)[0])
-    drawn_candidate, drawn_champion = [], []
-    for rows in _resample_blocks(len(labels), samples, seed):
-        drawn_candidate.append(statistic(labels, candidate, num_classes, rows))
-        drawn_champion.append(statistic(labels, champion, num_classes, rows))
-    values_candidate, values_champion = np.concatenate(drawn_candidate), np.concatenate(drawn_champion)
-    differences = values_candidate - values_champion
-    tolerance = 1e-12  # a resampled difference of exactly -margin (or 0) counts against the candidate
-    return PairedComparison(
-        metric=metric,
-        candidate=_interval(point_candidate, values_candidate, confidence),
-        champion=_interval(point_champion, values_champion, confidence),
-        difference=_interval(point_candidate - point_champion, differences, confidence),
+    return _paired(
+        metric,
+        functools.partial(statistic, labels, candidate, num_classes),
+        functools.partial(statistic, labels, champion, num_classes),
+        len(labels),
+        samples=samples,
+        seed=seed,
+        confidence=confidence,
         margin=margin,
-        p_non_inferiority=float(np.mean(differences <= -margin + tolerance)),
-        p_superiority=float(np.mean(differences <= tolerance)),
         mcnemar=mcnemar(labels, candidate, champion),
     )
 
@@ -183,17 +226,14 @@ REGRESSION_STATISTICS: dict[str, RegressionStatistic] = {
     "mae": mae_statistic,
     "r2": r2_statistic,
 }
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
 def bootstrap_errors_one(
     metric: str, targets: np.ndarray, values: np.ndarray, *, samples: int, seed: int, confidence: float
 ) -> Interval:
     """The bootstrap interval of one regressor's rmse, mae or r2."""
-    statistic, errors = REGRESSION_STATISTICS[metric], values - targets
-    estimate = float(statistic(errors, targets, np.arange(len(targets))[None, :])[0])
-    drawn = [statistic(errors, targets, rows) for rows in _resample_blocks(len(targets), samples, seed)]
-    return _interval(estimate, np.concatenate(drawn), confidence)
+    score = functools.partial(REGRESSION_STATISTICS[metric], values - targets, targets)
+    return _bootstrap_interval(score, len(targets), samples=samples, seed=seed, confidence=confidence)
 
 
 def paired_bootstrap_errors(
@@ -212,27 +252,13 @@ def paired_bootstrap_errors(
     For rmse and mae (lower is better) the candidate is inferior when it is worse by ``margin`` or more.
     """
     statistic = REGRESSION_STATISTICS[metric]
-    errors_candidate, errors_champion = candidate - targets, champion - targets
-    everything = np.arange(len(targets))[None, :]
-    point_candidate = float(statistic(errors_candidate, targets, everything)[0])
-    point_champion = float(statistic(errors_champion, targets, everything)[0])
-    drawn_candidate, drawn_champion = [], []
-    for rows in _resample_blocks(len(targets), samples, seed):
-        drawn_candidate.append(statistic(errors_candidate, targets, rows))
-        drawn_champion.append(statistic(errors_champion, targets, rows))
-    values_candidate, values_champion = np.concatenate(drawn_candidate), np.concatenate(drawn_champion)
-    differences = values_candidate - values_champion
-    lower = metric in LOWER_IS_BETTER
-    gains = -differences if lower else differences  # positive: the candidate is better
-    tolerance = 1e-12
-    return PairedComparison(
-        metric=metric,
-        candidate=_interval(point_candidate, values_candidate, confidence),
-        champion=_interval(point_champion, values_champion, confidence),
-        difference=_interval(point_candidate - point_champion, differences, confidence),
+    return _paired(
+        metric,
+        functools.partial(statistic, candidate - targets, targets),
+        functools.partial(statistic, champion - targets, targets),
+        len(targets),
+        samples=samples,
+        seed=seed,
+        confidence=confidence,
         margin=margin,
-        p_non_inferiority=float(np.mean(gains <= -margin + tolerance)),
-        p_superiority=float(np.mean(gains <= tolerance)),
-        mcnemar=None,
-        lower_is_better=lower,
     )
