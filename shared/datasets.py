@@ -8,7 +8,7 @@ used: nothing is downloaded.
 A dataset has a task: classification (labels are class ids, the split is stratified by class) or
 regression (labels are numbers, the split is stratified by quantile groups of the target).
 ``sklearn:diabetes`` is regression; a ``csv:`` file is classification unless the request says regression.
-A ``csv:`` file whose one column beside the label holds text is a text dataset (``shared/text_datasets.py``):
+A ``csv:`` file whose one column beside the label is named ``text`` is a text dataset (``shared/text_datasets.py``):
 its rows are texts (``Dataset.texts``, ``Part.texts``), and a text model takes them as they are.
 
 A ``csv:`` name comes from an event, so it is never opened as given: it is a path relative to the
@@ -245,7 +245,7 @@ def _load_csv(name: str, path: Path, root: Path, label_column: str, task: Task) 
     if label_column not in header:
         raise DatasetError(name, f"has no label column {label_column!r} among its {len(header)} header columns")
     label_index = header.index(label_column)
-    if is_text_table(header, rows, label_index):
+    if is_text_table(header, label_index):
         return _load_text(name, header, rows, label_index, task)
     feature_indices = [index for index in range(len(header)) if index != label_index]
     features = np.empty((len(rows), len(feature_indices)), dtype=np.float64)

@@ -78,12 +78,3 @@ def build_vocabulary(
     ranked = sorted(counts, key=lambda token: (-counts[token], token))[:max_tokens]
     longest = max((len(found) for found in split_texts), default=0)
     return Vocabulary(tuple(ranked), max(1, min(longest, max_length)))
-
-
-def is_number(cell: str) -> bool:
-    """True when a csv cell reads as a number (float() accepts it)."""
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True

@@ -1,8 +1,9 @@
 """Text ``csv:`` datasets: which csv files hold text, and their rows as texts and labels.
 
-A csv file is a text dataset when, besides its label column, it has exactly one column and some cell of
-that column is not a number: one text per row (``shared.text`` tokenises it). A csv of numbers stays
-tabular, as before. Like every dataset reason, no message here quotes a cell.
+A csv file is a text dataset when, besides its label column, it has exactly one column and that column is
+named ``text``: one text per row (``shared.text`` tokenises it). The name decides, not the cells, so a
+tabular file with a stray word in it is still refused as before ("column 1 is not numeric"), and texts that
+happen to look like numbers are still texts. Like every dataset reason, no message here quotes a cell.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ import hashlib
 import numpy as np
 
 from shared.dataset_files import DatasetError
-from shared.text import is_number
+
+TEXT_COLUMN = "text"
 
 
-def is_text_table(header: list[str], rows: list[list[str]], label_index: int) -> bool:
-    """True when the one column beside the label holds text (some cell of it is not a number)."""
-    if len(header) != 2:
-        return False
-    text_index = 1 - label_index
-    return any(len(row) > text_index and not is_number(row[text_index]) for row in rows)
+def is_text_table(header: list[str], label_index: int) -> bool:
+    """True when the one column beside the label is named ``text``."""
+    return len(header) == 2 and header[1 - label_index] == TEXT_COLUMN
 
 
 def text_rows(name: str, header: list[str], rows: list[list[str]], label_index: int) -> tuple[np.ndarray, list[str]]:
