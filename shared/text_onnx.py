@@ -20,31 +20,27 @@ from shared.text import PAD_ID, SEPARATORS, UNKNOWN_ID, Vocabulary
 
 TEXT_INPUT_NAME = "text"
 IDS_NAME = "text_prefix/token_ids"
+"""The front's output, the network's input: the fixed-length ids as FP32."""
 _PAD_TOKEN = " "  # a separator: never a token, so it can only be the tokeniser's padding
 _ML_OPSET = 2  # LabelEncoder with keys_strings / values_int64s
 _MS_OPSET = 1
 _MAX_IR_VERSION = 10  # ONNX Runtime 1.31 refuses ir_version 14; torch's exporter writes 8
 
 
-def text_prefix(vocabulary: Vocabulary, *, opset: int, ir_version: int) -> onnx.ModelProto:
-    """STRING [batch] → FP32 [batch, max_length] token ids, as :meth:`Vocabulary.encode` computes them."""
+def _inner(name: str) -> str:
+    """A name inside the front, apart from any name the torch exporter gives the network's tensors."""
+    return f"text_prefix/{name}"
+
+
+def _nodes(vocabulary: Vocabulary) -> list[onnx.NodeProto]:
     known = vocabulary.ids()
-    keys = [_PAD_TOKEN, *known]
-    values = [PAD_ID, *known.values()]
-    constants = {
-        "pads": helper.make_tensor("text_prefix/pads", TensorProto.INT64, [4], [0, 0, 0, vocabulary.max_length]),
-        "starts": helper.make_tensor("text_prefix/starts", TensorProto.INT64, [1], [0]),
-        "ends": helper.make_tensor("text_prefix/ends", TensorProto.INT64, [1], [vocabulary.max_length]),
-        "axes": helper.make_tensor("text_prefix/axes", TensorProto.INT64, [1], [1]),
-    }
-    nodes = [
-        helper.make_node(
-            "StringNormalizer", [TEXT_INPUT_NAME], ["text_prefix/lowered"], case_change_action="LOWER", locale="C"
-        ),
+    lowered, pieces, ragged, padded, fixed = map(_inner, ("lowered", "pieces", "ids_ragged", "ids_padded", "ids"))
+    return [
+        helper.make_node("StringNormalizer", [TEXT_INPUT_NAME], [lowered], case_change_action="LOWER", locale="C"),
         helper.make_node(
             "Tokenizer",
-            ["text_prefix/lowered"],
-            ["text_prefix/pieces"],
+            [lowered],
+            [pieces],
             domain="com.microsoft",
             mark=0,
             mincharnum=1,
@@ -53,30 +49,33 @@ def text_prefix(vocabulary: Vocabulary, *, opset: int, ir_version: int) -> onnx.
         ),
         helper.make_node(
             "LabelEncoder",
-            ["text_prefix/pieces"],
-            ["text_prefix/ids_ragged"],
+            [pieces],
+            [ragged],
             domain="ai.onnx.ml",
-            keys_strings=keys,
-            values_int64s=values,
+            keys_strings=[_PAD_TOKEN, *known],
+            values_int64s=[PAD_ID, *known.values()],
             default_int64=UNKNOWN_ID,
         ),
         # At least max_length ids (a batch of empty texts has none), then exactly max_length.
-        helper.make_node(
-            "Pad", ["text_prefix/ids_ragged", "text_prefix/pads"], ["text_prefix/ids_padded"], mode="constant"
-        ),
-        helper.make_node(
-            "Slice",
-            ["text_prefix/ids_padded", "text_prefix/starts", "text_prefix/ends", "text_prefix/axes"],
-            ["text_prefix/ids_fixed"],
-        ),
-        helper.make_node("Cast", ["text_prefix/ids_fixed"], [IDS_NAME], to=TensorProto.FLOAT),
+        helper.make_node("Pad", [ragged, _inner("pads")], [padded], mode="constant"),
+        helper.make_node("Slice", [padded, *map(_inner, ("starts", "ends", "axes"))], [fixed]),
+        helper.make_node("Cast", [fixed], [IDS_NAME], to=TensorProto.FLOAT),
+    ]
+
+
+def text_prefix(vocabulary: Vocabulary, *, opset: int, ir_version: int) -> onnx.ModelProto:
+    """STRING [batch] → FP32 [batch, max_length] token ids, as :meth:`Vocabulary.encode` computes them."""
+    length = vocabulary.max_length
+    constants = [
+        helper.make_tensor(_inner(name), TensorProto.INT64, [len(values)], values)
+        for name, values in (("pads", [0, 0, 0, length]), ("starts", [0]), ("ends", [length]), ("axes", [1]))
     ]
     graph = helper.make_graph(
-        nodes,
+        _nodes(vocabulary),
         "text_prefix",
         [helper.make_tensor_value_info(TEXT_INPUT_NAME, TensorProto.STRING, ["batch"])],
-        [helper.make_tensor_value_info(IDS_NAME, TensorProto.FLOAT, ["batch", vocabulary.max_length])],
-        initializer=list(constants.values()),
+        [helper.make_tensor_value_info(IDS_NAME, TensorProto.FLOAT, ["batch", length])],
+        initializer=constants,
     )
     opsets = [
         helper.make_opsetid("", opset),
