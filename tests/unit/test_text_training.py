@@ -4,6 +4,7 @@ cannot train on text is refused with its reason."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import torch
 from text_support import CLEAR_TEXTS, LABELS, QUICK, TOPICS_DATASET, text_environment, train_text
 
 from services.gateway.adapters.onnx_runtime import OnnxLoader
+from services.gateway.batching import Batcher, Runner
+from services.gateway.domain import BatchConfig
 from services.trainer.adapters.onnx_model import export_onnx, verify_export
 from services.trainer.adapters.recipes import find_recipe
 from services.trainer.adapters.text_model import text_training_data, text_vocabulary, token_ids
@@ -42,8 +45,31 @@ def test_a_recipe_trains_a_text_classifier_that_answers_strings(environment: Pat
     assert "verify" in trained.timings and trained.metrics["val_accuracy"] >= 0.9
     # As the gateway loads it: warmed up on empty strings, then asked in plain text.
     model = OnnxLoader(device="cpu").load(trained.path.read_bytes(), trained.signature, warmup_batches=(1, 3))
-    [probabilities] = model.run({"text": np.array(list(CLEAR_TEXTS.values()), dtype=object)})
+    texts = np.array(list(CLEAR_TEXTS.values()), dtype=object)
+    [probabilities] = model.run({"text": texts})
     assert [LABELS[index] for index in probabilities.argmax(axis=1)] == list(CLEAR_TEXTS)
+    # Dynamic batching concatenates the strings of concurrent requests like any rows, and splits the answers.
+    runs, answers = batched(model.run, [texts[:1], texts[1:], texts[:2]])
+    assert runs == [5]
+    for rows, answer in zip([slice(0, 1), slice(1, 3), slice(0, 2)], answers, strict=True):
+        assert np.allclose(answer[0], probabilities[rows], atol=1e-6)
+
+
+def batched(run: Runner, requests: list[np.ndarray]) -> tuple[list[int], list[list[np.ndarray]]]:
+    """The gateway's batcher over ``run``: the rows of each of its runs, and each request's answer."""
+    runs: list[int] = []
+
+    def counted(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        runs.append(len(feeds["text"]))
+        return run(feeds)
+
+    async def scenario() -> list[list[np.ndarray]]:
+        batcher = Batcher(counted, BatchConfig(max_batch_size=8, max_delay_ms=0))
+        answers = await asyncio.gather(*(batcher.submit({"text": texts}) for texts in requests))
+        batcher.close()
+        return list(answers)
+
+    return runs, asyncio.run(scenario())
 
 
 def test_a_front_that_tokenises_otherwise_fails_verification(environment: Path) -> None:
