@@ -8,6 +8,8 @@ used: nothing is downloaded.
 A dataset has a task: classification (labels are class ids, the split is stratified by class) or
 regression (labels are numbers, the split is stratified by quantile groups of the target).
 ``sklearn:diabetes`` is regression; a ``csv:`` file is classification unless the request says regression.
+A ``csv:`` file whose one column beside the label is named ``text`` is a text dataset (``shared/text_datasets.py``):
+its rows are texts (``Dataset.texts``, ``Part.texts``), and a text model takes them as they are.
 
 A ``csv:`` name comes from an event, so it is never opened as given: it is a path relative to the
 datasets root (``FERRY_DATASETS_ROOT``, default ``<home>/datasets``), confined there by
@@ -28,6 +30,7 @@ import numpy as np
 # DatasetError and dataset_path live with the file reading; importers find them here as before.
 from shared.dataset_files import DatasetError, class_ids, dataset_path, number, read_rows
 from shared.events import MAX_LABEL_CHARS, Task
+from shared.text_datasets import is_text_table, text_fingerprint, text_rows
 
 SPLIT_SEED = 20240601
 """The seed of the one split: changing it changes every split_id, so it never changes."""
@@ -52,10 +55,16 @@ class Dataset:
     image_shape: tuple[int, int] | None
     fingerprint: str
     task: Task = "classification"
+    texts: np.ndarray | None = None
+    """A text dataset's one text per row (an object array of str); its ``features`` then has no columns."""
 
     @property
     def is_regression(self) -> bool:
         return self.task == "regression"
+
+    @property
+    def is_text(self) -> bool:
+        return self.texts is not None
 
     @property
     def num_features(self) -> int:
@@ -68,13 +77,19 @@ class Dataset:
 
 @dataclass(frozen=True, eq=False)
 class Part:
-    """One part of a split: rows of features and their labels."""
+    """One part of a split: rows of features (or of a text dataset's texts) and their labels."""
 
     features: np.ndarray
     labels: np.ndarray
+    texts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """What a served model takes for these rows: the texts of a text dataset, else the features."""
+        return self.features if self.texts is None else self.texts
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +160,10 @@ def _check_targets(name: str, features: np.ndarray, targets: np.ndarray) -> None
 
 def _check_shape(name: str, features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
     _check_rows(name, features, len(labels))
+    _check_classes(name, labels, classes)
+
+
+def _check_classes(name: str, labels: np.ndarray, classes: tuple[str, ...]) -> None:
     if len(classes) < 2:
         raise DatasetError(name, f"has {len(classes)} class; a classifier needs at least 2")
     long_names = sum(len(class_name) > MAX_LABEL_CHARS for class_name in classes)
@@ -226,6 +245,8 @@ def _load_csv(name: str, path: Path, root: Path, label_column: str, task: Task) 
     if label_column not in header:
         raise DatasetError(name, f"has no label column {label_column!r} among its {len(header)} header columns")
     label_index = header.index(label_column)
+    if is_text_table(header, label_index):
+        return _load_text(name, header, rows, label_index, task)
     feature_indices = [index for index in range(len(header)) if index != label_index]
     features = np.empty((len(rows), len(feature_indices)), dtype=np.float64)
     raw_labels: list[str] = []
@@ -240,6 +261,22 @@ def _load_csv(name: str, path: Path, root: Path, label_column: str, task: Task) 
         return _make(name, features, np.array(targets, dtype=np.float64), (), task="regression")
     labels, classes = class_ids(raw_labels)
     return _make(name, features, labels, classes)
+
+
+def _load_text(name: str, header: list[str], rows: list[list[str]], label_index: int, task: Task) -> Dataset:
+    """A text dataset (``shared/text_datasets.py``): one text per row, no feature columns, classes only."""
+    if task == "regression":
+        raise DatasetError(name, "is a text dataset; text trains classifiers only, not regressors")
+    texts, raw_labels = text_rows(name, header, rows, label_index)
+    labels, classes = class_ids(raw_labels)
+    if len(labels) < MIN_ROWS:
+        raise DatasetError(name, f"has {len(labels)} rows; at least {MIN_ROWS} are needed to train and evaluate")
+    _check_classes(name, labels, classes)
+    for array in (texts, labels):
+        array.flags.writeable = False
+    features = np.zeros((len(labels), 0), dtype=np.float32)
+    digest = text_fingerprint(texts, labels, classes)
+    return Dataset(name, features, labels, classes, None, digest, texts=texts)
 
 
 def _strata(dataset: Dataset) -> np.ndarray:
@@ -277,9 +314,11 @@ def split(dataset: Dataset, *, seed: int = SPLIT_SEED) -> Split:
 def _part(dataset: Dataset, rows: np.ndarray) -> Part:
     features = dataset.features[rows]
     labels = dataset.labels[rows]
-    features.flags.writeable = False  # a part is read, never edited in place
-    labels.flags.writeable = False
-    return Part(features, labels)
+    texts = None if dataset.texts is None else dataset.texts[rows]
+    for array in (features, labels, texts):
+        if array is not None:
+            array.flags.writeable = False  # a part is read, never edited in place
+    return Part(features, labels, texts)
 
 
 def split_id(dataset: Dataset, *, seed: int = SPLIT_SEED) -> str:

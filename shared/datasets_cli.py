@@ -101,12 +101,13 @@ class Added:
     classes: int
     unchanged: bool
     task: Task = "classification"
+    text: bool = False
 
     def summary(self) -> str:
         done = "already there" if self.unchanged else "copied"
         target = "a numeric target" if self.task == "regression" else f"{self.classes} classes"
-        shape = f"{self.rows} rows, {self.features} features, {target}"
-        flag = " --task regression" if self.task == "regression" else ""
+        shape = f"{self.rows} rows, {'one text' if self.text else f'{self.features} features'}, {target}"
+        flag = " --task regression" if self.task == "regression" else " --arch gru" if self.text else ""
         return (
             f"{done}: {self.path} ({shape})\n"
             f"train on it with: ferry train --model MODEL --dataset csv:{self.name}{flag}"
@@ -153,7 +154,8 @@ def add_dataset(
             os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
-    return Added(chosen, target, len(dataset.labels), dataset.num_features, dataset.num_classes, unchanged, task)
+    rows, features, classes = len(dataset.labels), dataset.num_features, dataset.num_classes
+    return Added(chosen, target, rows, features, classes, unchanged, task, dataset.is_text)
 
 
 def _checked(name: str, staged: Path, root: Path, label_column: str, task: Task) -> Dataset:

@@ -133,11 +133,19 @@ def _spec(node: Any) -> TensorSpec:
 
 
 def predict(session: ort.InferenceSession, features: np.ndarray, batch: int = SCORING_BATCH) -> np.ndarray:
-    """The first output for every row (fed as FP32 to the first input), ``batch`` rows per run."""
+    """The first output for every row (fed as FP32 to the first input, or as strings to a text model's),
+    ``batch`` rows per run."""
     feed, output = session.get_inputs()[0].name, session.get_outputs()[0].name
-    rows = np.ascontiguousarray(features, dtype=np.float32)
+    rows = model_inputs(session, features)
     outputs = [session.run([output], {feed: rows[start : start + batch]})[0] for start in range(0, len(rows), batch)]
     return np.concatenate(outputs, axis=0)
+
+
+def model_inputs(session: ort.InferenceSession, rows: np.ndarray) -> np.ndarray:
+    """Rows as the first input takes them: strings (an object array) for a BYTES input, else FP32."""
+    if session.get_inputs()[0].type == "tensor(string)":
+        return np.asarray(rows, dtype=object)
+    return np.ascontiguousarray(rows, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -241,9 +249,9 @@ def _check_timeable(session: ort.InferenceSession) -> None:
 
 def _feeds(session: ort.InferenceSession, rows: np.ndarray, size: int, count: int) -> list[dict[str, np.ndarray]]:
     """Up to 16 distinct batches of ``size`` rows, cycling through ``rows``; the runs reuse them in turn."""
-    name, table = session.get_inputs()[0].name, np.ascontiguousarray(rows, dtype=np.float32)
+    name, table = session.get_inputs()[0].name, model_inputs(session, rows)
     distinct = min(count, 16)
-    cycled = np.resize(table, (size * distinct, table.shape[1]))
+    cycled = np.resize(table, (size * distinct, *table.shape[1:]))  # a text model's rows have no second axis
     return [{name: np.ascontiguousarray(cycled[index * size : (index + 1) * size])} for index in range(distinct)]
 
 

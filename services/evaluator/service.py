@@ -19,6 +19,7 @@ from services.evaluator.adapters.artifact_store import ArtifactUnusable, ModelLo
 from services.evaluator.domain.compatibility import (
     SplitCheck,
     dataset_fit,
+    input_kind_difference,
     signature_difference,
     split_check,
     task_difference,
@@ -99,7 +100,10 @@ def open_model(loader: ModelLoader, record: VersionRecord, test: Split) -> ort.I
     if mismatch:
         raise Unscorable(record.version, f"the artifact does not have its registered signature: {mismatch}")
     # The registered signature: its tensors are the loaded ones (checked above), and it knows the task.
-    misfit = dataset_fit(record.signature, test.dataset.num_features, test.dataset.num_classes, record.dataset)
+    dataset = test.dataset
+    misfit = dataset_fit(
+        record.signature, dataset.num_features, dataset.num_classes, record.dataset, text=dataset.is_text
+    )
     if misfit:
         raise Unscorable(record.version, misfit)
     return model
@@ -114,7 +118,7 @@ def score_all(
     with watch.phase("score"):
         for record, model in models:
             try:
-                outputs.append(_outputs(predict(model, test.test.features), test))
+                outputs.append(_outputs(predict(model, test.test.inputs), test))
             except OutputsNotProbabilities as error:
                 raise Unscorable(record.version, str(error)) from error
     with watch.phase("metrics"):
@@ -127,7 +131,7 @@ def score_all(
             qualities = [quality(found, test.test.labels, test.dataset.class_names) for found in outputs]
     with watch.phase("latency"):
         plan = LatencyPlan(runs=latency_runs)
-        latencies = measure_latency([model for _, model in models], test.test.features, plan)
+        latencies = measure_latency([model for _, model in models], test.test.inputs, plan)
     return [
         Scored(record, probabilities, measured, latency=found.metrics() | found.counts())
         for (record, _), probabilities, measured, found in zip(models, outputs, qualities, latencies, strict=True)
@@ -203,6 +207,9 @@ def _refusal(candidate: VersionRecord, champion: VersionRecord | None, test: Spl
     task_mismatch = task_difference(candidate, champion, test.dataset.task)
     if task_mismatch:
         return rejected(f"reject v{candidate.version}: {task_mismatch}", "task")
+    kind_mismatch = input_kind_difference(candidate, champion)
+    if kind_mismatch:
+        return rejected(f"reject v{candidate.version}: {kind_mismatch}", "signature")
     checked = split_check(candidate, champion, test.split_id, policy.split_mismatch)
     if checked.refusal:
         return rejected(f"reject v{candidate.version}: {checked.refusal}", "split")

@@ -15,6 +15,7 @@ import numpy as np
 
 from shared.datasets import Dataset
 from shared.events import Compression, Hyperparameters, Task, TrainingRequested
+from shared.text import Vocabulary
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -119,10 +120,16 @@ class TrainingPlan:
     task: Task = "classification"
     loss: str = "cross_entropy"
     """cross_entropy for a classifier; mse or huber for a regressor (``num_classes`` is then 1: one output)."""
+    vocabulary_size: int = 0
+    """A text model's: token ids run below it, and ``num_features`` is the fixed length of a text's ids; 0 otherwise."""
 
     @property
     def is_regression(self) -> bool:
         return self.task == "regression"
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocabulary_size > 0
 
     @property
     def finetune_epochs(self) -> int:
@@ -135,9 +142,19 @@ class TrainingPlan:
 
 
 def plan_training(
-    request: TrainingRequested, dataset: Dataset, *, budget_s: float, max_world_size: int
+    request: TrainingRequested,
+    dataset: Dataset,
+    *,
+    budget_s: float,
+    max_world_size: int,
+    vocabulary: Vocabulary | None = None,
 ) -> TrainingPlan:
-    """Check the request against the dataset and the trainer's limits; raise InvalidRequest."""
+    """Check the request against the dataset and the trainer's limits; raise InvalidRequest. A text dataset
+    needs the ``vocabulary`` of its training rows."""
+    if dataset.is_text:
+        if vocabulary is None:
+            raise ValueError("a text dataset is planned with the vocabulary of its training rows")
+        return _plan_text(request, dataset, vocabulary, budget_s=budget_s)
     if dataset.is_regression:
         return _plan_regression(request, dataset, budget_s=budget_s)
     if request.arch in BUILT_IN_ARCHS:
@@ -187,6 +204,32 @@ def _plan_regression(request: TrainingRequested, dataset: Dataset, *, budget_s: 
         dataset=request.dataset,
         task="regression",
         loss=str(loss),
+    )
+
+
+def _plan_text(
+    request: TrainingRequested, dataset: Dataset, vocabulary: Vocabulary, *, budget_s: float
+) -> TrainingPlan:
+    """A text classifier: a recipe reading token ids (gru, transformer), one process, no compression."""
+    if request.arch in BUILT_IN_ARCHS:
+        raise InvalidRequest(
+            f"{request.dataset!r} is a text dataset; arch {request.arch!r} reads numbers: "
+            "use a recipe that reads token ids, such as gru or transformer"
+        )
+    compression = request.compression
+    if compression.quantize or compression.prune is not None or compression.distill_from is not None:
+        raise InvalidRequest("--quantize, --prune and --distill-from do not apply to text models yet")
+    if request.world_size > 1:
+        raise InvalidRequest("a text model trains in one process; use world_size 1")
+    return TrainingPlan(
+        arch=request.arch,
+        num_features=vocabulary.max_length,
+        num_classes=dataset.num_classes,
+        image_shape=None,
+        hyperparameters=request.hyperparameters,
+        budget_s=budget_s,
+        dataset=request.dataset,
+        vocabulary_size=vocabulary.size,
     )
 
 

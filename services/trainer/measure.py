@@ -56,11 +56,11 @@ def measure_run(
 ) -> Measured:
     """Measure every file, pick the int8 kind by latency, check the accuracy given up, report."""
     paths = {**files, **({TEACHER: teacher.path} if teacher is not None else {})}
-    latency = time_files(paths, validation.features)
+    latency = time_files(paths, validation.inputs)
     facts = {name: _facts(name, path, result, validation, latency[name]) for name, path in paths.items()}
     int8_kinds = {kind: latency[kind] for kind in INT8_KINDS if kind in files}
     shipped = choose_int8(latency[FP32], int8_kinds) if int8_kinds else FP32
-    probabilities = predict(paths[shipped], validation.features)
+    probabilities = predict(paths[shipped], validation.inputs)
     metrics = {
         **facts[shipped].metrics(""),
         "val_loss": log_loss(probabilities, validation.labels),
@@ -87,8 +87,8 @@ def measure_run(
 def measure_regression(path: Path, *, result: FitResult, validation: Part) -> tuple[Measured, np.ndarray]:
     """A regressor's file: validation RMSE, MAE and R² (ONNX Runtime), parameters, bytes, latency; and its
     validation predictions (the rows its drift bins are cut from)."""
-    values = predict(path, validation.features)[:, 0]
-    latency = time_files({FP32: path}, validation.features)[FP32]
+    values = predict(path, validation.inputs)[:, 0]
+    latency = time_files({FP32: path}, validation.inputs)[FP32]
     metrics = {
         **{f"val_{name}": value for name, value in regression_metrics(values, validation.labels).items()},
         "val_loss": result.best_val_loss,
@@ -116,7 +116,7 @@ def _facts(name: str, path: Path, result: FitResult, validation: Part, latency: 
     else:
         parameters = count_parameters(result.classifier)
     return ModelFacts(
-        val_accuracy=accuracy(predict(path, validation.features), validation.labels),
+        val_accuracy=accuracy(predict(path, validation.inputs), validation.labels),
         parameters=parameters,
         size_bytes=path.stat().st_size,
         latency=latency,

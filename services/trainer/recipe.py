@@ -27,12 +27,22 @@ Options = Mapping[str, OptionValue]
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a recipe knows of the dataset: the width of a row, the classes, and the image shape of image rows."""
+    """What a recipe knows of the dataset: the width of a row, the classes, and the image shape of image rows.
+
+    A text dataset has a ``vocabulary_size`` (above 0): each row is then a text's token ids, ``num_features``
+    of them, as float32 (0 pads the end, 1 is an unknown token, every id is below ``vocabulary_size``); Ferry
+    tokenises, in training and inside the served graph alike, and does not standardize ids.
+    """
 
     name: str
     num_features: int
     num_classes: int
     image_shape: tuple[int, int] | None = None
+    vocabulary_size: int = 0
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocabulary_size > 0
 
 
 @dataclass(frozen=True)

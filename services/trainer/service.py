@@ -2,6 +2,9 @@
 teacher, pruning and fine-tuning when asked), export, verify, quantize, and measure exactly the
 file that ships beside the uncompressed model.
 
+A text dataset takes the same road on token ids (``adapters/text_model.py``): its vocabulary comes from
+the training texts, and the file that ships takes strings.
+
 No Kafka and no store here: the handler gives a work folder and a progress callback, and gets
 back the final ONNX file with its signature, metrics and timings.
 """
@@ -18,6 +21,7 @@ import numpy as np
 
 from services.trainer.adapters.onnx_model import export_onnx, predict, signature_of, verify_export
 from services.trainer.adapters.quantization import calibration_sample, quantize
+from services.trainer.adapters.text_model import export_text_model, text_training_data, text_vocabulary
 from services.trainer.adapters.torch_models import check_network
 from services.trainer.adapters.torch_training import FitResult, TrainingData, fit
 from services.trainer.compression import INT8_KINDS
@@ -96,14 +100,24 @@ def run_training(
     stopwatch = _Stopwatch()
     with stopwatch.phase("load"):
         parts = load_split(request)
-        plan = plan_training(request, parts.dataset, budget_s=limits.budget_s, max_world_size=limits.max_world_size)
+        vocabulary = text_vocabulary(parts) if parts.dataset.is_text else None
+        plan = plan_training(
+            request,
+            parts.dataset,
+            budget_s=limits.budget_s,
+            max_world_size=limits.max_world_size,
+            vocabulary=vocabulary,
+        )
         if plan.arch not in BUILT_IN_ARCHS:
             check_network(plan)
-        data = training_data(parts, teacher, plan)
+        data = training_data(parts, teacher, plan) if vocabulary is None else text_training_data(parts, vocabulary)
     with stopwatch.phase("train"):
         result = _fit(plan, data, workdir, progress, limits.budget_clock)
     with stopwatch.phase("verify"):
-        files = _export_verified(result, workdir, parts.validation.features)
+        if vocabulary is None:
+            files = _export_verified(result, workdir, parts.validation.features)
+        else:
+            files = {FP32: export_text_model(result.classifier, vocabulary, workdir, parts.validation)}
     if plan.is_regression:
         with stopwatch.phase("measure"):
             measured, values = measure_regression(files[FP32], result=result, validation=parts.validation)

@@ -23,8 +23,9 @@ from shared.settings import FerrySettings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _trainer(settings: FerrySettings, tmp_path: Path) -> ServiceProcess:
-    """A trainer whose Python path holds the example package and its distribution metadata, as after pip."""
+def _trainer(settings: FerrySettings, tmp_path: Path, **extra_env: str) -> ServiceProcess:
+    """A trainer whose Python path holds the example package and its distribution metadata, as after pip
+    (``extra_env``: more of its environment, FERRY_DATASETS_ROOT say)."""
     site = write_examples(tmp_path / "site")
     path = os.pathsep.join(filter(None, [str(site), str(EXAMPLES), str(ROOT), os.environ.get("PYTHONPATH")]))
     env = os.environ | {
@@ -39,6 +40,7 @@ def _trainer(settings: FerrySettings, tmp_path: Path) -> ServiceProcess:
         "FERRY_TRAINER_METRICS_PORT": "0",
         "FERRY_TRAINER_BUDGET_S": "300",
         "FERRY_REGISTRY_URL": "http://127.0.0.1:9",  # no distillation here
+        **extra_env,
     }
     return ServiceProcess("trainer", env, tmp_path / "trainer.log").start(wait=False)
 

@@ -81,7 +81,7 @@ def test_fp16_has_no_typed_field_and_says_to_send_it_raw() -> None:
         (lambda r: r.inputs[0].contents.fp32_contents.append(1.0), "both contents and raw_input_contents"),
         (lambda r: r.inputs[0].ClearField("name"), "name must be a non-empty string"),
         (lambda r: r.inputs[0].__setattr__("datatype", "FP99"), "datatype must be one of"),
-        (lambda r: r.inputs[0].__setattr__("datatype", "BYTES"), "datatype must be one of"),
+        (lambda r: r.inputs[0].__setattr__("datatype", "STRING"), "datatype must be one of"),
         (lambda r: r.inputs[0].shape.append(-1), "non-negative integers"),
         (lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 5), "5 bytes of data for shape"),
         (lambda r: r.parameters["timeout"].__setattr__("int64_param", -5), "timeout must be a positive"),

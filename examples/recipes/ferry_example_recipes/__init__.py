@@ -1,1 +1,1 @@
-"""Example Ferry recipes: sequence classifiers (a GRU, a small Transformer encoder) over tabular rows."""
+"""Example Ferry recipes: text classifiers (a GRU, a small Transformer encoder) that read tabular rows too."""

@@ -45,13 +45,36 @@ def _model_kind(task: str) -> str:
     return "regressor" if task == "regression" else "classifier"
 
 
-def dataset_fit(signature: Signature, num_features: int, num_classes: int, dataset: str) -> str | None:
-    """None when the model takes one [batch, features] input and gives one [batch, classes] output (a
-    regressor: [batch, 1] or [batch])."""
+def takes_text(signature: Signature) -> bool:
+    """True for a text model: its input is strings (BYTES), one per row."""
+    return bool(signature.inputs) and signature.inputs[0].datatype == "BYTES"
+
+
+def input_kind_difference(candidate: VersionRecord, champion: VersionRecord | None) -> str | None:
+    """None unless one model takes text and the other numbers: then why they cannot be compared."""
+    if champion is None or takes_text(candidate.signature) == takes_text(champion.signature):
+        return None
+
+    def kind(record: VersionRecord) -> str:
+        return "a text model (BYTES input)" if takes_text(record.signature) else "a tabular model (FP32 features)"
+
+    return (
+        f"v{candidate.version} is {kind(candidate)} and the champion v{champion.version} {kind(champion)}: "
+        "a text model cannot be compared with a tabular one"
+    )
+
+
+def dataset_fit(
+    signature: Signature, num_features: int, num_classes: int, dataset: str, *, text: bool = False
+) -> str | None:
+    """None when the model takes one [batch, features] input (a text dataset's: BYTES [batch]) and gives one
+    [batch, classes] output (a regressor: [batch, 1] or [batch])."""
     if len(signature.inputs) != 1 or len(signature.outputs) < 1:
         return f"the model has {len(signature.inputs)} inputs and {len(signature.outputs)} outputs; one of each needed"
     given, produced = signature.inputs[0], signature.outputs[0]
-    if given.datatype != "FP32" or len(given.shape) != 2 or given.shape[1] not in (-1, num_features):
+    if text and (given.datatype != "BYTES" or given.shape != [-1]):
+        return f"input {_tensors([given])} does not take {dataset}'s texts (BYTES, one per row)"
+    if not text and (given.datatype != "FP32" or len(given.shape) != 2 or given.shape[1] not in (-1, num_features)):
         return f"input {_tensors([given])} does not take {dataset}'s {num_features} FP32 features per row"
     if signature.is_regressor:
         if len(produced.shape) == 1 or (len(produced.shape) == 2 and produced.shape[1] in (-1, 1)):

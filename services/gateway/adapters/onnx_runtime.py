@@ -102,13 +102,7 @@ def _described(signature: Signature) -> str:
 def warm_up(model: OnnxModel, signature: Signature, batches: tuple[int, ...]) -> None:
     """Run zeros through the model at each batch size; outputs must have the signature's shape and be finite."""
     for batch in batches:
-        feeds = {
-            spec.name: np.zeros(
-                [batch if axis == 0 and dim == -1 else max(dim, 1) for axis, dim in enumerate(spec.shape)],
-                dtype=OIP_TO_NUMPY.get(spec.datatype, np.float32),
-            )
-            for spec in signature.inputs
-        }
+        feeds = {spec.name: _zeros(spec, batch) for spec in signature.inputs}
         try:
             outputs = model.run(feeds)
         except Exception as error:  # noqa: BLE001 - any failure here means the version is not served
@@ -118,3 +112,11 @@ def warm_up(model: OnnxModel, signature: Signature, batches: tuple[int, ...]) ->
                 raise LoadFailed(f"warm-up output {spec.name!r} has shape {list(output.shape)}, not {spec.shape}")
             if output.dtype.kind == "f" and not np.isfinite(output).all():
                 raise LoadFailed(f"warm-up output {spec.name!r} is not finite")
+
+
+def _zeros(spec: TensorSpec, batch: int) -> np.ndarray:
+    """A warm-up input: zeros, or empty strings for a text model's BYTES input."""
+    shape = [batch if axis == 0 and dim == -1 else max(dim, 1) for axis, dim in enumerate(spec.shape)]
+    if spec.datatype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=OIP_TO_NUMPY.get(spec.datatype, np.float32))

@@ -7,6 +7,7 @@ row-major). Outputs come back binary when the request asks (``parameters.binary_
 or ``parameters.binary_data`` per output), which is what ``tritonclient.http`` does by default. An output
 asked for with ``parameters.classification: k`` (Triton's classification extension) comes back as a BYTES
 tensor of its top k classes per row (``services/gateway/classification.py``), JSON or binary alike.
+A text model's BYTES inputs are decoded in ``bytes_tensors.py``.
 Everything malformed raises InvalidInput with the reason, never anything that would become a 5xx.
 """
 
@@ -23,6 +24,7 @@ from pydantic_core import from_json
 
 from services.gateway.classification import classification_count, top_classes
 from services.gateway.domain import InvalidInput
+from services.gateway.entrypoints.bytes_tensors import strings_from_raw, strings_from_values
 from services.gateway.service import Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -153,8 +155,8 @@ def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
 
 def check_tensor(name: str, datatype: Any, shape: Any) -> int:
     """Check an input's datatype and shape (a list); its element count. HTTP and gRPC alike."""
-    if not isinstance(datatype, str) or datatype not in _DTYPES:
-        raise InvalidInput(f"input {name!r}: datatype must be one of {sorted(_DTYPES)}")
+    if not isinstance(datatype, str) or datatype not in _DTYPES and datatype != "BYTES":
+        raise InvalidInput(f"input {name!r}: datatype must be one of {sorted([*_DTYPES, 'BYTES'])}")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_RANK
@@ -166,6 +168,8 @@ def check_tensor(name: str, datatype: Any, shape: Any) -> int:
 
 def tensor_from_bytes(name: str, datatype: str, shape: list[int], data: memoryview | bytes) -> Tensor:
     """An input from its raw bytes (little-endian, row-major), after :func:`check_tensor`."""
+    if datatype == "BYTES":
+        return Tensor(name, datatype, tuple(shape), strings_from_raw(name, shape, data))
     dtype = _DTYPES[datatype]
     count = math.prod(shape)
     if len(data) != count * dtype.itemsize:
@@ -179,6 +183,8 @@ def tensor_from_values(name: str, datatype: str, shape: list[int], values: Any) 
 
 
 def _json_data(values: Any, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
+    if datatype == "BYTES":
+        return strings_from_values(name, shape, values)
     if not isinstance(values, list):
         raise InvalidInput(f"input {name!r}: 'data' must be a list")
     try:

@@ -32,7 +32,8 @@ def model_config(name: str, version: VersionSpec, batching: BatchConfig) -> dict
 
     def tensor(spec: TensorSpec) -> dict[str, Any]:
         dims = spec.shape[1:] if can_batch else spec.shape
-        return {"name": spec.name, "data_type": f"TYPE_{spec.datatype}", "dims": list(dims)}
+        data_type = "TYPE_STRING" if spec.datatype == "BYTES" else f"TYPE_{spec.datatype}"  # Triton's name for it
+        return {"name": spec.name, "data_type": data_type, "dims": list(dims)}
 
     config: dict[str, Any] = {
         "name": name,

@@ -71,17 +71,20 @@ def torch_probabilities(classifier: Classifier, features: np.ndarray) -> np.ndar
     return model(torch.as_tensor(np.array(features, dtype=np.float32))).numpy()
 
 
-def verify_export(classifier: Classifier, path: Path, features: np.ndarray) -> float:
+def verify_export(classifier: Classifier, path: Path, features: np.ndarray, inputs: np.ndarray | None = None) -> float:
     """Run the ONNX file and torch on the same rows; raise ExportCheckFailed when they differ.
 
+    ``inputs`` are the rows as the file takes them when torch takes them otherwise: a text model's texts,
+    whose token ids (from ``shared.text``) are ``features``; so the file's own tokeniser is checked too.
     The first row also runs alone: the graph was traced at batch 2, and batch 1 proves its batch axis is
     dynamic (what a recipe's reshapes could break), the way the gateway most often runs it.
     """
     expected = torch_probabilities(classifier, features)
+    served = features if inputs is None else inputs
     session = open_file(path)
     try:
-        alone = shared_onnx.predict(session, features[:1])
-        actual = shared_onnx.predict(session, features)
+        alone = shared_onnx.predict(session, served[:1])
+        actual = shared_onnx.predict(session, served)
     except Exception as error:  # noqa: BLE001 - ONNX Runtime refusing to run the file is the export's failure
         raise ExportCheckFailed(f"the exported model fails in ONNX Runtime: {type(error).__name__}: {error}") from error
     if alone.shape != expected[:1].shape:

@@ -109,7 +109,7 @@ def installed_recipes() -> list[RecipeListing]:
 
 def dataset_spec(plan: TrainingPlan) -> DatasetSpec:
     """What the plan tells a recipe about its dataset."""
-    return DatasetSpec(plan.dataset, plan.num_features, plan.num_classes, plan.image_shape)
+    return DatasetSpec(plan.dataset, plan.num_features, plan.num_classes, plan.image_shape, plan.vocabulary_size)
 
 
 def recipe_network(plan: TrainingPlan) -> nn.Module:

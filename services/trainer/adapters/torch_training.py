@@ -151,6 +151,8 @@ def fit(
     coordinator = coordinator or SingleProcess()
     device = device or choose_device(coordinator.rank)
     mean, std = standardization(data.train_features)
+    if plan.is_text:  # token ids are names, not measurements: the recipe's embedding reads them as they are
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     target = target_standardization(data.train_labels) if plan.is_regression else (0.0, 1.0)
     classifier = build_classifier(plan, mean, std, plan.hyperparameters.seed, target).to(device)
     tensors = _to_device(data, device, target if plan.is_regression else None)
