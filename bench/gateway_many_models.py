@@ -36,6 +36,8 @@ from services.gateway.budget import estimate_bytes  # noqa: E402
 from shared.local.ports import free_port  # noqa: E402
 
 FEATURES, CLASSES, HIDDEN = 32, 10, 32
+Rate = tuple[float, float]
+"""Checked answers a second, and the gateway's CPU microseconds per answer."""
 AIMS = {"ready_s": 30.0, "cold_p99_ms": 200.0, "warm_ratio": 0.9}
 # wrk's request(): each request the next path of a Zipf-drawn list (a file, one path a line).
 ZIPF_SCRIPT = WRK_SCRIPT.replace(
@@ -128,6 +130,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the process has used, all its threads, user and system."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory(self) -> dict[str, Any]:
         report: dict[str, Any] = httpx.get(f"{self.url}/status", timeout=30).json()["memory"]
         return report
@@ -169,8 +176,19 @@ def zipf_paths(models: int, count: int, s: float = 1.1, seed: int = 0) -> list[s
     return [f"/v2/models/m{rank:04d}/infer" for rank in ranks]
 
 
-def wrk_rate(url: str, paths: list[str], folder: Path, connections: int, seconds: float) -> float | str:
-    """Checked answers a second over ``paths`` (in turn), or why no rate is printed."""
+def rated(server: Server, paths: list[str], folder: Path, connections: int, seconds: float) -> Rate | str:
+    """Checked answers a second, and the server's CPU time per answer (µs): on a shared machine the rate
+    moves with what else runs, the CPU a request costs hardly does."""
+    cpu_before = server.cpu_s()
+    result = wrk_rate(server.url, paths, folder, connections, seconds)
+    if isinstance(result, str):
+        return result
+    rate, answered = result
+    return rate, (server.cpu_s() - cpu_before) / answered * 1e6
+
+
+def wrk_rate(url: str, paths: list[str], folder: Path, connections: int, seconds: float) -> tuple[float, int] | str:
+    """Checked answers a second over ``paths`` (in turn) and their count, or why no rate is printed."""
     (folder / "zipf.lua").write_text(ZIPF_SCRIPT)
     (folder / "body.json").write_bytes(body())
     (folder / "paths.txt").write_text("\n".join(paths) + "\n")
@@ -184,12 +202,12 @@ def wrk_rate(url: str, paths: list[str], folder: Path, connections: int, seconds
     errors = {name: counts[name] for name in ("connect", "read", "write", "status", "timeout") if counts[name]}
     if errors or counts["bad"] or counts["ok"] != counts["requests"] or not counts["ok"]:
         return f"refused to rate: {counts['ok']} checked 200s of {counts['requests']} (errors {errors})"
-    return float(counts["ok"] / (counts["duration_us"] / 1e6))
+    return float(counts["ok"] / (counts["duration_us"] / 1e6)), int(counts["ok"])
 
 
 def line(name: str, value: str, aim: str = "", met: bool | None = None) -> None:
     verdict = "" if met is None else ("  [met]" if met else "  [NOT met]")
-    print(f"  {name:<40} {value:<44} {aim}{verdict}")
+    print(f"  {name:<38} {value:<52} {aim}{verdict}")
 
 
 def main() -> None:
@@ -247,28 +265,29 @@ def measure(single: Server, many: Server, folder: Path, args: argparse.Namespace
         figures["cold"] = latencies(client, [f"/v2/models/{name}/infer" for name in cold_models[: args.cold]], payload)
     head = zipf_paths(min(args.budget_models // 2, args.models), 20000)
     connections = [int(count) for count in args.connections.split(",")]
-    rates: dict[str, list[float | str]] = {
-        f"{kind}-{count}": [] for kind in ("single", "head") for count in connections
-    }
+    rates: dict[str, list[Rate | str]] = {f"{kind}-{count}": [] for kind in ("single", "head") for count in connections}
     with httpx.Client(base_url=many.url, timeout=30) as client:
         latencies(client, sorted(set(head)), payload)  # the cold phase may have evicted some of them
     loads_before = many.memory()["loads"].get("ok", 0)
     for _ in range(args.rounds):  # interleaved: what the shared machine does lands on both alike
         for count in connections:
-            rates[f"single-{count}"].append(wrk_rate(single.url, [hot], folder, count, args.seconds))
-            rates[f"head-{count}"].append(wrk_rate(many.url, head, folder, count, args.seconds))
+            rates[f"single-{count}"].append(rated(single, [hot], folder, count, args.seconds))
+            rates[f"head-{count}"].append(rated(many, head, folder, count, args.seconds))
     figures["head_loads"] = many.memory()["loads"].get("ok", 0) - loads_before
     mix = zipf_paths(args.models, 20000, seed=1)
-    rates[f"mix-{connections[-1]}"] = [wrk_rate(many.url, mix, folder, connections[-1], args.seconds)]
+    rates[f"mix-{connections[-1]}"] = [rated(many, mix, folder, connections[-1], args.seconds)]
     figures["rates"] = {name: best(values) for name, values in rates.items()}
     figures["final"] = many.memory()
     report(args, figures)
 
 
-def best(values: list[float | str]) -> float | str:
-    """The best of the rounds, or why one round printed no rate."""
+def best(values: list[Rate | str]) -> Rate | str:
+    """The best rate and the least CPU per answer of the rounds, or why one round printed no rate."""
     refused = [value for value in values if isinstance(value, str)]
-    return refused[0] if refused else max(value for value in values if isinstance(value, float))
+    if refused:
+        return refused[0]
+    measured = [value for value in values if not isinstance(value, str)]
+    return max(rate for rate, _ in measured), min(cpu for _, cpu in measured)
 
 
 def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
@@ -293,16 +312,16 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         label = {"single": "single-model gateway", "head": f"zipf over the {args.budget_models // 2} that fit"}
         label["mix"] = f"zipf over all {args.models} models"
         title = f"{label[kind]}, {count} conn."
-        if kind == "single" or not (isinstance(rate, float) and isinstance(baseline, float)):
-            line(title, f"{rate:.0f} req/s" if isinstance(rate, float) else str(rate))
+        if isinstance(rate, str) or isinstance(baseline, str):
+            line(title, str(rate))
             continue
-        verdict = rate / baseline >= AIMS["warm_ratio"] if kind == "head" else None
-        line(
-            title,
-            f"{rate:.0f} req/s (x{rate / baseline:.2f} of single)",
-            "aim >= 0.90" if verdict is not None else "",
-            verdict,
-        )
+        if kind == "single":
+            line(title, f"{rate[0]:.0f} req/s, {rate[1]:.0f} µs CPU/request")
+            continue
+        capacity = baseline[1] / rate[1]  # answers per CPU second, against the single-model gateway's
+        verdict = capacity >= AIMS["warm_ratio"] if kind == "head" else None
+        value = f"{rate[0]:.0f} req/s (x{rate[0] / baseline[0]:.2f}), {rate[1]:.0f} µs CPU (x{capacity:.2f})"
+        line(title, value, "aim >= 0.90 (CPU)" if verdict is not None else "", verdict)
     line("  loads during the 'fit' runs", str(figures["head_loads"]))
     final = figures["final"]
     line("loads / evictions in all", f"{final['loads']} / {final['evictions']}")

@@ -111,14 +111,17 @@ class Fleet:
         return self.models.get(name)
 
     def serving(self, name: str, version: str | None) -> LoadedVersion | None:
-        """The loaded version a metadata or readiness question is about: ``version``'s, or the champion's
-        (the challenger's while there is no champion); None when it is not loaded here."""
+        """The version a metadata or readiness question is about: ``version``'s (a pinned one kept here
+        included), or the champion's (the challenger's while there is no champion); None when it is not
+        known here. A known version is ready whether or not its session is resident: a request loads it."""
         state = self.models.get(name)
         if state is None:
             return None
         if version is None:
             return state.champion or state.challenger
-        return state.find(int(version)) if version.isdigit() and len(version) < 10 else None
+        if not version.isdigit() or len(version) >= 10:
+            return None
+        return state.find(int(version)) or self.pinned.get((name, int(version)))
 
     def missing(self, name: str) -> ModelNotFound:
         """The error for a request to a model not served: unloaded by an operator, or unknown."""

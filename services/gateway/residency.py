@@ -22,7 +22,7 @@ from typing import Any
 
 from services.gateway.adapters.onnx_runtime import OnnxModel
 from services.gateway.budget import Candidate, DeviceName, MemoryBudget, estimate_bytes, victims, warm_order
-from services.gateway.domain import VersionSpec, VersionUnavailable
+from services.gateway.domain import DeadlineExceeded, VersionSpec, VersionUnavailable
 from services.gateway.fleet import Fleet, LoadedVersion
 from shared.onnx import CUDA
 
@@ -101,9 +101,9 @@ class Residency:
             await asyncio.shield(self._loading.get(id(version)) or self._start(version))
         return None if version.resident else self.failure_of(version) or "evicted again before it was used"
 
-    async def pinned(self, name: str, number: int) -> LoadedVersion | None:
+    async def pinned(self, name: str, number: int, timeout_s: float) -> LoadedVersion | None:
         """A version no deployment serves, for a pinned request: known to the registry and not archived
-        there (None otherwise); kept, cold, until a request loads it."""
+        there (None otherwise); kept, cold, until a request loads it. The registry is given ``timeout_s``."""
         key = (name, number)
         found = self.fleet.pinned.get(key)
         if found is not None or self.find_version is None:
@@ -112,7 +112,10 @@ class Residency:
         if missed is not None and self.clock() - missed < self.retry_after_s:
             return None
         try:
-            spec = await asyncio.to_thread(self.find_version, name, number)
+            async with asyncio.timeout(timeout_s):
+                spec = await asyncio.to_thread(self.find_version, name, number)
+        except TimeoutError as error:
+            raise DeadlineExceeded(timeout_s) from error
         except Exception as error:  # noqa: BLE001 - the registry is away: this request cannot be answered now
             reason = f"the registry did not answer ({type(error).__name__})"
             raise VersionUnavailable(name, number, reason, 1.0) from error

@@ -151,7 +151,7 @@ class Inference:
         if pinned is not None:
             version = state.find(pinned)
             if version is None and self.residency is not None:
-                version = await self.residency.pinned(state.deployment.model_name, pinned)
+                version = await self.residency.pinned(state.deployment.model_name, pinned, self.max_deadline_s)
             if version is None:
                 raise VersionNotFound(state.deployment.model_name, str(pinned))
             return version, "pinned"

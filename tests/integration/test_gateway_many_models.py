@@ -75,6 +75,11 @@ def test_a_lazy_start_warms_up_to_the_budget_and_evicted_models_are_answered(ser
     assert total(served.url, "ferry_gateway_evictions_total", reason="budget") >= 6
     assert total(served.url, "ferry_gateway_loads_total", outcome="ok") >= 8
     assert total(served.url, "ferry_gateway_cold_start_seconds_count") >= 8
+    used = total(served.url, "ferry_gateway_memory_used_bytes", device="cpu")
+    assert used == memory["budget"]["cpu"]["used_bytes"] and used > 0
+    limit = memory["budget"]["cpu"]["limit_bytes"]
+    assert total(served.url, "ferry_gateway_memory_budget_bytes", device="cpu") == limit
+    assert total(served.url, "ferry_gateway_resident_versions", device="cpu") == 2
 
 
 def test_repository_load_and_unload_need_the_token_and_change_the_index(served: Served) -> None:
@@ -115,3 +120,4 @@ def test_a_pinned_version_rolled_away_from_still_answers(tmp_path: Path) -> None
         status = httpx.get(f"{gateway.url}/status", timeout=10).json()
         assert status["pinned"] == [{"model": "m", "version": 2, "state": "loaded"}]
         assert index(gateway)[("m", "2")]["state"] == "READY"
+        assert httpx.get(f"{gateway.url}/v2/models/m/versions/2/ready", timeout=10).json()["ready"] is True

@@ -13,7 +13,7 @@ import pytest
 from services.gateway.adapters.onnx_runtime import OnnxLoader, OnnxModel
 from services.gateway.batching import Batcher
 from services.gateway.budget import Candidate, MemoryBudget, estimate_bytes, victims, warm_order
-from services.gateway.domain import BatchConfig, Deployment, VersionSpec, VersionUnavailable
+from services.gateway.domain import BatchConfig, DeadlineExceeded, Deployment, VersionSpec, VersionUnavailable
 from services.gateway.fleet import Fleet, LoadedVersion, ModelState
 from services.gateway.residency import Residency
 from services.gateway.sample_models import classifier_bytes, classifier_signature
@@ -269,5 +269,50 @@ def test_a_retired_version_stops_being_counted() -> None:
         assert res.budget.used["cpu"] == COST
         await res.fleet.install("m", None)
         assert res.budget.used["cpu"] == 0 and res.report()["resident"] == []
+
+    run(scenario)
+
+
+def test_a_pinned_version_is_looked_up_once_kept_cold_and_unknown_ones_are_remembered() -> None:
+    opener, clock = Opener(), Clock()
+    asked: Counter[int] = Counter()
+
+    def find_version(name: str, number: int) -> VersionSpec | None:
+        asked[number] += 1
+        if number == 9:
+            raise ConnectionError("registry away")
+        return spec(number) if number == 2 else None
+
+    async def scenario() -> None:
+        res = residency(2, opener, clock)
+        res.find_version = find_version
+        first = await res.pinned("m", 2, 1.0)
+        assert first is not None and not first.resident and res.fleet.pinned[("m", 2)] is first
+        assert await res.pinned("m", 2, 1.0) is first
+        assert await res.pinned("m", 3, 1.0) is None and await res.pinned("m", 3, 1.0) is None
+        clock.now += 6
+        assert await res.pinned("m", 3, 1.0) is None
+        with pytest.raises(VersionUnavailable, match="the registry did not answer"):
+            await res.pinned("m", 9, 1.0)
+
+    run(scenario)
+    assert asked == Counter({2: 1, 3: 2, 9: 1})
+
+
+def test_a_registry_slower_than_the_deadline_is_a_deadline_error() -> None:
+    gate = threading.Event()
+
+    def find_version(name: str, number: int) -> VersionSpec | None:
+        gate.wait(10)
+        return None
+
+    async def scenario() -> None:
+        res = residency(2, Opener(), Clock())
+        res.find_version = find_version
+        try:
+            with pytest.raises(DeadlineExceeded):
+                await res.pinned("m", 2, 0.05)
+        finally:
+            gate.set()
 
     run(scenario)
