@@ -14,62 +14,29 @@ from services.gateway.adapters.deployment_log import KafkaDeployments, ReplayFir
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.onnx_runtime import OnnxLoader
 from services.gateway.adapters.registry import DeploymentSource, RegistryDeployments
-from services.gateway.batching import Batcher
-from services.gateway.domain import Admission, RateLimiter, VersionSpec, batchable
+from services.gateway.budget import MemoryBudget
+from services.gateway.domain import Admission, RateLimiter
 from services.gateway.entrypoints.api import GatewayApp, create_app
 from services.gateway.entrypoints.consumer import build_consumer_loop
-from services.gateway.fleet import Fleet, LoadedVersion
+from services.gateway.fleet import Fleet
 from services.gateway.handlers import Deployer
+from services.gateway.loading import VersionFactory
+from services.gateway.residency import FindVersion, Residency
 from services.gateway.service import Gateway, Inference
 from services.gateway.settings import GatewaySettings
-from services.gateway.statistics import InferenceStatistics
 from shared.artifacts import ArtifactStore
 from shared.events import DeploymentChanged
 from shared.kafka import ConsumerLoop, make_consumer, make_producer
+from shared.onnx import gpu_present
 from shared.registry_client import RegistryClient, RetryBudget
 from shared.runtime import Runtime
 
-__all__ = ["SERVER_OPTIONS", "Gateway", "bootstrap", "build_app", "process", "version_loader"]
+__all__ = ["SERVER_OPTIONS", "Gateway", "bootstrap", "build_app", "process"]
 
 log = logging.getLogger("services.gateway")
 
 # uvicorn's fastest parts, and room for bursts of connections.
 SERVER_OPTIONS: dict[str, Any] = {"http": "httptools", "loop": "uvloop", "backlog": 4096}
-
-
-def version_loader(
-    settings: GatewaySettings,
-    metrics: GatewayMetrics,
-    models: OnnxLoader,
-    statistics: InferenceStatistics | None = None,
-) -> Callable[[str, VersionSpec, bytes], LoadedVersion]:
-    """Verified bytes → a loaded, warmed-up version with its batching queue."""
-
-    def load(model_name: str, spec: VersionSpec, data: bytes) -> LoadedVersion:
-        config = settings.batch_config(model_name)
-        can_batch = batchable(spec.signature)
-        sizes = (
-            (1, config.max_batch_size) if can_batch and settings.warmup_batch and config.max_batch_size > 1 else (1,)
-        )
-        model = models.load(data, spec.signature, warmup_batches=sizes)
-        log.info("loaded %s v%s on %s", model_name, spec.version, model.provider)
-        metrics.prepare(model_name, spec.version)
-        batcher = Batcher(
-            model.run,
-            config,
-            batchable=can_batch,
-            name=f"{model_name}-v{spec.version}",
-            on_batch=lambda size: metrics.batch(model_name, spec.version, size),
-            on_run=None
-            if statistics is None
-            else lambda requests, queued_s, run_s: statistics.executed(
-                model_name, spec.version, requests=requests, queued_s=queued_s, run_s=run_s
-            ),
-            inline_below_ms=settings.inline_run_ms,
-        )
-        return LoadedVersion(model_name=model_name, spec=spec, model=model, batcher=batcher)
-
-    return load
 
 
 def bootstrap(
@@ -79,8 +46,10 @@ def bootstrap(
     store: ArtifactStore | None = None,
     follow_kafka: bool = True,
     runtime: Runtime | None = None,
+    find_version: FindVersion | None = None,
 ) -> Gateway:
-    """Build the gateway; tests pass a deployment source, a store, or ``follow_kafka=False``."""
+    """Build the gateway; tests pass a deployment source, a store, ``follow_kafka=False``, or where pinned
+    versions no deployment serves are looked up (default: the registry, when the source is too)."""
     settings = settings or GatewaySettings()
     runtime = runtime or Runtime("gateway", shutdown_timeout_s=settings.shutdown_timeout_s)
     fleet = Fleet(drain_timeout_s=settings.drain_timeout_s)
@@ -97,15 +66,19 @@ def bootstrap(
         max_deadline_s=settings.deadline_ms / 1000,
     )
     store = store or ArtifactStore.from_settings(settings.ferry)
+    loader = OnnxLoader(settings.device, settings.ort_threads)
+    versions = VersionFactory(settings, metrics, loader, inference.statistics)
     deployer = Deployer(
         fleet,
         store,
-        version_loader(settings, metrics, OnnxLoader(settings.device, settings.ort_threads), inference.statistics),
+        versions,
         keep_previous=settings.keep_previous,
         on_outcome=lambda model, outcome: metrics.count("deployments", (model, outcome)),
     )
     if source is None:
         source = _startup_source(settings, runtime, follow_kafka=follow_kafka)
+        find_version = find_version or _pinned_lookup(settings, runtime)
+    inference.residency = _residency(settings, fleet, deployer, versions, metrics, find_version)
     gateway = Gateway(
         settings,
         fleet,
@@ -116,6 +89,7 @@ def bootstrap(
         runtime,
         loop_factory=_loop_factory(settings, deployer, runtime) if follow_kafka else None,
         access_log=_access_log(settings, runtime),
+        residency=inference.residency,
     )
     holder.append(gateway)
     return gateway
@@ -137,6 +111,43 @@ def _startup_source(settings: GatewaySettings, runtime: Runtime, *, follow_kafka
     )
     topic = KafkaDeployments(settings.ferry, timeout_s=settings.replay_timeout_s, give_up=stopping)
     return ReplayFirst(replay=topic.replay, registry=patient, quick_registry=quick)
+
+
+def _residency(
+    settings: GatewaySettings,
+    fleet: Fleet,
+    deployer: Deployer,
+    versions: VersionFactory,
+    metrics: GatewayMetrics,
+    find_version: FindVersion | None,
+) -> Residency:
+    mib = 1024 * 1024
+    budget = MemoryBudget(
+        {"cpu": int(settings.memory_budget_mb * mib), "cuda": int(settings.gpu_memory_budget_mb * mib)}
+    )
+    residency = Residency(
+        fleet,
+        deployer.open,
+        versions.cold,
+        budget,
+        device="cuda" if settings.device == "cuda" or settings.device == "auto" and gpu_present() else "cpu",
+        session_overhead_bytes=settings.session_overhead_kb * 1024,
+        protect_window_s=settings.protect_window_s,
+        retry_after_s=settings.load_retry_s,
+        load_concurrency=settings.load_concurrency,
+        find_version=find_version,
+        on_load=metrics.loaded,
+        on_evict=lambda model, version, reason: metrics.count("evictions", (model, reason)),
+    )
+    metrics.memory = residency.memory
+    return residency
+
+
+def _pinned_lookup(settings: GatewaySettings, runtime: Runtime) -> FindVersion:
+    """The registry, asked about a pinned version no deployment serves: a short budget (a request waits)."""
+    stopping = runtime.stop_event.is_set
+    registry = _registry(settings, runtime, RetryBudget(attempts=2, total_s=2.0, give_up=stopping))
+    return registry.version_spec
 
 
 def _registry(settings: GatewaySettings, runtime: Runtime, budget: RetryBudget) -> RegistryDeployments:

@@ -66,6 +66,17 @@ class Overloaded(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class VersionUnavailable(Overloaded):
+    """A version could not be loaded for this request (its artifact or session was refused, or the store is
+    away); a later request tries again. A 503 with ``Retry-After``, like a shed request: the edges map it so."""
+
+    def __init__(self, name: str, version: int, reason: str, retry_after_s: float) -> None:
+        GatewayError.__init__(self, f"model {name!r} version {version} could not be loaded: {reason}")
+        self.kind: WorkKind = "champion"
+        self.retry_after_s = retry_after_s
+        self.name, self.version, self.reason = name, version, reason
+
+
 class DeadlineExceeded(GatewayError):
     def __init__(self, deadline_s: float) -> None:
         super().__init__(f"the request did not finish within its deadline of {deadline_s * 1000:.0f} ms")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.gateway.adapters.onnx_runtime import OnnxModel
@@ -29,11 +30,20 @@ class LoadedVersion:
     batcher: Batcher
     inflight: int = 0
     retired: bool = False
+    last_used: float = 0.0
+    """When a request last took it (the residency's clock): the order of eviction."""
+    evicted: str | None = None
+    """Why its session was unloaded to make room (None: it was never evicted, or is loaded again)."""
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def version(self) -> int:
         return self.spec.version
+
+    @property
+    def resident(self) -> bool:
+        """Its session is in memory; when not, the residency loads it for the next request."""
+        return self.model.session is not None
 
     def acquire(self) -> None:
         self.inflight += 1
@@ -90,21 +100,28 @@ class Fleet:
         self.faults: dict[tuple[str, int], Fault] = {}
         self.unloaded: dict[str, Deployment] = {}
         """Models an operator unloaded, with the last deployment seen for each (what a load serves)."""
+        self.pinned: dict[tuple[str, int], LoadedVersion] = {}
+        """Versions no deployment serves that a pinned request asked for (a rolled-back champion, say)."""
         self._drain_timeout_s = drain_timeout_s
         self.released = 0
+        self.on_change: Callable[[list[LoadedVersion], list[LoadedVersion]], None] = lambda added, retired: None
+        """Told (on the loop's thread) what each install added and retired: the residency's accounting."""
 
     def get(self, name: str) -> ModelState | None:
         return self.models.get(name)
 
     def serving(self, name: str, version: str | None) -> LoadedVersion | None:
-        """The loaded version a metadata or readiness question is about: ``version``'s, or the champion's
-        (the challenger's while there is no champion); None when it is not loaded here."""
+        """The version a metadata or readiness question is about: ``version``'s (a pinned one kept here
+        included), or the champion's (the challenger's while there is no champion); None when it is not
+        known here. A known version is ready whether or not its session is resident: a request loads it."""
         state = self.models.get(name)
         if state is None:
             return None
         if version is None:
             return state.champion or state.challenger
-        return state.find(int(version)) if version.isdigit() and len(version) < 10 else None
+        if not version.isdigit() or len(version) >= 10:
+            return None
+        return state.find(int(version)) or self.pinned.get((name, int(version)))
 
     def missing(self, name: str) -> ModelNotFound:
         """The error for a request to a model not served: unloaded by an operator, or unknown."""
@@ -118,9 +135,14 @@ class Fleet:
         else:
             self.models[name] = state  # the swap: one assignment, on the loop's thread
         keep = {id(version) for version in state.loaded()} if state else set()
+        had = {id(version) for version in before.loaded()} if before else set()
         retired = [version for version in (before.loaded() if before else []) if id(version) not in keep]
         for version in retired:
             version.retired = True
+        for version in state.loaded() if state else []:
+            if self.pinned.get((name, version.version)) is version:
+                del self.pinned[(name, version.version)]  # deployed again: the model's state holds it now
+        self.on_change([v for v in (state.loaded() if state else []) if id(v) not in had], retired)
         await asyncio.gather(*(self._release(version) for version in retired))
 
     async def _release(self, version: LoadedVersion) -> None:
@@ -136,6 +158,16 @@ class Fleet:
         self.released += 1
         log.info("released %s v%s", version.model_name, version.version)
 
+    async def retire_pinned(self, key: tuple[str, int]) -> None:
+        """Stop keeping a pinned version (its model is gone); release it once its requests are done."""
+        version = self.pinned.pop(key, None)
+        if version is not None:
+            version.retired = True
+            self.on_change([], [version])
+            await self._release(version)
+
     async def close(self) -> None:
         for name in list(self.models):
             await self.install(name, None)
+        for key in list(self.pinned):
+            await self.retire_pinned(key)

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from services.gateway.adapters.onnx_runtime import LoadFailed
+from services.gateway.adapters.onnx_runtime import LoadFailed, OnnxModel
 from services.gateway.domain import Deployment, VersionSpec, is_newer, previous_after
 from services.gateway.fleet import Fleet, LoadedVersion, ModelState
+from services.gateway.loading import VersionFactory
 from shared.artifacts import ArtifactError, ArtifactStore
 from shared.envelope import EventMeta
 from shared.errors import TransientError
@@ -28,7 +29,6 @@ from shared.events import DeployedVersion, DeploymentChanged, Event
 log = logging.getLogger(__name__)
 
 ApplyOutcome = Literal["applied", "stale", "refused", "held"]
-LoadVersion = Callable[[str, VersionSpec, bytes], LoadedVersion]
 
 
 def version_spec(deployed: DeployedVersion | None) -> VersionSpec | None:
@@ -60,7 +60,7 @@ class Deployer:
 
     fleet: Fleet
     store: ArtifactStore
-    load_version: LoadVersion
+    versions: VersionFactory
     keep_previous: bool = True
     loop: asyncio.AbstractEventLoop | None = None
     on_outcome: Callable[[str, ApplyOutcome], None] = lambda model, outcome: None
@@ -68,8 +68,11 @@ class Deployer:
     _lock: threading.RLock = field(default_factory=threading.RLock)
     """One apply, unload or load at a time: the consumer's worker and the admin API both change models."""
 
-    def apply(self, deployment: Deployment) -> ApplyOutcome:
+    def apply(self, deployment: Deployment, *, lazy: bool = False) -> ApplyOutcome:
         """Serve ``deployment`` if it is newer than what is served; call from any thread but the loop's.
+
+        ``lazy``: install its new versions without loading them (start-up with many models); the residency
+        loads each for its first request, and a version that fails then answers 503 with the reason.
 
         A version that fails to load is replaced by what served its role before (the current champion
         keeps serving for a refused champion; a refused challenger gets no traffic), and the outcome is
@@ -77,7 +80,7 @@ class Deployer:
         operator unloaded keeps the newest deployment for its load, and the outcome is "held".
         """
         with self._lock:
-            return self._apply(deployment)
+            return self._apply(deployment, lazy=lazy)
 
     def unload(self, name: str) -> bool:
         """Stop serving ``name`` until :meth:`load`, keeping its deployment; False when it is unknown here."""
@@ -106,7 +109,7 @@ class Deployer:
                 self.fleet.unloaded.setdefault(name, deployment)  # still unloaded: a later load tries again
                 raise
 
-    def _apply(self, deployment: Deployment) -> ApplyOutcome:
+    def _apply(self, deployment: Deployment, *, lazy: bool = False) -> ApplyOutcome:
         name = deployment.model_name
         held = self.fleet.unloaded.get(name)
         if held is not None:
@@ -121,7 +124,7 @@ class Deployer:
         fresh: list[LoadedVersion] = []
         refusals: list[str] = []
         try:
-            state = self._state_for(deployment, current, fresh, refusals)
+            state = self._state_for(deployment, current, fresh, refusals, lazy=lazy)
             self._install(name, state)
         except BaseException:
             for version in fresh:
@@ -141,9 +144,18 @@ class Deployer:
         return "applied"
 
     def _state_for(
-        self, deployment: Deployment, current: ModelState | None, fresh: list[LoadedVersion], refusals: list[str]
+        self,
+        deployment: Deployment,
+        current: ModelState | None,
+        fresh: list[LoadedVersion],
+        refusals: list[str],
+        *,
+        lazy: bool = False,
     ) -> ModelState:
         loaded = {version.version: version for version in (current.loaded() if current else [])}
+        for (model, pinned_number), pinned in list(self.fleet.pinned.items()):
+            if model == deployment.model_name:
+                loaded.setdefault(pinned_number, pinned)  # a version pinned requests loaded is deployed again
 
         def obtain(spec: VersionSpec | None, instead: LoadedVersion | None) -> LoadedVersion | None:
             if spec is None:
@@ -152,7 +164,7 @@ class Deployer:
             if existing is not None and existing.spec == spec:
                 return existing  # a rollback or a weight change reuses the session it has
             try:
-                version = self._load(deployment.model_name, spec)
+                version = self._load(deployment.model_name, spec, lazy=lazy)
             except VersionRefused as error:
                 refusals.append(str(error))
                 return instead
@@ -172,7 +184,14 @@ class Deployer:
             previous = current.find(number) if number is not None else None
         return ModelState(deployment=deployment, champion=champion, challenger=challenger, previous=previous)
 
-    def _load(self, model_name: str, spec: VersionSpec) -> LoadedVersion:
+    def _load(self, model_name: str, spec: VersionSpec, *, lazy: bool = False) -> LoadedVersion:
+        if lazy:
+            return self.versions.cold(model_name, spec)
+        return self.versions.wrap(model_name, spec, self.open(model_name, spec))
+
+    def open(self, model_name: str, spec: VersionSpec) -> OnnxModel:
+        """A warmed-up session of ``spec``'s artifact, read by digest through the store's verified path;
+        VersionRefused when the artifact or the session is refused. Call off the event loop."""
         try:
             data = self.store.fetch(spec.sha256, size_bytes=spec.size_bytes)
         except ArtifactError as error:
@@ -180,7 +199,7 @@ class Deployer:
         except OSError as error:  # the store itself is away (a network filesystem, S3): try again later
             raise TransientError(f"artifact store unavailable: {error}") from error
         try:
-            return self.load_version(model_name, spec, data)
+            return self.versions.open(model_name, spec, data)
         except LoadFailed as error:
             raise VersionRefused(f"v{spec.version}: {error}") from error
 

@@ -38,6 +38,7 @@ from services.gateway.domain import (
 )
 from services.gateway.fleet import Fleet, LoadedVersion, ModelState
 from services.gateway.handlers import Deployer
+from services.gateway.residency import Residency
 from services.gateway.settings import GatewaySettings
 from services.gateway.statistics import InferenceStatistics
 from shared.events import Signature
@@ -92,6 +93,8 @@ class Inference:
     clock: Callable[[], float] = time.monotonic
     draw: Callable[[], float] = random.random
     statistics: InferenceStatistics = field(default_factory=InferenceStatistics)
+    residency: Residency | None = None
+    """Loads versions that are not resident for the requests that need them (None: all are, always)."""
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def infer(
@@ -113,7 +116,7 @@ class Inference:
         state = self.fleet.get(trail.model)
         if state is None or state.champion is None and state.challenger is None and pinned is None:
             raise self.fleet.missing(trail.model)
-        target, route = self._route(state, pinned, route_key)
+        target, route = await self._route(state, pinned, route_key)
         trail.version, trail.route = target.version, route
         try:
             check_inputs(target.spec.signature, [(t.name, t.datatype, t.shape) for t in tensors])
@@ -144,9 +147,11 @@ class Inference:
             regressor=answered.spec.signature.is_regressor,
         )
 
-    def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:
+    async def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:
         if pinned is not None:
             version = state.find(pinned)
+            if version is None and self.residency is not None:
+                version = await self.residency.pinned(state.deployment.model_name, pinned, self.max_deadline_s)
             if version is None:
                 raise VersionNotFound(state.deployment.model_name, str(pinned))
             return version, "pinned"
@@ -210,9 +215,11 @@ class Inference:
         remaining = deadline - self.clock()
         if remaining <= 0:
             raise DeadlineExceeded(self.max_deadline_s)
-        version.acquire()
+        held = False
         try:
             async with asyncio.timeout(remaining):
+                await self._hold(version)  # loads it first when it is not resident: bounded by the deadline
+                held = True
                 fault = self.fleet.faults.get((version.model_name, version.version))
                 if fault is not None:
                     if fault.delay_ms > 0:
@@ -229,7 +236,14 @@ class Inference:
                 f"{version.model_name} v{version.version} failed at run time: {type(error).__name__}"
             ) from error
         finally:
-            version.release()
+            if held:
+                version.release()
+
+    async def _hold(self, version: LoadedVersion) -> None:
+        if self.residency is None:
+            version.acquire()
+        else:
+            await self.residency.hold(version)
 
     def _mirror(
         self,
@@ -293,6 +307,7 @@ class Gateway:
     loop_factory: Callable[[], ConsumerLoop] | None = None
     """Builds the consumer loop of ``deployment.changed`` (bootstrap's); None: follow nothing (tests)."""
     access_log: AccessLog | None = None
+    residency: Residency | None = None
     loaded: threading.Event = field(default_factory=threading.Event)
     consumer: ConsumerLoop | None = None
 
@@ -319,9 +334,13 @@ class Gateway:
     def follow(self) -> None:
         if self.source is not None:
             deployments = self.source.deployments()  # bounded: see adapters/deployment_log.py
+            # Lazily: ready once the deployments are known, never after a thousand serial loads.
+            lazy = self.settings.lazy_start and self.residency is not None
             for deployment in deployments:
-                self.deployer.apply(deployment)
-            log.info("loaded %d deployments at start", len(deployments))
+                self.deployer.apply(deployment, lazy=lazy)
+            if lazy and self.residency is not None and self.deployer.loop is not None:
+                self.deployer.loop.call_soon_threadsafe(self.residency.warm_deployed)
+            log.info("%s %d deployments at start", "known" if lazy else "loaded", len(deployments))
         self.loaded.set()
         if self.loop_factory is None:
             self.stop_event.wait()

@@ -71,6 +71,26 @@ class GatewaySettings(BaseSettings):
     api_key_header: str = Field(default="x-api-key", description="Header naming the client for rate limits")
     deadline_ms: float = Field(default=5000.0, gt=0, le=600_000, description="Longest a request may take (then 504)")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest request body (then 413)")
+    memory_budget_mb: float = Field(
+        default=0.0, ge=0, description="Host memory for loaded versions' sessions; 0: no limit (see residency.py)"
+    )
+    gpu_memory_budget_mb: float = Field(
+        default=0.0, ge=0, description="GPU memory for sessions on the CUDA provider; 0: no limit"
+    )
+    lazy_start: bool = Field(
+        default=False,
+        description="Ready once the deployments are known; load in the background up to the budget, and on demand",
+    )
+    load_concurrency: int = Field(default=4, ge=1, le=64, description="Version loads at once (on demand, at start)")
+    protect_window_s: float = Field(
+        default=60.0, ge=0, description="A model with traffic this recent keeps its champion and canary loaded longest"
+    )
+    load_retry_s: float = Field(
+        default=5.0, gt=0, le=3600, description="After a failed load, requests get 503 this long before a retry"
+    )
+    session_overhead_kb: int = Field(
+        default=192, ge=0, description="Memory counted per loaded session on top of its weights (budget.py)"
+    )
     keep_previous: bool = Field(default=True, description="Keep the replaced champion loaded for fallback")
     drain_timeout_s: float = Field(default=30.0, gt=0, description="Wait for in-flight requests before a release")
     warmup_batch: bool = Field(default=True, description="Warm up at the largest batch size too")

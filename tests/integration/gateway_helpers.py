@@ -20,6 +20,7 @@ from support import free_port, wait_for
 from services.gateway.bootstrap import Gateway, bootstrap
 from services.gateway.domain import Deployment, VersionSpec
 from services.gateway.entrypoints.api import create_app
+from services.gateway.residency import FindVersion
 from services.gateway.sample_models import classifier_bytes, classifier_signature
 from services.gateway.settings import GatewaySettings
 from shared.artifacts import ArtifactStore
@@ -67,16 +68,22 @@ class Served:
 
 @contextmanager
 def served_gateway(
-    tmp_path: Path, deployments: list[Deployment] | None = None, store: ArtifactStore | None = None, **overrides: Any
+    tmp_path: Path,
+    deployments: list[Deployment] | None = None,
+    store: ArtifactStore | None = None,
+    find_version: FindVersion | None = None,
+    **overrides: Any,
 ) -> Iterator[Served]:
-    """A gateway serving ``deployments`` (applied at its start) on a free port, until the block ends."""
+    """A gateway serving ``deployments`` (applied at its start) on a free port, until the block ends;
+    ``find_version`` answers for pinned versions no deployment serves, as the registry does."""
     ensure_telemetry()
     store = store or ArtifactStore(str(tmp_path / "artifacts"))
     port = free_port()
     settings = GatewaySettings(
         ferry=FerrySettings(home=tmp_path, artifact_root=store.root), port=port, device="cpu", **overrides
     )
-    gateway = bootstrap(settings, source=ListSource(list(deployments or [])), store=store, follow_kafka=False)
+    source = ListSource(list(deployments or []))
+    gateway = bootstrap(settings, source=source, store=store, follow_kafka=False, find_version=find_version)
     config = uvicorn.Config(
         create_app(gateway), host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
     )

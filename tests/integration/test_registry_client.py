@@ -163,3 +163,14 @@ def test_the_gateway_and_the_evaluator_read_the_registry_through_the_client(
     assert records.version("digits", 42) is None and records.deployment("ghost") is None
     assert [entry.to_champion for entry in records.history("digits")] == [3]
     assert records.evaluations("ghost", 1) == []
+
+
+def test_the_gateway_finds_a_pinned_version_unless_the_registry_archived_it(
+    app: TestClient, stored: list[ModelTrained]
+) -> None:
+    deployments = RegistryDeployments(client(app))
+    found = deployments.version_spec("digits", 3)
+    assert found is not None and (found.version, found.sha256) == (3, stored[2].artifact.sha256)
+    assert deployments.version_spec("digits", 42) is None and deployments.version_spec("ghost", 1) is None
+    client(app, API_TOKEN).archive_version("digits", 3, reason="retired")
+    assert deployments.version_spec("digits", 3) is None

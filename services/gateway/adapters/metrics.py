@@ -12,7 +12,10 @@ exposed by a Prometheus collector in the same registry. Exposed names:
 ``{model,version}``, ``ferry_gateway_inflight``, ``ferry_gateway_shed_total{model,kind}``,
 ``ferry_gateway_rate_limited_total{model}``, ``ferry_gateway_predictions_total{model,version,class}``,
 ``ferry_gateway_shadow_comparisons_total{model,version,agreed}``, ``ferry_gateway_deployments_total``
-``{model,outcome}``.
+``{model,outcome}``; many models per process (``residency.py``): ``ferry_gateway_loads_total{model,outcome}``,
+``ferry_gateway_evictions_total{model,reason}``, ``ferry_gateway_cold_start_seconds{model,version}`` (a
+version's load on demand), ``ferry_gateway_memory_used_bytes{device}``, ``ferry_gateway_memory_budget_bytes``
+``{device}`` and ``ferry_gateway_resident_versions``.
 """
 
 from __future__ import annotations
@@ -63,11 +66,16 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "predictions": ("ferry.gateway.predictions", "{prediction}", ("model", "version", "class")),
     "shadow_comparisons": ("ferry.gateway.shadow_comparisons", "{comparison}", ("model", "version", "agreed")),
     "deployments": ("ferry.gateway.deployments", "{deployment}", ("model", "outcome")),
+    "loads": ("ferry.gateway.loads", "{load}", ("model", "outcome")),
+    "evictions": ("ferry.gateway.evictions", "{eviction}", ("model", "reason")),
 }
 HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
     "duration": ("ferry_gateway_request_duration_seconds", DURATION_BUCKETS_S),
     "batch_size": ("ferry_gateway_batch_size", BATCH_BUCKETS),
+    "cold_start": ("ferry_gateway_cold_start_seconds", DURATION_BUCKETS_S),
 }
+Memory = Callable[[], Iterable[tuple[str, int, int, int]]]
+"""Per device: (device, bytes counted, bytes allowed (0: no limit), resident versions)."""
 
 
 class LocalHistogram:
@@ -93,6 +101,7 @@ class GatewayMetrics:
     ) -> None:
         self.inflight = inflight
         self.queue_depths = queue_depths
+        self.memory: Memory = lambda: ()
         self.counters: dict[str, defaultdict[Labels, float]] = {name: defaultdict(float) for name in COUNTERS}
         self.histograms = {name: LocalHistogram(bounds) for name, (_, bounds) in HISTOGRAMS.items()}
         _install_exporters()
@@ -114,6 +123,12 @@ class GatewayMetrics:
         self.counters["requests"][(model, version_label, route, outcome)] += 1
         if seconds is not None:
             self.histograms["duration"].record((model, version_label), seconds)
+
+    def loaded(self, model: str, version: int, outcome: str, seconds: float | None) -> None:
+        """A version's session loaded on demand (or at start in the background), or its load failed."""
+        self.counters["loads"][(model, outcome)] += 1
+        if seconds is not None:
+            self.histograms["cold_start"].record((model, str(version)), seconds)
 
     def batch(self, model: str, version: int, size: int) -> None:
         self.histograms["batch_size"].record((model, str(version)), size)
@@ -167,6 +182,12 @@ def _install_exporters() -> None:
             unit="{request}",
             description="requests waiting for a batch, per version",
         )
+        for name, index, unit, description in (
+            ("ferry.gateway.memory_used", 1, "By", "memory counted for loaded sessions, per device"),
+            ("ferry.gateway.memory_budget", 2, "By", "memory allowed for loaded sessions (0: no limit)"),
+            ("ferry.gateway.resident_versions", 3, "{version}", "versions with a session loaded, per device"),
+        ):
+            meter.create_observable_gauge(name, [_memory_callback(index)], unit=unit, description=description)
         REGISTRY.register(_HistogramCollector())
 
 
@@ -177,6 +198,17 @@ def _counter_callback(attribute: str, label_names: tuple[str, ...]) -> Callable[
             for labels, value in list(instance.counters[attribute].items()):
                 merged[labels] += value
         return [Observation(value, dict(zip(label_names, labels, strict=True))) for labels, value in merged.items()]
+
+    return observe
+
+
+def _memory_callback(index: int) -> Callable[[CallbackOptions], list[Observation]]:
+    def observe(_: CallbackOptions) -> list[Observation]:
+        merged: defaultdict[str, int] = defaultdict(int)
+        for instance in list(_LIVE):
+            for row in instance.memory():
+                merged[row[0]] += int(row[index])
+        return [Observation(value, {"device": device}) for device, value in merged.items()]
 
     return observe
 

@@ -51,6 +51,20 @@ class OnnxModel:
         outputs: list[np.ndarray] = session.run(self.output_names, feeds, self._run_options)
         return outputs
 
+    @classmethod
+    def cold(cls, signature: Signature) -> OnnxModel:
+        """A version known but not loaded yet: its names are the registered signature's (a load checks them)."""
+        return cls(
+            session=None,
+            provider="",
+            input_names=[spec.name for spec in signature.inputs],
+            output_names=[spec.name for spec in signature.outputs],
+        )
+
+    def adopt(self, loaded: OnnxModel) -> None:
+        """Take the session of ``loaded`` (a fresh load of the same version): what a reload does."""
+        self.session, self.provider = loaded.session, loaded.provider
+
     def close(self) -> None:
         """Drop the session: ONNX Runtime frees its memory (GPU arena included) with the last reference."""
         self.session = None

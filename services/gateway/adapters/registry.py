@@ -11,6 +11,7 @@ from typing import Protocol
 
 from services.gateway.domain import Deployment, VersionSpec
 from shared.registry_client import RegistryClient
+from shared.registry_errors import RegistryNotFound
 
 
 class DeploymentSource(Protocol):
@@ -54,6 +55,17 @@ class RegistryDeployments:
             size_bytes=version.artifact.size_bytes,
             signature=version.signature,
         )
+
+    def version_spec(self, name: str, number: int) -> VersionSpec | None:
+        """A version no deployment serves, for a pinned request: None when the registry does not know it or
+        has archived it (a rolled-back or rejected version is still servable when pinned)."""
+        try:
+            version = self._client.version(name, number)
+        except RegistryNotFound:
+            return None
+        if version.status == "archived":
+            return None
+        return VersionSpec(version.version, version.artifact.sha256, version.artifact.size_bytes, version.signature)
 
     def close(self) -> None:
         self._client.close()

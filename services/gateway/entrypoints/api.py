@@ -214,15 +214,30 @@ def _add_status_route(api: FastAPI, gateway: Gateway) -> None:
     async def status() -> dict[str, Any]:
         return {
             "ready": gateway.ready,
-            "models": {name: _describe(state) for name, state in gateway.fleet.models.items()},
+            "models": {name: _describe(gateway, state) for name, state in gateway.fleet.models.items()},
+            "pinned": [
+                {"model": name, "version": number, "state": _residency(gateway, version)}
+                for (name, number), version in list(gateway.fleet.pinned.items())
+            ],
+            "memory": gateway.residency.report() if gateway.residency is not None else None,
         }
 
 
-def _describe(state: ModelState) -> dict[str, Any]:
+def _residency(gateway: Gateway, version: LoadedVersion) -> str:
+    return "loaded" if gateway.residency is None else gateway.residency.state_of(version)
+
+
+def _describe(gateway: Gateway, state: ModelState) -> dict[str, Any]:
     def role(version: LoadedVersion | None) -> dict[str, Any] | None:
         if version is None:
             return None
-        return {"version": version.version, "sha256": version.spec.sha256, "provider": version.model.provider}
+        return {
+            "version": version.version,
+            "sha256": version.spec.sha256,
+            "provider": version.model.provider or None,
+            "state": _residency(gateway, version),
+            "evicted": version.evicted,
+        }
 
     deployment = state.deployment
     return {

@@ -1,7 +1,8 @@
 """Triton's HTTP extensions that ``tritonclient`` users call: model configuration, statistics and the model
 repository (index, load, unload). (Classification, the fifth, is part of the inference route: ``oip.py``.)
 
-Load and unload change what this gateway serves, so they take the admin token. Unload stops serving a
+Load and unload change what this gateway serves, so they take the admin token. Load also loads the
+sessions of a served model's versions that were evicted or not loaded yet (``residency.py``). Unload stops serving a
 model here (its requests get a 404 that says so) and keeps the last deployment the gateway saw for it;
 deployments that arrive meanwhile replace the kept one without loading anything; load serves the kept
 one again. Both act on this process only: the registry's deployment is unchanged.
@@ -50,18 +51,38 @@ def model_config(name: str, version: VersionSpec, batching: BatchConfig) -> dict
 
 
 def repository_index(gateway: Gateway) -> list[dict[str, str]]:
-    """Every model and version this gateway knows: READY when it serves it, UNAVAILABLE (and why) when not."""
+    """Every model and version this gateway knows: READY when its session is loaded, LOADING while it loads,
+    UNAVAILABLE (and why) when not: evicted or not loaded yet (a request loads it), refused, or unloaded."""
     entries: list[dict[str, str]] = []
     for name, state in sorted(gateway.fleet.models.items()):
-        ready = {version.version for version in state.loaded()}
-        for number in sorted(ready | _wanted(state.deployment)):
-            served = number in ready
-            reason = "" if served else REFUSED_REASON
-            entries.append(_entry(name, number, "READY" if served else "UNAVAILABLE", reason))
+        known = {version.version: version for version in state.loaded()}
+        for number in sorted(set(known) | _wanted(state.deployment)):
+            version = known.get(number)
+            if version is None:
+                entries.append(_entry(name, number, "UNAVAILABLE", REFUSED_REASON))
+            else:
+                entries.append(_entry(name, number, *residency_state(gateway, version)))
+    for (name, number), version in sorted(gateway.fleet.pinned.items()):
+        entries.append(_entry(name, number, *residency_state(gateway, version)))
     for name, deployment in sorted(gateway.fleet.unloaded.items()):
         numbers: list[int | None] = [*sorted(_wanted(deployment))] or [None]
         entries.extend(_entry(name, number, "UNAVAILABLE", UNLOADED_REASON) for number in numbers)
     return entries
+
+
+def residency_state(gateway: Gateway, version: LoadedVersion) -> tuple[str, str]:
+    """A known version's Triton state and reason: loaded, loading, evicted, failed, or not loaded yet."""
+    residency = gateway.residency
+    state = "loaded" if residency is None else residency.state_of(version)
+    if state == "loaded":
+        return "READY", ""
+    if state == "loading":
+        return "LOADING", "loading"
+    if state == "evicted":
+        return "UNAVAILABLE", f"evicted ({version.evicted}): loads again on its next request"
+    if state == "failed" and residency is not None:
+        return "UNAVAILABLE", f"its load failed: {residency.failure_of(version)}; a later request tries again"
+    return "UNAVAILABLE", "not loaded yet: loads on its first request"
 
 
 def _wanted(deployment: Deployment) -> set[int]:
@@ -184,6 +205,13 @@ def _add_repository_routes(api: FastAPI, gateway: Gateway, admin_guard: Any) -> 
         state = gateway.fleet.get(name)
         if state is None or not state.loaded():
             raise HTTPException(409, f"model {name!r} could not be loaded: {REFUSED_REASON}")
+        if gateway.residency is not None:  # evicted or never loaded: its sessions now
+            for version in state.loaded():
+                was_resident = version.resident
+                failure = await gateway.residency.load_now(version)
+                if failure is not None:
+                    raise HTTPException(409, f"model {name!r} version {version.version} could not be loaded: {failure}")
+                outcome = outcome if was_resident else "applied"
         return {"name": name, "outcome": outcome, "versions": [str(version.version) for version in state.loaded()]}
 
     @api.post(
