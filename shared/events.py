@@ -343,6 +343,66 @@ class AlertChanged(Event):
         return f"{self.rule}:{self.model_name}"
 
 
+# --- production data (the closing loop) ---------------------------------------------------------
+
+MAX_LOGGED_VALUES = 4096
+"""Values one logged tensor may carry; the gateway cuts a larger one and marks the record truncated."""
+MAX_FEEDBACK_ITEMS = 1000
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
+
+class LoggedTensor(Frozen):
+    """One input or output of a logged inference, flattened row-major; ``shape`` is the tensor's own,
+    so a truncated tensor's ``data`` holds fewer values than the shape says."""
+
+    name: str = Field(max_length=256)
+    datatype: str = Field(description="OIP v2 datatype, e.g. FP32, BYTES")
+    shape: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] = Field(max_length=32)
+    data: list[float | int | bool | str] = Field(max_length=MAX_LOGGED_VALUES)
+
+
+class InferenceLogged(Event):
+    """A sampled request the gateway answered, with what it was asked and what it answered."""
+
+    type_name: ClassVar[str] = "ferry.inference.logged.v1"
+    topic: ClassVar[str] = "inference.logged"
+
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="the OIP request id, or the gateway's own")
+    version: int = Field(ge=1, le=INT32_MAX)
+    route: Literal["champion", "canary", "pinned", "fallback", "shadow"]
+    revision: int | None = Field(default=None, ge=1, le=INT32_MAX, description="the deployment revision served")
+    inputs: list[LoggedTensor] = Field(max_length=64)
+    outputs: list[LoggedTensor] = Field(max_length=64)
+    truncated: bool = Field(default=False, description="a tensor was cut to MAX_LOGGED_VALUES, or rows dropped")
+    gateway: str = Field(default="", max_length=256, description="the gateway process that answered")
+    at: datetime = Field(default_factory=utc_now)
+
+
+class FeedbackItem(Frozen):
+    """The ground truth of one answered request: a class (index or label) or a regressor's true value."""
+
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
+    label: Annotated[int, Field(ge=0, le=INT32_MAX)] | Annotated[str, Field(max_length=MAX_LABEL_CHARS)] | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_truth(self) -> FeedbackItem:
+        if (self.label is None) == (self.value is None):
+            raise ValueError("a feedback item carries a label (classifier) or a value (regressor), one of them")
+        return self
+
+
+class InferenceFeedback(Event):
+    """Ground truth for requests a model answered, by request id (``POST /v2/models/{name}/feedback``)."""
+
+    type_name: ClassVar[str] = "ferry.inference.feedback.v1"
+    topic: ClassVar[str] = "inference.feedback"
+
+    items: list[FeedbackItem] = Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)
+    actor: str = Field(default="", max_length=256)
+    at: datetime = Field(default_factory=utc_now)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name: cls
     for cls in (
@@ -353,6 +413,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ModelDecided,
         DeploymentChanged,
         AlertChanged,
+        InferenceLogged,
+        InferenceFeedback,
     )
 }
 

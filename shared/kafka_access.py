@@ -3,8 +3,9 @@
 The table follows the design's topic table (docs/events.md): a service reads the topics it consumes
 (and joins groups named after itself), and writes the topics it produces plus the dead-letter topic of
 each topic it consumes. Nothing else: the trainer cannot publish ``model.decided`` and the gateway
-publishes nothing but its own dead letters. The local stack applies it with :func:`acls_for`
-(KRaft's StandardAuthorizer); a cluster's operator (Strimzi's KafkaUser, a managed Kafka) applies the same.
+publishes nothing but its inference logs, the feedback posted to it and its own dead letters. The local
+stack applies it with :func:`acls_for` (KRaft's StandardAuthorizer); a cluster's operator (Strimzi's
+KafkaUser, a managed Kafka) applies the same.
 
 ``operator`` is a person at the CLI: ``ferry train`` writes requests, ``ferry dlq replay`` puts any
 topic's dead letters back, ``ferry runs`` reads. The console replays dead letters for an operator who
@@ -49,7 +50,10 @@ ACCESS: dict[str, Access] = {
         reads=("training.requested",), writes=("training.status", "model.trained"), group_prefixes=("trainer",)
     ),
     "evaluator": Access(reads=("model.registered", "alert"), writes=("model.decided",), group_prefixes=("evaluator",)),
-    "gateway": Access(reads=("deployment.changed",), writes=(), group_prefixes=("gateway",)),
+    # The gateway logs a sample of what it answers, and passes on the ground truth posted to it.
+    "gateway": Access(
+        reads=("deployment.changed",), writes=("inference.logged", "inference.feedback"), group_prefixes=("gateway",)
+    ),
     "monitor": Access(reads=("deployment.changed",), writes=("alert",), group_prefixes=("monitor",)),
     "console": Access(
         reads=("training.requested", "training.status"), writes=(), group_prefixes=("console",), every_topic=True

@@ -29,6 +29,8 @@ def test_type_names_are_versioned_and_unique() -> None:
         "model.decided",
         "deployment.changed",
         "alert",
+        "inference.logged",
+        "inference.feedback",
     }
 
 
@@ -129,3 +131,19 @@ def _valid(event_class) -> dict:
 def test_no_topic_name_ends_with_another() -> None:
     """The consumer loop tells an event on the wrong topic by the topic's ending (after any prefix)."""
     assert not [(a, b) for a in TOPICS for b in TOPICS if a != b and a.endswith(b)]
+
+
+def test_feedback_carries_one_truth_per_request_and_logged_tensors_are_capped() -> None:
+    from pydantic import ValidationError
+
+    from shared.events import MAX_LOGGED_VALUES, FeedbackItem, InferenceFeedback, LoggedTensor
+
+    assert FeedbackItem(request_id="r-1", label="setosa").label == "setosa"
+    assert FeedbackItem(request_id="r-2", value=3.5).value == 3.5
+    for bad in ({"request_id": "r"}, {"request_id": "r", "label": 1, "value": 1.0}, {"request_id": "../x", "label": 1}):
+        with pytest.raises(ValidationError):
+            FeedbackItem(**bad)
+    with pytest.raises(ValidationError):
+        InferenceFeedback(model_name="digits", items=[])
+    with pytest.raises(ValidationError):
+        LoggedTensor(name="x", datatype="FP32", shape=[1, 5000], data=[0.0] * (MAX_LOGGED_VALUES + 1))

@@ -26,7 +26,11 @@ def test_every_named_topic_is_a_design_topic_and_no_service_writes_a_decision_bu
         assert set(access.reads) | set(access.writes) <= set(TOPICS)
     writers = {user for user, access in ACCESS.items() if "model.decided" in access.writes or access.every_topic}
     assert writers == {"evaluator", "console", "operator"}
-    assert ACCESS["gateway"].write_topics("ferry.") == ["ferry.deployment.changed.dlq"]
+    assert ACCESS["gateway"].write_topics("ferry.") == [
+        "ferry.inference.logged",
+        "ferry.inference.feedback",
+        "ferry.deployment.changed.dlq",
+    ]
     assert ACCESS["trainer"].write_topics("p.") == ["p.training.status", "p.model.trained", "p.training.requested.dlq"]
 
 
