@@ -92,7 +92,7 @@ def test_there_are_the_three_values_files() -> None:
 
 @pytest.mark.parametrize("values", VALUES, ids=lambda path: path.stem)
 def test_helm_lint_passes(values: Path) -> None:
-    result = helm("lint", CHART, "--namespace", NAMESPACE, "-f", values)
+    result = helm("lint", "--strict", CHART, "--namespace", NAMESPACE, "-f", values)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -270,7 +270,9 @@ def secret_values(objects: Objects) -> list[str]:
 def test_tokens_are_generated_strong_and_never_in_a_config_map(rendered: dict[str, Objects]) -> None:
     objects = rendered["minimal-values"]
     tokens = secret_values(objects)
-    assert len(tokens) == 2 and all(token_weakness(token) is None for token in tokens)
+    # admin's, and Alertmanager's twice: as a tokens-file line the monitor reads, and alone for Alertmanager.
+    assert len(tokens) == 3 and all(token_weakness(token) is None for token in tokens)
+    assert len(set(tokens)) == 2
     secret = of_kind(objects, "Secret")[f"{FULLNAME}-api-tokens"]
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     configs = json.dumps([item for item in objects if item["kind"] != "Secret"])
@@ -301,10 +303,22 @@ def test_the_monitoring_objects_are_the_rules_files(rendered: dict[str, Objects]
     maps = of_kind(objects, "ConfigMap")
     board = maps[f"{FULLNAME}-dashboard"]
     assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(board["data"]["ferry.json"]) == dashboard.dashboard()
+    expected = json.dumps(dashboard.dashboard()).replace('"ferry-prometheus"', '"prometheus"')
+    assert json.loads(board["data"]["ferry.json"]) == json.loads(expected)
     assert maps[f"{FULLNAME}-rules"]["data"]["rules.yaml"] == RULES.read_text().rstrip("\n")
     monitors = of_kind(objects, "ServiceMonitor")
     assert {item["spec"]["jobLabel"] for item in monitors.values()} == {"app.kubernetes.io/component"}
     assert len(monitors) == len(SERVICES)
     labels = of_kind(rendered["secured-values"], "PrometheusRule")[FULLNAME]["metadata"]["labels"]
     assert labels["release"] == "kube-prometheus-stack"
+
+
+def test_every_pinned_crd_is_known(validator: Validator) -> None:
+    """The CRDs the chart's objects and the trainer's jobs need, from the pinned modules."""
+    assert {
+        ("keda.sh", "v1alpha1", "ScaledObject"),
+        ("keda.sh", "v1alpha1", "TriggerAuthentication"),
+        ("monitoring.coreos.com", "v1", "PrometheusRule"),
+        ("monitoring.coreos.com", "v1", "ServiceMonitor"),
+        ("kubeflow.org", "v1", "PyTorchJob"),
+    } <= set(validator.crds.sources)
