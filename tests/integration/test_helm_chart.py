@@ -322,3 +322,10 @@ def test_every_pinned_crd_is_known(validator: Validator) -> None:
         ("monitoring.coreos.com", "v1", "ServiceMonitor"),
         ("kubeflow.org", "v1", "PyTorchJob"),
     } <= set(validator.crds.sources)
+
+
+def test_the_chart_refuses_a_kubernetes_older_than_the_validated_ones() -> None:
+    args = ("template", FULLNAME, CHART, "-f", CHART / "ci" / "minimal-values.yaml", "--kube-version")
+    assert helm(*args, "1.35.0").returncode == 0
+    refused = helm(*args, "1.34.0")
+    assert refused.returncode != 0 and "kubeVersion" in refused.stderr
