@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ferry-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-unit up down status logs lint docs install clean
+.PHONY: demo test test-unit up down status logs lint docs install clean image image-smoke
 
 $(STAMP): pyproject.toml constraints.txt examples/recipes/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ demo: $(STAMP) ## 'make up', then run the whole loop; everything keeps running (
 	$(BIN)/ferry demo
 
 # pytest exits 5 when it collects no test; make fails on that as on any non-zero status (so does .ci/run).
+# helm (built once from its Go module) and the pinned Kubernetes, CRD and Compose schemas are cached outside the
+# checkout before the tests run: the chart's and the Compose file's tests use them.
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
 	bash tools/system-packages.sh
+	bash tools/helm.sh
+	$(BIN)/python -m tools.kube_schemas
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
@@ -46,6 +50,13 @@ lint: $(STAMP)
 
 docs: $(STAMP) ## build the docs site (docs/, its reference generated from the code) into .ferry/site
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+
+# Opt-in, never in CI: the image is several GB. VARIANT=cpu|cuda, BASE_IMAGE=... (tools/base-image.sh makes one).
+image: ## build the one image of every service (Containerfile) with podman or docker
+	bash tools/image.sh
+
+image-smoke: ## inside the built image: ferry --help and every service's modules import
+	bash tools/image-smoke.sh
 
 clean: down
 	rm -rf .ferry .ferry-test

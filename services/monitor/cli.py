@@ -19,7 +19,10 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, FerrySe
     """The monitor's contribution to the ``ferry`` command (entry point ``ferry.commands``)."""
     parser = subparsers.add_parser("monitor", help="alert rules: Grafana/Prometheus provisioning, active alerts")
     actions = parser.add_subparsers(dest="action", required=True)
-    export = actions.add_parser("export-grafana", help="write deploy/grafana/ and deploy/prometheus/ from the rules")
+    export = actions.add_parser(
+        "export-grafana",
+        help="write deploy/grafana/, deploy/prometheus/, the chart's and Compose's files from the rules",
+    )
     export.add_argument("--rules", type=Path, default=PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml")
     export.add_argument("--out", type=Path, default=PROJECT_ROOT / "deploy", help="gets grafana/ and prometheus/")
     export.add_argument("--prometheus-url", default="http://127.0.0.1:9090", help="Grafana's datasource URL")
@@ -39,6 +42,7 @@ def run_export(args: argparse.Namespace, settings: FerrySettings | None = None) 
     from dataclasses import replace
 
     from services.monitor.adapters.rules_file import RulesFileError, read_rules
+    from services.monitor.provisioning.cluster import cluster_files
     from services.monitor.provisioning.export import ExportOptions, generated_files, stale_files, write_files
 
     try:
@@ -49,7 +53,8 @@ def run_export(args: argparse.Namespace, settings: FerrySettings | None = None) 
     options = ExportOptions(prometheus_url=args.prometheus_url, monitor_url=args.monitor_url)
     if args.alertmanager_credentials_file:
         options = replace(options, alertmanager_credentials_file=args.alertmanager_credentials_file)
-    files = generated_files(rules, options)
+    # The chart's and Compose's copies too (read_rules has just read the file, so it is readable).
+    files = generated_files(rules, options) | cluster_files(rules, args.rules.read_text())
     if args.check:
         stale = stale_files(files, args.out)
         for relative in stale:

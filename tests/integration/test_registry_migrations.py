@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -162,3 +165,27 @@ def test_0004_gives_versions_a_description_and_an_append_only_audit(fresh_databa
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM pg_proc WHERE proname = 'model_audit_append_only'")) == 0
     engine.dispose()
+
+
+def test_the_migrate_command_brings_an_empty_database_to_head_once(fresh_database_url: str) -> None:
+    """``python -m services.registry.migrate``: what the Helm chart's pre-install/pre-upgrade hook Job runs."""
+    env = os.environ | {"FERRY_DATABASE_URL": fresh_database_url}
+    command = [sys.executable, "-m", "services.registry.migrate"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
+    assert f"to {head}" in first.stdout
+    engine = create_engine(fresh_database_url, poolclass=NullPool)
+    assert schema.current_revision(engine) == head and set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == "registry schema at head"
+
+
+def test_the_migrate_command_fails_on_an_unreachable_database() -> None:
+    """The Job fails, so Helm stops the install or upgrade before any new registry pod starts."""
+    env = os.environ | {"FERRY_DATABASE_URL": "postgresql+psycopg://ferry:Wq8zLr2vKx@127.0.0.1:1/ferry"}
+    command = [sys.executable, "-m", "services.registry.migrate", "--wait-s", "0.5"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "the registry's database did not answer" in result.stderr and "Wq8zLr2vKx" not in result.stderr
