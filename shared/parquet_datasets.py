@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from shared.dataset_files import DatasetError
 from shared.datasets import MIN_ROWS, TEST_FRACTION, TRAIN_FRACTION, VALIDATION_FRACTION, Dataset, Part, Split
 from shared.events import MAX_LABEL_CHARS, Task
-from shared.parquet_sources import Opener, ParquetFileEntry, local_files, parse_name, s3_files
+from shared.parquet_sources import Opener, ParquetFileEntry, local_files, parse_name, read_failure, s3_files
 from shared.settings import FerrySettings
 
 PartName = Literal["train", "validation", "test"]
@@ -99,7 +99,7 @@ def open_parquet(
         files, opener = s3_files(name, parsed.location, settings)
     else:
         files, opener = local_files(name, parsed.location, root or settings.resolved_datasets_root)
-    metadata = tuple(_metadata(name, entry, opener) for entry in files)
+    metadata = tuple(_metadata(name, entry) for entry in files)
     schema = metadata[0].schema.to_arrow_schema()
     for entry, found in zip(files[1:], metadata[1:], strict=True):
         if found.schema.to_arrow_schema() != schema:
@@ -125,10 +125,11 @@ def open_parquet(
     return _with_classes(dataset, schema.field(parsed.label_column).type)
 
 
-def _metadata(name: str, entry: ParquetFileEntry, opener: Opener) -> pq.FileMetaData:
+def _metadata(name: str, entry: ParquetFileEntry) -> pq.FileMetaData:
+    """The footer already read, parsed (no second request): it wrapped as a Parquet file's tail is all pyarrow needs."""
+    tail = b"PAR1" + entry.footer + len(entry.footer).to_bytes(4, "little") + b"PAR1"
     try:
-        with opener(entry.relative) as stream:
-            return pq.ParquetFile(stream).metadata
+        return pq.ParquetFile(pa.BufferReader(tail)).metadata
     except (OSError, pa.ArrowException):
         raise DatasetError(name, f"file {entry.relative!r} is not readable Parquet") from None
 
@@ -273,7 +274,7 @@ def _batches(
                 for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
                     yield (batch, where) if located else batch
         except (OSError, pa.ArrowException) as error:
-            raise DatasetError(dataset.name, f"{where} cannot be read: {type(error).__name__}") from None
+            raise read_failure(dataset.name, where, error) from None
 
 
 def held_out_split(

@@ -180,7 +180,7 @@ def s3_files(name: str, location: str, settings: FerrySettings) -> tuple[list[Pa
             keys = sorted(i.path for i in listed if i.type == pafs.FileType.File and i.path.endswith(SUFFIX))
             keys = [key for key in keys if not any(p.startswith((".", "_")) for p in key[len(base) :].split("/"))]
     except OSError as error:
-        raise DatasetError(name, f"the object store cannot list it: {type(error).__name__}") from None
+        raise read_failure(name, "the listing", error) from None
     if not keys:
         raise DatasetError(name, f"no {SUFFIX} objects under that prefix")
     if len(keys) > MAX_FILES:
@@ -233,4 +233,15 @@ def _entry(name: str, relative: str, opener: Opener) -> ParquetFileEntry:
             stream.seek(size - _FOOTER_TAIL - length)
             return ParquetFileEntry(relative, size, stream.read(length))
     except OSError as error:
-        raise DatasetError(name, f"file {relative!r} cannot be read: {type(error).__name__}") from None
+        raise read_failure(name, f"file {relative!r}", error) from None
+
+
+def read_failure(name: str, what: str, error: OSError | Exception) -> Exception:
+    """The object store failing to answer (pyarrow's "AWS Error", not a missing object) is S3Unavailable, which
+    the consumer loop retries; anything else (a local file, a corrupt one, a missing object) a DatasetError."""
+    from shared.s3 import S3Unavailable
+
+    message = str(error)
+    if isinstance(error, OSError) and "AWS Error" in message and "NO_SUCH" not in message:
+        return S3Unavailable(f"the object store failed to answer reading {what} of {name!r}")
+    return DatasetError(name, f"{what} cannot be read: {type(error).__name__}")

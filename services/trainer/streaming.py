@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -20,9 +21,26 @@ from shared.dataset_files import DatasetError
 from shared.datasets import Part
 from shared.parquet_datasets import ParquetDataset, PartName, read_part
 
+Batch = tuple[torch.Tensor, torch.Tensor]
 
-class PartStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Mini-batches (features float32, labels) of one part; a regressor's targets standardized, as a column."""
+
+@dataclass(frozen=True)
+class StreamRefusal:
+    """A DatasetError met by a reader, sent on as data: a DataLoader worker's exception reaches the trainer as
+    its traceback's text, and the reason on ``training.status`` must stay the reason alone."""
+
+    dataset: str
+    reason: str
+
+    def raise_it(self) -> NoReturn:
+        raise DatasetError(self.dataset, self.reason)
+
+
+class PartStream(IterableDataset[Batch | StreamRefusal]):
+    """Mini-batches (features float32, labels) of one part; a regressor's targets standardized, as a column.
+
+    A dataset problem met while reading ends the stream with a :class:`StreamRefusal`.
+    """
 
     def __init__(
         self,
@@ -58,7 +76,13 @@ class PartStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         readers = self.world_size * workers
         return [int(unit) for unit in list(order)[self.rank * workers + worker :: readers]]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch | StreamRefusal]:
+        try:
+            yield from self._batches()
+        except DatasetError as error:
+            yield StreamRefusal(error.dataset, error.reason)
+
+    def _batches(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 1])
@@ -73,7 +97,7 @@ class PartStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _drain(
         self, held: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator, *, keep_tail: bool
-    ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, tuple[list[tuple[np.ndarray, np.ndarray]], int]]:
+    ) -> Generator[Batch, None, tuple[list[tuple[np.ndarray, np.ndarray]], int]]:
         """Yield the buffer as batches (shuffled when asked); returns the rows kept back for the next fill."""
         if not held:
             return [], 0

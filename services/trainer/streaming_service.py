@@ -41,7 +41,7 @@ from services.trainer.domain import (
 )
 from services.trainer.measure import FP32, measure_regression, measure_run
 from services.trainer.service import JobLimits, TrainedModel, _export_verified, _Stopwatch
-from services.trainer.streaming import PartStream, held_out_sample, train_statistics
+from services.trainer.streaming import Batch, PartStream, StreamRefusal, held_out_sample, train_statistics
 from shared.dataset_files import DatasetError
 from shared.events import TrainingRequested
 from shared.parquet_datasets import ParquetDataset, open_parquet
@@ -185,7 +185,7 @@ def fit_streaming(
 def _train_epoch(
     classifier: Classifier,
     optimizer: torch.optim.Optimizer,
-    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]],
+    loader: DataLoader[Batch | StreamRefusal],
     loss_name: str,
     device: torch.device,
     budget: Budget,
@@ -196,7 +196,10 @@ def _train_epoch(
     classifier.train()
     total = torch.zeros((), device=device)
     rows = 0
-    for batch, (features, labels) in enumerate(loader, start=1):
+    for batch, item in enumerate(loader, start=1):
+        if isinstance(item, StreamRefusal):
+            item.raise_it()
+        features, labels = item
         features, labels = features.to(device), labels.to(device)
         loss = _loss(classifier(features), labels, None, loss_name)
         optimizer.zero_grad(set_to_none=True)
@@ -224,7 +227,10 @@ def _validate(
         dataset, "validation", batch_rows=_VALIDATION_BATCH_ROWS, target=target if plan.is_regression else None
     )
     loss_sum, correct, rows = 0.0, 0.0, 0
-    for features, labels in stream:
+    for item in stream:
+        if isinstance(item, StreamRefusal):
+            item.raise_it()
+        features, labels = item
         features, labels = features[: max_rows - rows].to(device), labels[: max_rows - rows].to(device)
         logits = classifier(features)
         loss_sum += float(_loss(logits, labels, None, plan.loss)) * len(labels)

@@ -23,7 +23,8 @@ from shared.parquet_datasets import (
     parts_of,
     read_part,
 )
-from shared.parquet_sources import parse_name
+from shared.parquet_sources import parse_name, read_failure
+from shared.s3 import S3Unavailable
 from shared.settings import FerrySettings
 
 
@@ -219,3 +220,19 @@ def test_load_dataset_refuses_to_load_a_parquet_dataset_whole(tmp_path: Path) ->
     write_dataset(tmp_path / "data")
     with pytest.raises(DatasetError, match="streamed, never loaded whole"):
         load_dataset("parquet:data", root=tmp_path)
+
+
+def test_the_store_failing_to_answer_is_transient_and_a_broken_file_is_not(tmp_path: Path) -> None:
+    network = OSError("When reading information for key 'x': AWS Error NETWORK_CONNECTION during HeadObject")
+    assert isinstance(read_failure("parquet:s3://b/x", "the listing", network), S3Unavailable)
+    missing = OSError("AWS Error NO_SUCH_KEY during GetObject operation")
+    assert isinstance(read_failure("parquet:s3://b/x", "the listing", missing), DatasetError)
+    assert isinstance(read_failure("parquet:x", "file 'x'", OSError("Couldn't deserialize thrift")), DatasetError)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.parquet").write_bytes(b"PAR1" + b"\x00" * 64 + (32).to_bytes(4, "little") + b"PAR1")
+    with pytest.raises(DatasetError, match="file 'broken/a.parquet' is not readable Parquet"):
+        open_parquet("parquet:broken", root=tmp_path)
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "a.parquet").write_bytes(b"not parquet at all, and long enough")
+    with pytest.raises(DatasetError, match="is not a Parquet file"):
+        open_parquet("parquet:short", root=tmp_path)

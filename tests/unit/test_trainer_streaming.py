@@ -7,9 +7,10 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
-from parquet_files import write_dataset
+from parquet_files import dataset_table, write_dataset, write_files
 from torch.utils.data import DataLoader
 
 from services.trainer.domain import EpochReport, InvalidRequest, StreamingOptions
@@ -139,3 +140,19 @@ def test_what_streaming_cannot_do_is_an_invalid_request(root: Path, tmp_path: Pa
     )
     with pytest.raises(InvalidRequest, match=reason):
         run_training(request, workdir=tmp_path, limits=JobLimits(streaming=StreamingOptions(loader_workers=0)))
+
+
+def test_a_dataset_problem_met_by_a_dataloader_worker_ends_the_request_with_its_reason_alone(
+    root: Path, tmp_path: Path
+) -> None:
+    table = dataset_table(1000, seed=4)
+    keys = table.column("id").to_pylist()
+    keys[900] = None  # in the second row group: found while training, not while describing
+    write_files(root / "holes", [table.set_column(0, "id", pa.array(keys, pa.int64()))])
+    request = TrainingRequested(model_name="m", dataset="parquet:holes", hyperparameters=QUICK)
+    limits = JobLimits(streaming=StreamingOptions(loader_workers=1, statistics_rows=10, validation_rows=10))
+    with pytest.raises(InvalidRequest) as refused:
+        run_training(request, workdir=tmp_path, limits=limits)
+    assert str(refused.value) == (
+        "dataset 'parquet:holes': key column 'id' has missing values (file 'holes/part-0.parquet', row group 1)"
+    )
