@@ -128,7 +128,6 @@ def test_a_parquet_regressor_trains_with_a_streamed_target_scale(root: Path, tmp
     ("changes", "reason"),
     [
         ({"compression": {"quantize": "int8"}}, "need the data in memory"),
-        ({"world_size": 2}, "use world_size 1"),
         ({"label_column": "x0"}, r"add \?label=x0"),
         ({"arch": "cnn"}, "image-shaped"),
         ({"dataset": "parquet:data?key=user"}, "has no key column 'user'"),
@@ -156,3 +155,19 @@ def test_a_dataset_problem_met_by_a_dataloader_worker_ends_the_request_with_its_
     assert str(refused.value) == (
         "dataset 'parquet:holes': key column 'id' has missing values (file 'holes/part-0.parquet', row group 1)"
     )
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_stream_disjoint_shares_and_the_parent_exports_rank_0s_weights(
+    root: Path, tmp_path: Path
+) -> None:
+    # Uneven shares: 5 row groups of the train part's files over 2 ranks, so one rank runs out first (DDP join).
+    write_dataset(root / "uneven", rows=2500, files=5)
+    reports: list[EpochReport] = []
+    request = TrainingRequested(model_name="m", dataset="parquet:uneven", hyperparameters=QUICK, world_size=2)
+    limits = JobLimits(budget_s=300, max_world_size=2, streaming=StreamingOptions(loader_workers=1))
+    trained = run_training(request, workdir=tmp_path, progress=reports.append, limits=limits)
+    dataset = open_parquet("parquet:uneven")
+    assert trained.metrics["train_rows"] == len(part_ids(dataset, "train"))  # both shares, summed: every row once
+    assert trained.split_id == dataset.split_id and [r.epoch for r in reports][:2] == [1, 2]
+    assert trained.metrics["val_accuracy"] > 0.8
