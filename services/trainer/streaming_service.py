@@ -59,9 +59,9 @@ def run_streaming_training(
         _check_streamable(request, plan, teacher)
         if plan.arch not in BUILT_IN_ARCHS:
             check_network(plan)
-        sample = _dataset_step(dataset, lambda: held_out_sample(dataset, options.measure_rows))
+        sample = _dataset_step(lambda: held_out_sample(dataset, options.measure_rows))
     with stopwatch.phase("train"):
-        fitted = _dataset_step(dataset, lambda: _fit(plan, dataset, options, workdir, progress, limits.budget_clock))
+        fitted = _dataset_step(lambda: _fit(plan, dataset, options, workdir, progress, limits.budget_clock))
     with stopwatch.phase("verify"):
         files = _export_verified(fitted.result, workdir, sample.features)
     with stopwatch.phase("measure"):
@@ -93,7 +93,7 @@ def _open(request: TrainingRequested) -> ParquetDataset:
         raise InvalidRequest(str(error)) from error
 
 
-def _dataset_step(dataset: ParquetDataset, step: Callable[[], _T]) -> _T:
+def _dataset_step(step: Callable[[], _T]) -> _T:
     """A DatasetError met while streaming (a missing key, a bad value deep in the file) ends the request."""
     try:
         return step()

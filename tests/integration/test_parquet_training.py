@@ -61,7 +61,8 @@ def train_through_kafka(
     consumer = make_consumer(ferry, observer, [TrainingStatus.topic, ModelTrained.topic])
     publisher = KafkaPublisher(ferry, source="tests")
     seen: list[Event] = []
-    open_ids = {request.request_id for request in requests}
+    ids = {request.request_id for request in requests}
+    open_ids = set(ids)
     try:
         for request in requests:
             publisher.publish(request)
@@ -71,6 +72,8 @@ def train_through_kafka(
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     event = decode(record.headers, record.key, record.value).event
+                    if getattr(event, "request_id", None) not in ids:
+                        continue  # the module's topics also carry the other test's events
                     seen.append(event)
                     if isinstance(event, TrainingStatus) and event.state in ("completed", "failed"):
                         open_ids.discard(event.request_id)

@@ -236,3 +236,18 @@ def test_the_store_failing_to_answer_is_transient_and_a_broken_file_is_not(tmp_p
     (tmp_path / "short" / "a.parquet").write_bytes(b"not parquet at all, and long enough")
     with pytest.raises(DatasetError, match="is not a Parquet file"):
         open_parquet("parquet:short", root=tmp_path)
+
+
+def test_the_evaluator_reads_every_test_row_of_a_small_parquet_dataset_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.evaluator.service import DatasetSplits
+
+    write_dataset(tmp_path / "data", rows=3000)
+    monkeypatch.setenv("FERRY_DATASETS_ROOT", str(tmp_path))  # as the evaluator process is configured
+    found = DatasetSplits()("parquet:data", task="classification")
+    dataset = open_parquet("parquet:data")
+    assert found.split_id == dataset.split_id and found.dataset.task == "classification"
+    row = dataset.feature_columns.index("row")
+    assert [int(v) for v in found.test.features[:, row]] == ids_of(dataset, "test")  # fewer than the cap: all
+    assert len(found.dataset.features) == len(found.test)  # the evaluator's dataset holds the test rows only
