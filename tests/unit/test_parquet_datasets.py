@@ -251,3 +251,27 @@ def test_the_evaluator_reads_every_test_row_of_a_small_parquet_dataset_and_no_ot
     row = dataset.feature_columns.index("row")
     assert [int(v) for v in found.test.features[:, row]] == ids_of(dataset, "test")  # fewer than the cap: all
     assert len(found.dataset.features) == len(found.test)  # the evaluator's dataset holds the test rows only
+
+
+def test_the_datasets_listing_names_parquet_files_with_their_shape_from_the_footer(tmp_path: Path) -> None:
+    from shared.datasets_cli import datasets_table
+
+    write_files(tmp_path / "clicks", [dataset_table(120)])
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    records = datasets_table(tmp_path).records
+    assert records == [
+        {
+            "file": "broken.parquet",
+            "dataset": "parquet:broken.parquet",
+            "size_bytes": 11,
+            "rows": None,
+            "columns": None,
+        },
+        {
+            "file": "clicks/part-0.parquet",
+            "dataset": "parquet:clicks/part-0.parquet",
+            "size_bytes": (tmp_path / "clicks" / "part-0.parquet").stat().st_size,
+            "rows": 120,
+            "columns": 6,
+        },
+    ]
