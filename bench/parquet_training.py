@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -93,15 +92,28 @@ class TreeMemory:
         self._thread.join()
 
     def _run(self, interval_s: float) -> None:
-        me = psutil.Process()
         while not self._stop.wait(interval_s):
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_full_info().pss
-                except psutil.Error:
-                    continue  # a worker that ended between the listing and the reading
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, sum(_pss(pid) for pid in _tree(os.getpid())))
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants, from /proc (Linux)."""
+    found = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [grandchild for child in children.read_text().split() for grandchild in _tree(int(child))]
+        except OSError:
+            continue  # a thread or a worker that ended between the listing and the reading
+    return found
+
+
+def _pss(pid: int) -> int:
+    """The proportional set size of a process in bytes (0 once it has ended)."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in lines if line.startswith("Pss:")), 0)
 
 
 def main() -> None:
