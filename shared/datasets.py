@@ -211,8 +211,8 @@ _SKLEARN: dict[str, Callable[[str], Dataset]] = {
 
 
 def known_datasets() -> list[str]:
-    """Names that load_dataset understands (besides csv:PATH)."""
-    return [*_SKLEARN, "csv:PATH"]
+    """Names that load_dataset understands (besides csv:PATH), and parquet:PATH, which is streamed instead."""
+    return [*_SKLEARN, "csv:PATH", "parquet:PATH"]
 
 
 def load_dataset(
@@ -237,6 +237,9 @@ def load_dataset(
             root = FerrySettings().resolved_datasets_root
         path = dataset_path(name, name[len("csv:") :], root)
         return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN, task or "classification")
+    if name.startswith("parquet:"):
+        # Larger than memory by design: shared.parquet_datasets streams it, and split() has no part in it.
+        raise DatasetError(name, "a parquet: dataset is streamed, never loaded whole (shared.parquet_datasets)")
     raise DatasetError(name, f"unknown dataset; known: {', '.join(known_datasets())}")
 
 

@@ -199,10 +199,30 @@ def _files(root: Path) -> list[Path]:
 def _describe(path: Path, root: Path) -> dict[str, Any]:
     relative = path.relative_to(root).as_posix()
     size = path.stat().st_size
+    if relative.lower().endswith(".parquet"):  # streamed, any size: its footer alone says its shape
+        rows, columns = _parquet_shape(path)
+        return {
+            "file": relative,
+            "dataset": f"parquet:{relative}",
+            "size_bytes": size,
+            "rows": rows,
+            "columns": columns,
+        }
     usable = relative.lower().endswith(SUFFIXES)
     rows, columns = _shape(path) if usable and size <= CHEAP_BYTES else (None, None)
     dataset = f"csv:{relative}" if usable else None
     return {"file": relative, "dataset": dataset, "size_bytes": size, "rows": rows, "columns": columns}
+
+
+def _parquet_shape(path: Path) -> tuple[int | None, int | None]:
+    """Rows and columns from a Parquet file's footer; None when it is no readable Parquet."""
+    import pyarrow.parquet as pq  # here: only a root holding Parquet files needs pyarrow
+
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, ValueError):
+        return None, None
+    return metadata.num_rows, metadata.num_columns
 
 
 def _shape(path: Path) -> tuple[int | None, int | None]:

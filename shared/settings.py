@@ -76,7 +76,14 @@ class FerrySettings(BaseSettings):
         description="Artifacts larger than this are uploaded to S3 in parts of this size (S3's minimum part: 5 MiB)",
     )
     datasets_root: Path | None = Field(
-        default=None, description="The only folder csv: datasets are read from; default <home>/datasets"
+        default=None, description="The only folder csv: and parquet: datasets are read from; default <home>/datasets"
+    )
+    datasets_s3_root: str | None = Field(
+        default=None,
+        description=(
+            "The only s3://bucket/prefix parquet: datasets are read from (on FERRY_S3_ENDPOINT_URL, with boto3's "
+            "credentials); unset: s3:// datasets are refused"
+        ),
     )
     cache_dir: Path | None = Field(default=None, description="Download cache (Kafka jars); default <home>/cache")
     log_level: str = Field(default="INFO", description="Log level; logs are JSON lines with trace ids")

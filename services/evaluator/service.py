@@ -40,13 +40,16 @@ from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.errors import PermanentError
 from shared.events import Task
 from shared.onnx import LatencyPlan, measure_latency, predict, signature_of
+from shared.parquet_datasets import held_out_split
+from shared.parquet_sources import is_parquet
 
 COMPARED_METRICS = ("accuracy", "f1_macro")
 
 
 class DatasetSplits:
     """The held-out split of each dataset (for a task: a csv file may be read as either); bundled datasets are
-    cut once, csv files re-read every time."""
+    cut once, csv files re-read every time. A parquet: dataset gives only its first MAX_TEST_ROWS test rows,
+    streamed (``shared.parquet_datasets.held_out_split``): bounded memory, whatever its size."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, Task | None], Split] = {}
@@ -54,6 +57,8 @@ class DatasetSplits:
     def __call__(self, dataset: str, task: Task | None = None) -> Split:
         if (dataset, task) in self._cache:
             return self._cache[(dataset, task)]
+        if is_parquet(dataset):
+            return held_out_split(dataset, task=task)
         cut = split(load_dataset(dataset, task=task))
         if dataset.startswith("sklearn:"):
             self._cache[(dataset, task)] = cut

@@ -80,7 +80,9 @@ def build_deps(
         ),
         completed=CompletedRequests(settings.ferry.resolved_artifact_root, s3=s3_options(settings.ferry)),
         work_root=settings.resolved_work_dir,
-        limits=JobLimits(budget_s=settings.budget_s, max_world_size=settings.max_world_size),
+        limits=JobLimits(
+            budget_s=settings.budget_s, max_world_size=settings.max_world_size, streaming=settings.streaming
+        ),
         record_outcome=outcome_recorder(),
     )
 

@@ -38,7 +38,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``train`` command to the ``ferry`` parser's subparsers."""
     parser = subparsers.add_parser("train", help="request a training run (and follow it with --wait)")
     parser.add_argument("--model", required=True, help="model name, e.g. digits")
-    parser.add_argument("--dataset", required=True, help="sklearn:digits, sklearn:wine, csv:PATH, ...")
+    parser.add_argument("--dataset", required=True, help="sklearn:digits, csv:PATH, parquet:PATH (streamed), ...")
     add_arch_arguments(parser)
     parser.add_argument(
         "--epochs",

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from shared.datasets import Dataset
 from shared.events import Compression, Hyperparameters, Task, TrainingRequested
 from shared.text import Vocabulary
 
@@ -104,6 +104,41 @@ class Teacher:
     path: Path
 
 
+class DatasetShape(Protocol):
+    """What a plan needs of a dataset: an in-memory ``Dataset`` or a streamed ``ParquetDataset``."""
+
+    @property
+    def is_regression(self) -> bool: ...
+
+    @property
+    def num_features(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None: ...
+
+    @property
+    def is_text(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class StreamingOptions:
+    """How a dataset larger than memory (``parquet:``) is streamed; every bound is in rows."""
+
+    loader_workers: int = 1
+    """DataLoader worker processes reading and hashing record batches while the network trains."""
+    shuffle_rows: int = 65_536
+    """Rows shuffled together: the buffer a batch is drawn from (memory is bounded by it)."""
+    validation_rows: int = 100_000
+    """Validation rows each epoch's validation loss is streamed over: the first ones, in file order."""
+    statistics_rows: int = 1_000_000
+    """Training rows the input standardization (and a regressor's target scale) is computed from, streamed."""
+    measure_rows: int = 20_000
+    """Validation rows held in memory to verify the export and measure the version (the first ones)."""
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """Everything the adapters need to train one model, already validated."""
@@ -143,7 +178,7 @@ class TrainingPlan:
 
 def plan_training(
     request: TrainingRequested,
-    dataset: Dataset,
+    dataset: DatasetShape,
     *,
     budget_s: float,
     max_world_size: int,
@@ -177,7 +212,7 @@ def plan_training(
     )
 
 
-def _plan_regression(request: TrainingRequested, dataset: Dataset, *, budget_s: float) -> TrainingPlan:
+def _plan_regression(request: TrainingRequested, dataset: DatasetShape, *, budget_s: float) -> TrainingPlan:
     """A regressor: Ferry's mlp, one process, no compression (each compression check measures accuracy)."""
     if request.arch != "mlp":
         raise InvalidRequest(f"{request.dataset!r} is a regression dataset; only arch 'mlp' trains a regressor")
@@ -208,7 +243,7 @@ def _plan_regression(request: TrainingRequested, dataset: Dataset, *, budget_s: 
 
 
 def _plan_text(
-    request: TrainingRequested, dataset: Dataset, vocabulary: Vocabulary, *, budget_s: float
+    request: TrainingRequested, dataset: DatasetShape, vocabulary: Vocabulary, *, budget_s: float
 ) -> TrainingPlan:
     """A text classifier: a recipe reading token ids (gru, transformer), one process, no compression."""
     if request.arch in BUILT_IN_ARCHS:
@@ -233,7 +268,7 @@ def _plan_text(
     )
 
 
-def _check_built_in(request: TrainingRequested, dataset: Dataset, *, allow_options: bool = False) -> None:
+def _check_built_in(request: TrainingRequested, dataset: DatasetShape, *, allow_options: bool = False) -> None:
     hyper = request.hyperparameters
     if hyper.options and not allow_options:
         raise InvalidRequest(f"options are a recipe's hyper-parameters; {request.arch} takes hidden_sizes instead")

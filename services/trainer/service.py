@@ -33,6 +33,7 @@ from services.trainer.domain import (
     ExportCheckFailed,
     InvalidRequest,
     ProgressCallback,
+    StreamingOptions,
     Teacher,
     TeacherUnavailable,
     TrainingPlan,
@@ -43,6 +44,7 @@ from services.trainer.domain import (
 from services.trainer.measure import FP32, UNPRUNED, measure_regression, measure_run
 from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.events import Signature, TrainingRequested
+from shared.parquet_sources import is_parquet
 from shared.regression import quantile_edges
 
 
@@ -65,6 +67,7 @@ class JobLimits:
     budget_s: float = 1800.0
     max_world_size: int = 8
     budget_clock: Callable[[], float] = time.monotonic  # time.process_time: CPU seconds instead
+    streaming: StreamingOptions = StreamingOptions()
 
 
 class _Stopwatch:
@@ -97,6 +100,11 @@ def run_training(
     limits: JobLimits = JobLimits(),
 ) -> TrainedModel:
     """Train, export, verify, compress and measure; raises TrainingFailed with the reason."""
+    if is_parquet(request.dataset):
+        # Imported here: only datasets larger than memory need the streaming machinery (pyarrow, a DataLoader).
+        from services.trainer.streaming_service import run_streaming_training
+
+        return run_streaming_training(request, workdir=workdir, progress=progress, teacher=teacher, limits=limits)
     stopwatch = _Stopwatch()
     with stopwatch.phase("load"):
         parts = load_split(request)

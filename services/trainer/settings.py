@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.trainer.domain import StreamingOptions
 from shared.settings import FerrySettings
 
 
@@ -36,6 +37,28 @@ class TrainerSettings(BaseSettings):
     # One intra-op thread by default: Ferry's models are small, trainers scale out as processes, and
     # on a shared machine torch's spinning thread pool slows a run down 5-10x when cores are busy.
     torch_threads: int = Field(default=1, ge=1, le=256, description="torch intra-op threads of the process")
+    stream_workers: int = Field(
+        default=1, ge=0, le=64, description="DataLoader workers reading a parquet: dataset's batches (0: in-process)"
+    )
+    stream_shuffle_rows: int = Field(
+        default=65_536, ge=0, le=10_000_000, description="Rows of a parquet: dataset shuffled together (0: file order)"
+    )
+    stream_validation_rows: int = Field(
+        default=100_000, ge=1, description="Validation rows of a parquet: dataset each epoch's loss is streamed over"
+    )
+    stream_statistics_rows: int = Field(
+        default=1_000_000, ge=1, description="Training rows a parquet: dataset's input standardization comes from"
+    )
+
+    @property
+    def streaming(self) -> StreamingOptions:
+        """How parquet: datasets are streamed (services.trainer.streaming)."""
+        return StreamingOptions(
+            loader_workers=self.stream_workers,
+            shuffle_rows=self.stream_shuffle_rows,
+            validation_rows=self.stream_validation_rows,
+            statistics_rows=self.stream_statistics_rows,
+        )
 
     @property
     def resolved_work_dir(self) -> Path:

@@ -107,7 +107,8 @@ def test_fingerprint_is_of_content_not_of_file_name(tmp_path: Path) -> None:
     ("name", "fragment"),
     [
         ("sklearn:mnist", "unknown dataset"),
-        ("parquet:/x", "unknown dataset"),
+        ("parquet:/x", "streamed, never loaded whole"),
+        ("feather:x", "unknown dataset"),
         ("csv:", "needs a file name"),
         ("csv:nonexistent/data.csv", "no file 'nonexistent/data.csv' under the datasets root"),
     ],

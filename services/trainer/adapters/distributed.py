@@ -12,6 +12,8 @@ import gc
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -79,13 +81,20 @@ def fit_distributed(
     """Train on ``plan.world_size`` local ranks; returns rank 0's result."""
     data_path = workdir / "training-data.npz"
     data.save(data_path)
+    messages = run_ranks(_rank_main, (plan_to_json(plan), str(data_path), str(workdir)), plan.world_size, progress)
+    return _result(plan, workdir, messages)
+
+
+def run_ranks(
+    target: Callable[..., None], args: tuple[Any, ...], world_size: int, progress: ProgressCallback | None
+) -> list[dict[str, Any]]:
+    """Spawn ``target(rank, *args, port, queue)`` on ``world_size`` ranks; the JSON messages they sent.
+
+    Progress messages go to ``progress`` as they arrive.
+    """
     queue = torch_mp.get_context("spawn").SimpleQueue()
     context = torch_mp.start_processes(
-        _rank_main,
-        args=(plan_to_json(plan), str(data_path), str(workdir), _free_port(), queue),
-        nprocs=plan.world_size,
-        join=False,
-        start_method="spawn",
+        target, args=(*args, _free_port(), queue), nprocs=world_size, join=False, start_method="spawn"
     )
     messages: list[dict[str, Any]] = []
     try:
@@ -101,7 +110,7 @@ def fit_distributed(
         for process in context.processes:
             if process.is_alive():  # only when the parent itself failed (say, its callback)
                 process.terminate()
-    return _result(plan, workdir, messages)
+    return messages
 
 
 def _drain(queue: Any, progress: ProgressCallback | None) -> list[dict[str, Any]]:
@@ -123,17 +132,17 @@ def _result(plan: TrainingPlan, workdir: Path, messages: list[dict[str, Any]]) -
         raise RuntimeError("distributed training ended without a result from rank 0")
     pruned = done["pruning"] is not None
     return FitResult(
-        classifier=_load_checkpoint(plan, workdir / CHECKPOINT_NAME),
+        classifier=load_checkpoint(plan, workdir / CHECKPOINT_NAME),
         best_epoch=done["best_epoch"],
         epochs_run=done["epochs_run"],
         best_val_loss=done["best_val_loss"],
         stopped_at_epoch_cap=done["stopped_at_epoch_cap"],
-        unpruned=_load_checkpoint(plan, workdir / UNPRUNED_CHECKPOINT_NAME) if pruned else None,
+        unpruned=load_checkpoint(plan, workdir / UNPRUNED_CHECKPOINT_NAME) if pruned else None,
         pruning=PruneOutcome(**done["pruning"]) if pruned else None,
     )
 
 
-def _load_checkpoint(plan: TrainingPlan, path: Path) -> Classifier:
+def load_checkpoint(plan: TrainingPlan, path: Path) -> Classifier:
     """Rebuild the network in the checkpoint's shapes (pruned or not) and load rank 0's weights."""
     placeholder = np.zeros(plan.num_features, dtype=np.float32)
     classifier = build_classifier(plan, placeholder, placeholder + 1, plan.hyperparameters.seed)
@@ -152,18 +161,25 @@ def _free_port() -> int:
 def _rank_main(rank: int, plan_json: str, data_path: str, workdir: str, port: int, queue: Any) -> None:
     """One rank: join the group, train, and on rank 0 save the weights and report."""
     plan = plan_from_json(plan_json)
-    use_nccl = torch.cuda.is_available() and torch.cuda.device_count() >= plan.world_size
+    with process_group(rank, plan.world_size, port) as device:
+        _train_rank(rank, plan, TrainingData.load(Path(data_path)), Path(workdir), queue, device)
+
+
+@contextmanager
+def process_group(rank: int, world_size: int, port: int) -> Iterator[torch.device]:
+    """Join the local group (nccl with a GPU per rank, else gloo) for the block; the rank's device."""
+    use_nccl = torch.cuda.is_available() and torch.cuda.device_count() >= world_size
     device = torch.device(f"cuda:{rank}") if use_nccl else torch.device("cpu")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.world_size))  # no oversubscription
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))  # no oversubscription
     dist.init_process_group(
         "nccl" if use_nccl else "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
-        world_size=plan.world_size,
+        world_size=world_size,
         timeout=_GROUP_TIMEOUT,
     )
     try:
-        _train_rank(rank, plan, TrainingData.load(Path(data_path)), Path(workdir), queue, device)
+        yield device
         # Every rank is done with its collectives (and rank 0 has reported) before any tears the group down.
         gc.collect()  # DDP's reducer, if a failure's traceback kept it, goes while its group still stands
         dist.barrier()
