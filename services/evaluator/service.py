@@ -292,8 +292,8 @@ def _judge_later(
     candidate: Scored, champion: Scored, comparisons: dict[str, PairedComparison], test: Split, policy: Policy
 ) -> tuple[list[SliceResult], Verdict]:
     """The guarded slices, and the verdict on the comparisons and the slices together."""
-    name = candidate.record.model_name
-    slices = guarded_slices(test, candidate.predictions, champion.predictions, name, policy)
+    record = candidate.record
+    slices = guarded_slices(test, candidate.predictions, champion.predictions, record.model_name, policy, record.slices)
     return slices, judge(candidate.facts(), champion.facts(), comparisons, policy, slices)
 
 

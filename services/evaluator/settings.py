@@ -8,38 +8,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.evaluator.domain.policy import Policy
 from services.evaluator.domain.slices import SliceSpec
-from shared.events import MODEL_NAME_PATTERN
+from shared.events import MAX_SLICES, MODEL_NAME_PATTERN, FeatureSlice
 from shared.settings import FerrySettings
 
 
-class SliceSetting(BaseModel):
-    """A named feature range, as FERRY_EVALUATOR_SLICES spells it: ``{"name": "petal-long", "feature": 2,
-    "min": 4.5}`` (rows whose feature 2 is at least 4.5; ``max`` is exclusive; ``model`` limits it to one model)."""
+class SliceSetting(FeatureSlice):
+    """A slice the evaluator guards for every model, or for ``model`` alone, as FERRY_EVALUATOR_SLICES spells it:
+    ``[{"name": "petal-long", "feature": 2, "min": 4.5, "model": "iris"}]``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    name: str = Field(min_length=1, max_length=100)
-    feature: int = Field(ge=0, le=1_000_000, description="index of the feature in the flattened input row")
-    low: float | None = Field(default=None, alias="min", allow_inf_nan=False)
-    high: float | None = Field(default=None, alias="max", allow_inf_nan=False)
     model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
-
-    @model_validator(mode="after")
-    def _a_range(self) -> SliceSetting:
-        if self.low is None and self.high is None:
-            raise ValueError(f"slice {self.name!r} needs a min, a max or both")
-        if self.low is not None and self.high is not None and self.low >= self.high:
-            raise ValueError(f"slice {self.name!r}: min {self.low:g} must be below max {self.high:g}")
-        return self
 
     def spec(self) -> SliceSpec:
         """The domain's slice."""
-        return SliceSpec(self.name, self.feature, self.low, self.high, self.model)
+        return SliceSpec(self.name, self.feature, self.min, self.max, self.model)
 
 
 class EvaluatorSettings(BaseSettings):
@@ -95,7 +81,7 @@ class EvaluatorSettings(BaseSettings):
     )
     slice_min_rows: int = Field(default=20, ge=1, description="a slice with fewer held-out rows is reported only")
     slices: list[SliceSetting] = Field(
-        default_factory=list, max_length=100, description="named feature ranges to guard, as JSON (see SliceSetting)"
+        default_factory=list, max_length=MAX_SLICES, description="named feature ranges to guard, as JSON (SliceSetting)"
     )
     latency_runs: int = Field(default=1000, ge=10, le=100_000, description="timed runs at batch 1 (half at 64)")
 

@@ -11,6 +11,7 @@ from evaluator_onnx import erring_classifier
 from pydantic import ValidationError
 
 from services.evaluator.adapters.artifact_store import ModelLoader
+from services.evaluator.adapters.registry import version_record
 from services.evaluator.domain.policy import ModelFacts, Policy, judge
 from services.evaluator.domain.records import VersionRecord
 from services.evaluator.domain.slices import SliceSpec, class_slices, range_slices
@@ -19,10 +20,33 @@ from services.evaluator.service import Evaluation, evaluate
 from services.evaluator.settings import EvaluatorSettings
 from shared.artifacts import ArtifactStore
 from shared.datasets import Dataset, Part, Split, fingerprint
-from shared.events import ArtifactRef
+from shared.events import ArtifactRef, TrainingRequested
 from shared.onnx import open_session, signature_of
+from shared.registry_models import VersionOut
 
 POLICY = Policy(bootstrap_samples=1000)
+NOW = "2026-01-01T00:00:00Z"
+VERSION = {
+    "model_name": "iris",
+    "version": 2,
+    "status": "registered",
+    "dataset": "sklearn:iris",
+    "split_id": "s",
+    "artifact": {"uri": "/x", "sha256": "b" * 64, "size_bytes": 10, "format": "onnx"},
+    "signature": {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []},
+    "metrics": {},
+    "arch": "mlp",
+    "hyperparameters": {},
+    "compression": {},
+    "timings": {},
+    "training_request_id": None,
+    "parent_model": None,
+    "parent_version": None,
+    "source_event_id": None,
+    "tags": {},
+    "created_at": NOW,
+    "updated_at": NOW,
+}
 LATENCY = {"latency_b1_p50_ms": 0.02, "latency_b1_p99_ms": 0.05, "latency_b64_p50_ms": 0.1, "latency_b64_p99_ms": 0.3}
 
 
@@ -158,7 +182,7 @@ def _coin_split() -> Split:
     return Split("coins-split", dataset, part, part, part)
 
 
-def _evaluate(tmp_path: Path, policy: Policy) -> Evaluation:
+def _evaluate(tmp_path: Path, policy: Policy, requested: tuple[SliceSpec, ...] = ()) -> Evaluation:
     store = ArtifactStore(str(tmp_path))
     test = _coin_split()
     records = []
@@ -168,7 +192,9 @@ def _evaluate(tmp_path: Path, policy: Policy) -> Evaluation:
         artifact = ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx")
         signature = signature_of(open_session(data))
         records.append(
-            VersionRecord("coins", version, "registered", artifact, signature, test.dataset.name, "coins-split")
+            VersionRecord(
+                "coins", version, "registered", artifact, signature, test.dataset.name, "coins-split", slices=requested
+            )
         )
     candidate, champion = records
     return evaluate(
@@ -206,6 +232,44 @@ def test_the_same_candidate_is_promoted_when_the_slice_margin_allows_its_worst_c
         evaluation.verdict.reason
     )
     assert not any(found["worse"] for found in evaluation.report["slices"])
+
+
+def test_a_slice_the_training_request_named_is_judged_and_wins_over_the_policys_of_that_name(tmp_path: Path) -> None:
+    # Feature 10 is class 0's coin: from 0.5 up, the candidate is wrong on nearly every row and the champion right.
+    requested = (SliceSpec("coin-high", 10, low=0.5),)
+    configured = (SliceSpec("coin-high", 11, low=0.5), SliceSpec("other-model", 10, low=0.5, model="not-coins"))
+    policy = Policy(latency_tolerance_ms=50.0, slice_margin=0.6, slices=configured)  # class 0 alone passes
+    evaluation = _evaluate(tmp_path, policy, requested)
+    ranges = [found for found in evaluation.report["slices"] if found["kind"] == "range"]
+    assert [(found["name"], found["rows"], found["metric"]) for found in ranges] == [("coin-high", 75, "accuracy")]
+    assert ranges[0]["candidate"]["estimate"] == pytest.approx(5 / 75)
+    assert ranges[0]["champion"]["estimate"] == pytest.approx(68 / 75)
+    assert evaluation.verdict.decision == "reject"
+    assert evaluation.verdict.reason.startswith(
+        "reject v2: slice 'coin-high' (feature 10 in [0.5, +inf)) accuracy 0.0667 vs champion 0.9067 "
+        "(difference -0.8400"
+    )
+    assert "is worse beyond the slice margin 0.6" in evaluation.verdict.reason
+
+
+def test_the_registrys_version_carries_the_requests_slices_to_the_evaluator() -> None:
+    version = VersionOut.model_validate(
+        {**VERSION, "slices": [{"name": "petal-long", "feature": 2, "min": 4.5, "max": None}]}
+    )
+    assert version_record(version).slices == (SliceSpec("petal-long", 2, low=4.5, high=None),)
+    assert version_record(VersionOut.model_validate(VERSION)).slices == ()  # a registry before slices
+
+
+def test_a_requests_slices_are_checked_where_they_enter() -> None:
+    assert TrainingRequested(model_name="m", dataset="sklearn:iris").slices == []  # an event from before slices
+    for slices, why in (
+        ([{"name": "a", "feature": 0, "min": 1}, {"name": "a", "feature": 1, "max": 2}], "a name of its own"),
+        ([{"name": "b", "feature": 0}], "needs a min, a max or both"),
+        ([{"name": "c", "feature": 0, "min": 2, "max": 2}], "min 2 must be below max 2"),
+        ([{"name": "d", "feature": 0, "min": float("nan")}], "finite number"),
+    ):
+        with pytest.raises(ValidationError, match=why):
+            TrainingRequested.model_validate({"model_name": "m", "dataset": "sklearn:iris", "slices": slices})
 
 
 def _facts(version: int, *, task: str = "classification") -> ModelFacts:

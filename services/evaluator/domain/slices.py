@@ -98,12 +98,20 @@ class SliceResult:
 
 
 def guarded_slices(
-    test: Split, candidate: np.ndarray, champion: np.ndarray, model_name: str, policy: Policy
+    test: Split,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    model_name: str,
+    policy: Policy,
+    requested: Sequence[SliceSpec] = (),
 ) -> list[SliceResult]:
-    """Every slice of the held-out rows the policy guards for this model: each class's recall (a classifier)
-    and the named ranges, from both models' predictions (classes, or a regressor's values)."""
+    """Every slice of the held-out rows guarded for this model: each class's recall (a classifier), the ranges
+    its training request named, and the policy's (a request's slice wins over the policy's of the same name),
+    from both models' predictions (classes, or a regressor's values)."""
     rows, dataset = test.test, test.dataset
-    specs = [spec for spec in policy.slices if spec.applies_to(model_name)]
+    named = {spec.name for spec in requested}
+    configured = [spec for spec in policy.slices if spec.applies_to(model_name) and spec.name not in named]
+    specs = [*requested, *configured]
     regression = dataset.is_regression
     found = [] if regression else class_slices(rows.labels, candidate, champion, dataset.class_names, policy)
     ranges = range_slices(specs, rows.inputs, rows.labels, candidate, champion, regression=regression, policy=policy)
