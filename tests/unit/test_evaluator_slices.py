@@ -148,7 +148,7 @@ def test_a_policy_reads_its_slices_from_the_settings_as_json(monkeypatch: pytest
     assert policy.slices == (SliceSpec("petal-long", 2, low=4.5, high=None, model="iris"),)
     assert (policy.slice_margin, policy.slice_min_rows) == (0.05, 8)
     assert policy.as_dict()["slices"] == [
-        {"name": "petal-long", "feature": 2, "low": 4.5, "high": None, "model": "iris"}
+        {"name": "petal-long", "feature": 2, "min": 4.5, "max": None, "model": "iris"}
     ]
     for refused, why in (
         ('[{"name": "open", "feature": 2}]', "needs a min, a max or both"),
@@ -215,7 +215,7 @@ def test_a_candidate_with_equal_accuracy_overall_but_one_class_much_worse_is_rej
         "reject v2: class 'digit-0' recall 0.5333 vs champion 0.9533 (difference -0.4200, 95% CI -"
     )
     assert "150 rows) is worse beyond the slice margin 0.1" in verdict.reason
-    assert [check.name for check in verdict.checks if not check.passed] == ["slice:digit-0"]
+    assert [check.name for check in verdict.checks if not check.passed] == ["slice:class:digit-0"]
     slices = {found["name"]: found for found in report["slices"]}
     assert len(slices) == CLASSES and all(found["judged"] for found in slices.values())
     assert [name for name, found in slices.items() if found["worse"]] == ["digit-0"]

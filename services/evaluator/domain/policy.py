@@ -67,7 +67,7 @@ class Policy:
         values = asdict(self)
         values["floors"] = dict(self.floors)
         values["regression_floors"] = dict(self.regression_floors)
-        values["slices"] = [asdict(spec) for spec in self.slices]
+        values["slices"] = [spec.as_dict() for spec in self.slices]
         return values
 
 
@@ -264,10 +264,10 @@ def judge_first(candidate: ModelFacts, policy: Policy) -> Verdict:
 
 def slice_check(result: SliceResult, policy: Policy) -> Check:
     """A judged slice passes unless it is significantly worse than the champion's beyond the slice margin."""
-    summary = describe_slice(result, policy.confidence)
+    summary, name = describe_slice(result, policy.confidence), f"slice:{result.kind}:{result.name}"
     if result.worse:
-        return Check(f"slice:{result.name}", False, f"{summary} is worse beyond the slice margin {result.margin:.4g}")
-    return Check(f"slice:{result.name}", True, f"{summary}: not worse beyond the slice margin {result.margin:.4g}")
+        return Check(name, False, f"{summary} is worse beyond the slice margin {result.margin:.4g}")
+    return Check(name, True, f"{summary}: not worse beyond the slice margin {result.margin:.4g}")
 
 
 def judge(

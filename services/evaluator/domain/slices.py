@@ -45,6 +45,10 @@ class SliceSpec:
         """Whether this slice guards ``model_name``'s candidates."""
         return self.model is None or self.model == model_name
 
+    def as_dict(self) -> dict[str, Any]:
+        """As FERRY_EVALUATOR_SLICES and a training request spell it."""
+        return {"name": self.name, "feature": self.feature, "min": self.low, "max": self.high, "model": self.model}
+
     def describe(self) -> str:
         """'feature 2 in [4.5, +inf)'."""
         low = "-inf" if self.low is None else f"{self.low:g}"
