@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 ModelName = str  # validated by MODEL_NAME_PATTERN where it enters the system
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -28,6 +28,7 @@ MAX_LABELS = 100_000  # class names a signature carries
 MAX_LABEL_CHARS = 256  # per class name: shared.datasets refuses a longer one with a reason
 MAX_RECIPE_OPTIONS = 32
 MAX_BIN_EDGES = 64  # drift bins of a regressor's predicted value
+MAX_SLICES = 32  # named slices one request may ask the evaluator to guard
 Task = Literal["classification", "regression"]
 """What a model predicts: a class (scores per class) or a number (one value per row)."""
 ARCH_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -165,6 +166,35 @@ class Hyperparameters(Frozen):
     )
 
 
+class FeatureSlice(Frozen):
+    """A named range of one input feature that the evaluator guards: the held-out rows whose feature ``feature``
+    (of the flattened input row) is at least ``min`` and below ``max`` (a missing bound is open). A candidate
+    significantly worse than the champion on it, beyond the evaluator's slice margin, is rejected."""
+
+    name: str = Field(min_length=1, max_length=100)
+    feature: int = Field(ge=0, le=INT32_MAX, description="index of the feature in the flattened input row")
+    min: float | None = Field(default=None, allow_inf_nan=False, description="inclusive lower bound")
+    max: float | None = Field(default=None, allow_inf_nan=False, description="exclusive upper bound")
+
+    @model_validator(mode="after")
+    def _a_range(self) -> FeatureSlice:
+        if self.min is None and self.max is None:
+            raise ValueError(f"slice {self.name!r} needs a min, a max or both")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"slice {self.name!r}: min {self.min:g} must be below max {self.max:g}")
+        return self
+
+
+def _distinct_names(slices: list[FeatureSlice]) -> list[FeatureSlice]:
+    names = [item.name for item in slices]
+    if len(set(names)) != len(names):
+        raise ValueError("each slice needs a name of its own")
+    return slices
+
+
+Slices = Annotated[list[FeatureSlice], Field(max_length=MAX_SLICES), AfterValidator(_distinct_names)]
+
+
 class Compression(Frozen):
     """What to make smaller, applied in this order: prune, distill (training the pruned network from the
     teacher), quantize. The result is checked against the uncompressed model's validation accuracy."""
@@ -217,6 +247,10 @@ class TrainingRequested(Event):
     )
     world_size: int = Field(default=1, ge=1, le=MAX_WORLD_SIZE, description="DDP processes")
     requested_by: str | None = None
+    slices: Slices = Field(
+        default_factory=list,
+        description="feature ranges the evaluator guards for the trained version, beside each class's recall",
+    )
 
 
 class TrainingStatus(Event):
@@ -260,6 +294,7 @@ class ModelTrained(Event):
     lineage: Literal["ferry", "external"] = Field(
         default="ferry", description="ferry: trained by Ferry's trainer; external: uploaded (ferry register)"
     )
+    slices: Slices = Field(default_factory=list, description="the training request's slices, for the evaluator")
 
 
 class ModelRegistered(Event):

@@ -35,8 +35,11 @@ def softmax_classifier(
     return model.SerializeToString()
 
 
-def fitted_digits(*, regularisation: float = 1.0, rows: int | None = None, **names: str) -> bytes:
-    """A logistic regression on digits' train part (its first ``rows`` rows, when given)."""
+def fitted_digits(
+    *, regularisation: float = 1.0, rows: int | None = None, bias_shift: dict[int, float] | None = None, **names: str
+) -> bytes:
+    """A logistic regression on digits' train part (its first ``rows`` rows, when given); ``bias_shift`` adds to
+    some classes' logits (a negative shift makes a class rarely predicted: its recall falls)."""
     from sklearn.linear_model import LogisticRegression
 
     from shared.datasets import load_dataset, split
@@ -44,7 +47,25 @@ def fitted_digits(*, regularisation: float = 1.0, rows: int | None = None, **nam
     train = split(load_dataset("sklearn:digits")).train
     features, labels = train.features[:rows] / 16.0, train.labels[:rows]
     fitted = LogisticRegression(C=regularisation, max_iter=300).fit(features, labels)
-    return softmax_classifier(fitted.coef_.T / 16.0, fitted.intercept_, **names)
+    bias = fitted.intercept_.copy()
+    for index, shift in (bias_shift or {}).items():
+        bias[index] += shift
+    return softmax_classifier(fitted.coef_.T / 16.0, bias, **names)
+
+
+def erring_classifier(thresholds: list[float]) -> bytes:
+    """A classifier of rows shaped ``[one-hot of the class (k), a coin in [0, 1) in the class's column (k)]``
+    that answers the true class c, or the next class when the row's coin exceeds ``thresholds[c]``: where its
+    errors fall is chosen class by class."""
+    classes = len(thresholds)
+    weights = np.full((2 * classes, classes), 0.0)
+    for index, threshold in enumerate(thresholds):
+        following = (index + 1) % classes
+        weights[index, :] = -100.0  # every other class: far behind
+        weights[index, index] = 0.0
+        weights[index, following] = -50.0 * threshold  # the next class wins when 50 × (coin - threshold) > 0
+        weights[classes + index, following] = 50.0
+    return softmax_classifier(weights, np.zeros(classes))
 
 
 def random_digits(seed: int = 0, **names: str) -> bytes:

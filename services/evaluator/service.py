@@ -35,6 +35,7 @@ from services.evaluator.domain.policy import Policy, Verdict, judge, judge_first
 from services.evaluator.domain.records import VersionRecord
 from services.evaluator.domain.regression import compare_regressors, regression_intervals
 from services.evaluator.domain.report import ReportContext, Scored, evaluation_report, model_section
+from services.evaluator.domain.slices import SliceResult, guarded_slices
 from services.evaluator.domain.statistics import PairedComparison, bootstrap_one, paired_bootstrap
 from shared.datasets import DatasetError, Split, load_dataset, split
 from shared.errors import PermanentError
@@ -235,8 +236,8 @@ def _open_champion(loader: ModelLoader, champion: VersionRecord, test: Split) ->
         raise PermanentError(f"the champion cannot be scored, so no candidate can be judged: {error}") from error
 
 
-Judgement = tuple[dict[str, Any], dict[str, Any] | None, dict[str, PairedComparison], Verdict]
-"""The candidate's intervals, the champion's report section, the paired comparisons, the verdict."""
+Judgement = tuple[dict[str, Any], dict[str, Any] | None, dict[str, PairedComparison], list[SliceResult], Verdict]
+"""The candidate's intervals, the champion's report section, the paired comparisons, the slices, the verdict."""
 
 
 def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Policy, watch: Stopwatch) -> Evaluation:
@@ -244,7 +245,7 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
     champion = scored[1] if len(scored) > 1 else None
     with watch.phase("statistics"):
         judge_kind = _regressor_judgement if test.dataset.is_regression else _classifier_judgement
-        intervals, champion_section, comparisons, verdict = judge_kind(candidate, champion, test, policy)
+        intervals, champion_section, comparisons, slices, verdict = judge_kind(candidate, champion, test, policy)
     report = evaluation_report(
         _context(candidate.record, test),
         model_section(candidate, intervals),
@@ -254,6 +255,7 @@ def _judged(scored: list[Scored], test: Split, checked: SplitCheck, policy: Poli
         policy,
         checked,
         watch.timings,
+        slices,
     )
     return Evaluation(verdict, report, candidate, champion)
 
@@ -273,11 +275,11 @@ def _classifier_judgement(candidate: Scored, champion: Scored | None, test: Spli
             )
             for metric in COMPARED_METRICS
         }
-        return intervals, None, {}, judge_first(candidate.facts(), policy)
+        return intervals, None, {}, [], judge_first(candidate.facts(), policy)
     comparisons = compare(candidate, champion, test, policy)
     intervals = {metric: found.candidate for metric, found in comparisons.items()}
     champion_section = model_section(champion, {metric: found.champion for metric, found in comparisons.items()})
-    return intervals, champion_section, comparisons, judge(candidate.facts(), champion.facts(), comparisons, policy)
+    return intervals, champion_section, comparisons, *_judge_later(candidate, champion, comparisons, test, policy)
 
 
 def _regressor_judgement(candidate: Scored, champion: Scored | None, test: Split, policy: Policy) -> Judgement:
@@ -285,10 +287,19 @@ def _regressor_judgement(candidate: Scored, champion: Scored | None, test: Split
     targets = test.test.labels
     intervals = regression_intervals(targets, candidate.predictions, policy)
     if champion is None:
-        return intervals, None, {}, judge_first(candidate.facts(), policy)
+        return intervals, None, {}, [], judge_first(candidate.facts(), policy)
     comparisons = compare(candidate, champion, test, policy)
     champion_section = model_section(champion, regression_intervals(targets, champion.predictions, policy))
-    return intervals, champion_section, comparisons, judge(candidate.facts(), champion.facts(), comparisons, policy)
+    return intervals, champion_section, comparisons, *_judge_later(candidate, champion, comparisons, test, policy)
+
+
+def _judge_later(
+    candidate: Scored, champion: Scored, comparisons: dict[str, PairedComparison], test: Split, policy: Policy
+) -> tuple[list[SliceResult], Verdict]:
+    """The guarded slices, and the verdict on the comparisons and the slices together."""
+    record = candidate.record
+    slices = guarded_slices(test, candidate.predictions, champion.predictions, record.model_name, policy, record.slices)
+    return slices, judge(candidate.facts(), champion.facts(), comparisons, policy, slices)
 
 
 def _context(record: VersionRecord, test: Split | None) -> ReportContext:

@@ -12,7 +12,20 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.evaluator.domain.policy import Policy
+from services.evaluator.domain.slices import SliceSpec
+from shared.events import MAX_SLICES, MODEL_NAME_PATTERN, FeatureSlice
 from shared.settings import FerrySettings
+
+
+class SliceSetting(FeatureSlice):
+    """A slice the evaluator guards for every model, or for ``model`` alone, as FERRY_EVALUATOR_SLICES spells it:
+    ``[{"name": "petal-long", "feature": 2, "min": 4.5, "model": "iris"}]``."""
+
+    model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
+
+    def spec(self) -> SliceSpec:
+        """The domain's slice."""
+        return SliceSpec(self.name, self.feature, self.min, self.max, self.model)
 
 
 class EvaluatorSettings(BaseSettings):
@@ -60,6 +73,16 @@ class EvaluatorSettings(BaseSettings):
     regression_margin: float = Field(
         default=0.05, ge=0, le=1, description="a regressor may be worse by this share of the champion's RMSE (MAE)"
     )
+    slice_margin: float = Field(
+        default=0.10, ge=0, le=1, description="a class's recall (a range's accuracy) may be this far below the champion"
+    )
+    slice_regression_margin: float = Field(
+        default=0.10, ge=0, le=10, description="a range's RMSE may be above the champion's by this share of it"
+    )
+    slice_min_rows: int = Field(default=20, ge=1, description="a slice with fewer held-out rows is reported only")
+    slices: list[SliceSetting] = Field(
+        default_factory=list, max_length=MAX_SLICES, description="named feature ranges to guard, as JSON (SliceSetting)"
+    )
     latency_runs: int = Field(default=1000, ge=10, le=100_000, description="timed runs at batch 1 (half at 64)")
 
     # --- progressive rollout ---
@@ -90,4 +113,8 @@ class EvaluatorSettings(BaseSettings):
             regression_primary_metric=self.regression_primary_metric,
             regression_floors={"r2": self.min_r2},
             regression_margin=self.regression_margin,
+            slice_margin=self.slice_margin,
+            slice_regression_margin=self.slice_regression_margin,
+            slice_min_rows=self.slice_min_rows,
+            slices=tuple(setting.spec() for setting in self.slices),
         )

@@ -20,6 +20,7 @@ from services.trainer.recipes_cli import add_arch_arguments, add_recipes_parser,
 from shared.events import (
     Compression,
     Event,
+    FeatureSlice,
     Hyperparameters,
     ModelDecided,
     ModelRegistered,
@@ -81,6 +82,14 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--world-size", type=int, default=1, help="DistributedDataParallel processes")
     parser.add_argument(
+        "--slice",
+        action="append",
+        default=[],
+        metavar="NAME:FEATURE:MIN:MAX",
+        help="a feature range the evaluator guards beside each class's recall: rows whose feature FEATURE is at "
+        "least MIN and below MAX (either may be empty), e.g. petal-long:2:4.5: (repeatable)",
+    )
+    parser.add_argument(
         "--wait",
         action="store_true",
         help="follow the run through the evaluator's decision: exit 0 champion or canary, 1 rejected or failed",
@@ -136,10 +145,28 @@ def build_request(args: argparse.Namespace) -> TrainingRequested:
             task=args.task,
             world_size=args.world_size,
             requested_by="ferry-cli",
+            slices=[_slice(text) for text in args.slice],
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
         raise ValueError(problems) from None
+
+
+def _slice(text: str) -> FeatureSlice:
+    """``NAME:FEATURE:MIN:MAX`` as a slice; ValueError when malformed, ValidationError when not a range."""
+    parts = text.split(":")
+    if len(parts) != 4:
+        raise ValueError(f"--slice takes NAME:FEATURE:MIN:MAX (MIN or MAX may be empty), got {text!r}")
+    name, feature, low, high = parts
+    try:
+        fields = {"name": name, "feature": int(feature), "min": _bound(low), "max": _bound(high)}
+    except ValueError:
+        raise ValueError(f"--slice {text!r}: FEATURE must be an integer, MIN and MAX numbers") from None
+    return FeatureSlice.model_validate(fields)
+
+
+def _bound(text: str) -> float | None:
+    return float(text) if text.strip() else None
 
 
 def run_train(args: argparse.Namespace, settings: FerrySettings | None = None) -> int:

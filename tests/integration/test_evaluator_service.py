@@ -31,7 +31,16 @@ from services.evaluator.settings import EvaluatorSettings
 from services.trainer.service import run_training
 from shared.artifacts import ArtifactStore
 from shared.datasets import load_dataset, split
-from shared.events import AlertChanged, ArtifactRef, Event, Hyperparameters, ModelTrained, TrainingRequested, new_id
+from shared.events import (
+    AlertChanged,
+    ArtifactRef,
+    Event,
+    FeatureSlice,
+    Hyperparameters,
+    ModelTrained,
+    TrainingRequested,
+    new_id,
+)
 from shared.kafka import KafkaPublisher, make_producer
 from shared.local.postgres import temporary_database
 from shared.local.stack import Stack
@@ -132,8 +141,8 @@ def publish(settings: FerrySettings, event: Event, event_id: str | None = None) 
         publisher.close()
 
 
-def train(settings: FerrySettings, model: str, artifact: Artifact) -> None:
-    """Put the artifact in the store and announce it as the trainer does."""
+def train(settings: FerrySettings, model: str, artifact: Artifact, slices: tuple[FeatureSlice, ...] = ()) -> None:
+    """Put the artifact in the store and announce it as the trainer does (with its request's slices)."""
     uri, sha256, size = ArtifactStore(settings.resolved_artifact_root).put_bytes(artifact.data)
     publish(
         settings,
@@ -146,6 +155,7 @@ def train(settings: FerrySettings, model: str, artifact: Artifact) -> None:
             split_id=HELD_OUT.split_id,
             arch="mlp",
             hyperparameters=Hyperparameters(),
+            slices=list(slices),
         ),
     )
 
@@ -262,6 +272,34 @@ def test_a_weak_candidate_is_rejected_with_a_reason_naming_the_metric(
     assert "accuracy" in evaluation["reason"] and "below the floor 0.80" in evaluation["reason"]
     assert "not shown non-inferior within the margin 0.02" in evaluation["reason"]
     assert api.get("/versions/2")["status"] == "rejected" and champion_is(api, 1)
+
+
+def test_a_candidate_non_inferior_overall_but_much_worse_on_one_class_is_rejected_naming_it(
+    settings: FerrySettings, registry_url: str
+) -> None:
+    api = Api(registry_url, "theta")
+    # Class 3's logit lowered: its recall falls from 0.89 to 0.52 while accuracy overall falls by 4 points only,
+    # inside this evaluator's overall margin of 0.10.
+    champion, candidate = Artifact(fitted_digits()), Artifact(fitted_digits(bias_shift={3: -4.0}))
+    ink = FeatureSlice(name="ink-centre", feature=36, min=8.0)  # the request's own slice: pixel (4, 4) inked
+    with evaluator(settings, registry_url, margin=0.10):
+        train(settings, "theta", champion)
+        settle(api, lambda: champion_is(api, 1), "v1 as the first champion")
+        train(settings, "theta", candidate, slices=(ink,))
+        settle(api, lambda: api.evaluations(2), "v2's evaluation")
+    [evaluation] = api.evaluations(2)
+    report = evaluation["report"]
+    assert report["comparison"]["accuracy"]["non_inferior"]
+    assert evaluation["decision"] == "reject" and api.get("/versions/2")["status"] == "rejected"
+    assert evaluation["reason"].startswith("reject v2: class '3' recall 0.5185 vs champion 0.8889 (difference -0.3704")
+    assert "27 rows) is worse beyond the slice margin 0.1" in evaluation["reason"]
+    slices = {found["name"]: found for found in report["slices"]}
+    assert set(slices) == {*HELD_OUT.dataset.class_names, "ink-centre"}
+    assert [name for name, found in slices.items() if found["worse"]] == ["3"]
+    inked = HELD_OUT.test.features[:, 36] >= 8.0
+    assert (slices["ink-centre"]["kind"], slices["ink-centre"]["rows"]) == ("range", int(inked.sum()))
+    assert api.get("/versions/2")["slices"] == [{"name": "ink-centre", "feature": 36, "min": 8.0, "max": None}]
+    assert champion_is(api, 1)
 
 
 def test_an_incompatible_signature_is_rejected(

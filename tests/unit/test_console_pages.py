@@ -107,6 +107,16 @@ def test_the_evaluation_page_plots_each_interval_and_explains_the_paired_tests(c
     assert 'data-testid="check-row"' in page and "v3 is non-inferior to v2" in page
 
 
+def test_the_evaluation_page_shows_each_slice_with_its_judgement(client: TestClient) -> None:
+    page = client.get("/models/iris/versions/3/evaluation").text
+    rows = re.findall(r'<tr data-testid="slice-row" data-slice="([^"]*)">(.*?)</tr>', page, re.S)
+    assert [name for name, _ in rows] == ["virginica", "petal-long", "wide"]
+    judgements = [re.search(r'data-testid="slice-judgement">(.*?)</td>', cells, re.S).group(1) for _, cells in rows]  # type: ignore[union-attr]
+    assert "reported only" in judgements[0] and "worse beyond 0.1000" in judgements[1]
+    assert '-0.3700 <span class="muted">[-0.5300, -0.2000]' in rows[1][1]
+    assert "class virginica" in rows[0][1] and "range petal-long" in rows[1][1]
+
+
 def test_compare_shows_each_version_and_the_recorded_difference_against_the_first(client: TestClient) -> None:
     page = client.get("/models/iris/compare?v=3&v=2").text  # in any order: the oldest is the baseline
     assert 'data-testid="compare-column-2"' in page and 'data-testid="compare-column-3"' in page

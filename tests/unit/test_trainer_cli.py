@@ -72,6 +72,17 @@ def test_distillation_gets_a_longer_epoch_cap_unless_one_is_given() -> None:
     )
 
 
+def test_slices_name_feature_ranges_for_the_evaluator() -> None:
+    request = build_request(
+        _parse("--model", "m", "--dataset", "sklearn:iris", "--slice", "petal-long:2:4.5:", "--slice", "narrow:0::5")
+    )
+    assert [item.model_dump() for item in request.slices] == [
+        {"name": "petal-long", "feature": 2, "min": 4.5, "max": None},
+        {"name": "narrow", "feature": 0, "min": None, "max": 5.0},
+    ]
+    assert build_request(_parse("--model", "m", "--dataset", "sklearn:iris")).slices == []
+
+
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
@@ -79,6 +90,9 @@ def test_distillation_gets_a_longer_epoch_cap_unless_one_is_given() -> None:
         (("--max-accuracy-drop", "-0.1"), "max_accuracy_drop"),
         (("--epochs", "0"), "epochs"),
         (("--hidden-sizes", "64,wide"), "comma-separated integers"),
+        (("--slice", "petal-long:2:4.5"), "NAME:FEATURE:MIN:MAX"),
+        (("--slice", "petal-long:two:4.5:"), "FEATURE must be an integer"),
+        (("--slice", "open:2::"), "needs a min, a max or both"),
     ],
 )
 def test_invalid_arguments_are_explained(argv: tuple[str, ...], fragment: str) -> None:

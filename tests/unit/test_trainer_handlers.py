@@ -19,7 +19,15 @@ from services.trainer.service import JobLimits
 from shared.artifacts import ArtifactStore, sha256_of
 from shared.envelope import EventMeta
 from shared.errors import TransientError
-from shared.events import Compression, Hyperparameters, ModelTrained, TrainingRequested, TrainingStatus, utc_now
+from shared.events import (
+    Compression,
+    FeatureSlice,
+    Hyperparameters,
+    ModelTrained,
+    TrainingRequested,
+    TrainingStatus,
+    utc_now,
+)
 from shared.kafka import ListPublisher, bind_handlers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,7 +71,7 @@ def _states(publisher: ListPublisher) -> list[str]:
 def test_a_request_becomes_a_stored_announced_model(tmp_path: Path) -> None:
     publisher = ListPublisher()
     deps = _deps(tmp_path, publisher)
-    request = _request()
+    request = _request(slices=[FeatureSlice(name="petal-long", feature=2, min=4.5)])
     handle_training_requested(request, META, deps=deps)
     states = _states(publisher)
     assert states[0] == "started" and states[-1] == "completed"
@@ -75,6 +83,7 @@ def test_a_request_becomes_a_stored_announced_model(tmp_path: Path) -> None:
     assert trained.signature.inputs[0].shape == [-1, 4]
     assert trained.metrics["val_accuracy"] > 0.8
     assert trained.split_id.startswith("v1-")
+    assert trained.slices == request.slices  # for the evaluator to guard
     assert publisher.event_ids[publisher.events.index(trained)] == model_trained_event_id(request.request_id)
     completed = publisher.of_type(TrainingStatus)[-1]
     assert completed.artifact_sha256 == trained.artifact.sha256

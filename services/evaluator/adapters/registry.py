@@ -9,6 +9,7 @@ later), any other refusal a PermanentError.
 from __future__ import annotations
 
 from services.evaluator.domain.records import DeploymentRecord, EvaluationRecord, HistoryRecord, VersionRecord
+from services.evaluator.domain.slices import SliceSpec
 from shared.registry_client import RegistryClient
 from shared.registry_errors import RegistryNotFound
 from shared.registry_models import DeploymentOut, EvaluationOut, HistoryEntryOut, VersionOut
@@ -66,6 +67,7 @@ def version_record(version: VersionOut) -> VersionRecord:
         dataset=version.dataset,
         split_id=version.split_id,
         compression=version.compression,
+        slices=tuple(SliceSpec(item.name, item.feature, item.min, item.max) for item in version.slices),
     )
 
 

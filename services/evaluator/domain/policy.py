@@ -10,10 +10,11 @@ margin relative to the champion's, from the paired bootstrap of the per-row erro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from services.evaluator.domain.slices import SliceResult, SliceSpec, describe_slice
 from services.evaluator.domain.statistics import PairedComparison
 
 _SHORT = {"batch_1": "b1", "batch_64": "b64"}
@@ -45,6 +46,14 @@ class Policy:
     regression_floors: Mapping[str, float] = field(default_factory=lambda: {"r2": 0.2})
     regression_margin: float = 0.05
     """A regressor's non-inferiority margin, as a share of the champion's primary metric (RMSE 5% worse at most)."""
+    slice_margin: float = 0.10
+    """A slice is worse when its recall (accuracy) is lower than the champion's by more than this, beyond noise."""
+    slice_regression_margin: float = 0.10
+    """A regressor's slice is worse when its RMSE is above the champion's by more than this share of it."""
+    slice_min_rows: int = 20
+    """A slice with fewer rows is reported but not judged."""
+    slices: tuple[SliceSpec, ...] = ()
+    """Named feature ranges guarded beside each class's recall (each may name the one model it guards)."""
 
     def primary_for(self, task: str) -> str:
         """The metric a candidate of this task is compared on."""
@@ -58,6 +67,7 @@ class Policy:
         values = asdict(self)
         values["floors"] = dict(self.floors)
         values["regression_floors"] = dict(self.regression_floors)
+        values["slices"] = [spec.as_dict() for spec in self.slices]
         return values
 
 
@@ -252,12 +262,27 @@ def judge_first(candidate: ModelFacts, policy: Policy) -> Verdict:
     return Verdict("promote", "first", reason, tuple(checks), stage="champion")
 
 
+def slice_check(result: SliceResult, policy: Policy) -> Check:
+    """A judged slice passes unless it is significantly worse than the champion's beyond the slice margin."""
+    summary, name = describe_slice(result, policy.confidence), f"slice:{result.kind}:{result.name}"
+    if result.worse:
+        return Check(name, False, f"{summary} is worse beyond the slice margin {result.margin:.4g}")
+    return Check(name, True, f"{summary}: not worse beyond the slice margin {result.margin:.4g}")
+
+
 def judge(
-    candidate: ModelFacts, champion: ModelFacts, comparisons: Mapping[str, PairedComparison], policy: Policy
+    candidate: ModelFacts,
+    champion: ModelFacts,
+    comparisons: Mapping[str, PairedComparison],
+    policy: Policy,
+    slices: Sequence[SliceResult] = (),
 ) -> Verdict:
-    """A later version against the champion; ``comparisons`` holds the primary metric and accuracy."""
+    """A later version against the champion; ``comparisons`` holds the primary metric and accuracy, ``slices``
+    the guarded slices (a judged slice significantly worse beyond the slice margin rejects the candidate)."""
     floors = floor_checks(candidate, policy)
-    limits = limit_checks(candidate, champion, policy)
+    # The slices sit with the limits: a compressed candidate must clear them too.
+    guarded = [slice_check(found, policy) for found in slices if found.judged]
+    limits = (*limit_checks(candidate, champion, policy), *guarded)
     primary = comparisons[policy.primary_for(candidate.task)]
     if candidate.compressed and "accuracy" in comparisons:
         gain = compression_gain(candidate, champion, policy)
@@ -275,9 +300,15 @@ def judge(
     latency = next(check.detail for check in limits if check.name == "latency:batch_1")
     reason = (
         f"promote v{candidate.version} as canary ({claim}): {core.detail}; {improvement_note(primary, policy)}; "
-        f"{latency}"
+        f"{latency}{_slices_note(guarded)}"
     )
     return _promote(claim, reason, checks, policy)
+
+
+def _slices_note(guarded: Sequence[Check]) -> str:
+    if not guarded:
+        return ""
+    return f"; {len(guarded)} slices judged, none significantly worse than the champion's beyond the slice margin"
 
 
 def _promote(claim: Claim, reason: str, checks: tuple[Check, ...], policy: Policy) -> Verdict:

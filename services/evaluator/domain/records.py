@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.evaluator.domain.slices import SliceSpec
 from shared.events import ArtifactRef, Signature
 
 OPEN_STATUSES = ("registered", "evaluating")
@@ -24,6 +25,8 @@ class VersionRecord:
     dataset: str
     split_id: str
     compression: Mapping[str, Any] = field(default_factory=dict)
+    slices: tuple[SliceSpec, ...] = ()
+    """The named feature ranges its training request asked to guard."""
 
     @property
     def compressed(self) -> bool:

@@ -25,6 +25,7 @@ from services.evaluator.domain.policy import (
     is_improvement,
 )
 from services.evaluator.domain.records import VersionRecord
+from services.evaluator.domain.slices import SliceResult, slice_section
 from services.evaluator.domain.statistics import Interval, PairedComparison
 
 REPORT_SCHEMA = "ferry.evaluation.v1"
@@ -142,8 +143,9 @@ def evaluation_report(
     policy: Policy,
     split: SplitCheck,
     timings_s: Mapping[str, float],
+    slices: Sequence[SliceResult] = (),
 ) -> dict[str, Any]:
-    """The whole report, JSON-safe."""
+    """The whole report, JSON-safe; ``slices`` are the guarded slices (empty without a champion)."""
     report = {
         "schema": REPORT_SCHEMA,
         "kind": "evaluation",
@@ -161,6 +163,7 @@ def evaluation_report(
         "candidate": candidate,
         "champion": champion,
         "comparison": {metric: comparison_section(found, policy) for metric, found in comparisons.items()},
+        "slices": [slice_section(found, policy.confidence) for found in slices],
         "primary_metric": policy.primary_for(context.task),
         "decision": verdict.as_dict(),
         "policy": policy.as_dict(),

@@ -100,6 +100,8 @@ class ModelVersion(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     description: Mapped[str] = mapped_column(Text, default="")
+    slices: Mapped[list[Any]] = mapped_column(JSONB, default=list)
+    """The training request's named feature ranges, which the evaluator guards (FeatureSlice each)."""
 
 
 def version_columns() -> tuple[str, ...]:
