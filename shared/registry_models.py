@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shared.events import INT32_MAX, ArtifactRef, Signature
+from shared.events import INT32_MAX, ArtifactRef, InputReference, Signature
 
 VersionStatus = Literal["registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back"]
 VersionNumber = Annotated[int, Field(ge=1, le=INT32_MAX)]
@@ -83,6 +83,9 @@ class VersionOut(Out):
     created_at: datetime
     updated_at: datetime
     description: str = ""
+    input_reference: InputReference | None = Field(
+        default=None, description="the training split's per-feature bins (input drift's reference); null if none"
+    )
 
     def validation_summary(self) -> str | None:
         """What the trainer measured on validation rows, for the version's task, as a person reads it:

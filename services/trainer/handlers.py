@@ -110,6 +110,7 @@ def _model_trained(
         compression=event.compression,
         teacher_version=teacher.version if teacher else None,
         timings=trained.timings,
+        input_reference=trained.input_reference,
     )
 
 

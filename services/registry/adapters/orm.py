@@ -100,6 +100,7 @@ class ModelVersion(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     description: Mapped[str] = mapped_column(Text, default="")
+    input_reference: Mapped[Json | None] = mapped_column(default=None)
 
 
 def version_columns() -> tuple[str, ...]:
