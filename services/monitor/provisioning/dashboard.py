@@ -1,5 +1,6 @@
-"""The Ferry dashboard: requests, latency percentiles, errors, batch sizes, the canary split, prediction and input drift,
-consumer lag, training runs, the registry's outbox and the monitor's own view of its targets."""
+"""The Ferry dashboard: requests, latency percentiles, errors, batch sizes, the canary split, prediction drift,
+input drift per feature, consumer lag, training runs, the registry's outbox and the monitor's own view of its
+targets."""
 
 from __future__ import annotations
 
