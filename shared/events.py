@@ -131,6 +131,48 @@ class Signature(Frozen):
         return Signature(inputs=self.inputs, outputs=self.outputs, task="regression", bin_edges=list(bin_edges))
 
 
+MAX_REFERENCE_FEATURES = 64
+"""Features an input reference keeps at most: a wider input (image pixels) keeps its most varied ones."""
+
+
+class FeatureReference(Frozen):
+    """One numeric input feature on the training split: its inner quantile edges and the rows per bin (bin i
+    holds values v with edges[i-1] < v <= edges[i], as a regressor's ``bin_edges``)."""
+
+    index: int = Field(ge=0, le=INT32_MAX, description="the feature's position in a row of the flattened input")
+    edges: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(max_length=MAX_BIN_EDGES)
+    counts: list[Annotated[int, Field(ge=0, le=2**53)]] = Field(min_length=1, max_length=MAX_BIN_EDGES + 1)
+
+    @model_validator(mode="after")
+    def _a_count_per_bin(self) -> FeatureReference:
+        if len(self.counts) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins, got {len(self.counts)} counts")
+        if any(low >= high for low, high in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be strictly ascending")
+        return self
+
+
+class InputReference(Frozen):
+    """What a model's numeric input looked like on its training split, per feature: the reference of input
+    drift. ``row_size`` values make one row of the input ``input``; ``features`` are all of them up to
+    MAX_REFERENCE_FEATURES, else the most varied ones (``selection``)."""
+
+    input: str = Field(max_length=256, description="the input tensor's name in the signature")
+    row_size: int = Field(ge=1, le=INT32_MAX, description="values per row of the flattened input")
+    rows: int = Field(ge=1, le=2**53, description="training rows the counts were taken on")
+    selection: Literal["all", "variance"] = Field(
+        description="all: every feature; variance: the MAX_REFERENCE_FEATURES of highest training variance"
+    )
+    features: list[FeatureReference] = Field(min_length=1, max_length=MAX_REFERENCE_FEATURES)
+
+    @model_validator(mode="after")
+    def _features_of_a_row(self) -> InputReference:
+        indices = [feature.index for feature in self.features]
+        if indices != sorted(set(indices)) or indices[-1] >= self.row_size:
+            raise ValueError("feature indices must be ascending, unique and inside a row")
+        return self
+
+
 class ArtifactRef(Frozen):
     """A content-addressed artifact in the store."""
 
@@ -295,6 +337,11 @@ class ModelTrained(Event):
         default="ferry", description="ferry: trained by Ferry's trainer; external: uploaded (ferry register)"
     )
     slices: Slices = Field(default_factory=list, description="the training request's slices, for the evaluator")
+    input_reference: InputReference | None = Field(
+        default=None,
+        description="the training split's per-feature bins, the reference of input drift; absent for a text "
+        "model, and in events before it",
+    )
 
 
 class ModelRegistered(Event):

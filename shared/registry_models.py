@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shared.events import INT32_MAX, ArtifactRef, FeatureSlice, Signature
+from shared.events import INT32_MAX, ArtifactRef, FeatureSlice, InputReference, Signature
 
 VersionStatus = Literal["registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back"]
 VersionNumber = Annotated[int, Field(ge=1, le=INT32_MAX)]
@@ -85,6 +85,9 @@ class VersionOut(Out):
     description: str = ""
     slices: list[FeatureSlice] = Field(
         default_factory=list, description="feature ranges the training request asked the evaluator to guard"
+    )
+    input_reference: InputReference | None = Field(
+        default=None, description="the training split's per-feature bins (input drift's reference); null if none"
     )
 
     def validation_summary(self) -> str | None:

@@ -17,19 +17,21 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.monitor.adapters.delivery import Dispatcher, KafkaSink, Sink
-from services.monitor.adapters.registry import RegistryReferences
+from services.monitor.adapters.registry import RegistryInputReferences, RegistryReferences
 from services.monitor.adapters.rules_file import read_rules
 from services.monitor.adapters.scraper import HttpScraper
 from services.monitor.adapters.webhooks import WebhookSink
 from services.monitor.domain.episodes import RecentIds
+from services.monitor.domain.input_window import InputWindows
 from services.monitor.domain.lifecycle import AlertBook
 from services.monitor.domain.series import SeriesStore
 from services.monitor.entrypoints.api import ApiDeps, create_app
 from services.monitor.entrypoints.consumer import build_consumer_loop
 from services.monitor.handlers import DeployedVersions
+from services.monitor.input_drift import InputDriftTracker, InputReferenceSource, register_input_drift_gauges
 from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
-from shared.events import DeploymentChanged
+from shared.events import DeploymentChanged, InferenceLogged
 from shared.kafka import KafkaPublisher, Publisher, make_consumer, make_producer
 from shared.leader import AdvisoryLeader
 from shared.registry_client import RegistryClient, RetryBudget
@@ -48,6 +50,7 @@ class MonitorService:
     dispatcher: Dispatcher
     publisher: Publisher
     deployed: DeployedVersions
+    input_drift: InputDriftTracker
     webhook_tokens: dict[str, str] = field(default_factory=dict)
     incoming_ids: RecentIds = field(default_factory=RecentIds)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -61,6 +64,7 @@ class MonitorService:
             webhook_max_bytes=self.settings.webhook_max_bytes,
             incoming_ids=self.incoming_ids,
             engine=self.settings.engine,
+            input_drift=self.input_drift,
         )
 
     def close(self) -> None:
@@ -74,6 +78,7 @@ def bootstrap(
     publisher: Publisher | None = None,
     scraper: Scraper | None = None,
     references: ReferenceSource | None = None,
+    input_references: InputReferenceSource | None = None,
     clock: Callable[[], float] = time.time,
     leads: Callable[[], bool] = lambda: True,
 ) -> MonitorService:
@@ -91,25 +96,26 @@ def bootstrap(
         KafkaPublisher(settings.ferry, source=SOURCE, producer=make_producer(settings.ferry, linger_ms=0)), closers
     )
     scraper = scraper or _closing(HttpScraper(timeout_s=settings.scrape_timeout_s), closers)
-    references = references or _closing(
-        RegistryReferences(
-            # A registry that is away only delays drift alerts: one more try, then the next tick.
+    if references is None or input_references is None:
+        # A registry that is away only delays drift alerts: one more try, then the next tick.
+        client = _closing(
             RegistryClient.connect(
                 settings.registry_url,
                 timeout_s=settings.registry_timeout_s,
                 budget=RetryBudget(attempts=2, total_s=settings.registry_timeout_s),
             ),
-            ttl_s=settings.reference_ttl_s,
-            missing_ttl_s=settings.missing_reference_ttl_s,
-        ),
-        closers,
-    )
+            closers,
+        )
+        ttl_s, missing_ttl_s = settings.reference_ttl_s, settings.missing_reference_ttl_s
+        references = references or RegistryReferences(client, ttl_s=ttl_s, missing_ttl_s=missing_ttl_s)
+        input_references = input_references or RegistryInputReferences(client, ttl_s=ttl_s, missing_ttl_s=missing_ttl_s)
     dispatcher = _dispatcher(settings, publisher, closers)
     if not settings.publishes_own_alerts:
         # External engine: Prometheus evaluates and Alertmanager delivers. The monitor still evaluates, for its
         # API and its gauges (Prometheus's drift rule reads the references it refreshes), but never publishes.
         leads = _never
     deployed = DeployedVersions()
+    input_drift = InputDriftTracker(InputWindows(max_rows=settings.input_window_rows), input_references)
     retention_s = rules.longest_window_s() + 3 * settings.scrape_interval_s + 60
     monitor = Monitor(
         rules,
@@ -123,10 +129,14 @@ def bootstrap(
         book=AlertBook(recent_limit=settings.recent_alerts),
         store=SeriesStore(retention_s=retention_s, max_series=settings.max_series),
         leads=leads,
+        input_drift=input_drift,
     )
     register_gauges(monitor)
+    register_input_drift_gauges(input_drift)
     incoming = RecentIds(settings.webhook_dedup_ids)
-    return MonitorService(settings, monitor, dispatcher, publisher, deployed, webhook_tokens, incoming, closers=closers)
+    return MonitorService(
+        settings, monitor, dispatcher, publisher, deployed, input_drift, webhook_tokens, incoming, closers=closers
+    )
 
 
 def _never() -> bool:
@@ -158,9 +168,16 @@ def process(settings: MonitorSettings) -> Runtime:
     )
     # A group per process: every replica must see every deployment (a shared group would split them).
     group = f"{settings.consumer_group}-{socket.gethostname()}-{os.getpid()}"
-    consumer = make_consumer(settings.ferry, group, [DeploymentChanged.topic])
+    consumer = make_consumer(settings.ferry, group, [DeploymentChanged.topic, InferenceLogged.topic])
     dlq_producer = make_producer(settings.ferry)
-    loop = build_consumer_loop(settings, service.deployed, consumer=consumer, producer=dlq_producer, stop=stop)
+    loop = build_consumer_loop(
+        settings,
+        service.deployed,
+        service.input_drift.windows,
+        consumer=consumer,
+        producer=dlq_producer,
+        stop=stop,
+    )
     runtime = Runtime("monitor", stop=stop, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("scrape-evaluate", lambda: monitor.run(stop, settings.scrape_interval_s))
     if settings.publishes_own_alerts:

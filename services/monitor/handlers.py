@@ -1,6 +1,7 @@
-"""The monitor's event handlers: it follows ``deployment.changed`` to know which versions serve.
+"""The monitor's event handlers: it follows ``deployment.changed`` to know which versions serve, and keeps
+the inputs of ``inference.logged`` records for input drift.
 
-Knowing them, it fetches each served version's drift reference before its first prediction, so
+Knowing the served versions, it fetches each one's drift reference before its first prediction, so
 the ``ferry_monitor_drift_reference`` gauge that Prometheus's drift rule reads is there in time.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from services.monitor.domain.input_window import InputWindows
 from shared.envelope import EventMeta
-from shared.events import DeploymentChanged, Event
+from shared.events import DeploymentChanged, Event, InferenceLogged
 
 
 class DeployedVersions:
@@ -35,8 +37,23 @@ class DeployedVersions:
             return [(model, str(v)) for model, (_, versions) in sorted(self._by_model.items()) for v in versions]
 
 
-def handle_deployment_changed(event: DeploymentChanged, meta: EventMeta, *, deployed: DeployedVersions) -> None:
+# Every handler gets every dependency (shared bind_handlers binds one set): each takes what it needs, by name.
+
+
+def handle_deployment_changed(
+    event: DeploymentChanged, meta: EventMeta, *, deployed: DeployedVersions, **_: object
+) -> None:
     deployed.apply(event)
 
 
-HANDLERS: dict[type[Event], list[Callable[..., None]]] = {DeploymentChanged: [handle_deployment_changed]}
+def handle_inference_logged_inputs(
+    event: InferenceLogged, meta: EventMeta, *, input_windows: InputWindows, **_: object
+) -> None:
+    """Keep a logged record's inputs in its version's window: input drift is measured on them."""
+    input_windows.record(event)
+
+
+HANDLERS: dict[type[Event], list[Callable[..., None]]] = {
+    DeploymentChanged: [handle_deployment_changed],
+    InferenceLogged: [handle_inference_logged_inputs],
+}

@@ -21,6 +21,7 @@ from services.monitor.domain.evaluate import Observation, drift_versions, evalua
 from services.monitor.domain.lifecycle import Alert, AlertBook, Transition
 from services.monitor.domain.rules import BaseRule, DriftRule, RuleSet
 from services.monitor.domain.series import Sample, SeriesStore
+from services.monitor.input_drift import INPUT_DRIFT_TARGET, InputDriftTracker
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Monitor:
         deployed_versions: Callable[[], Iterable[tuple[str, str]]] = lambda: (),
         scrape_interval_s: float = 5.0,
         leads: Callable[[], bool] = lambda: True,
+        input_drift: InputDriftTracker | None = None,
     ) -> None:
         self.rules = rules
         self.targets = targets
@@ -102,6 +104,7 @@ class Monitor:
         self.store = store or SeriesStore(retention_s=retention)
         self.book = book or AlertBook()
         self._deployed_versions = deployed_versions
+        self.input_drift = input_drift
         # Every replica evaluates (its `for` timers keep running); only the leader's transitions go out.
         self._leads = leads
         self.leading = False
@@ -126,7 +129,10 @@ class Monitor:
             self.store.prune(now)
             wanted = drift_versions(self.rules.rules, self.store, now) | set(self._deployed_versions())
         self._references.refresh(wanted)  # I/O outside the lock: the API keeps answering
+        own = self._measure_inputs()
         with self._lock:
+            if own is not None:
+                self.store.ingest(INPUT_DRIFT_TARGET, now, own)
             transitions = [change for rule in self.rules.rules for change in self._evaluate(rule, now)]
         for transition in transitions:
             self._transitions.add(1, {"rule": transition.alert.rule, "state": transition.state})
@@ -138,6 +144,13 @@ class Monitor:
                 transition.alert.value,
             )
         return self._hand_on(transitions)
+
+    def _measure_inputs(self) -> list[Sample] | None:
+        """Input drift's samples (the references fetched first); None when the monitor measures no inputs."""
+        if self.input_drift is None:
+            return None
+        self.input_drift.refresh()
+        return self.input_drift.measure()
 
     def _hand_on(self, transitions: list[Transition]) -> list[Transition]:
         """The leader hands its transitions to the dispatcher; a replica that has just become leader first

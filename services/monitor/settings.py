@@ -70,6 +70,9 @@ class MonitorSettings(BaseSettings):
     registry_timeout_s: float = Field(default=5.0, gt=0, le=120)
     reference_ttl_s: float = Field(default=300.0, gt=0, description="How long a drift reference is cached")
     missing_reference_ttl_s: float = Field(default=30.0, gt=0, description="When to ask again for an absent reference")
+    input_window_rows: int = Field(
+        default=1000, ge=10, le=1_000_000, description="Logged input rows per version that input drift is measured on"
+    )
     consumer_group: str = Field(
         default="monitor", min_length=1, description="Prefix of each process's own group <prefix>-<host>-<pid>"
     )

@@ -41,6 +41,7 @@ from services.registry.adapters.repository import UnitOfWork
 from shared.artifacts import ArtifactStore
 from shared.datasets import Dataset, split, split_id
 from shared.events import ArtifactRef, Hyperparameters, ModelTrained, Signature, TensorSpec, new_id
+from shared.input_reference import reference_for
 from shared.onnx import ModelUnloadable, open_session, signature_of
 from shared.registry_models import UploadOut
 from shared.regression import as_values, quantile_edges
@@ -102,6 +103,8 @@ def register_upload(
         arch="external",
         hyperparameters=Hyperparameters(),  # required by the event; an external model reports none of its own
         lineage="external",
+        # The same per-feature reference as a trained version's, from the same training part: input drift.
+        input_reference=reference_for(checked.signature, split(dataset).train.features),
     )
     event_id = new_id()
     with uow:

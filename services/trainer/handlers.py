@@ -111,6 +111,7 @@ def _model_trained(
         teacher_version=teacher.version if teacher else None,
         timings=trained.timings,
         slices=event.slices,
+        input_reference=trained.input_reference,
     )
 
 

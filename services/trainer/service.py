@@ -43,7 +43,8 @@ from services.trainer.domain import (
 )
 from services.trainer.measure import FP32, UNPRUNED, measure_regression, measure_run
 from shared.datasets import DatasetError, Split, load_dataset, split
-from shared.events import Signature, TrainingRequested
+from shared.events import InputReference, Signature, TrainingRequested
+from shared.input_reference import reference_for
 from shared.parquet_sources import is_parquet
 from shared.regression import quantile_edges
 
@@ -58,6 +59,8 @@ class TrainedModel:
     split_id: str
     metrics: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
+    input_reference: InputReference | None = None
+    """The training split's per-feature bins (input drift's reference); None for a text model."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,10 @@ def run_training(
         with stopwatch.phase("measure"):
             measured, values = measure_regression(files[FP32], result=result, validation=parts.validation)
             signature = signature_of(measured.shipped).regressor(quantile_edges(values))
-        shipped = measured.shipped
-        return TrainedModel(shipped, FORMAT_FP32, signature, parts.split_id, measured.metrics, stopwatch.timings)
+        shipped, reference = measured.shipped, reference_for(signature, parts.train.features)
+        return TrainedModel(
+            shipped, FORMAT_FP32, signature, parts.split_id, measured.metrics, stopwatch.timings, reference
+        )
     if plan.compression.quantize is not None:
         with stopwatch.phase("quantize"):
             files |= _quantized(plan.compression.quantize, files[FP32], workdir, parts)
@@ -141,8 +146,9 @@ def run_training(
         )
         signature = signature_of(measured.shipped).labelled(parts.dataset.class_names)
     shipped_format = artifact_format(plan.compression)
+    reference = None if vocabulary is not None else reference_for(signature, parts.train.features)
     return TrainedModel(
-        measured.shipped, shipped_format, signature, parts.split_id, measured.metrics, stopwatch.timings
+        measured.shipped, shipped_format, signature, parts.split_id, measured.metrics, stopwatch.timings, reference
     )
 
 

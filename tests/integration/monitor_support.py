@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,10 +25,10 @@ from support import ServiceProcess, free_port, wait_for
 
 from services.monitor.provisioning.render import to_yaml
 from shared.envelope import decode
-from shared.events import AlertChanged
-from shared.kafka import make_consumer
+from shared.events import AlertChanged, InferenceLogged, InputReference, LoggedTensor, new_id
+from shared.kafka import Publisher, make_consumer
 from shared.local.stack import PROJECT_ROOT
-from shared.registry_models import EvaluationOut
+from shared.registry_models import EvaluationOut, VersionOut
 from shared.settings import FerrySettings
 
 
@@ -75,6 +76,8 @@ class FakeGateway:
         self.latency_s = 0.005
         self.class_weights: dict[str, int] = {}
         self.per_tick = 20
+        self.publisher: Publisher | None = None
+        """Set, the gateway also logs inputs to ``inference.logged`` (``log_inputs``)."""
         self._stop = threading.Event()
         gateway = self
 
@@ -101,6 +104,10 @@ class FakeGateway:
     def consumer_lag(self, group: str, lag: float) -> None:
         self.lag.labels(group).set(lag)
 
+    def log_inputs(self, rows: np.ndarray) -> None:
+        assert self.publisher is not None, "give the fake gateway a publisher to log inputs"
+        log_inputs(self.publisher, rows, version=int(self.version), model=self.model)
+
     def _run(self) -> None:
         for outcome in ("ok", "error"):  # as the gateway does: every outcome's series exists from the start
             self.requests.labels(self.model, self.version, "champion", outcome).inc(0)
@@ -117,11 +124,46 @@ class FakeGateway:
         self.server.close()
 
 
+def version_body(model: str, version: int, input_reference: InputReference) -> bytes:
+    """A version as the registry shows it, carrying ``input_reference``."""
+    now = datetime.now(UTC)
+    shown = VersionOut.model_validate(
+        {
+            "model_name": model,
+            "version": version,
+            "status": "registered",
+            "artifact": {"uri": "file:///x", "sha256": "0" * 64, "size_bytes": 1, "format": "onnx"},
+            "signature": {"inputs": [], "outputs": []},
+            "metrics": {},
+            "dataset": "sklearn:iris",
+            "split_id": "s",
+            "arch": "mlp",
+            "hyperparameters": {},
+            "compression": {},
+            "timings": {},
+            "training_request_id": None,
+            "parent_model": None,
+            "parent_version": None,
+            "source_event_id": None,
+            "tags": {},
+            "created_at": now,
+            "updated_at": now,
+            "input_reference": input_reference,
+        }
+    )
+    return shown.model_dump_json().encode()
+
+
 class FakeRegistry:
     """The registry's evaluations route, answering a promote decision whose report carries ``reference`` (the
-    drift reference) for each version of ``references``; any other path is a 404."""
+    drift reference) for each version of ``references``, and its version route for each of ``input_references``
+    (the input drift reference); any other path is a 404."""
 
-    def __init__(self, references: dict[tuple[str, str], dict[str, float]]) -> None:
+    def __init__(
+        self,
+        references: dict[tuple[str, str], dict[str, float]],
+        input_references: dict[tuple[str, str], InputReference] | None = None,
+    ) -> None:
         def body(model: str, version: str, reference: dict[str, float]) -> bytes:
             evaluation = EvaluationOut(
                 candidate_version=int(version),
@@ -143,6 +185,8 @@ class FakeRegistry:
             f"/api/v1/models/{model}/versions/{version}/evaluations": body(model, version, reference)
             for (model, version), reference in references.items()
         }
+        for (model, version), input_reference in (input_references or {}).items():
+            answers[f"/api/v1/models/{model}/versions/{version}"] = version_body(model, int(version), input_reference)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -162,6 +206,25 @@ class FakeRegistry:
 
     def close(self) -> None:
         self.server.close()
+
+
+def log_inputs(
+    publisher: Publisher, rows: np.ndarray, *, version: int, model: str = "digits", per_record: int = 10
+) -> None:
+    """Publish ``rows`` as the gateway logs answered requests: ``inference.logged`` records of ``per_record`` rows."""
+    for start in range(0, len(rows), per_record):
+        batch = np.asarray(rows[start : start + per_record], dtype=np.float64)
+        tensor = LoggedTensor(name="input", datatype="FP32", shape=list(batch.shape), data=batch.ravel().tolist())
+        publisher.publish(
+            InferenceLogged(
+                model_name=model,
+                request_id=new_id(),
+                version=version,
+                route="champion",
+                inputs=[tensor],
+                outputs=[],
+            )
+        )
 
 
 class WebhookReceiver:

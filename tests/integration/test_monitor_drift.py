@@ -16,7 +16,9 @@ from monitor_support import AlertWatcher, FakeGateway, base_env, short_rules, st
 from support import ServiceProcess, wait_for
 
 from shared.artifacts import ArtifactStore
+from shared.datasets import load_dataset, split
 from shared.events import ArtifactRef, Hyperparameters, ModelDecided, ModelTrained, Signature, TensorSpec
+from shared.input_reference import build_input_reference
 from shared.kafka import KafkaPublisher
 from shared.settings import FerrySettings
 
@@ -41,6 +43,7 @@ def register_and_promote(settings: FerrySettings, registry_url: str) -> None:
         artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
         arch="mlp",
         hyperparameters=Hyperparameters(epochs=1),
+        input_reference=build_input_reference(split(load_dataset("sklearn:iris")).train.features, "input"),
     )
     publisher = KafkaPublisher(settings, source="test")
     try:

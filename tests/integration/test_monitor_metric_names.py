@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
-from monitor_support import FakeGateway, base_env, short_rules, start_monitor
+from monitor_support import FakeGateway, base_env, log_inputs, short_rules, start_monitor
 from support import ServiceProcess, wait_for
 from test_monitor_drift import register_and_promote
 
@@ -90,13 +91,15 @@ def test_every_generated_metric_name_is_exposed_by_its_service(
         processes.append(trainer.start())
         trainer_url = f"{trainer.url}/metrics"
         # Work that creates the series: a version and a decision (registry), a refused message (dead
-        # letter), a request for an unknown dataset (a failed run), predictions (the monitor's drift).
+        # letter), a request for an unknown dataset (a failed run), predictions (the monitor's drift), logged
+        # inputs (its input drift).
         register_and_promote(ferry_settings, registry_url)
         producer = make_producer(ferry_settings)
         producer.send(ferry_settings.topic("model.trained"), b"not an event").get(timeout=30)
         producer.close()
         publisher = KafkaPublisher(ferry_settings, source="test")
         publisher.publish(TrainingRequested(model_name="digits", dataset="sklearn:absent"))
+        log_inputs(publisher, np.ones((20, 4)), version=1)  # the monitor's input drift (version 1 has a reference)
         publisher.close()
         gateway.class_weights = {"0": 5, "1": 5}
         monitor, monitor_url = start_monitor(

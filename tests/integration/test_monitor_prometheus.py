@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from monitor_support import (
     AlertWatcher,
@@ -30,6 +31,8 @@ from services.monitor.provisioning.prometheus import ScrapeTarget, alerting_rule
 from services.monitor.provisioning.promql import value_expression
 from services.monitor.provisioning.render import to_yaml
 from shared.events import utc_now
+from shared.input_reference import build_input_reference
+from shared.kafka import KafkaPublisher
 from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
 
@@ -38,6 +41,8 @@ needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool is not installed (Debian: apt-get install prometheus)"
 )
 REFERENCE = {"0": 0.2, "1": 0.4, "2": 0.4}
+TRAINING_ROWS = np.random.default_rng(0).normal(size=(2000, 4))
+INPUT_REFERENCE = build_input_reference(TRAINING_ROWS, "input")
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> str:
@@ -49,7 +54,7 @@ def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> str:
 @needs_promtool
 def test_promtool_accepts_the_generated_config_and_rules() -> None:
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml")
-    assert "SUCCESS: 8 rules found" in promtool("check", "rules", "ferry.rules.yml")
+    assert "SUCCESS: 9 rules found" in promtool("check", "rules", "ferry.rules.yml")
 
 
 @needs_promtool
@@ -129,13 +134,16 @@ def side_by_side(
     skip_without("prometheus")
     rules_file = short_rules(tmp_path / "rules.yaml")
     gateway, watcher = FakeGateway(version="5"), AlertWatcher(ferry_settings)
-    registry = FakeRegistry({("digits", "5"): REFERENCE})  # the drift reference, which both engines read
+    # The drift references, which both engines read (the input reference through the monitor's gauges).
+    registry = FakeRegistry({("digits", "5"): REFERENCE}, {("digits", "5"): INPUT_REFERENCE})
+    gateway.publisher = KafkaPublisher(ferry_settings, source="tests")
     monitor, url = start_monitor(
         base_env(ferry_settings, tmp_path / "home"),
         tmp_path,
         rules_file=str(rules_file),
         targets=f"gateway={gateway.url}",
         registry_url=registry.url,
+        input_window_rows=str(INPUT_ROWS),
     )
     targets = [
         ScrapeTarget("gateway", f"127.0.0.1:{gateway.server.port}"),
@@ -149,6 +157,7 @@ def side_by_side(
         prometheus.stop()
         monitor.stop()
         gateway.close()
+        gateway.publisher.close()
         registry.close()
         watcher.close()
 
@@ -195,10 +204,20 @@ def _drift(gateway: FakeGateway, on: bool) -> None:
     gateway.class_weights = {"0": 10} if on else {cls: round(share * 10) for cls, share in REFERENCE.items()}
 
 
+INPUT_ROWS = 250  # the monitor's window: a drive's rows replace the last drive's
+
+
+def _input_drift(gateway: FakeGateway, on: bool) -> None:
+    """Logged inputs as in training, or with every feature moved by two standard deviations."""
+    rows = np.random.default_rng(int(on)).normal(size=(INPUT_ROWS, 4))
+    gateway.log_inputs(rows + 2.0 if on else rows)
+
+
 RULE_KINDS = {
     "GatewayLatencyP99": (_latency, {"model": "digits", "version": "5"}, "warning", "rollback"),
     "ConsumerLag": (_lag, {"group": "evaluator"}, "warning", "notify"),
     "PredictionDrift": (_drift, {"model": "digits", "version": "5"}, "warning", "notify"),
+    "InputDrift": (_input_drift, {"model": "digits", "version": "5"}, "warning", "notify"),
 }
 
 
@@ -206,8 +225,8 @@ RULE_KINDS = {
 def test_prometheus_and_the_monitor_agree_on_every_rule_kind(
     side_by_side: tuple[FakeGateway, Prometheus, str, AlertWatcher], rule: str
 ) -> None:
-    """The latency quantile, the consumer lag gauge and drift (the error ratio is above): each made to fire,
-    then to resolve, in both engines, with the same labels."""
+    """The latency quantile, the consumer lag gauge, drift and input drift (the error ratio is above): each made
+    to fire, then to resolve, in both engines, with the same labels."""
     gateway, prometheus, monitor_url, watcher = side_by_side
     drive, labels, severity, action = RULE_KINDS[rule]
     drive(gateway, False)

@@ -96,7 +96,7 @@ def test_a_target_that_goes_down_fires_target_down_and_the_monitor_goes_on(runni
     assert httpx.get(f"{running.url}/healthz").status_code == 200
     rules = {rule["name"]: rule for rule in httpx.get(f"{running.url}/api/v1/rules").json()["rules"]}
     assert rules["TargetDown"]["active"] == 1 and rules["TargetDown"]["error"] is None
-    assert len(rules) == 8
+    assert len(rules) == 9
 
 
 def test_only_an_authenticated_webhook_reaches_the_alert_topic(running: Running) -> None:

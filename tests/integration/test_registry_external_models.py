@@ -16,7 +16,9 @@ from test_registry_support import API_TOKEN, TopicReader, running
 from services.registry.bootstrap import Registry
 from services.registry.entrypoints.api import create_app
 from shared import register_cli
+from shared.datasets import load_dataset, split
 from shared.events import ModelRegistered, ModelTrained
+from shared.input_reference import build_input_reference
 from shared.registry_client import RegistryClient, RetryBudget
 from shared.settings import FerrySettings
 
@@ -110,6 +112,9 @@ def test_a_scikit_learn_upload_is_announced_as_external_and_registered(
     digit_names = [str(digit) for digit in range(10)]  # the dataset's class names name the scores
     assert uploaded.signature.labels == announcement.signature.labels == version.signature.labels == digit_names
     assert client(http).artifact("digits-sk", 1, expected=uploaded.artifact)  # the store's copy, verified
+    # Input drift's reference, from the dataset's training part as for a trained version.
+    train = split(load_dataset("sklearn:digits")).train.features
+    assert announced.input_reference == version.input_reference == build_input_reference(train, "input")
 
 
 def test_ferry_register_uploads_a_torch_model_waits_for_its_version_and_tags_it(

@@ -52,6 +52,7 @@ def test_the_shipped_rules_file_has_every_default_rule() -> None:
         "GatewayLatencyP99",
         "GatewayShedRatio",
         "PredictionDrift",
+        "InputDrift",
         "ConsumerLag",
         "TrainingFailures",
         "RegistryOutboxLag",

@@ -78,6 +78,7 @@ def test_a_short_run_exports_a_regressor_that_predicts_in_the_target_units(tmp_p
     # In the target's units (diabetes progression, 25..346), not standardized: its mean is near the targets'.
     assert abs(float(values.mean()) - float(validation.labels.mean())) < 40
     assert trained.metrics["val_rmse"] < float(validation.labels.std())  # better than predicting the mean
+    assert trained.input_reference is not None and trained.input_reference.row_size == 10  # diabetes's features
 
 
 def test_ferry_train_sends_the_task_and_the_loss_option() -> None:

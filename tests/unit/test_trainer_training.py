@@ -32,6 +32,7 @@ from services.trainer.domain import (
 from services.trainer.service import JobLimits, TrainedModel, load_split, run_training, training_data
 from shared.datasets import Split
 from shared.events import Compression, Hyperparameters, Signature, TensorSpec, TrainingRequested
+from shared.input_reference import build_input_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -102,6 +103,16 @@ def test_signature_comes_from_the_graph_with_a_dynamic_batch(mlp: TrainedModel, 
     one, many = predict(mlp.path, digits.test.features[:1]), predict(mlp.path, digits.test.features[:100])
     assert one.shape == (1, 10) and many.shape == (100, 10)
     np.testing.assert_allclose(many.sum(axis=1), 1.0, atol=1e-5)  # probabilities, raw features in
+
+
+def test_the_input_reference_is_the_training_split_binned_feature_by_feature(
+    mlp: TrainedModel, cnn: TrainedModel, digits: Split
+) -> None:
+    """Both archs take the same 64 pixels (the CNN as 1×8×8, flattened row-major): the same reference, of the
+    training rows only."""
+    expected = build_input_reference(digits.train.features, "input")
+    assert mlp.input_reference == expected and cnn.input_reference == expected
+    assert expected.rows == len(digits.train) and expected.selection == "all"
 
 
 def test_onnx_matches_torch_and_the_check_catches_a_wrong_graph(tmp_path: Path) -> None:

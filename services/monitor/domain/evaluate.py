@@ -14,6 +14,7 @@ from services.monitor.domain.rules import (
     DriftRule,
     GaugeThresholdRule,
     HistogramQuantileRule,
+    InputDriftRule,
     Selector,
 )
 from services.monitor.domain.series import Labels, Series, SeriesStore
@@ -139,6 +140,27 @@ def drift(rule: DriftRule, store: SeriesStore, now: float, references: Reference
     return found
 
 
+def _latest_max(store: SeriesStore, selector: Selector, by: Iterable[str]) -> dict[Labels, float]:
+    found: dict[Labels, float] = {}
+    for series in store.select(selector.names, selector.match):
+        value = store.latest(series)
+        if value is not None:
+            group = group_key(series.labels, by)
+            found[group] = max(value, found.get(group, value))
+    return found
+
+
+def input_drift(rule: InputDriftRule, store: SeriesStore, now: float) -> list[Observation]:
+    """The latest score per version (max over series: a scraped copy equals the monitor's own), where its
+    window holds ``min_rows`` rows."""
+    rows = _latest_max(store, rule.rows, rule.group_by)
+    return [
+        Observation(group, score)
+        for group, score in _latest_max(store, rule.score, rule.group_by).items()
+        if rows.get(group, 0.0) >= rule.min_rows
+    ]
+
+
 def evaluate(rule: BaseRule, store: SeriesStore, now: float, references: References) -> list[Observation]:
     """Every group's value of ``rule`` at ``now`` (breached or not)."""
     if isinstance(rule, CounterRatioRule):
@@ -149,6 +171,8 @@ def evaluate(rule: BaseRule, store: SeriesStore, now: float, references: Referen
         return gauge_threshold(rule, store, now)
     if isinstance(rule, DriftRule):
         return drift(rule, store, now, references)
+    if isinstance(rule, InputDriftRule):
+        return input_drift(rule, store, now)
     raise TypeError(f"unknown rule kind: {type(rule).__name__}")
 
 

@@ -153,7 +153,28 @@ class DriftRule(WindowedRule):
         return self
 
 
-Rule = Annotated[CounterRatioRule | HistogramQuantileRule | GaugeThresholdRule | DriftRule, Field(discriminator="kind")]
+class InputDriftRule(BaseRule):
+    """A version's input drift score (the share of its features that drift from the training split), which the
+    monitor computes from logged inputs and exports; judged only where the window holds ``min_rows`` rows."""
+
+    kind: Literal["input_drift"]
+    score: Selector = Field(default_factory=lambda: Selector(metric="ferry_monitor_input_drift_score"))
+    rows: Selector = Field(default_factory=lambda: Selector(metric="ferry_monitor_input_drift_rows"))
+    min_rows: float = Field(default=100, ge=1, description="fewer logged rows in the window: not judged")
+
+    @model_validator(mode="after")
+    def _per_version(self) -> InputDriftRule:
+        if not {"model", "version"} <= set(self.group_by):
+            raise ValueError("an input drift rule groups by model and version (the reference is per version)")
+        if self.op != ">":
+            raise ValueError("an input drift rule fires on a score above its threshold (op: >)")
+        return self
+
+
+Rule = Annotated[
+    CounterRatioRule | HistogramQuantileRule | GaugeThresholdRule | DriftRule | InputDriftRule,
+    Field(discriminator="kind"),
+]
 
 
 class RuleSet(Strict):

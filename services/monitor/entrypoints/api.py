@@ -1,4 +1,4 @@
-"""The monitor's HTTP face: alerts, rules, targets, the webhooks in, ``/healthz`` and ``/metrics``.
+"""The monitor's HTTP face: alerts, rules, targets, input drift, the webhooks in, ``/healthz`` and ``/metrics``.
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the webhooks' annotations, which
 name the credential dependency built inside ``create_app``.
@@ -19,8 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.monitor.domain.episodes import RecentIds
 from services.monitor.domain.lifecycle import Alert, timestamp
+from services.monitor.entrypoints.drift_api import drift_router
 from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
 from services.monitor.entrypoints.webhook_auth import webhook_sender
+from services.monitor.input_drift import InputDriftTracker
 from services.monitor.provisioning.promql import condition
 from services.monitor.service import Monitor
 from services.monitor.settings import DEFAULT_WEBHOOK_MAX_BYTES
@@ -42,6 +44,7 @@ class ApiDeps:
     incoming_ids: RecentIds = field(default_factory=RecentIds)
     """The incoming alert episodes already published: a re-sent copy is acknowledged, not published again."""
     engine: str = "builtin"
+    input_drift: InputDriftTracker | None = None
 
 
 class AlertOut(BaseModel):
@@ -128,6 +131,9 @@ def create_app(deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
     @app.get("/api/v1/targets", summary="The scrape targets and how their last scrape went")
     def targets() -> dict[str, Any]:
         return {"targets": [_target_out(health) for health in monitor.target_health()]}
+
+    if deps.input_drift is not None:
+        app.include_router(drift_router(deps.input_drift))
 
     sender = webhook_sender(deps.webhook_tokens)
 

@@ -1,5 +1,6 @@
-"""The Ferry dashboard: requests, latency percentiles, errors, batch sizes, the canary split, drift,
-consumer lag, training runs, the registry's outbox and the monitor's own view of its targets."""
+"""The Ferry dashboard: requests, latency percentiles, errors, batch sizes, the canary split, prediction drift,
+input drift per feature, consumer lag, training runs, the registry's outbox and the monitor's own view of its
+targets."""
 
 from __future__ import annotations
 
@@ -86,6 +87,23 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "short",
         [
             (f"max by (model, version) (ferry_monitor_drift_psi{{{MODEL}}})", VERSION),
+        ],
+    ),
+    (
+        "Input drift per feature (PSI against the training split)",
+        "short",
+        [
+            (
+                f"topk(10, max by (model, version, feature) (ferry_monitor_feature_drift_psi{{{MODEL}}}))",
+                "{{model}} v{{version}} feature {{feature}}",
+            ),
+        ],
+    ),
+    (
+        "Input drift score (share of features drifting)",
+        "percentunit",
+        [
+            (f"max by (model, version) (ferry_monitor_input_drift_score{{{MODEL}}})", VERSION),
         ],
     ),
     (

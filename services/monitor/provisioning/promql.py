@@ -10,6 +10,10 @@ reference shares, which only the registry knows, are exported by the monitor as 
 other has a class (``or``), floored at epsilon (``clamp_min``), and
 ``sum by (model, version) ((live - ref) * ln(live / ref))`` is the index, judged only where the
 window holds ``min_samples`` predictions and a reference exists.
+
+Input drift is computed by the monitor from logged inputs (only it holds them) and exported as
+``ferry_monitor_input_drift_score{model,version}`` with the rows it rests on: both engines read those
+gauges, the monitor from its own window, Prometheus from its scrape of the monitor.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from services.monitor.domain.rules import (
     DriftRule,
     GaugeThresholdRule,
     HistogramQuantileRule,
+    InputDriftRule,
     Selector,
 )
 
@@ -100,6 +105,14 @@ def drift(rule: DriftRule) -> str:
     )
 
 
+def input_drift(rule: InputDriftRule) -> str:
+    groups = ", ".join(rule.group_by)
+    return (
+        f"max by ({groups}) ({selector(rule.score)})\n"
+        f"  and on ({groups}) max by ({groups}) ({selector(rule.rows)}) >= {number(rule.min_rows)}"
+    )
+
+
 def value_expression(rule: BaseRule) -> str:
     """The rule's value per group, in PromQL."""
     if isinstance(rule, CounterRatioRule):
@@ -110,6 +123,8 @@ def value_expression(rule: BaseRule) -> str:
         return gauge_threshold(rule)
     if isinstance(rule, DriftRule):
         return drift(rule)
+    if isinstance(rule, InputDriftRule):
+        return input_drift(rule)
     raise TypeError(f"unknown rule kind: {type(rule).__name__}")
 
 

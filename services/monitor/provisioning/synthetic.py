@@ -16,6 +16,7 @@ from services.monitor.domain.rules import (
     DriftRule,
     GaugeThresholdRule,
     HistogramQuantileRule,
+    InputDriftRule,
     Selector,
 )
 from services.monitor.domain.series import matches
@@ -154,6 +155,17 @@ def drift_case(rule: DriftRule, fires: bool) -> SyntheticCase:
     return SyntheticCase(rule, fires, series, eval_s, group, value, pending)
 
 
+def input_drift_case(rule: InputDriftRule, fires: bool) -> SyntheticCase:
+    eval_s, count, pending = _steps(rule)
+    group = {label: GROUP_VALUES.get(label, f"test-{label}") for label in rule.group_by}
+    score = min(1.0, rule.threshold + (1 - rule.threshold) / 2) if fires else rule.threshold / 2
+    series = [
+        SyntheticSeries(rule.score.names[0], _labels(rule.score, group), score, 0, count),
+        SyntheticSeries(rule.rows.names[0], _labels(rule.rows, group), 2 * rule.min_rows, 0, count),
+    ]
+    return SyntheticCase(rule, fires, series, eval_s, group, score if fires else None, pending)
+
+
 def cases(rule: BaseRule) -> list[SyntheticCase]:
     """A firing and a quiet case of the rule."""
     if isinstance(rule, CounterRatioRule):
@@ -164,6 +176,8 @@ def cases(rule: BaseRule) -> list[SyntheticCase]:
         make = gauge_case
     elif isinstance(rule, DriftRule):
         make = drift_case
+    elif isinstance(rule, InputDriftRule):
+        make = input_drift_case
     else:
         raise TypeError(f"unknown rule kind: {type(rule).__name__}")
     return [make(rule, True), make(rule, False)]

@@ -102,6 +102,7 @@ class ModelVersion(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     slices: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     """The training request's named feature ranges, which the evaluator guards (FeatureSlice each)."""
+    input_reference: Mapped[Json | None] = mapped_column(default=None)
 
 
 def version_columns() -> tuple[str, ...]:
