@@ -20,6 +20,12 @@ gRPC`` measures the gRPC rows alone.
 
     .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--rounds 1]
         [--generators wrk,python,grpc] [--skip-peers] [--only NAME-PART]
+
+``--profile`` measures nothing else: it samples one gateway worker with py-spy while wrk (or the Python
+generator) drives it at the last ``--connections`` level, and prints the top ``--top`` functions by own and
+by total time (gateway_profile.py); ``--profile minimal`` samples the HTTP floor (b) the same way.
+
+    .venv/bin/python bench/gateway_bench.py --profile [gateway|minimal] [--seconds 10] [--connections 64]
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway_grpc_load import first_answer, grpc_load  # noqa: E402
 from gateway_load import GENERATORS, drive, summary  # noqa: E402
+from gateway_profile import print_profile, profile_server  # noqa: E402
 from gateway_servers import BENCH_HOME, mlserver, torchserve  # noqa: E402
 
 from services.gateway.sample_models import classifier_bytes, reference_probabilities  # noqa: E402
@@ -365,6 +372,27 @@ def median_of(rounds: list[Figures]) -> Figures:
     return combined
 
 
+def run_profile(model: Path, body: bytes, expected: np.ndarray, body_file: Path, args: argparse.Namespace) -> int:
+    """``--profile``: one server (the gateway, one worker, or the floor) sampled under load; its top entries."""
+    generator = "wrk" if "wrk" in GENERATORS and "wrk" in args.generators else "python"
+    connections = int(args.connections.split(",")[-1])
+    server = local_server(f"{args.profile} profiled", args.profile, 1, model)
+    try:
+        server.wait_ready(body, expected)
+        drive(generator, server.url, body_file, 8, 1.0)  # warm-up
+        load = partial(drive, generator, server.url, body_file, connections, args.seconds)
+        found, measured = profile_server(server, load, args.seconds, args.rate, BENCH_HOME / "profile.txt")
+    finally:
+        server.stop()
+    print(
+        f"{args.profile}, 1 worker, {generator} at {connections} connections for {args.seconds:g} s, py-spy at "
+        f"{args.rate} Hz; under the profiler: {_cell(measured)} (req/s, p50, p99 ms); "
+        f"load average {os.getloadavg()[0]:.1f}; raw samples in {BENCH_HOME / 'profile.txt'}"
+    )
+    print_profile(found, args.top, f"{args.profile}: where the time goes")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -374,6 +402,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="measure every server this many times; medians")
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
     parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
+    parser.add_argument("--profile", nargs="?", const="gateway", choices=("gateway", "minimal"), default=None)
+    parser.add_argument("--rate", type=int, default=200, help="--profile: py-spy's samples a second")
+    parser.add_argument("--top", type=int, default=25, help="--profile: entries per table")
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]
     generators = [name for name in args.generators.split(",") if name in (*GENERATORS, "grpc")]
@@ -388,6 +419,8 @@ def main() -> int:
     body = request_body(row)
     body_file = BENCH_HOME / "request.json"
     body_file.write_bytes(body)
+    if args.profile:
+        return run_profile(model, body, expected, body_file, args)
     load_average = os.getloadavg()
     rows: dict[str, Figures] = {}
     if args.only in "(a) onnxruntime in-process":
