@@ -68,8 +68,14 @@ class Batcher:
         """Requests waiting for a run (not those in the run now)."""
         return len(self._queue)
 
-    async def submit(self, feeds: Feeds) -> list[np.ndarray]:
-        """The outputs for these inputs, computed in some batch; cancellation leaves the batch unharmed."""
+    @property
+    def batchable(self) -> bool:
+        """Whether requests share runs (every tensor has a batch axis): a request's rows are its first axis."""
+        return self._batchable
+
+    async def submit(self, feeds: Feeds, timeout_s: float | None = None) -> list[np.ndarray]:
+        """The outputs for these inputs, computed in some batch; TimeoutError when they are not there within
+        ``timeout_s``. Cancellation and time-outs leave the batch unharmed (the request's place is dropped)."""
         loop = asyncio.get_running_loop()
         rows = int(next(iter(feeds.values())).shape[0]) if self._batchable and feeds else 1
         item = _Queued(feeds, rows, loop.create_future(), time.perf_counter())
@@ -81,7 +87,15 @@ class Batcher:
             self._timer = (
                 loop.call_later(self._delay_s, self._dispatch) if self._delay_s else loop.call_soon(self._dispatch)
             )
-        return await item.future
+        if timeout_s is None:
+            return await item.future
+        # One timer on the request's own future: asyncio.timeout costs several times more (a context manager,
+        # a cancellation of the task and its conversion), and this is once per request.
+        expiry = loop.call_later(timeout_s, _expire, item.future)
+        try:
+            return await item.future
+        finally:
+            expiry.cancel()
 
     def _dispatch(self) -> None:
         if self._timer is not None:
@@ -152,3 +166,8 @@ class Batcher:
     def close(self) -> None:
         """Release the runner thread once nothing is queued or running (the fleet drains first)."""
         self._executor.shutdown(wait=False)
+
+
+def _expire(future: asyncio.Future[list[np.ndarray]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

@@ -23,6 +23,7 @@ from services.gateway.adapters.registry import DeploymentSource
 from services.gateway.domain import (
     Admission,
     DeadlineExceeded,
+    Fault,
     GatewayError,
     InvalidInput,
     Overloaded,
@@ -32,7 +33,6 @@ from services.gateway.domain import (
     RunFailed,
     VersionNotFound,
     WorkKind,
-    batchable,
     check_inputs,
     choose_version,
 )
@@ -131,7 +131,7 @@ class Inference:
             outputs = await self._run_or_fall_back(trail, state, target, feeds, deadline)
         finally:
             self.admission.leave()
-        served = state.find(trail.version) if trail.version is not None else None
+        served = target if trail.version == target.version else state.find(trail.version or target.version)
         if route == "champion" and state.deployment.shadow and state.challenger is not None:
             self._mirror(trail.model, state.challenger, feeds, outputs, deadline)
         answered = served or target
@@ -201,7 +201,7 @@ class Inference:
                 trail.outcome = outcome
             seconds = self.clock() - started
             self.metrics.request(model, version.version, route, outcome, seconds)
-            rows = _rows(feeds) if batchable(version.spec.signature) else 1
+            rows = _rows(feeds) if version.batcher.batchable else 1
             self.statistics.finished(model, version.version, ok=outcome == "ok", rows=rows, seconds=seconds)
             if outcome == "ok":
                 self.metrics.predicted(model, version.version, outputs[0], version.spec.signature)
@@ -212,13 +212,11 @@ class Inference:
             raise DeadlineExceeded(self.max_deadline_s)
         version.acquire()
         try:
+            fault = self.fleet.faults.get((version.model_name, version.version)) if self.fleet.faults else None
+            if fault is None:
+                return await version.batcher.submit(feeds, remaining)
             async with asyncio.timeout(remaining):
-                fault = self.fleet.faults.get((version.model_name, version.version))
-                if fault is not None:
-                    if fault.delay_ms > 0:
-                        await asyncio.sleep(fault.delay_ms / 1000)
-                    if fault.fails(self.draw()):
-                        raise RunFailed(f"injected fault in {version.model_name} v{version.version}")
+                await self._injected(version, fault)
                 return await version.batcher.submit(feeds)
         except TimeoutError as error:
             raise DeadlineExceeded(remaining) from error
@@ -230,6 +228,13 @@ class Inference:
             ) from error
         finally:
             version.release()
+
+    async def _injected(self, version: LoadedVersion, fault: Fault) -> None:
+        """An injected fault's delay, then its failure (tests and the demo)."""
+        if fault.delay_ms > 0:
+            await asyncio.sleep(fault.delay_ms / 1000)
+        if fault.fails(self.draw()):
+            raise RunFailed(f"injected fault in {version.model_name} v{version.version}")
 
     def _mirror(
         self,

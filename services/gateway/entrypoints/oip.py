@@ -45,6 +45,7 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 }
 _JSON_KINDS = {"BOOL": "b", "FP16": "biuf", "FP32": "biuf", "FP64": "biuf"}  # other datatypes: integers only
 _NUMPY_TO_OIP = {dtype.newbyteorder("="): name for name, dtype in _DTYPES.items()}
+_OBJECT = np.dtype(object)
 MAX_INPUTS = 64
 MAX_RANK = 16
 
@@ -278,7 +279,10 @@ def encode_infer(
 
 def output_datatype(array: np.ndarray) -> str:
     """The OIP datatype of an output; an array of Python strings (classification) is BYTES."""
-    if array.dtype == np.dtype(object):
+    found = _NUMPY_TO_OIP.get(array.dtype)  # native byte order: ONNX Runtime's outputs, without a conversion
+    if found is not None:
+        return found
+    if array.dtype == _OBJECT:
         return "BYTES"
     return _NUMPY_TO_OIP.get(array.dtype.newbyteorder("="), "FP32")
 
