@@ -403,7 +403,7 @@ def main() -> int:
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
     parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
     parser.add_argument("--profile", nargs="?", const="gateway", choices=("gateway", "minimal"), default=None)
-    parser.add_argument("--rate", type=int, default=200, help="--profile: py-spy's samples a second")
+    parser.add_argument("--rate", type=int, default=100, help="--profile: py-spy's samples a second")
     parser.add_argument("--top", type=int, default=25, help="--profile: entries per table")
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]

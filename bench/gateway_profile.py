@@ -3,7 +3,8 @@ log, rate limits and canary routing on, as the bench measures it), drives it wit
 request, and samples it meanwhile with py-spy (attached to the serving process once it is warm, so start-up
 is not counted). The samples are aggregated by function and printed twice: by own time (the function was
 the innermost Python frame) and by total time (the function was anywhere on the stack, counted once per
-sample), each as a share of the samples in which the process was busy.
+sample), each as a share of the samples in which the process was busy (a thread waiting on a lock, such
+as the deployments worker's, is left out).
 
 Native code (uvloop, httptools, ONNX Runtime, orjson) has no frame of its own here: its time is the
 Python function's that called it, or ``(no Python frame)`` when the event loop runs C code alone.
@@ -26,6 +27,8 @@ PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 # One frame of py-spy's raw (collapsed) output: "function (file:line)", or "function (file)" without lines.
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 NO_FRAME = "(no Python frame)"
+# Innermost frames of a thread that waits (py-spy can count a thread blocked in a lock as busy): not work.
+WAITING = ("Condition.wait (threading.py)",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def aggregate(raw: str, skip: Callable[[str], bool] = lambda function: False) ->
         count = int(count_text)
         functions = [function_of(frame) for frame in stack.split(";")]
         functions = [function for function in functions if not skip(function)] or [NO_FRAME]
+        if functions[-1] in WAITING:
+            continue
         samples += count
         own[functions[-1]] += count
         for function in set(functions):
