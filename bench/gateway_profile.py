@@ -74,12 +74,15 @@ def _not_code(function: str) -> bool:
 
 
 def print_profile(profile: Profile, top: int, title: str) -> None:
-    """Two tables, top ``top`` entries each: by own time and by total time."""
+    """Two tables, top ``top`` entries each: by own time, and by total time without the frames found in every
+    sample (the server's outermost, whose total says nothing; the event loop's own time is kept)."""
     print(f"\n{title}: {profile.samples} samples while busy\n")
-    for label, counts in (("own", profile.own), ("total", profile.total)):
+    everywhere = {function for function, count in profile.total.items() if count >= profile.samples}
+    for label, counts, left_out in (("own", profile.own, set()), ("total", profile.total, everywhere)):
         print(f"| {label} time | function (file) |")
         print("| ---: | --- |")
-        for function, count in counts.most_common(top):
+        ranked = [(function, count) for function, count in counts.most_common() if function not in left_out]
+        for function, count in ranked[:top]:
             print(f"| {100 * count / max(profile.samples, 1):.1f} % | `{function}` |")
         print()
 
