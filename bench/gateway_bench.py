@@ -8,8 +8,11 @@ use. Every server gets the same request (the OIP v2 JSON of one 64-feature row),
 must first answer it with the right probabilities, and shares the machine's cores with the load
 generator: wrk (C, one thread) where installed and the Python one (see gateway_load.py), each figure
 labelled with its generator. A rate is printed only when every request counted was a 200 carrying the
-output tensor. Each peer's best configuration is picked per generator and connection count, and the
-gateway (1 and 2 workers) is given as ratios to the best of them, all measured in the same run.
+output tensor. Beside each HTTP rate, the CPU time the server's processes used per answered request (user and
+system, all its workers; not the load generator's): the machine's other work takes cores from a server and
+so moves its rate, far less its CPU per request. Each peer's best configuration is picked per generator and
+connection count, and the gateway (1 and 2 workers) is given as ratios to the best of them, all measured in
+the same run.
 
 gRPC (OIP v2's ModelInfer, one raw FP32 row, as tritonclient.grpc sends it) is measured beside HTTP, with
 its own generator (``grpc``: gateway_grpc_load.py, asyncio grpcio, since ghz is not available here): the
@@ -270,7 +273,7 @@ def measure(
                 continue
             drive(generator, server.url, body_file, 8, 1.0)  # warm-up
             for level in levels:
-                figures[generator, level] = drive(generator, server.url, body_file, level, seconds)
+                figures[generator, level] = drive(generator, server.url, body_file, level, seconds, server.process.pid)
         return figures
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
         return {(generator, level): f"failed: {error}"[:160] for generator in generators for level in levels}
@@ -279,13 +282,16 @@ def measure(
 
 
 def _cell(figure: Any) -> str:
-    return f"{figure['rps']:,.0f}, {figure['p50']:.2f}, {figure['p99']:.2f}" if isinstance(figure, dict) else figure
+    if not isinstance(figure, dict):
+        return str(figure)
+    cpu = f", {figure['cpu_us']:.0f}" if "cpu_us" in figure else ""
+    return f"{figure['rps']:,.0f}, {figure['p50']:.2f}, {figure['p99']:.2f}{cpu}"
 
 
 def print_tables(rows: dict[str, Figures], generators: list[str], levels: list[int]) -> None:
     for generator in generators:
         print(f"\nload generator: {generator} ((a) is session.run from threads, no HTTP, no generator)\n")
-        print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms)" for c in levels) + " |")
+        print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms), CPU µs/req" for c in levels) + " |")
         print("| --- | " + " | ".join("---" for _ in levels) + " |")
         for name, figures in rows.items():
             if not any(key[0] in (generator, "none") for key in figures):
@@ -329,9 +335,10 @@ def print_ratios(rows: dict[str, Figures], configs: list[Config], generators: li
                 if top is None or not isinstance(mine, dict):
                     cells.append("no ratio (no rate)")
                     continue
+                cpu = f", {mine['cpu_us'] / top['cpu_us']:.2f}x CPU/req" if "cpu_us" in mine and "cpu_us" in top else ""
                 cells.append(
                     f"{mine['rps'] / top['rps']:.2f}x req/s, {mine['p50'] / top['p50']:.2f}x p50, "
-                    f"{mine['p99'] / top['p99']:.2f}x p99"
+                    f"{mine['p99'] / top['p99']:.2f}x p99{cpu}"
                 )
             print(f"| {generator}, {level} | " + " | ".join(cells) + " |")
 
@@ -367,7 +374,7 @@ def median_of(rounds: list[Figures]) -> Figures:
         combined[key] = (
             refused[0]
             if refused
-            else {name: statistics.median(figure[name] for figure in figures) for name in ("rps", "p50", "p99")}
+            else {name: statistics.median(figure[name] for figure in figures) for name in figures[0]}
         )
     return combined
 
