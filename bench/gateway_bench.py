@@ -8,8 +8,11 @@ use. Every server gets the same request (the OIP v2 JSON of one 64-feature row),
 must first answer it with the right probabilities, and shares the machine's cores with the load
 generator: wrk (C, one thread) where installed and the Python one (see gateway_load.py), each figure
 labelled with its generator. A rate is printed only when every request counted was a 200 carrying the
-output tensor. Each peer's best configuration is picked per generator and connection count, and the
-gateway (1 and 2 workers) is given as ratios to the best of them, all measured in the same run.
+output tensor. Beside each HTTP rate, the CPU time the server's processes used per answered request (user and
+system, all its workers; not the load generator's): the machine's other work takes cores from a server and
+so moves its rate, far less its CPU per request. Each peer's best configuration is picked per generator and
+connection count, and the gateway (1 and 2 workers) is given as ratios to the best of them, all measured in
+the same run.
 
 gRPC (OIP v2's ModelInfer, one raw FP32 row, as tritonclient.grpc sends it) is measured beside HTTP, with
 its own generator (``grpc``: gateway_grpc_load.py, asyncio grpcio, since ghz is not available here): the
@@ -20,6 +23,12 @@ gRPC`` measures the gRPC rows alone.
 
     .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--rounds 1]
         [--generators wrk,python,grpc] [--skip-peers] [--only NAME-PART]
+
+``--profile`` measures nothing else: it samples one gateway worker with py-spy while wrk (or the Python
+generator) drives it at the last ``--connections`` level, and prints the top ``--top`` functions by own and
+by total time (gateway_profile.py); ``--profile minimal`` samples the HTTP floor (b) the same way.
+
+    .venv/bin/python bench/gateway_bench.py --profile [gateway|minimal] [--seconds 10] [--connections 64]
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway_grpc_load import first_answer, grpc_load  # noqa: E402
 from gateway_load import GENERATORS, drive, summary  # noqa: E402
+from gateway_profile import print_profile, profile_server  # noqa: E402
 from gateway_servers import BENCH_HOME, mlserver, torchserve  # noqa: E402
 
 from services.gateway.sample_models import classifier_bytes, reference_probabilities  # noqa: E402
@@ -263,7 +273,7 @@ def measure(
                 continue
             drive(generator, server.url, body_file, 8, 1.0)  # warm-up
             for level in levels:
-                figures[generator, level] = drive(generator, server.url, body_file, level, seconds)
+                figures[generator, level] = drive(generator, server.url, body_file, level, seconds, server.process.pid)
         return figures
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
         return {(generator, level): f"failed: {error}"[:160] for generator in generators for level in levels}
@@ -272,13 +282,16 @@ def measure(
 
 
 def _cell(figure: Any) -> str:
-    return f"{figure['rps']:,.0f}, {figure['p50']:.2f}, {figure['p99']:.2f}" if isinstance(figure, dict) else figure
+    if not isinstance(figure, dict):
+        return str(figure)
+    cpu = f", {figure['cpu_us']:.0f}" if "cpu_us" in figure else ""
+    return f"{figure['rps']:,.0f}, {figure['p50']:.2f}, {figure['p99']:.2f}{cpu}"
 
 
 def print_tables(rows: dict[str, Figures], generators: list[str], levels: list[int]) -> None:
     for generator in generators:
         print(f"\nload generator: {generator} ((a) is session.run from threads, no HTTP, no generator)\n")
-        print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms)" for c in levels) + " |")
+        print("| server | " + " | ".join(f"{c} conn: req/s, p50, p99 (ms), CPU µs/req" for c in levels) + " |")
         print("| --- | " + " | ".join("---" for _ in levels) + " |")
         for name, figures in rows.items():
             if not any(key[0] in (generator, "none") for key in figures):
@@ -322,9 +335,10 @@ def print_ratios(rows: dict[str, Figures], configs: list[Config], generators: li
                 if top is None or not isinstance(mine, dict):
                     cells.append("no ratio (no rate)")
                     continue
+                cpu = f", {mine['cpu_us'] / top['cpu_us']:.2f}x CPU/req" if "cpu_us" in mine and "cpu_us" in top else ""
                 cells.append(
                     f"{mine['rps'] / top['rps']:.2f}x req/s, {mine['p50'] / top['p50']:.2f}x p50, "
-                    f"{mine['p99'] / top['p99']:.2f}x p99"
+                    f"{mine['p99'] / top['p99']:.2f}x p99{cpu}"
                 )
             print(f"| {generator}, {level} | " + " | ".join(cells) + " |")
 
@@ -360,9 +374,30 @@ def median_of(rounds: list[Figures]) -> Figures:
         combined[key] = (
             refused[0]
             if refused
-            else {name: statistics.median(figure[name] for figure in figures) for name in ("rps", "p50", "p99")}
+            else {name: statistics.median(figure[name] for figure in figures) for name in figures[0]}
         )
     return combined
+
+
+def run_profile(model: Path, body: bytes, expected: np.ndarray, body_file: Path, args: argparse.Namespace) -> int:
+    """``--profile``: one server (the gateway, one worker, or the floor) sampled under load; its top entries."""
+    generator = "wrk" if "wrk" in GENERATORS and "wrk" in args.generators else "python"
+    connections = int(args.connections.split(",")[-1])
+    server = local_server(f"{args.profile} profiled", args.profile, 1, model)
+    try:
+        server.wait_ready(body, expected)
+        drive(generator, server.url, body_file, 8, 1.0)  # warm-up
+        load = partial(drive, generator, server.url, body_file, connections, args.seconds)
+        found, measured = profile_server(server, load, args.seconds, args.rate, BENCH_HOME / "profile.txt")
+    finally:
+        server.stop()
+    print(
+        f"{args.profile}, 1 worker, {generator} at {connections} connections for {args.seconds:g} s, py-spy at "
+        f"{args.rate} Hz; under the profiler: {_cell(measured)} (req/s, p50, p99 ms); "
+        f"load average {os.getloadavg()[0]:.1f}; raw samples in {BENCH_HOME / 'profile.txt'}"
+    )
+    print_profile(found, args.top, f"{args.profile}: where the time goes")
+    return 0
 
 
 def main() -> int:
@@ -374,6 +409,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="measure every server this many times; medians")
     parser.add_argument("--skip-peers", action="store_true", help="measure (a), (b), (c) only")
     parser.add_argument("--only", default="", help="measure only the servers whose name contains this")
+    parser.add_argument("--profile", nargs="?", const="gateway", choices=("gateway", "minimal"), default=None)
+    parser.add_argument("--rate", type=int, default=100, help="--profile: py-spy's samples a second")
+    parser.add_argument("--top", type=int, default=25, help="--profile: entries per table")
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]
     generators = [name for name in args.generators.split(",") if name in (*GENERATORS, "grpc")]
@@ -388,6 +426,8 @@ def main() -> int:
     body = request_body(row)
     body_file = BENCH_HOME / "request.json"
     body_file.write_bytes(body)
+    if args.profile:
+        return run_profile(model, body, expected, body_file, args)
     load_average = os.getloadavg()
     rows: dict[str, Figures] = {}
     if args.only in "(a) onnxruntime in-process":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -198,9 +199,33 @@ def wrk_load(url: str, body_file: Path, connections: int, seconds: float) -> dic
     }
 
 
-def drive(generator: str, url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
-    """Load ``url`` with ``generator`` (one of :data:`GENERATORS`)."""
-    return (wrk_load if generator == "wrk" else python_load)(url, body_file, connections, seconds)
+def drive(
+    generator: str, url: str, body_file: Path, connections: int, seconds: float, session: int | None = None
+) -> dict[str, float] | str:
+    """Load ``url`` with ``generator`` (one of :data:`GENERATORS`); with ``session`` (the server's session id), also
+    ``cpu_us``: the CPU time its processes used per answered request, which other work on the machine changes
+    far less than the rate (a shared machine's load takes cores from the server, not CPU from its requests)."""
+    before = session_cpu_s(session) if session is not None else 0.0
+    figures = (wrk_load if generator == "wrk" else python_load)(url, body_file, connections, seconds)
+    if session is not None and isinstance(figures, dict):
+        answered = figures["rps"] * seconds
+        figures["cpu_us"] = (session_cpu_s(session) - before) / answered * 1e6
+    return figures
+
+
+def session_cpu_s(session: int) -> float:
+    """User and system CPU seconds used so far by the live processes of a session (a server and its workers)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[3]) == session:  # after the name: state, ppid, pgrp, session, ..., utime (11), stime (12)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

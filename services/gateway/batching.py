@@ -23,6 +23,7 @@ from services.gateway.domain import BatchConfig, batch_take, split_offsets
 
 Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], list[np.ndarray]]
+_CLOCK_SLACK_S = 0.001  # the loop's timers have millisecond resolution: one may fire that much early
 
 
 @dataclass
@@ -31,6 +32,7 @@ class _Queued:
     rows: int
     future: asyncio.Future[list[np.ndarray]]
     queued_at: float
+    deadline: float | None  # on the loop's clock; the future fails with TimeoutError past it
 
 
 class Batcher:
@@ -58,7 +60,10 @@ class Batcher:
         self._queue: list[_Queued] = []
         self._queued_rows = 0
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._running = False
+        self._running: list[_Queued] = []  # the batch in the run now
+        # One timer for the nearest deadline of every request here, not one per request: a timer per request
+        # costs the event loop a handle made, armed and cancelled each time (bench/gateway_bench.py --profile).
+        self._expiry: asyncio.TimerHandle | None = None
         self._inline_below_s = inline_below_ms / 1000
         self._run_s = 0.0  # moving average of a run's time
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
@@ -68,11 +73,18 @@ class Batcher:
         """Requests waiting for a run (not those in the run now)."""
         return len(self._queue)
 
-    async def submit(self, feeds: Feeds) -> list[np.ndarray]:
-        """The outputs for these inputs, computed in some batch; cancellation leaves the batch unharmed."""
+    @property
+    def batchable(self) -> bool:
+        """Whether requests share runs (every tensor has a batch axis): a request's rows are its first axis."""
+        return self._batchable
+
+    async def submit(self, feeds: Feeds, timeout_s: float | None = None) -> list[np.ndarray]:
+        """The outputs for these inputs, computed in some batch; TimeoutError when they are not there within
+        ``timeout_s``. Cancellation and time-outs leave the batch unharmed (the request's place is dropped)."""
         loop = asyncio.get_running_loop()
         rows = int(next(iter(feeds.values())).shape[0]) if self._batchable and feeds else 1
-        item = _Queued(feeds, rows, loop.create_future(), time.perf_counter())
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        item = _Queued(feeds, rows, loop.create_future(), time.perf_counter(), deadline)
         self._queue.append(item)
         self._queued_rows += rows
         if self._queued_rows >= self._max_rows:
@@ -81,7 +93,30 @@ class Batcher:
             self._timer = (
                 loop.call_later(self._delay_s, self._dispatch) if self._delay_s else loop.call_soon(self._dispatch)
             )
+        if deadline is not None and (self._expiry is None or deadline < self._expiry.when()):
+            self._expire_at(loop, deadline)
         return await item.future
+
+    def _expire_at(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the requests whose deadline has passed, queued or in the run; then wait for the next deadline."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + _CLOCK_SLACK_S
+        following: float | None = None
+        for item in (*self._queue, *self._running):
+            if item.deadline is None or item.future.done():
+                continue
+            if item.deadline <= now:
+                item.future.set_exception(TimeoutError())
+            elif following is None or item.deadline < following:
+                following = item.deadline
+        if following is not None:
+            self._expire_at(loop, following)
 
     def _dispatch(self) -> None:
         if self._timer is not None:
@@ -94,7 +129,7 @@ class Batcher:
         taken = batch_take([item.rows for item in self._queue], self._max_rows)
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         self._queued_rows -= sum(item.rows for item in batch)
-        self._running = True
+        self._running = batch
         self._on_batch(len(batch))
         dispatched = time.perf_counter()
         queued_s = sum(dispatched - item.queued_at for item in batch)
@@ -135,7 +170,7 @@ class Batcher:
         return self._run_s < self._inline_below_s
 
     def _finished(self, batch: list[_Queued], outputs: list[np.ndarray] | None, error: BaseException | None) -> None:
-        self._running = False
+        self._running = []
         if outputs is None:
             for item in batch:
                 if not item.future.done():
@@ -151,4 +186,6 @@ class Batcher:
 
     def close(self) -> None:
         """Release the runner thread once nothing is queued or running (the fleet drains first)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
         self._executor.shutdown(wait=False)

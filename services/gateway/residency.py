@@ -75,6 +75,17 @@ class Residency:
 
     # --- the request path -------------------------------------------------------------------------
 
+    def hold_resident(self, version: LoadedVersion) -> bool:
+        """Take a reference on ``version`` at once when it is resident (no await: the request path's common
+        case); False, and nothing taken, when it must be loaded first (then :meth:`hold`)."""
+        if not version.resident:
+            return False
+        now = self.clock()
+        version.last_used = now
+        self._traffic[version.model_name] = now
+        version.acquire()
+        return True
+
     async def hold(self, version: LoadedVersion) -> None:
         """Take a reference on ``version``, loading its session first when it is not resident; the caller's
         timeout bounds the wait (the load goes on for the next request). VersionUnavailable when it fails."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -145,3 +146,27 @@ def test_batcher_runs_at_most_max_batch_size_rows_and_keeps_going_after_a_failur
     assert max(runs) <= 2 and sum(runs) == 5
     assert sum(isinstance(result, RuntimeError) for result in results) == 2
     assert sum(isinstance(result, list) for result in results) == 3
+
+
+def test_batcher_fails_a_request_past_its_deadline_and_answers_the_rest_of_its_batch() -> None:
+    release = threading.Event()
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        release.wait(30)  # held in the runner's thread until the late request has failed
+        return [feeds["x"] * 2]
+
+    async def scenario() -> tuple[BaseException | None, list[np.ndarray], list[np.ndarray]]:
+        batcher = Batcher(run, BatchConfig(max_batch_size=4, max_delay_ms=0), inline_below_ms=0)
+        one = np.ones((1, 2), np.float32)
+        patient = asyncio.ensure_future(batcher.submit({"x": one * 3}, 60.0))
+        late = asyncio.ensure_future(batcher.submit({"x": one}, 0.01))  # nearer than the first deadline
+        untimed = asyncio.ensure_future(batcher.submit({"x": one * 5}))
+        failure = await asyncio.gather(late, return_exceptions=True)
+        release.set()
+        answers = await patient, await untimed
+        batcher.close()
+        return failure[0], *answers
+
+    failure, patient, untimed = asyncio.run(scenario())
+    assert isinstance(failure, TimeoutError)
+    assert (patient[0] == 6.0).all() and (untimed[0] == 10.0).all()  # the run went on for the others

@@ -15,8 +15,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, TextIO
+
+import orjson
 
 LOGGER = "services.gateway.access"
 
@@ -77,6 +80,15 @@ class RotatingFile:
         self._file.close()
 
 
+def _json(fields: Mapping[str, object]) -> str:
+    """orjson: a tenth of json.dumps' time, the same JSON (UTF-8 rather than \\u escapes); json.dumps only for
+    what orjson refuses (a string with a lone surrogate)."""
+    try:
+        return orjson.dumps(fields).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(fields)
+
+
 class AccessLog:
     def __init__(
         self, stream: Stream | None = None, *, service: str = "gateway", flush_interval_s: float = 0.05
@@ -116,7 +128,7 @@ class AccessLog:
             "status": status,
             "protocol": protocol,
         }
-        self._lines.append(f'{{"time": "{self._time}", {self._prefix}{json.dumps(fields)[1:]}\n')
+        self._lines.append(f'{{"time": "{self._time}", {self._prefix}{_json(fields)[1:]}\n')
 
     def flush(self) -> None:
         if not self._lines:

@@ -40,6 +40,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
 PREFIX, SUFFIX = "/v2/models/", "/infer"
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
 class BodyTooLarge(Exception):
@@ -84,7 +85,7 @@ class InferRoute:
         self._wanted = (
             b"content-length",
             b"content-encoding",
-            HEADER_LENGTH.encode(),
+            _HEADER_LENGTH,
             b"x-request-id",
             b"x-ferry-route-key",
             b"x-ferry-deadline-ms",
@@ -140,7 +141,7 @@ class InferRoute:
                 raise self.inference.fleet.missing(trail.model)
             pinned = version_number(model=trail.model, version=version)
             raw = await _read_body(receive, headers, self._limit)
-            header_length = _int_header(headers, HEADER_LENGTH.encode())
+            header_length = _int_header(headers, _HEADER_LENGTH)
             request = decode_infer(raw, header_length)
             if request.request_id is not None:
                 trail.request_id = request.request_id

@@ -46,7 +46,9 @@ _DTYPES: dict[str, np.dtype[Any]] = {
     }.items()
 }
 _JSON_KINDS = {"BOOL": "b", "FP16": "biuf", "FP32": "biuf", "FP64": "biuf"}  # other datatypes: integers only
-_NUMPY_TO_OIP = {dtype.newbyteorder("="): name for name, dtype in _DTYPES.items()}
+_NATIVE = {name: dtype.newbyteorder("=") for name, dtype in _DTYPES.items()}
+_NUMPY_TO_OIP = {dtype: name for name, dtype in _NATIVE.items()}
+_OBJECT = np.dtype(object)
 MAX_INPUTS = 64
 MAX_RANK = 16
 
@@ -58,7 +60,7 @@ class RequestedOutput:
     classification: int | None = None  # Triton's classification extension: the top k classes as strings
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once per request
 class InferBody:
     """A decoded inference request."""
 
@@ -140,7 +142,7 @@ def _tensor(raw: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{position}].name must be a non-empty string")
     count = check_tensor(name, datatype, shape)
-    datatype, shape = cast(str, datatype), cast(list[int], shape)  # as check_tensor found them
+    datatype, shape = cast("str", datatype), cast("list[int]", shape)  # as check_tensor found them
     size = _object(raw.get("parameters"), "inputs[{}].parameters", position).get("binary_data_size")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -157,13 +159,13 @@ def check_tensor(name: str, datatype: Any, shape: Any) -> int:
     """Check an input's datatype and shape (a list); its element count. HTTP and gRPC alike."""
     if not isinstance(datatype, str) or datatype not in _DTYPES and datatype != "BYTES":
         raise InvalidInput(f"input {name!r}: datatype must be one of {sorted([*_DTYPES, 'BYTES'])}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_RANK
-        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
-    ):
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(map(_is_dimension, shape)):
         raise InvalidInput(f"input {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers")
     return math.prod(shape)
+
+
+def _is_dimension(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2**31  # type(): a bool is an int, never a dimension
 
 
 def tensor_from_bytes(name: str, datatype: str, shape: list[int], data: memoryview | bytes) -> Tensor:
@@ -196,7 +198,7 @@ def _json_data(values: Any, name: str, datatype: str, shape: list[int], count: i
     if count and array.dtype.kind not in _JSON_KINDS.get(datatype, "biu"):
         raise InvalidInput(f"input {name!r}: 'data' holds values that are not {datatype}")
     try:
-        return array.astype(_DTYPES[datatype].newbyteorder("="), copy=False).reshape(shape)
+        return array.astype(_NATIVE[datatype], copy=False).reshape(shape)
     except (ValueError, OverflowError) as error:
         raise InvalidInput(f"input {name!r}: values do not fit {datatype}") from error
 
@@ -284,7 +286,10 @@ def encode_infer(
 
 def output_datatype(array: np.ndarray) -> str:
     """The OIP datatype of an output; an array of Python strings (classification) is BYTES."""
-    if array.dtype == np.dtype(object):
+    found = _NUMPY_TO_OIP.get(array.dtype)  # native byte order: ONNX Runtime's outputs, without a conversion
+    if found is not None:
+        return found
+    if array.dtype == _OBJECT:
         return "BYTES"
     return _NUMPY_TO_OIP.get(array.dtype.newbyteorder("="), "FP32")
 
