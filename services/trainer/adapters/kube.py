@@ -1,0 +1,140 @@
+"""PyTorchJobs through the official ``kubernetes`` client: create, get, delete, list and watch in one namespace.
+
+The only module that imports the client; ``JobApi`` is what the trainer's cluster path needs of it, and the
+tests' fake implements the same calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.trainer.adapters.pytorchjob import GROUP, PLURAL, VERSION
+from shared.errors import TransientError
+
+
+class JobConflict(Exception):
+    """A job of that name exists already."""
+
+
+class JobGone(Exception):
+    """No job of that name (any more)."""
+
+
+class ClusterUnavailable(TransientError):
+    """The API server did not answer, or answered 429 or 5xx: worth retrying."""
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again, then watch from there."""
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One watch event: ADDED, MODIFIED or DELETED, and the job object as it was then."""
+
+    type: str
+    job: dict[str, Any]
+
+
+class JobApi(Protocol):
+    """What the trainer does with PyTorchJobs in its namespace."""
+
+    def create(self, job: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get(self, name: str) -> dict[str, Any]: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def list(self, selector: str) -> tuple[list[dict[str, Any]], str]:
+        """The jobs matching the label selector, and the list's resourceVersion to watch from."""
+        ...
+
+    def watch(self, selector: str, resource_version: str, timeout_s: int) -> Iterator[JobEvent]:
+        """Events after ``resource_version`` for up to ``timeout_s``; WatchExpired when it is too old."""
+        ...
+
+
+class KubeJobs:
+    """``JobApi`` over the API server, through ``CustomObjectsApi``."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        from kubernetes import client  # here: only a trainer with a cluster needs the client loaded
+
+        self._api = client.CustomObjectsApi(api_client)
+        self._namespace = namespace
+
+    @classmethod
+    def connect(cls, cluster: str, namespace: str) -> KubeJobs:
+        """``cluster`` is ``in-cluster`` (the pod's ServiceAccount) or the path of a kubeconfig file."""
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        if cluster == "in-cluster":
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=cluster, client_configuration=configuration)
+        return cls(client.ApiClient(configuration), namespace)
+
+    def _where(self) -> tuple[str, str, str, str]:
+        return GROUP, VERSION, self._namespace, PLURAL
+
+    def create(self, job: dict[str, Any]) -> dict[str, Any]:
+        with _translated():
+            return dict(self._api.create_namespaced_custom_object(*self._where(), job))
+
+    def get(self, name: str) -> dict[str, Any]:
+        with _translated():
+            return dict(self._api.get_namespaced_custom_object(*self._where(), name))
+
+    def delete(self, name: str) -> None:
+        with _translated():
+            self._api.delete_namespaced_custom_object(*self._where(), name, propagation_policy="Background")
+
+    def list(self, selector: str) -> tuple[list[dict[str, Any]], str]:
+        with _translated():
+            listed = self._api.list_namespaced_custom_object(*self._where(), label_selector=selector)
+        return list(listed.get("items") or []), str(listed["metadata"].get("resourceVersion", ""))
+
+    def watch(self, selector: str, resource_version: str, timeout_s: int) -> Iterator[JobEvent]:
+        from kubernetes import watch
+
+        stream = watch.Watch().stream(
+            self._api.list_namespaced_custom_object,
+            *self._where(),
+            label_selector=selector,
+            resource_version=resource_version,
+            timeout_seconds=timeout_s,
+            allow_watch_bookmarks=False,
+        )
+        with _translated():
+            for event in stream:
+                if event["type"] == "ERROR":
+                    # The server ends a watch whose version it no longer keeps with an ERROR event (410).
+                    raise WatchExpired(str(event["raw_object"].get("message", "watch expired")))
+                yield JobEvent(type=str(event["type"]), job=dict(event["raw_object"]))
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turns the client's errors into the trainer's own: 409, 404, 410, and unreachable or overloaded servers."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except HTTPError as error:
+        raise ClusterUnavailable(f"the Kubernetes API server is unreachable: {error}") from error
+    except ApiException as error:
+        status = error.status or 0
+        if status in (0, 429) or status >= 500:
+            raise ClusterUnavailable(f"the Kubernetes API server answered {status}: {error.reason}") from error
+        if status == 409:
+            raise JobConflict(str(error.reason)) from error
+        if status == 404:
+            raise JobGone(str(error.reason)) from error
+        if status == 410:
+            raise WatchExpired(str(error.reason)) from error
+        raise
