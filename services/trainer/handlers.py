@@ -65,11 +65,14 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
         announce(done, deps.publish)
         deps.record_outcome("republished", time.monotonic() - started)
         return
-    if deps.cluster is not None and event.world_size > deps.limits.max_world_size:
-        _dispatch(event, deps.cluster, deps, started)
-        return
-    deps.publish(status(event, "started", epochs=event.hyperparameters.epochs))
+    cluster = deps.cluster if event.world_size > deps.limits.max_world_size else None
+    if cluster is None:
+        deps.publish(status(event, "started", epochs=event.hyperparameters.epochs))
     try:
+        if cluster is not None:
+            _dispatch(event, cluster, deps.publish)
+            deps.record_outcome("dispatched", time.monotonic() - started)
+            return
         trained = _train(event, deps)
     except TrainingFailed as failure:
         log.info("training request %s failed: %s", event.request_id, failure, extra=CLIENT_ERROR)
@@ -88,19 +91,13 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
     deps.record_outcome("completed", time.monotonic() - started)
 
 
-def _dispatch(event: TrainingRequested, cluster: ClusterTraining, deps: TrainerDeps, started: float) -> None:
-    """Hand a large world to the cluster: its PyTorchJob's watcher publishes what follows."""
-    try:
-        cluster.check(event)
-    except TrainingFailed as failure:
-        log.info("training request %s refused: %s", event.request_id, failure, extra=CLIENT_ERROR)
-        deps.publish(status(event, "failed", reason=str(failure)))
-        deps.record_outcome("failed", time.monotonic() - started)
-        return
-    deps.publish(status(event, "started", epochs=event.hyperparameters.epochs))
-    name = cluster.submit(event)  # a transient API failure propagates: the consumer loop retries
+def _dispatch(event: TrainingRequested, cluster: ClusterTraining, publish: Publish) -> None:
+    """Hand a large world to the cluster (refused first as the job would refuse it, with TrainingFailed); the
+    PyTorchJob's watcher publishes what follows."""
+    cluster.check(event)
+    publish(status(event, "started", epochs=event.hyperparameters.epochs))
+    name = cluster.submit(event)
     log.info("training request %s runs as PyTorchJob %s", event.request_id, name)
-    deps.record_outcome("dispatched", time.monotonic() - started)
 
 
 def _train(event: TrainingRequested, deps: TrainerDeps) -> ModelTrained:

@@ -319,3 +319,26 @@ def _deps(root: Path, world: World, *, cluster: bool = True) -> TrainerDeps:
         limits=JobLimits(budget_s=120, max_world_size=2),
         cluster=world.cluster if cluster else None,
     )
+
+
+class RefusingJobs(FakeJobs):
+    """An API server that answers as the outside world does: away (transient), or 403 (for good)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def create(self, job: dict[str, object]) -> dict[str, object]:  # type: ignore[override]
+        raise self.error
+
+
+def test_an_unreachable_api_server_is_retried_and_a_refusal_is_reported_then_dead_lettered(tmp_path: Path) -> None:
+    away = World(tmp_path, RefusingJobs(ClusterUnavailable("the Kubernetes API server answered 503")))
+    with pytest.raises(ClusterUnavailable):
+        handle_training_requested(_request(), META, deps=_deps(tmp_path, away))
+    assert "failed" not in away.states()  # the consumer loop retries; nothing is over yet
+    forbidden = World(tmp_path, RefusingJobs(PermissionError("pytorchjobs is forbidden")))
+    with pytest.raises(PermissionError):
+        handle_training_requested(_request(), META, deps=_deps(tmp_path, forbidden))
+    assert forbidden.states() == ["started", "failed"]
+    assert "forbidden" in str(forbidden.publisher.of_type(TrainingStatus)[-1].reason)
