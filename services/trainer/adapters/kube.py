@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from services.trainer.adapters.pytorchjob import GROUP, PLURAL, VERSION
 from shared.errors import TransientError
 
+_REQUEST_TIMEOUT_S = 30  # a call that hangs (a half-open connection) fails as unreachable instead
+
 
 class JobConflict(Exception):
     """A job of that name exists already."""
@@ -83,19 +85,27 @@ class KubeJobs:
 
     def create(self, job: dict[str, Any]) -> dict[str, Any]:
         with _translated():
-            return dict(self._api.create_namespaced_custom_object(*self._where(), job))
+            return dict(
+                self._api.create_namespaced_custom_object(*self._where(), job, _request_timeout=_REQUEST_TIMEOUT_S)
+            )
 
     def get(self, name: str) -> dict[str, Any]:
         with _translated():
-            return dict(self._api.get_namespaced_custom_object(*self._where(), name))
+            return dict(
+                self._api.get_namespaced_custom_object(*self._where(), name, _request_timeout=_REQUEST_TIMEOUT_S)
+            )
 
     def delete(self, name: str) -> None:
         with _translated():
-            self._api.delete_namespaced_custom_object(*self._where(), name, propagation_policy="Background")
+            self._api.delete_namespaced_custom_object(
+                *self._where(), name, propagation_policy="Background", _request_timeout=_REQUEST_TIMEOUT_S
+            )
 
     def list(self, selector: str) -> tuple[list[dict[str, Any]], str]:
         with _translated():
-            listed = self._api.list_namespaced_custom_object(*self._where(), label_selector=selector)
+            listed = self._api.list_namespaced_custom_object(
+                *self._where(), label_selector=selector, _request_timeout=_REQUEST_TIMEOUT_S
+            )
         return list(listed.get("items") or []), str(listed["metadata"].get("resourceVersion", ""))
 
     def watch(self, selector: str, resource_version: str, timeout_s: int) -> Iterator[JobEvent]:
@@ -107,7 +117,7 @@ class KubeJobs:
             label_selector=selector,
             resource_version=resource_version,
             timeout_seconds=timeout_s,
-            allow_watch_bookmarks=False,
+            _request_timeout=timeout_s + _REQUEST_TIMEOUT_S,
         )
         with _translated():
             for event in stream:
