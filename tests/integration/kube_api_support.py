@@ -43,7 +43,7 @@ class KubeApi:
         configuration = client.Configuration()
         configuration.host = self.url
         configuration.verify_ssl = False  # the server's own self-signed certificate
-        configuration.api_key = {"authorization": f"Bearer {token}"}
+        configuration.api_key = {"BearerToken": f"Bearer {token}"}
         return client.ApiClient(configuration)
 
     def kubeconfig(self, token: str, name: str) -> Path:

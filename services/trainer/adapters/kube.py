@@ -78,6 +78,7 @@ class KubeJobs:
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(config_file=cluster, client_configuration=configuration)
+        _send_the_token(configuration)
         return cls(client.ApiClient(configuration), namespace)
 
     def _where(self) -> tuple[str, str, str, str]:
@@ -125,6 +126,25 @@ class KubeJobs:
                     # The server ends a watch whose version it no longer keeps with an ERROR event (410).
                     raise WatchExpired(str(event["raw_object"].get("message", "watch expired")))
                 yield JobEvent(type=str(event["type"]), job=dict(event["raw_object"]))
+
+
+def _send_the_token(configuration: Any) -> None:
+    """Make the loaded token reach the server with kubernetes 36.0.0 too.
+
+    Its loaders write the token to ``api_key["authorization"]`` while its requests read ``api_key["BearerToken"]``,
+    so every call went out anonymous (kubernetes-client/python#2582, #2584); a real API server refused them. The
+    copy is made before each request, through the refresh hook, so a rotated ServiceAccount token is followed.
+    """
+    loaded_hook = configuration.refresh_api_key_hook
+
+    def refresh(current: Any) -> None:
+        if loaded_hook is not None:
+            loaded_hook(current)
+        if "authorization" in current.api_key:
+            current.api_key["BearerToken"] = current.api_key["authorization"]
+
+    configuration.refresh_api_key_hook = refresh
+    refresh(configuration)
 
 
 @contextmanager
