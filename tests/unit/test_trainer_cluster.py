@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.adapters.completed import CompletedRequests
-from services.trainer.adapters.kube import ClusterUnavailable
+from services.trainer.adapters.kube import ClusterUnavailable, KubeJobs
 from services.trainer.adapters.pytorchjob import (
     REQUEST_ANNOTATION,
     REQUEST_ENV,
@@ -342,3 +342,18 @@ def test_an_unreachable_api_server_is_retried_and_a_refusal_is_reported_then_dea
         handle_training_requested(_request(), META, deps=_deps(tmp_path, forbidden))
     assert forbidden.states() == ["started", "failed"]
     assert "forbidden" in str(forbidden.publisher.of_type(TrainingStatus)[-1].reason)
+
+
+def test_the_kubeconfigs_token_is_sent(tmp_path: Path) -> None:
+    """kubernetes 36.0.0's loader and its requests disagree on where the token is; every request must carry it."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: the-token}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    jobs = KubeJobs.connect(str(kubeconfig), "ml")
+    headers: dict[str, str] = {}
+    jobs._api.api_client.update_params_for_auth(headers, [], ["BearerToken"])
+    assert headers == {"authorization": "Bearer the-token"}
