@@ -6,9 +6,24 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.kube import JobConflict, JobEvent, JobGone, WatchExpired
+from services.trainer.adapters.pytorchjob import JobSpec
+from services.trainer.cluster import ClusterTraining
+from shared.artifacts import ArtifactStore
+from shared.events import (
+    ArtifactRef,
+    Hyperparameters,
+    ModelTrained,
+    Signature,
+    TensorSpec,
+    TrainingRequested,
+    TrainingStatus,
+)
+from shared.kafka import ListPublisher
 
 
 class FakeJobs:
@@ -80,3 +95,65 @@ class FakeJobs:
 def _matches(job: dict[str, Any], selector: str) -> bool:
     labels = job["metadata"].get("labels") or {}
     return all(labels.get(key) == value for key, _, value in (term.partition("=") for term in selector.split(",")))
+
+
+SPEC = JobSpec(image="registry.example/ferry:1", namespace="ml", config_maps=("ferry-settings",), secrets=("s3",))
+SIGNATURE = Signature(
+    inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 4])],
+    outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 3])],
+)
+
+
+def training_request(world_size: int = 4, **fields: object) -> TrainingRequested:
+    """A small iris request for a world of ``world_size``."""
+    values: dict[str, object] = {
+        "model_name": "iris",
+        "dataset": "sklearn:iris",
+        "world_size": world_size,
+        "hyperparameters": Hyperparameters(epochs=5, hidden_sizes=[8]),
+    }
+    return TrainingRequested(**(values | fields))  # type: ignore[arg-type]
+
+
+class World:
+    """A trainer's cluster path over a fake API, a folder store and a list publisher."""
+
+    def __init__(self, root: Path, jobs: FakeJobs | None = None) -> None:
+        self.root = root
+        self.jobs = jobs or FakeJobs()
+        self.publisher = ListPublisher()
+        self.store = ArtifactStore(str(root / "artifacts"))
+        self.completed = CompletedRequests(str(root / "artifacts"))
+        self.cluster = ClusterTraining(
+            self.jobs, SPEC, publish=self.publisher.publish, store=self.store, completed=self.completed
+        )
+
+    def restarted(self) -> World:
+        """Another trainer process (a restart, or a second replica) on the same cluster and store."""
+        return World(self.root, self.jobs)
+
+    def states(self) -> list[str]:
+        return [event.state for event in self.publisher.of_type(TrainingStatus)]
+
+    def resync_then_watch(self) -> None:
+        self.watch_from(self.cluster.resync())
+
+    def watch_from(self, version: str) -> None:
+        for event in self.jobs.watch("app.kubernetes.io/managed-by=ferry-trainer", version, 1):
+            self.cluster.observe(event.type, event.job)
+
+    def pods_record(self, request: TrainingRequested, artifact: bytes = b"onnx bytes") -> ModelTrained:
+        """What rank 0 of the job does on success: the artifact in the store, its record by request id."""
+        uri, sha256, size = self.store.put_bytes(artifact)
+        trained = ModelTrained(
+            model_name=request.model_name,
+            request_id=request.request_id,
+            artifact=ArtifactRef(uri=uri, sha256=sha256, size_bytes=size, format="onnx"),
+            signature=SIGNATURE,
+            dataset=request.dataset,
+            split_id="v1-test",
+            arch=request.arch,
+            hyperparameters=request.hyperparameters,
+        )
+        self.completed.put(trained)
+        return trained
