@@ -13,11 +13,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import metrics
 
 from services.trainer.adapters.completed import CompletedRequests
+from services.trainer.adapters.kube import JobApi, KubeJobs
+from services.trainer.adapters.pytorchjob import JobSpec
 from services.trainer.adapters.scratch import clean_stale_runs
 from services.trainer.adapters.teachers import RegistryTeachers, TeacherSource
+from services.trainer.cluster import ClusterTraining
 from services.trainer.entrypoints.api import create_app
 from services.trainer.entrypoints.consumer import build_consumer_loop
-from services.trainer.handlers import TrainerDeps
+from services.trainer.handlers import Publish, TrainerDeps
 from services.trainer.service import JobLimits
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
@@ -68,9 +71,16 @@ def build_deps(
     publisher: KafkaPublisher,
     teachers: TeacherSource | None = None,
     store: ArtifactStore | None = None,
+    jobs: JobApi | None = None,
 ) -> TrainerDeps:
-    """The handlers' dependencies: the store, the publisher, the teachers and the completed record."""
+    """The handlers' dependencies: the store, the publisher, the teachers, the completed record, and the
+    cluster's PyTorchJobs when ``settings.cluster`` names one (tests may pass a fake ``jobs``)."""
     store = store or ArtifactStore.from_settings(settings.ferry)
+    completed = CompletedRequests(settings.ferry.resolved_artifact_root, s3=s3_options(settings.ferry))
+    cluster = None
+    if settings.cluster_enabled:
+        jobs = jobs or KubeJobs.connect(settings.cluster, settings.job_namespace)
+        cluster = cluster_training(settings, jobs, publish=publisher.publish, store=store, completed=completed)
     return TrainerDeps(
         store=store,
         publish=publisher.publish,
@@ -78,12 +88,40 @@ def build_deps(
         or RegistryTeachers(
             RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s), store
         ),
-        completed=CompletedRequests(settings.ferry.resolved_artifact_root, s3=s3_options(settings.ferry)),
+        completed=completed,
         work_root=settings.resolved_work_dir,
         limits=JobLimits(
             budget_s=settings.budget_s, max_world_size=settings.max_world_size, streaming=settings.streaming
         ),
         record_outcome=outcome_recorder(),
+        cluster=cluster,
+    )
+
+
+def cluster_training(
+    settings: TrainerSettings, jobs: JobApi, *, publish: Publish, store: ArtifactStore, completed: CompletedRequests
+) -> ClusterTraining:
+    """The PyTorchJob path, from the trainer's ``FERRY_TRAINER_JOB_*`` settings."""
+    spec = JobSpec(
+        image=settings.job_image,
+        namespace=settings.job_namespace,
+        service_account=settings.job_service_account,
+        config_maps=tuple(settings.job_config_maps),
+        secrets=tuple(settings.job_secrets),
+        cpu=settings.job_cpu,
+        memory=settings.job_memory,
+        gpus=settings.job_gpus,
+        backoff_limit=settings.job_backoff_limit,
+        budget_s=settings.budget_s,
+    )
+    return ClusterTraining(
+        jobs,
+        spec,
+        publish=publish,
+        store=store,
+        completed=completed,
+        max_world_size=settings.job_max_world_size,
+        watch_timeout_s=settings.job_watch_timeout_s,
     )
 
 
@@ -127,6 +165,10 @@ def process(settings: TrainerSettings) -> Runtime:
     runtime = Runtime("trainer", stop=service.loop.stop_event, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("consumer-loop", service.loop.run)
     runtime.probe("consumer", service.loop.joined.is_set)
+    cluster = service.deps.cluster
+    if cluster is not None:
+        # Lists the jobs any trainer started, then watches them: a restart carries on where it stopped.
+        runtime.worker("pytorchjob-watch", lambda: cluster.run(service.loop.stop_event))
     runtime.on_close(service.close)
     log.info("trainer consuming %s", settings.ferry.topic("training.requested"))
     if settings.metrics_port:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from services.trainer.adapters.completed import CompletedRequests
 from services.trainer.adapters.scratch import run_folder
@@ -22,6 +22,9 @@ from shared.events import ArtifactRef, Event, ModelTrained, TrainingRequested, T
 from shared.faults import fault_point
 from shared.kafka import is_transient
 from shared.telemetry import CLIENT_ERROR
+
+if TYPE_CHECKING:
+    from services.trainer.cluster import ClusterTraining
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,9 @@ class TrainerDeps:
     work_root: Path
     limits: JobLimits = JobLimits()
     record_outcome: Callable[[str, float], None] = lambda outcome, seconds: None
-    """Called once per request with its outcome (completed, failed, republished, error) and seconds."""
+    """Called once per request with its outcome (completed, failed, republished, dispatched, error) and seconds."""
+    cluster: ClusterTraining | None = None
+    """Where a world larger than ``limits.max_world_size`` trains (a PyTorchJob); None: nowhere, it is refused."""
 
 
 def model_trained_event_id(request_id: str) -> str:
@@ -57,27 +62,42 @@ def handle_training_requested(event: TrainingRequested, meta: EventMeta | None, 
     done = deps.completed.get(event.request_id)
     if done is not None and deps.store.has(done.artifact.sha256):
         log.info("request %s already completed; re-publishing its ModelTrained", event.request_id)
-        _announce(done, deps)
+        announce(done, deps.publish)
         deps.record_outcome("republished", time.monotonic() - started)
         return
-    deps.publish(_status(event, "started", epochs=event.hyperparameters.epochs))
+    cluster = deps.cluster if event.world_size > deps.limits.max_world_size else None
+    if cluster is None:
+        deps.publish(status(event, "started", epochs=event.hyperparameters.epochs))
     try:
+        if cluster is not None:
+            _dispatch(event, cluster, deps.publish)
+            deps.record_outcome("dispatched", time.monotonic() - started)
+            return
         trained = _train(event, deps)
     except TrainingFailed as failure:
         log.info("training request %s failed: %s", event.request_id, failure, extra=CLIENT_ERROR)
-        deps.publish(_status(event, "failed", reason=str(failure)))
+        deps.publish(status(event, "failed", reason=str(failure)))
         deps.record_outcome("failed", time.monotonic() - started)
         return
     except Exception as error:
         if is_transient(error):
             raise  # the consumer loop retries: the broker or the registry may come back
         # A bug, or a Kafka error that will not pass: tell the requester, then let the loop dead-letter it.
-        deps.publish(_status(event, "failed", reason=f"trainer error: {type(error).__name__}: {error}"))
+        deps.publish(status(event, "failed", reason=f"trainer error: {type(error).__name__}: {error}"))
         deps.record_outcome("error", time.monotonic() - started)
         raise
-    _announce(trained, deps)
+    announce(trained, deps.publish)
     log.info("trained request %s: artifact %s", event.request_id, trained.artifact.sha256)
     deps.record_outcome("completed", time.monotonic() - started)
+
+
+def _dispatch(event: TrainingRequested, cluster: ClusterTraining, publish: Publish) -> None:
+    """Hand a large world to the cluster (refused first as the job would refuse it, with TrainingFailed); the
+    PyTorchJob's watcher publishes what follows."""
+    cluster.check(event)
+    publish(status(event, "started", epochs=event.hyperparameters.epochs))
+    name = cluster.submit(event)
+    log.info("training request %s runs as PyTorchJob %s", event.request_id, name)
 
 
 def _train(event: TrainingRequested, deps: TrainerDeps) -> ModelTrained:
@@ -88,14 +108,15 @@ def _train(event: TrainingRequested, deps: TrainerDeps) -> ModelTrained:
             teacher = deps.teachers.fetch(event.compression.distill_from, workdir)
         progress = partial(_report_progress, event, deps.publish)
         trained = run_training(event, workdir=workdir, progress=progress, teacher=teacher, limits=deps.limits)
-        model_trained = _model_trained(event, trained, teacher, deps.store)
+        model_trained = stored_model(event, trained, teacher, deps.store)
     deps.completed.put(model_trained)
     return model_trained
 
 
-def _model_trained(
+def stored_model(
     event: TrainingRequested, trained: TrainedModel, teacher: Teacher | None, store: ArtifactStore
 ) -> ModelTrained:
+    """Put the trained file in the store; the ModelTrained that announces it."""
     uri, sha256, size = store.put_file(trained.path)
     return ModelTrained(
         model_name=event.model_name,
@@ -115,9 +136,10 @@ def _model_trained(
     )
 
 
-def _announce(model_trained: ModelTrained, deps: TrainerDeps) -> None:
-    deps.publish(model_trained, event_id=model_trained_event_id(model_trained.request_id))
-    deps.publish(
+def announce(model_trained: ModelTrained, publish: Publish) -> None:
+    """Publish a verified artifact's ModelTrained (its id derived from the request) and the completed status."""
+    publish(model_trained, event_id=model_trained_event_id(model_trained.request_id))
+    publish(
         TrainingStatus(
             model_name=model_trained.model_name,
             request_id=model_trained.request_id,
@@ -131,7 +153,7 @@ def _announce(model_trained: ModelTrained, deps: TrainerDeps) -> None:
 
 def _report_progress(event: TrainingRequested, publish: Publish, report: EpochReport) -> None:
     publish(
-        _status(
+        status(
             event,
             "progress",
             epoch=report.epoch,
@@ -144,7 +166,8 @@ def _report_progress(event: TrainingRequested, publish: Publish, report: EpochRe
     fault_point("trainer.mid_training")  # crash tests: FERRY_FAULT_POINT=trainer.mid_training@<epoch>
 
 
-def _status(event: TrainingRequested, state: State, **fields: Any) -> TrainingStatus:
+def status(event: TrainingRequested, state: State, **fields: Any) -> TrainingStatus:
+    """A TrainingStatus of this request."""
     return TrainingStatus(model_name=event.model_name, request_id=event.request_id, state=state, **fields)
 
 

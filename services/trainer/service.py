@@ -63,6 +63,10 @@ class TrainedModel:
     """The training split's per-feature bins (input drift's reference); None for a text model."""
 
 
+Fitter = Callable[[TrainingPlan, TrainingData, Path, ProgressCallback | None, Callable[[], float]], FitResult]
+"""How a planned run is fitted: ``_fit`` here (one process, or DDP over local ones), or a PyTorchJob's rank."""
+
+
 @dataclass(frozen=True)
 class JobLimits:
     """The trainer's limits for one job (from its settings)."""
@@ -101,6 +105,7 @@ def run_training(
     progress: ProgressCallback | None = None,
     teacher: Teacher | None = None,
     limits: JobLimits = JobLimits(),
+    fitter: Fitter | None = None,
 ) -> TrainedModel:
     """Train, export, verify, compress and measure; raises TrainingFailed with the reason."""
     if is_parquet(request.dataset):
@@ -123,7 +128,7 @@ def run_training(
             check_network(plan)
         data = training_data(parts, teacher, plan) if vocabulary is None else text_training_data(parts, vocabulary)
     with stopwatch.phase("train"):
-        result = _fit(plan, data, workdir, progress, limits.budget_clock)
+        result = (fitter or _fit)(plan, data, workdir, progress, limits.budget_clock)
     with stopwatch.phase("verify"):
         if vocabulary is None:
             files = _export_verified(result, workdir, parts.validation.features)

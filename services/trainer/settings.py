@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.trainer.domain import StreamingOptions
@@ -25,7 +25,28 @@ class TrainerSettings(BaseSettings):
     registry_timeout_s: float = Field(default=10.0, gt=0, le=300)
     consumer_group: str = Field(default="trainer", min_length=1)
     budget_s: float = Field(default=1800.0, gt=0, description="Wall-clock limit of one training run")
-    max_world_size: int = Field(default=8, ge=1, le=64, description="Largest DDP world a request may ask for")
+    max_world_size: int = Field(
+        default=8, ge=1, le=64, description="Largest DDP world of one trainer; a larger one goes to the cluster if any"
+    )
+    cluster: str = Field(
+        default="",
+        description="Where larger worlds train as PyTorchJobs: '' (nowhere), 'in-cluster' or a kubeconfig path",
+    )
+    job_max_world_size: int = Field(default=64, ge=1, le=1024, description="Largest world of a PyTorchJob")
+    job_image: str = Field(default="", description="The Ferry image the PyTorchJob's pods run")
+    job_namespace: str = Field(default="default", min_length=1, description="Namespace of the PyTorchJobs")
+    job_service_account: str = Field(default="", description="ServiceAccount of the job's pods ('': the default)")
+    job_config_maps: list[str] = Field(
+        default_factory=list, description="ConfigMaps whose FERRY_ settings the job's pods read (the store's)"
+    )
+    job_secrets: list[str] = Field(default_factory=list, description="Secrets the job's pods read (the store's keys)")
+    job_cpu: str = Field(default="1", min_length=1, description="CPU of each job pod (request and limit)")
+    job_memory: str = Field(default="2Gi", min_length=1, description="Memory of each job pod (request and limit)")
+    job_gpus: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu of each job pod")
+    job_backoff_limit: int = Field(default=3, ge=0, le=100, description="Restarts of a job before it fails")
+    job_watch_timeout_s: int = Field(
+        default=15, ge=1, le=600, description="How long one watch of the jobs lasts before it is renewed (a stop waits)"
+    )
     work_dir: Path | None = Field(default=None, description="Scratch folder for runs; default <home>/trainer/work")
     metrics_port: int = Field(
         default=8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics; 0 turns them off"
@@ -59,6 +80,16 @@ class TrainerSettings(BaseSettings):
             validation_rows=self.stream_validation_rows,
             statistics_rows=self.stream_statistics_rows,
         )
+
+    @model_validator(mode="after")
+    def _a_cluster_needs_an_image(self) -> TrainerSettings:
+        if self.cluster and not self.job_image:
+            raise ValueError("FERRY_TRAINER_CLUSTER needs FERRY_TRAINER_JOB_IMAGE: the image the job's pods run")
+        return self
+
+    @property
+    def cluster_enabled(self) -> bool:
+        return bool(self.cluster)
 
     @property
     def resolved_work_dir(self) -> Path:

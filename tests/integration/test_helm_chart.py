@@ -106,6 +106,7 @@ def test_helm_lint_passes(values: Path) -> None:
         ({"gateway": {"replicas": 0}}, "replicas"),
         ({"monitor": {"engine": "grafana"}}, "engine"),
         ({"gpus": True}, "gpus"),
+        ({"trainer": {"pytorchJob": {"enabled": True, "maxWorldSize": 0}}}, "maxWorldSize"),
     ],
 )
 def test_bad_values_fail_lint(tmp_path: Path, bad: dict[str, Any], said: str) -> None:
@@ -322,6 +323,52 @@ def test_every_pinned_crd_is_known(validator: Validator) -> None:
         ("monitoring.coreos.com", "v1", "ServiceMonitor"),
         ("kubeflow.org", "v1", "PyTorchJob"),
     } <= set(validator.crds.sources)
+
+
+def test_pytorch_jobs_give_the_trainer_a_role_for_them_alone(rendered: dict[str, Objects]) -> None:
+    """Off by default; on, the trainer's ServiceAccount may create, watch and delete pytorchjobs, nothing else."""
+    for name in ("minimal-values", "secured-values"):
+        assert of_kind(rendered[name], "Role") == {} and of_kind(rendered[name], "ServiceAccount") == {}
+    objects = rendered["gpu-values"]
+    [role] = of_kind(objects, "Role").values()
+    verbs = ["create", "get", "list", "watch", "delete"]
+    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": verbs}]
+    [binding] = of_kind(objects, "RoleBinding").values()
+    [account] = of_kind(objects, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    deployments = of_kind(objects, "Deployment")
+    assert deployments[f"{FULLNAME}-trainer"]["spec"]["template"]["spec"]["serviceAccountName"] == account
+    others = [item for name, item in deployments.items() if name != f"{FULLNAME}-trainer"]
+    assert all("serviceAccountName" not in item["spec"]["template"]["spec"] for item in others)
+
+
+def test_the_trainers_settings_from_the_chart_make_a_valid_pytorch_job(
+    rendered: dict[str, Objects], validator: Validator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job the trainer would create from the rendered settings validates against the PyTorchJob CRD."""
+    from services.trainer.adapters.pytorchjob import manifest
+    from services.trainer.bootstrap import cluster_training
+    from shared.events import TrainingRequested
+
+    maps = of_kind(rendered["gpu-values"], "ConfigMap")
+    environment = maps[f"{FULLNAME}-settings"]["data"] | maps[f"{FULLNAME}-trainer-settings"]["data"]
+    for key in [key for key in os.environ if key.startswith("FERRY_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    settings = TrainerSettings()
+    assert settings.cluster == "in-cluster" and settings.job_namespace == NAMESPACE
+    assert settings.job_config_maps == [f"{FULLNAME}-settings"] and settings.job_gpus == 1
+    spec = cluster_training(settings, None, publish=None, store=None, completed=None).spec  # type: ignore[arg-type]
+    assert (
+        spec.image
+        == of_kind(rendered["gpu-values"], "Deployment")[f"{FULLNAME}-trainer"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]["image"]
+    )
+    job = manifest(TrainingRequested(model_name="digits", dataset="sklearn:digits", world_size=16), spec)
+    assert validator.errors(job) == []
 
 
 def test_the_chart_refuses_a_kubernetes_older_than_the_validated_ones() -> None:

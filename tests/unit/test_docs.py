@@ -40,6 +40,7 @@ OTHER_VARIABLES = {
     "FERRY_HTTP_CLIENT_LOG_LEVEL": "shared/telemetry.py",
     "FERRY_GATEWAY_URL": "shared/ops_common.py",
     "FERRY_MONITOR_URL": "shared/ops_common.py",
+    "FERRY_TRAINER_JOB_REQUEST": "services/trainer/adapters/pytorchjob.py",  # a PyTorchJob pod's request
 }
 
 
