@@ -20,11 +20,13 @@ demo: $(STAMP) ## 'make up', then run the whole loop; everything keeps running (
 	$(BIN)/ferry demo
 
 # pytest exits 5 when it collects no test; make fails on that as on any non-zero status (so does .ci/run).
-# helm (built once from its Go module) and the pinned Kubernetes, CRD and Compose schemas are cached outside the
-# checkout before the tests run: the chart's and the Compose file's tests use them.
+# helm, kube-apiserver and etcd (built once from their Go modules) and the pinned Kubernetes, CRD and Compose
+# schemas are cached outside the checkout before the tests run: the chart's, the Compose file's and the
+# trainer's PyTorchJob tests use them.
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
 	bash tools/system-packages.sh
 	bash tools/helm.sh
+	bash tools/kube-apiserver.sh
 	$(BIN)/python -m tools.kube_schemas
 	$(BIN)/python -m pytest
 

@@ -90,10 +90,11 @@ def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
 
 @contextmanager
 def running_api_server(folder: Path) -> Iterator[KubeApi]:
-    """etcd and kube-apiserver on free loopback ports, stopped after; skips when they are not built."""
+    """etcd and kube-apiserver on free loopback ports, stopped after; fails when they are not built (``make
+    test`` builds them, as it builds helm)."""
     tools = binaries()
     if tools is None:
-        pytest.skip("kube-apiserver and etcd are not built: run `bash tools/kube-apiserver.sh` (tens of minutes)")
+        pytest.fail("kube-apiserver and etcd are not built: run `bash tools/kube-apiserver.sh` (tens of minutes, once)")
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     key = folder / "service-accounts.key"
     key.write_bytes(
