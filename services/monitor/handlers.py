@@ -2,6 +2,10 @@
 
 Knowing them, it fetches each served version's drift reference before its first prediction, so
 the ``ferry_monitor_drift_reference`` gauge that Prometheus's drift rule reads is there in time.
+
+Production data (``inference.logged``, ``inference.feedback``) has tables of its own, one per use, each
+bound to its own dependencies and merged into the one loop of the monitor's shared production group
+(``entrypoints/consumer.py``): ``ONLINE_ACCURACY_HANDLERS`` joins feedback to logged answers.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from services.monitor.domain.online_accuracy import OnlineAccuracy, answer_of
 from shared.envelope import EventMeta
-from shared.events import DeploymentChanged, Event
+from shared.events import DeploymentChanged, Event, InferenceFeedback, InferenceLogged
 
 
 class DeployedVersions:
@@ -40,3 +45,24 @@ def handle_deployment_changed(event: DeploymentChanged, meta: EventMeta, *, depl
 
 
 HANDLERS: dict[type[Event], list[Callable[..., None]]] = {DeploymentChanged: [handle_deployment_changed]}
+
+
+def handle_inference_logged(
+    event: InferenceLogged, meta: EventMeta, *, online: OnlineAccuracy, clock: Callable[[], float]
+) -> None:
+    now = clock()
+    online.logged(event.model_name, event.request_id, answer_of(event, now), now)
+
+
+def handle_inference_feedback(
+    event: InferenceFeedback, meta: EventMeta, *, online: OnlineAccuracy, clock: Callable[[], float]
+) -> None:
+    now = clock()
+    for item in event.items:
+        online.feedback(event.model_name, item, now)
+
+
+ONLINE_ACCURACY_HANDLERS: dict[type[Event], list[Callable[..., None]]] = {
+    InferenceLogged: [handle_inference_logged],
+    InferenceFeedback: [handle_inference_feedback],
+}

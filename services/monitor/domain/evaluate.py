@@ -14,6 +14,7 @@ from services.monitor.domain.rules import (
     DriftRule,
     GaugeThresholdRule,
     HistogramQuantileRule,
+    OnlineAccuracyRule,
     Selector,
 )
 from services.monitor.domain.series import Labels, Series, SeriesStore
@@ -139,6 +140,28 @@ def drift(rule: DriftRule, store: SeriesStore, now: float, references: Reference
     return found
 
 
+def _latest_max(store: SeriesStore, selector: Selector, by: Iterable[str]) -> dict[Labels, float]:
+    """The latest value of each series, the largest per group (several scrapes of one gauge agree)."""
+    found: dict[Labels, float] = {}
+    for series in store.select(selector.names, selector.match):
+        value = store.latest(series)
+        if value is not None:
+            group = group_key(series.labels, by)
+            found[group] = max(value, found.get(group, value))
+    return found
+
+
+def online_accuracy(rule: OnlineAccuracyRule, store: SeriesStore, now: float) -> list[Observation]:
+    accuracy = _latest_max(store, rule.accuracy, rule.group_by)
+    counts = _latest_max(store, rule.count, rule.group_by)
+    bounds = _latest_max(store, rule.bound, rule.group_by)
+    return [
+        Observation(group, value - bounds[group])
+        for group, value in accuracy.items()
+        if group in bounds and counts.get(group, 0.0) >= rule.min_feedback
+    ]
+
+
 def evaluate(rule: BaseRule, store: SeriesStore, now: float, references: References) -> list[Observation]:
     """Every group's value of ``rule`` at ``now`` (breached or not)."""
     if isinstance(rule, CounterRatioRule):
@@ -149,6 +172,8 @@ def evaluate(rule: BaseRule, store: SeriesStore, now: float, references: Referen
         return gauge_threshold(rule, store, now)
     if isinstance(rule, DriftRule):
         return drift(rule, store, now, references)
+    if isinstance(rule, OnlineAccuracyRule):
+        return online_accuracy(rule, store, now)
     raise TypeError(f"unknown rule kind: {type(rule).__name__}")
 
 

@@ -10,6 +10,10 @@ reference shares, which only the registry knows, are exported by the monitor as 
 other has a class (``or``), floored at epsilon (``clamp_min``), and
 ``sum by (model, version) ((live - ref) * ln(live / ref))`` is the index, judged only where the
 window holds ``min_samples`` predictions and a reference exists.
+
+Online accuracy is the monitor's gauge minus the evaluated bound it exports beside it, per version, judged
+only where the count of judged answers reaches ``min_feedback``; ``max`` makes several scrapes of one gauge
+(every monitor replica's) one value, as the monitor's own engine does.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from services.monitor.domain.rules import (
     DriftRule,
     GaugeThresholdRule,
     HistogramQuantileRule,
+    OnlineAccuracyRule,
     Selector,
 )
 
@@ -100,6 +105,15 @@ def drift(rule: DriftRule) -> str:
     )
 
 
+def online_accuracy(rule: OnlineAccuracyRule) -> str:
+    groups = ", ".join(rule.group_by)
+    by = f"max by ({groups})"
+    return (
+        f"{by} ({selector(rule.accuracy)})\n  - on ({groups})\n{by} ({selector(rule.bound)})\n"
+        f"  and on ({groups}) {by} ({selector(rule.count)}) >= {number(rule.min_feedback)}"
+    )
+
+
 def value_expression(rule: BaseRule) -> str:
     """The rule's value per group, in PromQL."""
     if isinstance(rule, CounterRatioRule):
@@ -110,6 +124,8 @@ def value_expression(rule: BaseRule) -> str:
         return gauge_threshold(rule)
     if isinstance(rule, DriftRule):
         return drift(rule)
+    if isinstance(rule, OnlineAccuracyRule):
+        return online_accuracy(rule)
     raise TypeError(f"unknown rule kind: {type(rule).__name__}")
 
 

@@ -1,0 +1,255 @@
+"""Inference logging: a sample of answered requests, published to ``inference.logged``.
+
+The request path does a draw and, for a sampled request, one append to a bounded in-memory queue: it
+keeps references to the decoded inputs and the outputs, nothing is copied or serialised there. A
+background thread drains the queue every ``interval_s``, flattens and caps the tensors into
+:class:`InferenceLogged` events and hands them to the sink, whose Kafka producer batches them (linger,
+batch size) and never blocks for long (``max_block_ms``). A full queue or a full producer buffer drops
+the record; every record ends counted once: ``sent``, ``dropped`` or ``failed`` (the broker refused it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+from opentelemetry import metrics
+
+from shared.envelope import encode
+from shared.events import MAX_LOGGED_VALUES, REQUEST_ID_PATTERN, InferenceLogged, LoggedTensor
+from shared.settings import FerrySettings
+
+log = logging.getLogger(__name__)
+
+MAX_LOGGED_CHARS = 1024  # per BYTES element: a logged string is a sample of the input, not a copy of it
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_DATATYPES = {
+    "float32": "FP32",
+    "float64": "FP64",
+    "float16": "FP16",
+    "int64": "INT64",
+    "int32": "INT32",
+    "int16": "INT16",
+    "int8": "INT8",
+    "uint8": "UINT8",
+    "bool": "BOOL",
+}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What the request path hands over: references only (the arrays are never written after the answer)."""
+
+    model: str
+    request_id: str
+    version: int
+    route: str
+    revision: int | None
+    inputs: tuple[tuple[str, str, np.ndarray], ...]
+    outputs: tuple[tuple[str, np.ndarray], ...]
+    at: float
+
+
+class TensorLike(Protocol):
+    """A decoded input tensor (the request path's ``Tensor``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def datatype(self) -> str: ...
+
+    @property
+    def data(self) -> np.ndarray: ...
+
+
+class LogSink(Protocol):
+    def send(self, event: InferenceLogged, outcome: Callable[[str], None]) -> None:
+        """Start sending ``event``; call ``outcome("sent" | "failed" | "dropped")`` once it is known."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class KafkaLogSink:
+    """Sends through a producer of its own: batched (linger, batch size), and ``max_block_ms`` bounds how long
+    a full buffer (a slow broker) may hold the logging thread, never a request."""
+
+    def __init__(self, settings: FerrySettings, *, make_producer: Callable[[], Any], source: str) -> None:
+        self._make_producer = make_producer
+        self._producer: Any = None
+        self._source = source
+        self._topic = settings.topic(InferenceLogged.topic)
+
+    def send(self, event: InferenceLogged, outcome: Callable[[str], None]) -> None:
+        message = encode(event, source=self._source)
+        try:
+            # Built on first use, on the logging thread: a broker away at start never delays the gateway's.
+            self._producer = self._producer or self._make_producer()
+            future = self._producer.send(self._topic, key=message.key, value=message.value, headers=message.headers)
+        except Exception as error:  # noqa: BLE001 - a full buffer (KafkaTimeoutError), no broker, a closed producer
+            log.debug("inference log of %s dropped: %s", event.model_name, type(error).__name__)
+            outcome("dropped")
+            return
+        future.add_callback(lambda _: outcome("sent"))
+        future.add_errback(lambda _: outcome("failed"))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+
+class InferenceLog:
+    """The sampler, the bounded queue and the thread that drains it (``run``)."""
+
+    def __init__(
+        self,
+        sink: LogSink,
+        *,
+        sample: float,
+        sample_by_model: Mapping[str, float] | None = None,
+        max_queue: int = 10_000,
+        gateway: str = "",
+        interval_s: float = 0.05,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.sink = sink
+        self.sample = sample
+        self.sample_by_model = dict(sample_by_model or {})
+        self.max_queue = max_queue
+        self.gateway = gateway[:256]
+        self.interval_s = interval_s
+        self._draw = draw
+        self._queue: deque[Pending] = deque()
+        self._lock = threading.Lock()
+        self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._counter = metrics.get_meter("ferry.gateway").create_counter(
+            "ferry.gateway.inference_logs", unit="1", description="inference log records by model and outcome"
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.sample > 0 or any(rate > 0 for rate in self.sample_by_model.values())
+
+    def rate(self, model: str) -> float:
+        """The share of ``model``'s answered requests logged."""
+        return self.sample_by_model.get(model, self.sample)
+
+    def offer(
+        self,
+        model: str,
+        request_id: str,
+        version: int,
+        route: str,
+        revision: int | None,
+        inputs: Sequence[TensorLike],
+        outputs: tuple[Sequence[str], Sequence[np.ndarray]],
+    ) -> bool:
+        """On the request path: log this answer when it is drawn and the queue has room; never blocks.
+
+        ``outputs`` is (names, arrays). Nothing is built for a request that is not drawn."""
+        rate = self.sample_by_model.get(model, self.sample)
+        if rate <= 0 or (rate < 1 and self._draw() >= rate):
+            return False
+        if len(self._queue) >= self.max_queue:
+            self.count(model, "dropped")
+            return False
+        tensors = tuple((tensor.name, tensor.datatype, tensor.data) for tensor in inputs)
+        answered = tuple(zip(*outputs, strict=False))
+        self._queue.append(Pending(model, request_id, version, route, revision, tensors, answered, time.time()))
+        return True
+
+    def count(self, model: str, outcome: str) -> None:
+        """Count one record's fate (from the request path, this thread or the producer's)."""
+        with self._lock:
+            self.counts[(model, outcome)] += 1
+        self._counter.add(1, {"model": model, "outcome": outcome})
+
+    def drain(self) -> int:
+        """Hand every queued record to the sink; the number handed."""
+        handed = 0
+        while self._queue:
+            pending = self._queue.popleft()
+            try:
+                event = to_event(pending, self.gateway)
+            except ValueError:  # a record the contract refuses (should not happen): counted, never raised
+                log.warning("inference log of %s could not be built", pending.model, exc_info=True)
+                self.count(pending.model, "failed")
+                continue
+            model = pending.model
+            self.sink.send(event, lambda outcome, model=model: self.count(model, outcome))  # type: ignore[misc]
+            handed += 1
+        return handed
+
+    def run(self, stop: threading.Event) -> None:
+        """The worker: drain every ``interval_s`` until ``stop``, then once more."""
+        while not stop.wait(self.interval_s):
+            self.drain()
+        self.drain()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+
+def to_event(pending: Pending, gateway: str) -> InferenceLogged:
+    """The record of one answered request: tensors flattened row-major and capped at MAX_LOGGED_VALUES."""
+    inputs = [logged_tensor(name, datatype, data) for name, datatype, data in pending.inputs[:64]]
+    outputs = [logged_tensor(name, datatype_of(data), data) for name, data in pending.outputs[:64]]
+    truncated = any(cut for _, cut in inputs + outputs) or len(pending.inputs) > 64 or len(pending.outputs) > 64
+    request_id = pending.request_id if _REQUEST_ID.match(pending.request_id) else uuid.uuid4().hex
+    return InferenceLogged(
+        model_name=pending.model,
+        request_id=request_id,
+        version=pending.version,
+        route=pending.route,  # type: ignore[arg-type]
+        revision=pending.revision if pending.revision is not None and pending.revision >= 1 else None,
+        inputs=[tensor for tensor, _ in inputs],
+        outputs=[tensor for tensor, _ in outputs],
+        truncated=truncated,
+        gateway=gateway,
+        at=datetime.fromtimestamp(pending.at, UTC),
+    )
+
+
+def logged_tensor(name: str, datatype: str, data: np.ndarray) -> tuple[LoggedTensor, bool]:
+    """One tensor flattened and capped; and whether it was cut."""
+    array = np.asarray(data)
+    flat = array.reshape(-1)
+    cut = flat.shape[0] > MAX_LOGGED_VALUES
+    values = flat[:MAX_LOGGED_VALUES]
+    tensor = LoggedTensor.model_construct(
+        name=name[:256], datatype=datatype, shape=[int(n) for n in array.shape], data=_plain(values)
+    )
+    return tensor, cut
+
+
+def _plain(values: np.ndarray) -> list[Any]:
+    """JSON-safe Python values: bytes as text (capped), non-finite floats as their names."""
+    if values.dtype.kind in "OSU":
+        return [_text(value) for value in values.tolist()]
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        return [value if math.isfinite(value) else str(value) for value in values.tolist()]
+    return values.tolist()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)[:MAX_LOGGED_CHARS]
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The OIP datatype of an output array."""
+    return _DATATYPES.get(str(np.asarray(array).dtype), "BYTES")
