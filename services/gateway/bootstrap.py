@@ -107,20 +107,7 @@ def bootstrap(
 
 def _inference_log(settings: GatewaySettings, runtime: Runtime, sink: LogSink | None) -> InferenceLog | None:
     """The sampled log of answered requests and its draining thread; None when nothing is sampled."""
-    if sink is None:
-        client_id = f"{settings.consumer_group()}-log"
-        sink = KafkaLogSink(
-            settings.ferry,
-            make_producer=lambda: make_producer(
-                settings.ferry,
-                client_id=client_id,
-                linger_ms=settings.log_linger_ms,
-                batch_size=settings.log_batch_bytes,
-                buffer_memory=settings.log_buffer_bytes,
-                max_block_ms=200,  # a full buffer or an unknown leader: drop after this, never queue without end
-            ),
-            source="ferry/gateway",
-        )
+    sink = sink or kafka_log_sink(settings)
     inference_log = InferenceLog(
         sink,
         sample=settings.log_sample,
@@ -133,6 +120,23 @@ def _inference_log(settings: GatewaySettings, runtime: Runtime, sink: LogSink | 
     runtime.worker("inference-log", lambda: inference_log.run(runtime.stop_event))
     runtime.on_close(sink.close)
     return inference_log
+
+
+def kafka_log_sink(settings: GatewaySettings) -> KafkaLogSink:
+    """The inference log's Kafka sink, its producer batching as the settings say (built on first use)."""
+    client_id = f"{settings.consumer_group()}-log"
+    return KafkaLogSink(
+        settings.ferry,
+        make_producer=lambda: make_producer(
+            settings.ferry,
+            client_id=client_id,
+            linger_ms=settings.log_linger_ms,
+            batch_size=settings.log_batch_bytes,
+            max_block_ms=200,  # no metadata yet (a leader away): drop after this, never wait long
+        ),
+        source="ferry/gateway",
+        max_in_flight=settings.log_max_in_flight,
+    )
 
 
 class _LazyPublisher:

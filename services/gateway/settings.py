@@ -120,8 +120,8 @@ class GatewaySettings(BaseSettings):
     )
     log_linger_ms: int = Field(default=50, ge=0, le=10_000, description="The log producer's wait to fill a batch")
     log_batch_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 2**20, description="The log producer's batch")
-    log_buffer_bytes: int = Field(
-        default=32 * 2**20, ge=2**20, le=2**31 - 1, description="The log producer's buffer; full: records dropped"
+    log_max_in_flight: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records sent and not yet acknowledged at most (then dropped)"
     )
     feedback_tokens_file: Path | None = Field(
         default=None,

@@ -206,3 +206,31 @@ def to_event_for(model: str) -> InferenceLogged:
     log = InferenceLog(ListSink(), sample=1.0)
     offer(log, model)
     return to_event(log._queue[0], "g")
+
+
+def test_the_kafka_sink_drops_past_its_bound_of_unacknowledged_records() -> None:
+    producer = FakeProducer()
+    sink = KafkaLogSink(FerrySettings(), make_producer=lambda: producer, source="test", max_in_flight=2)
+    event, outcomes = to_event_for("digits"), list[str]()
+    for _ in range(3):
+        sink.send(event, outcomes.append)  # a slow broker: nothing acknowledged yet
+    assert outcomes == ["dropped"] and len(producer.sent) == 2
+    producer.futures[0].callbacks[0](None)  # one acknowledged: room for one more
+    sink.send(event, outcomes.append)
+    assert outcomes == ["dropped", "sent"] and len(producer.sent) == 3
+
+
+def test_a_producer_that_cannot_be_built_drops_and_is_tried_again() -> None:
+    attempts: list[int] = []
+
+    def make() -> FakeProducer:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("no broker")
+        return FakeProducer()
+
+    sink = KafkaLogSink(FerrySettings(), make_producer=make, source="test")
+    outcomes: list[str] = []
+    sink.send(to_event_for("digits"), outcomes.append)
+    sink.send(to_event_for("digits"), outcomes.append)
+    assert outcomes == ["dropped"] and len(attempts) == 2

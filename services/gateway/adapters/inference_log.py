@@ -83,27 +83,51 @@ class LogSink(Protocol):
 
 
 class KafkaLogSink:
-    """Sends through a producer of its own: batched (linger, batch size), and ``max_block_ms`` bounds how long
-    a full buffer (a slow broker) may hold the logging thread, never a request."""
+    """Sends through a producer of its own, batched (linger, batch size). kafka-python's buffer has no bound of
+    its own, so the sink keeps one: past ``max_in_flight`` records not yet acknowledged (a slow broker), a
+    record is dropped; ``max_block_ms`` bounds how long a send may wait for metadata (the logging thread's
+    wait, never a request's)."""
 
-    def __init__(self, settings: FerrySettings, *, make_producer: Callable[[], Any], source: str) -> None:
+    def __init__(
+        self, settings: FerrySettings, *, make_producer: Callable[[], Any], source: str, max_in_flight: int = 10_000
+    ) -> None:
         self._make_producer = make_producer
         self._producer: Any = None
         self._source = source
         self._topic = settings.topic(InferenceLogged.topic)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._lock = threading.Lock()
 
     def send(self, event: InferenceLogged, outcome: Callable[[str], None]) -> None:
-        message = encode(event, source=self._source)
-        try:
-            # Built on first use, on the logging thread: a broker away at start never delays the gateway's.
-            self._producer = self._producer or self._make_producer()
-            future = self._producer.send(self._topic, key=message.key, value=message.value, headers=message.headers)
-        except Exception as error:  # noqa: BLE001 - a full buffer (KafkaTimeoutError), no broker, a closed producer
-            log.debug("inference log of %s dropped: %s", event.model_name, type(error).__name__)
+        if self._in_flight >= self._max_in_flight:
             outcome("dropped")
             return
-        future.add_callback(lambda _: outcome("sent"))
-        future.add_errback(lambda _: outcome("failed"))
+        message = encode(event, source=self._source)
+        if self._producer is None:
+            try:  # built on first use, on the logging thread: a broker away at start never delays the gateway
+                self._producer = self._make_producer()
+            except Exception as error:  # noqa: BLE001 - no broker yet, or a bad setting: said, and tried again later
+                log.warning("inference log producer not built (records dropped): %s", repr(error)[:300])
+                outcome("dropped")
+                return
+        try:
+            future = self._producer.send(self._topic, key=message.key, value=message.value, headers=message.headers)
+        except Exception as error:  # noqa: BLE001 - metadata not there in time, no broker, a closed producer
+            log.debug("inference log of %s dropped: %s", event.model_name, repr(error)[:300])
+            outcome("dropped")
+            return
+        self._settle(1)
+        future.add_callback(lambda _: self._done(outcome, "sent"))
+        future.add_errback(lambda _: self._done(outcome, "failed"))
+
+    def _settle(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+
+    def _done(self, outcome: Callable[[str], None], result: str) -> None:
+        self._settle(-1)
+        outcome(result)
 
     def close(self) -> None:
         if self._producer is not None:
