@@ -37,6 +37,7 @@ from shared.events import DeploymentChanged, InferenceFeedback, InferenceLogged
 from shared.kafka import KafkaPublisher, Publisher, make_consumer, make_producer
 from shared.leader import AdvisoryLeader
 from shared.registry_client import RegistryClient, RetryBudget
+from shared.request_trace import find_request
 from shared.runtime import Runtime
 
 SOURCE = "ferry/monitor"
@@ -66,6 +67,7 @@ class MonitorService:
             webhook_max_bytes=self.settings.webhook_max_bytes,
             incoming_ids=self.incoming_ids,
             engine=self.settings.engine,
+            find_request=lambda request_id, since_s: find_request(self.settings.ferry, request_id, since_s=since_s),
         )
 
     def close(self) -> None:
