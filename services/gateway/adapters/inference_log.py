@@ -1,7 +1,8 @@
 """Inference logging: a sample of answered requests, published to ``inference.logged``.
 
-The request path does a draw and, for a sampled request, one append to a bounded in-memory queue: it
-keeps references to the decoded inputs and the outputs, nothing is copied or serialised there. A
+The request path does a draw and, for a sampled request, one append to a bounded in-memory queue of the
+answer's facts and capped copies of its tensors (at most MAX_LOGGED_VALUES values each): nothing is
+serialised there, and a queued record never holds a whole request body. A
 background thread drains the queue every ``interval_s``, flattens and caps the tensors into
 :class:`InferenceLogged` events and hands them to the sink, whose Kafka producer batches them (linger,
 batch size) and never blocks for long (``max_block_ms``). A full queue or a full producer buffer drops
@@ -48,17 +49,38 @@ _DATATYPES = {
 
 
 @dataclass(frozen=True)
+class Captured:
+    """A tensor's shape and its first MAX_LOGGED_VALUES values, copied: a queued record never holds a
+    request's whole body alive (the queue's memory is bounded by its length)."""
+
+    shape: tuple[int, ...]
+    values: np.ndarray
+    cut: bool
+
+
+def capture(data: np.ndarray) -> Captured:
+    """The capped copy of a tensor, flattened row-major."""
+    array = np.asarray(data)
+    flat = array.reshape(-1)
+    return Captured(
+        tuple(int(n) for n in array.shape), flat[:MAX_LOGGED_VALUES].copy(), flat.shape[0] > MAX_LOGGED_VALUES
+    )
+
+
+@dataclass(frozen=True)
 class Pending:
-    """What the request path hands over: references only (the arrays are never written after the answer)."""
+    """What the request path hands over: the answer's facts and its tensors' capped copies."""
 
     model: str
     request_id: str
     version: int
     route: str
     revision: int | None
-    inputs: tuple[tuple[str, str, np.ndarray], ...]
-    outputs: tuple[tuple[str, np.ndarray], ...]
+    inputs: tuple[tuple[str, str, Captured], ...]
+    outputs: tuple[tuple[str, str, Captured], ...]
     at: float
+    more_tensors: bool = False
+    """Tensors past the 64 a record holds were left out."""
 
 
 class TensorLike(Protocol):
@@ -189,9 +211,14 @@ class InferenceLog:
         if len(self._queue) >= self.max_queue:
             self.count(model, "dropped")
             return False
-        tensors = tuple((tensor.name, tensor.datatype, tensor.data) for tensor in inputs)
-        answered = tuple(zip(*outputs, strict=False))
-        self._queue.append(Pending(model, request_id, version, route, revision, tensors, answered, time.time()))
+        tensors = tuple((tensor.name, tensor.datatype, capture(tensor.data)) for tensor in inputs[:64])
+        names, arrays = outputs
+        pairs = zip(names[:64], arrays[:64], strict=False)  # the session's output names, one per array
+        answered = tuple((name, datatype_of(data), capture(data)) for name, data in pairs)
+        more = len(inputs) > 64 or len(arrays) > 64
+        self._queue.append(
+            Pending(model, request_id, version, route, revision, tensors, answered, time.time(), more_tensors=more)
+        )
         return True
 
     def count(self, model: str, outcome: str) -> None:
@@ -229,9 +256,9 @@ class InferenceLog:
 
 def to_event(pending: Pending, gateway: str) -> InferenceLogged:
     """The record of one answered request: tensors flattened row-major and capped at MAX_LOGGED_VALUES."""
-    inputs = [logged_tensor(name, datatype, data) for name, datatype, data in pending.inputs[:64]]
-    outputs = [logged_tensor(name, datatype_of(data), data) for name, data in pending.outputs[:64]]
-    truncated = any(cut for _, cut in inputs + outputs) or len(pending.inputs) > 64 or len(pending.outputs) > 64
+    inputs = [_logged(name, datatype, captured) for name, datatype, captured in pending.inputs]
+    outputs = [_logged(name, datatype, captured) for name, datatype, captured in pending.outputs]
+    truncated = pending.more_tensors or any(captured.cut for _, _, captured in pending.inputs + pending.outputs)
     request_id = pending.request_id if _REQUEST_ID.match(pending.request_id) else uuid.uuid4().hex
     return InferenceLogged(
         model_name=pending.model,
@@ -239,8 +266,8 @@ def to_event(pending: Pending, gateway: str) -> InferenceLogged:
         version=pending.version,
         route=pending.route,  # type: ignore[arg-type]
         revision=pending.revision if pending.revision is not None and pending.revision >= 1 else None,
-        inputs=[tensor for tensor, _ in inputs],
-        outputs=[tensor for tensor, _ in outputs],
+        inputs=inputs,
+        outputs=outputs,
         truncated=truncated,
         gateway=gateway,
         at=datetime.fromtimestamp(pending.at, UTC),
@@ -249,14 +276,15 @@ def to_event(pending: Pending, gateway: str) -> InferenceLogged:
 
 def logged_tensor(name: str, datatype: str, data: np.ndarray) -> tuple[LoggedTensor, bool]:
     """One tensor flattened and capped; and whether it was cut."""
-    array = np.asarray(data)
-    flat = array.reshape(-1)
-    cut = flat.shape[0] > MAX_LOGGED_VALUES
-    values = flat[:MAX_LOGGED_VALUES]
-    tensor = LoggedTensor.model_construct(
-        name=name[:256], datatype=datatype, shape=[int(n) for n in array.shape], data=_plain(values)
+    captured = capture(data)
+    return _logged(name, datatype, captured), captured.cut
+
+
+def _logged(name: str, datatype: str, captured: Captured) -> LoggedTensor:
+    # Built without re-validation: the values are plain JSON-safe numbers and strings, at most MAX_LOGGED_VALUES.
+    return LoggedTensor.model_construct(
+        name=name[:256], datatype=datatype, shape=list(captured.shape), data=_plain(captured.values)
     )
-    return tensor, cut
 
 
 def _plain(values: np.ndarray) -> list[Any]:
