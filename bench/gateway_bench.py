@@ -22,13 +22,15 @@ the output tensor, after the server's first gRPC answer matched the reference pr
 gRPC`` measures the gRPC rows alone.
 
     .venv/bin/python bench/gateway_bench.py [--seconds 5] [--connections 1,16,64] [--rounds 1]
-        [--generators wrk,python,grpc] [--skip-peers] [--only NAME-PART]
+        [--generators wrk,python,grpc] [--skip-peers] [--only NAME-PART] [--log-sample 0.01,1.0]
 
 ``--profile`` measures nothing else: it samples one gateway worker with py-spy while wrk (or the Python
 generator) drives it at the last ``--connections`` level, and prints the top ``--top`` functions by own and
 by total time (gateway_profile.py); ``--profile minimal`` samples the HTTP floor (b) the same way.
 
     .venv/bin/python bench/gateway_bench.py --profile [gateway|minimal] [--seconds 10] [--connections 64]
+
+``--log-sample`` measures only inference logging's cost instead: see gateway_logging.py.
 """
 
 from __future__ import annotations
@@ -412,6 +414,9 @@ def main() -> int:
     parser.add_argument("--profile", nargs="?", const="gateway", choices=("gateway", "minimal"), default=None)
     parser.add_argument("--rate", type=int, default=100, help="--profile: py-spy's samples a second")
     parser.add_argument("--top", type=int, default=25, help="--profile: entries per table")
+    parser.add_argument(
+        "--log-sample", default="", help="e.g. 0.01,1.0: inference logging's cost against sample 0 (gateway_logging.py)"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.connections.split(",")]
     generators = [name for name in args.generators.split(",") if name in (*GENERATORS, "grpc")]
@@ -433,6 +438,8 @@ def main() -> int:
     if args.only in "(a) onnxruntime in-process":
         rows["(a) onnxruntime in-process"] = {("none", c): in_process(model, c, args.seconds) for c in levels}
     configs = [config for config in plan(model, cores, not args.skip_peers) if args.only in config.name]
+    if args.log_sample:  # only the logging rows: see gateway_logging.py
+        return logging_bench(args, model, body, expected, body_file, generators, levels)
     if "grpc" not in generators:
         configs = [config for config in configs if config.protocol != "grpc"]
     per_round: dict[str, list[Figures]] = {config.name: [] for config in configs}
@@ -450,6 +457,39 @@ def main() -> int:
     print_tables(rows, generators, levels)
     print_ratios(rows, configs, generators, levels)
     return 0
+
+
+def logging_bench(
+    args: argparse.Namespace,
+    model: Path,
+    body: bytes,
+    expected: np.ndarray,
+    body_file: Path,
+    generators: list[str],
+    levels: list[int],
+) -> int:
+    """The gateway at log sample 0 and at each share of ``--log-sample``, logging to a broker started here."""
+    from gateway_logging import logging_configs, print_costs, start_broker
+
+    samples = [float(share) for share in args.log_sample.split(",")]
+    generators = [name for name in generators if name != "grpc"]
+    run = start_broker(BENCH_HOME / "kafka-home")
+    try:
+        configs = logging_configs(run, samples, partial(_named_server, model=model), Config)
+        per_round: dict[str, list[Figures]] = {config.name: [] for config in configs}
+        for round_index in range(args.rounds):
+            for config in configs if round_index % 2 == 0 else configs[::-1]:
+                print(f"round {round_index + 1}/{args.rounds}: measuring {config.name} ...", flush=True)
+                per_round[config.name].append(run_config(config, body, expected, body_file, generators, levels, args))
+        rows = {name: median_of(figures) for name, figures in per_round.items()}
+        print_costs(run, rows, samples, [(g, c) for g in generators for c in levels])
+    finally:
+        run.stop()
+    return 0
+
+
+def _named_server(name: str, kind: str, workers: int, *, model: Path, **env: str) -> Server:
+    return local_server(name, kind, workers, model, **env)
 
 
 if __name__ == "__main__":

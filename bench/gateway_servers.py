@@ -92,7 +92,7 @@ def minimal_app() -> Any:
 
 def gateway_app() -> Any:
     """The gateway as a worker builds it, with a fixed deployment in place of the registry and Kafka."""
-    from services.gateway.bootstrap import bootstrap
+    from services.gateway.bootstrap import bootstrap, kafka_log_sink
     from services.gateway.domain import Deployment, VersionSpec
     from services.gateway.entrypoints.api import create_app
     from services.gateway.sample_models import classifier_signature
@@ -116,7 +116,9 @@ def gateway_app() -> Any:
     settings = GatewaySettings(ferry=FerrySettings(artifact_root=store.root), device="cpu", rate_limit_rps=1e9)
     setup_telemetry("gateway", log_level="INFO")
     deployment = Deployment("bench", 2, champion=champion, challenger=canary, canary_weight=0.1)
-    app = create_app(bootstrap(settings, source=Fixed(deployment), store=store, follow_kafka=False))
+    # gateway_logging.py's rows log to a real broker (FERRY_KAFKA_BOOTSTRAP) at FERRY_GATEWAY_LOG_SAMPLE.
+    log_sink = kafka_log_sink(settings) if os.environ.get("FERRY_BENCH_LOG_KAFKA") else None
+    app = create_app(bootstrap(settings, source=Fixed(deployment), store=store, follow_kafka=False, log_sink=log_sink))
     gc.freeze()  # as services.gateway.__main__ does
     return app
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from shared import datasets_cli, dlq_cli, ops_cli, ops_tools, register_cli, runs_cli
+from shared import datasets_cli, dlq_cli, ops_cli, ops_tools, register_cli, runs_cli, trace_cli
 from shared.settings import FerrySettings
 
 Command = Callable[[argparse.Namespace, FerrySettings], int]
@@ -175,6 +175,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     commands.update(ops_tools.register(sub))
     commands.update(register_cli.register(sub))
     commands.update(runs_cli.register(sub))
+    commands.update(trace_cli.register(sub))
     _add_service_commands(sub, commands)
     return parser, commands
 

@@ -54,7 +54,12 @@ ACCESS: dict[str, Access] = {
     "gateway": Access(
         reads=("deployment.changed",), writes=("inference.logged", "inference.feedback"), group_prefixes=("gateway",)
     ),
-    "monitor": Access(reads=("deployment.changed", "inference.logged"), writes=("alert",), group_prefixes=("monitor",)),
+    # The monitor follows deployments, and joins the gateway's logged answers to their feedback.
+    "monitor": Access(
+        reads=("deployment.changed", "inference.logged", "inference.feedback"),
+        writes=("alert",),
+        group_prefixes=("monitor",),
+    ),
     "console": Access(
         reads=("training.requested", "training.status"), writes=(), group_prefixes=("console",), every_topic=True
     ),

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.gateway.adapters.access_log import AccessLog, RotatingFile
 from services.gateway.adapters.deployment_log import KafkaDeployments, ReplayFirst
+from services.gateway.adapters.inference_log import InferenceLog, KafkaLogSink, LogSink
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.onnx_runtime import OnnxLoader
 from services.gateway.adapters.registry import DeploymentSource, RegistryDeployments
@@ -25,8 +26,8 @@ from services.gateway.residency import FindVersion, Residency
 from services.gateway.service import Gateway, Inference
 from services.gateway.settings import GatewaySettings
 from shared.artifacts import ArtifactStore
-from shared.events import DeploymentChanged
-from shared.kafka import ConsumerLoop, make_consumer, make_producer
+from shared.events import DeploymentChanged, Event
+from shared.kafka import ConsumerLoop, KafkaPublisher, Publisher, make_consumer, make_producer
 from shared.onnx import gpu_present
 from shared.registry_client import RegistryClient, RetryBudget
 from shared.runtime import Runtime
@@ -47,9 +48,12 @@ def bootstrap(
     follow_kafka: bool = True,
     runtime: Runtime | None = None,
     find_version: FindVersion | None = None,
+    log_sink: LogSink | None = None,
+    feedback_publisher: Publisher | None = None,
 ) -> Gateway:
-    """Build the gateway; tests pass a deployment source, a store, ``follow_kafka=False``, or where pinned
-    versions no deployment serves are looked up (default: the registry, when the source is too)."""
+    """Build the gateway; tests pass a deployment source, a store, ``follow_kafka=False``, where pinned
+    versions no deployment serves are looked up (default: the registry, when the source is too), or where
+    inference logs and feedback go (default: Kafka, when the gateway follows it)."""
     settings = settings or GatewaySettings()
     runtime = runtime or Runtime("gateway", shutdown_timeout_s=settings.shutdown_timeout_s)
     fleet = Fleet(drain_timeout_s=settings.drain_timeout_s)
@@ -91,8 +95,81 @@ def bootstrap(
         access_log=_access_log(settings, runtime),
         residency=inference.residency,
     )
+    gateway.feedback_tokens = settings.feedback_tokens()
+    if feedback_publisher is None and follow_kafka:
+        feedback_publisher = _feedback_publisher(settings, runtime)
+    gateway.feedback_publisher = feedback_publisher
+    if log_sink is not None or follow_kafka:
+        inference.inference_log = _inference_log(settings, runtime, log_sink)
     holder.append(gateway)
     return gateway
+
+
+def _inference_log(settings: GatewaySettings, runtime: Runtime, sink: LogSink | None) -> InferenceLog | None:
+    """The sampled log of answered requests and its draining thread; None when nothing is sampled."""
+    sink = sink or kafka_log_sink(settings)
+    inference_log = InferenceLog(
+        sink,
+        sample=settings.log_sample,
+        sample_by_model=settings.log_sample_by_model,
+        max_queue=settings.log_queue_size,
+        gateway=settings.consumer_group().removeprefix(f"{settings.consumer_group_prefix}-"),
+    )
+    if not inference_log.enabled:
+        return None
+    runtime.worker("inference-log", lambda: inference_log.run(runtime.stop_event))
+    runtime.on_close(sink.close)
+    return inference_log
+
+
+def kafka_log_sink(settings: GatewaySettings) -> KafkaLogSink:
+    """The inference log's Kafka sink, its producer batching as the settings say (built on first use)."""
+    client_id = f"{settings.consumer_group()}-log"
+    return KafkaLogSink(
+        settings.ferry,
+        make_producer=lambda: make_producer(
+            settings.ferry,
+            client_id=client_id,
+            linger_ms=settings.log_linger_ms,
+            batch_size=settings.log_batch_bytes,
+            max_block_ms=200,  # no metadata yet (a leader away): drop after this, never wait long
+        ),
+        source="ferry/gateway",
+        max_in_flight=settings.log_max_in_flight,
+    )
+
+
+class _LazyPublisher:
+    """A publisher whose producer is built on first use: a broker away at start never delays the gateway's."""
+
+    def __init__(self, make: Callable[[], KafkaPublisher]) -> None:
+        self._make = make
+        self._publisher: KafkaPublisher | None = None
+
+    def _get(self) -> KafkaPublisher:
+        self._publisher = self._publisher or self._make()
+        return self._publisher
+
+    def publish(self, event: Event, *, event_id: str | None = None) -> None:
+        self._get().publish(event, event_id=event_id)
+
+    def publish_batch(self, items: Any) -> list[Exception | None]:
+        return self._get().publish_batch(items)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+
+
+def _feedback_publisher(settings: GatewaySettings, runtime: Runtime) -> Publisher:
+    client_id = f"{settings.consumer_group()}-feedback"
+    publisher = _LazyPublisher(
+        lambda: KafkaPublisher(
+            settings.ferry, source="ferry/gateway", producer=make_producer(settings.ferry, client_id=client_id)
+        )
+    )
+    runtime.on_close(publisher.close)
+    return publisher
 
 
 def _startup_source(settings: GatewaySettings, runtime: Runtime, *, follow_kafka: bool) -> DeploymentSource:

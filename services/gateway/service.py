@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.gateway.adapters.access_log import AccessLog
+from services.gateway.adapters.inference_log import InferenceLog
 from services.gateway.adapters.metrics import GatewayMetrics
 from services.gateway.adapters.registry import DeploymentSource
 from services.gateway.domain import (
@@ -42,7 +43,7 @@ from services.gateway.residency import Residency
 from services.gateway.settings import GatewaySettings
 from services.gateway.statistics import InferenceStatistics
 from shared.events import Signature
-from shared.kafka import ConsumerLoop
+from shared.kafka import ConsumerLoop, Publisher
 from shared.regression import as_values, bin_of
 from shared.runtime import Runtime
 
@@ -95,6 +96,8 @@ class Inference:
     statistics: InferenceStatistics = field(default_factory=InferenceStatistics)
     residency: Residency | None = None
     """Loads versions that are not resident for the requests that need them (None: all are, always)."""
+    inference_log: InferenceLog | None = None
+    """Samples answered requests to ``inference.logged`` (None: logging off)."""
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def infer(
@@ -138,7 +141,7 @@ class Inference:
         if route == "champion" and state.deployment.shadow and state.challenger is not None:
             self._mirror(trail.model, state.challenger, feeds, outputs, deadline)
         answered = served or target
-        return InferResult(
+        result = InferResult(
             version=trail.version or target.version,
             route=trail.route or route,
             output_names=answered.model.output_names,
@@ -146,6 +149,17 @@ class Inference:
             labels=answered.spec.signature.labels,
             regressor=answered.spec.signature.is_regressor,
         )
+        if self.inference_log is not None:  # a draw, and for a sampled request one append: see inference_log.py
+            self.inference_log.offer(
+                trail.model,
+                trail.request_id,
+                result.version,
+                result.route,
+                state.deployment.revision,
+                tensors,
+                (result.output_names, outputs),
+            )
+        return result
 
     async def _route(self, state: ModelState, pinned: int | None, route_key: str) -> tuple[LoadedVersion, Route]:
         if pinned is not None:
@@ -322,6 +336,10 @@ class Gateway:
     residency: Residency | None = None
     loaded: threading.Event = field(default_factory=threading.Event)
     consumer: ConsumerLoop | None = None
+    feedback_publisher: Publisher | None = None
+    """Where ``POST .../feedback`` publishes (None: feedback answers 503)."""
+    feedback_tokens: dict[str, str] = field(default_factory=dict)
+    """Token → user of who may post feedback (empty: feedback refused)."""
 
     def __post_init__(self) -> None:
         self.runtime.worker("deployments", self.follow)

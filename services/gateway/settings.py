@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.gateway.domain import BatchConfig
+from shared.credentials import parse_tokens_file
 from shared.settings import FerrySettings
 
 
@@ -108,6 +109,27 @@ class GatewaySettings(BaseSettings):
         validation_alias=AliasChoices("FERRY_GATEWAY_ADMIN_TOKEN", "admin_token"),
         description="Bearer token of the fault-injection admin API; the API is off while unset",
     )
+    log_sample: float = Field(
+        default=0.01, ge=0, le=1, description="Share of answered requests logged to inference.logged (0: none)"
+    )
+    log_sample_by_model: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description='Per model share, as JSON: {"digits": 1.0}; others get log_sample'
+    )
+    log_queue_size: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records waiting to be sent at most (then dropped)"
+    )
+    log_linger_ms: int = Field(default=50, ge=0, le=10_000, description="The log producer's wait to fill a batch")
+    log_batch_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 2**20, description="The log producer's batch")
+    log_max_in_flight: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records sent and not yet acknowledged at most (then dropped)"
+    )
+    feedback_tokens_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "FERRY_GATEWAY_FEEDBACK_TOKENS_FILE", "FERRY_REGISTRY_TOKENS_FILE", "feedback_tokens_file"
+        ),
+        description="'<user> <token>' lines that may POST feedback; default the registry's API tokens file",
+    )
     startup_timeout_s: float = Field(
         default=120.0, gt=0, description="How long to wait for the registry at start when Kafka did not answer"
     )
@@ -143,6 +165,14 @@ class GatewaySettings(BaseSettings):
         if self.admin_token is None or not self.admin_token.get_secret_value():
             return None
         return self.admin_token.get_secret_value()
+
+    def feedback_tokens(self) -> dict[str, str]:
+        """Token → user of who may post feedback; empty (feedback refused) without a tokens file.
+
+        Raises InvalidTokens for an unusable file: the gateway refuses to start rather than take a weak one."""
+        if self.feedback_tokens_file is None:
+            return {}
+        return parse_tokens_file(self.feedback_tokens_file, setting="FERRY_GATEWAY_FEEDBACK_TOKENS_FILE")
 
     def consumer_group(self) -> str:
         """This process's own group: every replica and worker sees every deployment change."""

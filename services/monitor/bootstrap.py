@@ -1,6 +1,7 @@
 """The one place that builds the monitor's real adapters (or takes fakes from a test), and what the process
 runtime runs (``process``): the scrape-and-evaluate cycle, the delivery of alerts, the consumer loop of
-``deployment.changed`` and the API."""
+``deployment.changed``, the loop of production data (inference logs and feedback: online accuracy) and the
+API."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.monitor.adapters.delivery import Dispatcher, KafkaSink, Sink
+from services.monitor.adapters.online_facts import FactSource, OnlineView, RegistryFacts, register_online_gauges
 from services.monitor.adapters.registry import RegistryInputReferences, RegistryReferences
 from services.monitor.adapters.rules_file import read_rules
 from services.monitor.adapters.scraper import HttpScraper
@@ -24,17 +27,19 @@ from services.monitor.adapters.webhooks import WebhookSink
 from services.monitor.domain.episodes import RecentIds
 from services.monitor.domain.input_window import InputWindows
 from services.monitor.domain.lifecycle import AlertBook
+from services.monitor.domain.online_accuracy import OnlineAccuracy
 from services.monitor.domain.series import SeriesStore
 from services.monitor.entrypoints.api import ApiDeps, create_app
-from services.monitor.entrypoints.consumer import build_consumer_loop
+from services.monitor.entrypoints.consumer import build_consumer_loop, build_production_loop, online_accuracy_handlers
 from services.monitor.handlers import DeployedVersions
 from services.monitor.input_drift import InputDriftTracker, InputReferenceSource, register_input_drift_gauges
 from services.monitor.service import Monitor, ReferenceSource, Scraper
 from services.monitor.settings import MonitorSettings
-from shared.events import DeploymentChanged, InferenceLogged
+from shared.events import DeploymentChanged, InferenceFeedback, InferenceLogged
 from shared.kafka import KafkaPublisher, Publisher, make_consumer, make_producer
 from shared.leader import AdvisoryLeader
 from shared.registry_client import RegistryClient, RetryBudget
+from shared.request_trace import find_request
 from shared.runtime import Runtime
 
 SOURCE = "ferry/monitor"
@@ -51,6 +56,7 @@ class MonitorService:
     publisher: Publisher
     deployed: DeployedVersions
     input_drift: InputDriftTracker
+    online_view: OnlineView
     webhook_tokens: dict[str, str] = field(default_factory=dict)
     incoming_ids: RecentIds = field(default_factory=RecentIds)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -65,6 +71,7 @@ class MonitorService:
             incoming_ids=self.incoming_ids,
             engine=self.settings.engine,
             input_drift=self.input_drift,
+            find_request=lambda request_id, since_s: find_request(self.settings.ferry, request_id, since_s=since_s),
         )
 
     def close(self) -> None:
@@ -81,9 +88,11 @@ def bootstrap(
     input_references: InputReferenceSource | None = None,
     clock: Callable[[], float] = time.time,
     leads: Callable[[], bool] = lambda: True,
+    facts: FactSource | None = None,
 ) -> MonitorService:
-    """Build the monitor from settings; tests may pass a publisher, scraper, reference source, clock or
-    leadership (``leads``: whether this replica's transitions go out; the process passes the lock's).
+    """Build the monitor from settings; tests may pass a publisher, scraper, reference source, clock,
+    leadership (``leads``: whether this replica's transitions go out; the process passes the lock's) or the
+    source of the versions' class names and accuracy bounds (``facts``).
 
     Raises RulesFileError or InvalidTokens (before building anything) when the rules or the webhook
     tokens cannot be used.
@@ -97,15 +106,7 @@ def bootstrap(
     )
     scraper = scraper or _closing(HttpScraper(timeout_s=settings.scrape_timeout_s), closers)
     if references is None or input_references is None:
-        # A registry that is away only delays drift alerts: one more try, then the next tick.
-        client = _closing(
-            RegistryClient.connect(
-                settings.registry_url,
-                timeout_s=settings.registry_timeout_s,
-                budget=RetryBudget(attempts=2, total_s=settings.registry_timeout_s),
-            ),
-            closers,
-        )
+        client = _closing(_registry_client(settings), closers)
         ttl_s, missing_ttl_s = settings.reference_ttl_s, settings.missing_reference_ttl_s
         references = references or RegistryReferences(client, ttl_s=ttl_s, missing_ttl_s=missing_ttl_s)
         input_references = input_references or RegistryInputReferences(client, ttl_s=ttl_s, missing_ttl_s=missing_ttl_s)
@@ -133,9 +134,36 @@ def bootstrap(
     )
     register_gauges(monitor)
     register_input_drift_gauges(input_drift)
+    online_view = OnlineView(
+        OnlineAccuracy(
+            window_s=settings.feedback_window_s,
+            max_pending=settings.feedback_max_pending,
+            max_outcomes=settings.online_max_outcomes,
+        ),
+        facts or _closing(RegistryFacts(_registry_client(settings), ttl_s=settings.reference_ttl_s), closers),
+    )
+    register_online_gauges(online_view)
     incoming = RecentIds(settings.webhook_dedup_ids)
     return MonitorService(
-        settings, monitor, dispatcher, publisher, deployed, input_drift, webhook_tokens, incoming, closers=closers
+        settings,
+        monitor,
+        dispatcher,
+        publisher,
+        deployed,
+        input_drift,
+        online_view,
+        webhook_tokens,
+        incoming,
+        closers=closers,
+    )
+
+
+def _registry_client(settings: MonitorSettings) -> RegistryClient:
+    # A registry that is away only delays what it answers (drift, online accuracy): one more try, then the next round.
+    return RegistryClient.connect(
+        settings.registry_url,
+        timeout_s=settings.registry_timeout_s,
+        budget=RetryBudget(attempts=2, total_s=settings.registry_timeout_s),
     )
 
 
@@ -185,9 +213,27 @@ def process(settings: MonitorSettings) -> Runtime:
     runtime.worker("consumer-loop", loop.run)
     runtime.probe("consumer", loop.joined.is_set)
     runtime.on_close(lambda: dlq_producer.close(timeout=10))
+    _production(settings, service, runtime, dlq_producer)
     runtime.on_close(service.close)
     runtime.serve(create_app(service.api_deps(), runtime), settings.host, settings.port)
     return runtime
+
+
+def _production(settings: MonitorSettings, service: MonitorService, runtime: Runtime, producer: Any) -> None:
+    """Inference logs and feedback, in one group all replicas share. The range assignor gives partition p of
+    both topics (each keyed by model name, with as many partitions) to the same replica: the one that sees a
+    model's logs sees its feedback. Add a handler table beside the online accuracy's to read them too."""
+    consumer = make_consumer(
+        settings.ferry,
+        settings.production_group,
+        [InferenceLogged.topic, InferenceFeedback.topic],
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+    handlers = online_accuracy_handlers(service.online_view.online, time.monotonic)
+    loop = build_production_loop(settings, handlers, consumer=consumer, producer=producer, stop=service.stop)
+    runtime.worker("production-loop", loop.run)
+    runtime.probe("production-consumer", loop.joined.is_set)
+    runtime.worker("online-accuracy", lambda: service.online_view.run(service.stop, settings.scrape_interval_s))
 
 
 def _dispatcher(settings: MonitorSettings, publisher: Publisher, closers: list[Callable[[], Any]]) -> Dispatcher:

@@ -3,6 +3,10 @@ the inputs of ``inference.logged`` records for input drift.
 
 Knowing the served versions, it fetches each one's drift reference before its first prediction, so
 the ``ferry_monitor_drift_reference`` gauge that Prometheus's drift rule reads is there in time.
+
+Production data (``inference.logged``, ``inference.feedback``) has tables of its own, one per use, each
+bound to its own dependencies and merged into the one loop of the monitor's shared production group
+(``entrypoints/consumer.py``): ``ONLINE_ACCURACY_HANDLERS`` joins feedback to logged answers.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import threading
 from collections.abc import Callable
 
 from services.monitor.domain.input_window import InputWindows
+from services.monitor.domain.online_accuracy import OnlineAccuracy, answer_of
 from shared.envelope import EventMeta
-from shared.events import DeploymentChanged, Event, InferenceLogged
+from shared.events import DeploymentChanged, Event, InferenceFeedback, InferenceLogged
 
 
 class DeployedVersions:
@@ -56,4 +61,25 @@ def handle_inference_logged_inputs(
 HANDLERS: dict[type[Event], list[Callable[..., None]]] = {
     DeploymentChanged: [handle_deployment_changed],
     InferenceLogged: [handle_inference_logged_inputs],
+}
+
+
+def handle_inference_logged(
+    event: InferenceLogged, meta: EventMeta, *, online: OnlineAccuracy, clock: Callable[[], float]
+) -> None:
+    now = clock()
+    online.logged(event.model_name, event.request_id, answer_of(event, now), now)
+
+
+def handle_inference_feedback(
+    event: InferenceFeedback, meta: EventMeta, *, online: OnlineAccuracy, clock: Callable[[], float]
+) -> None:
+    now = clock()
+    for item in event.items:
+        online.feedback(event.model_name, item, now)
+
+
+ONLINE_ACCURACY_HANDLERS: dict[type[Event], list[Callable[..., None]]] = {
+    InferenceLogged: [handle_inference_logged],
+    InferenceFeedback: [handle_inference_feedback],
 }

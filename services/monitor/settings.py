@@ -76,6 +76,15 @@ class MonitorSettings(BaseSettings):
     consumer_group: str = Field(
         default="monitor", min_length=1, description="Prefix of each process's own group <prefix>-<host>-<pid>"
     )
+    feedback_window_s: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="How long a logged answer waits for its feedback (and back)"
+    )
+    feedback_max_pending: int = Field(
+        default=100_000, ge=100, le=10_000_000, description="Per model: logged answers (and early feedback) kept"
+    )
+    online_max_outcomes: int = Field(
+        default=1_000, ge=10, le=1_000_000, description="Per version: the latest judged answers the accuracy is over"
+    )
     webhook_dedup_ids: int = Field(
         default=100_000, ge=100, description="Incoming alert ids remembered, so a re-sent alert is published once"
     )
@@ -105,6 +114,12 @@ class MonitorSettings(BaseSettings):
     @property
     def resolved_targets(self) -> list[Target]:
         return parse_targets(self.targets) or default_targets()
+
+    @property
+    def production_group(self) -> str:
+        """The group all replicas share for inference.logged and inference.feedback: each model's partition
+        (both topics are keyed by model name) is read by one replica, which so sees its logs and feedback."""
+        return f"{self.consumer_group}-production"
 
     @property
     def publishes_own_alerts(self) -> bool:

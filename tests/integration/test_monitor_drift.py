@@ -50,7 +50,14 @@ def register_and_promote(settings: FerrySettings, registry_url: str) -> None:
         publisher.publish(trained)
         versions = f"{registry_url}/api/v1/models/digits/versions/1"
         wait_for(lambda: httpx.get(versions, timeout=5).status_code == 200, what="version 1 registered")
-        report = {"candidate": {"version": 1, "accuracy": 0.9, "prediction_distribution": REFERENCE}}
+        report = {
+            "candidate": {
+                "version": 1,
+                "accuracy": 0.9,
+                "prediction_distribution": REFERENCE,
+                "intervals": {"accuracy": {"estimate": 0.9, "low": 0.85, "high": 0.95}},  # online accuracy's bound
+            }
+        }
         publisher.publish(
             ModelDecided(
                 model_name="digits",

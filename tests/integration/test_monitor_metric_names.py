@@ -18,7 +18,7 @@ from test_monitor_drift import register_and_promote
 
 from services.monitor.provisioning import dashboard
 from services.monitor.provisioning.promql import metric_names
-from shared.events import TrainingRequested
+from shared.events import FeedbackItem, InferenceFeedback, InferenceLogged, LoggedTensor, TrainingRequested
 from shared.kafka import KafkaPublisher, make_producer
 from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
@@ -100,13 +100,21 @@ def test_every_generated_metric_name_is_exposed_by_its_service(
         publisher = KafkaPublisher(ferry_settings, source="test")
         publisher.publish(TrainingRequested(model_name="digits", dataset="sklearn:absent"))
         log_inputs(publisher, np.ones((20, 4)), version=1)  # the monitor's input drift (version 1 has a reference)
+        # A logged answer and its feedback: the monitor's online accuracy of digits v1.
+        scores = LoggedTensor(name="probabilities", datatype="FP32", shape=[1, 2], data=[0.2, 0.8])
+        publisher.publish(
+            InferenceLogged(
+                model_name="digits", request_id="r1", version=1, route="champion", inputs=[], outputs=[scores]
+            )
+        )
+        publisher.publish(InferenceFeedback(model_name="digits", items=[FeedbackItem(request_id="r1", label=1)]))
         publisher.close()
         gateway.class_weights = {"0": 5, "1": 5}
         monitor, monitor_url = start_monitor(
             env,
             tmp_path,
             rules_file=str(short_rules(tmp_path / "rules.yaml")),
-            targets=f"gateway={gateway.url}",
+            targets=f"gateway={gateway.url}",  # the monitor's own gauges are read from its /metrics below
             registry_url=registry_url,
         )
         processes.append(monitor)

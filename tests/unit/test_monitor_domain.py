@@ -57,6 +57,7 @@ def test_the_shipped_rules_file_has_every_default_rule() -> None:
         "TrainingFailures",
         "RegistryOutboxLag",
         "TargetDown",
+        "OnlineAccuracyBelowEvaluation",
     }
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.domain import Fault
+from services.gateway.entrypoints.feedback import add_feedback_route
 from services.gateway.entrypoints.grpc_api import start_grpc
 from services.gateway.entrypoints.infer_route import InferRoute, infer_target
 from services.gateway.entrypoints.triton import EXTENSIONS, add_triton_routes
@@ -97,6 +98,7 @@ def create_app(gateway: Gateway) -> GatewayApp:
     _install_error_handlers(api)
     add_triton_routes(api, gateway, _admin_guard(gateway))
     _add_protocol_routes(api, gateway)
+    add_feedback_route(api, gateway)
     runtime.add_routes(api)
     _add_status_route(api, gateway)
     _add_admin_routes(api, gateway)

@@ -15,6 +15,7 @@ from services.monitor.domain.rules import (
     GaugeThresholdRule,
     HistogramQuantileRule,
     InputDriftRule,
+    OnlineAccuracyRule,
     Selector,
 )
 from services.monitor.domain.series import Labels, Series, SeriesStore
@@ -141,6 +142,7 @@ def drift(rule: DriftRule, store: SeriesStore, now: float, references: Reference
 
 
 def _latest_max(store: SeriesStore, selector: Selector, by: Iterable[str]) -> dict[Labels, float]:
+    """The latest value of each series, the largest per group (several scrapes of one gauge agree)."""
     found: dict[Labels, float] = {}
     for series in store.select(selector.names, selector.match):
         value = store.latest(series)
@@ -161,6 +163,18 @@ def input_drift(rule: InputDriftRule, store: SeriesStore, now: float) -> list[Ob
     ]
 
 
+def online_accuracy(rule: OnlineAccuracyRule, store: SeriesStore, now: float) -> list[Observation]:
+    """Online accuracy minus the evaluation's lower bound per version, once ``min_feedback`` answers are judged."""
+    accuracy = _latest_max(store, rule.accuracy, rule.group_by)
+    counts = _latest_max(store, rule.count, rule.group_by)
+    bounds = _latest_max(store, rule.bound, rule.group_by)
+    return [
+        Observation(group, value - bounds[group])
+        for group, value in accuracy.items()
+        if group in bounds and counts.get(group, 0.0) >= rule.min_feedback
+    ]
+
+
 def evaluate(rule: BaseRule, store: SeriesStore, now: float, references: References) -> list[Observation]:
     """Every group's value of ``rule`` at ``now`` (breached or not)."""
     if isinstance(rule, CounterRatioRule):
@@ -173,6 +187,8 @@ def evaluate(rule: BaseRule, store: SeriesStore, now: float, references: Referen
         return drift(rule, store, now, references)
     if isinstance(rule, InputDriftRule):
         return input_drift(rule, store, now)
+    if isinstance(rule, OnlineAccuracyRule):
+        return online_accuracy(rule, store, now)
     raise TypeError(f"unknown rule kind: {type(rule).__name__}")
 
 

@@ -171,8 +171,27 @@ class InputDriftRule(BaseRule):
         return self
 
 
+class OnlineAccuracyRule(BaseRule):
+    """A version's online accuracy (its answers judged by feedback) minus the lower bound of its evaluated
+    accuracy, judged once ``min_feedback`` answers were judged; below ``threshold`` (0: the bound) it fires."""
+
+    kind: Literal["online_accuracy"]
+    op: Literal[">", "<"] = "<"
+    threshold: float = 0.0
+    accuracy: Selector = Field(default_factory=lambda: Selector(metric="ferry_monitor_online_accuracy"))
+    count: Selector = Field(default_factory=lambda: Selector(metric="ferry_monitor_online_feedback_count"))
+    bound: Selector = Field(default_factory=lambda: Selector(metric="ferry_monitor_evaluation_accuracy_low"))
+    min_feedback: float = Field(default=50, ge=1, description="fewer judged answers: not judged")
+
+    @model_validator(mode="after")
+    def _per_version(self) -> OnlineAccuracyRule:
+        if set(self.group_by) != {"model", "version"}:
+            raise ValueError("an online_accuracy rule groups by model and version (the bound is per version)")
+        return self
+
+
 Rule = Annotated[
-    CounterRatioRule | HistogramQuantileRule | GaugeThresholdRule | DriftRule | InputDriftRule,
+    CounterRatioRule | HistogramQuantileRule | GaugeThresholdRule | DriftRule | InputDriftRule | OnlineAccuracyRule,
     Field(discriminator="kind"),
 ]
 

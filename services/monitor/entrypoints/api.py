@@ -21,6 +21,7 @@ from services.monitor.domain.episodes import RecentIds
 from services.monitor.domain.lifecycle import Alert, timestamp
 from services.monitor.entrypoints.drift_api import drift_router
 from services.monitor.entrypoints.incoming import IncomingWebhook, to_event
+from services.monitor.entrypoints.requests_api import FindRequest, add_request_routes
 from services.monitor.entrypoints.webhook_auth import webhook_sender
 from services.monitor.input_drift import InputDriftTracker
 from services.monitor.provisioning.promql import condition
@@ -45,6 +46,8 @@ class ApiDeps:
     """The incoming alert episodes already published: a re-sent copy is acknowledged, not published again."""
     engine: str = "builtin"
     input_drift: InputDriftTracker | None = None
+    find_request: FindRequest | None = None
+    """Searches the logged requests (``GET /api/v1/requests/{id}``); None: the route is not there."""
 
 
 class AlertOut(BaseModel):
@@ -113,6 +116,8 @@ def create_app(deps: ApiDeps, runtime: Runtime | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     runtime.add_routes(app)
+    if deps.find_request is not None:
+        add_request_routes(app, deps.find_request)
     monitor = deps.monitor
 
     @app.get("/api/v1/alerts", summary="Active alerts (pending and firing) and recently resolved ones")

@@ -14,6 +14,10 @@ window holds ``min_samples`` predictions and a reference exists.
 Input drift is computed by the monitor from logged inputs (only it holds them) and exported as
 ``ferry_monitor_input_drift_score{model,version}`` with the rows it rests on: both engines read those
 gauges, the monitor from its own window, Prometheus from its scrape of the monitor.
+
+Online accuracy is the monitor's gauge minus the evaluated bound it exports beside it, per version, judged
+only where the count of judged answers reaches ``min_feedback``; ``max`` makes several scrapes of one gauge
+(every monitor replica's) one value, as the monitor's own engine does.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from services.monitor.domain.rules import (
     GaugeThresholdRule,
     HistogramQuantileRule,
     InputDriftRule,
+    OnlineAccuracyRule,
     Selector,
 )
 
@@ -113,6 +118,15 @@ def input_drift(rule: InputDriftRule) -> str:
     )
 
 
+def online_accuracy(rule: OnlineAccuracyRule) -> str:
+    groups = ", ".join(rule.group_by)
+    by = f"max by ({groups})"
+    return (
+        f"{by} ({selector(rule.accuracy)})\n  - on ({groups})\n{by} ({selector(rule.bound)})\n"
+        f"  and on ({groups}) {by} ({selector(rule.count)}) >= {number(rule.min_feedback)}"
+    )
+
+
 def value_expression(rule: BaseRule) -> str:
     """The rule's value per group, in PromQL."""
     if isinstance(rule, CounterRatioRule):
@@ -125,6 +139,8 @@ def value_expression(rule: BaseRule) -> str:
         return drift(rule)
     if isinstance(rule, InputDriftRule):
         return input_drift(rule)
+    if isinstance(rule, OnlineAccuracyRule):
+        return online_accuracy(rule)
     raise TypeError(f"unknown rule kind: {type(rule).__name__}")
 
 

@@ -17,6 +17,7 @@ from services.monitor.domain.rules import (
     GaugeThresholdRule,
     HistogramQuantileRule,
     InputDriftRule,
+    OnlineAccuracyRule,
     Selector,
 )
 from services.monitor.domain.series import matches
@@ -166,6 +167,19 @@ def input_drift_case(rule: InputDriftRule, fires: bool) -> SyntheticCase:
     return SyntheticCase(rule, fires, series, eval_s, group, score if fires else None, pending)
 
 
+def online_accuracy_case(rule: OnlineAccuracyRule, fires: bool) -> SyntheticCase:
+    eval_s, count, pending = _steps(rule)
+    group = {label: GROUP_VALUES.get(label, f"test-{label}") for label in rule.group_by}
+    bound = 0.9
+    accuracy = bound + rule.threshold + (-0.25 if rule.op == "<" else 0.05) if fires else bound + rule.threshold
+    series = [
+        SyntheticSeries(rule.accuracy.names[0], _labels(rule.accuracy, group), accuracy, 0, count),
+        SyntheticSeries(rule.bound.names[0], _labels(rule.bound, group), bound, 0, count),
+        SyntheticSeries(rule.count.names[0], _labels(rule.count, group), 2 * rule.min_feedback, 0, count),
+    ]
+    return SyntheticCase(rule, fires, series, eval_s, group, accuracy - bound if fires else None, pending)
+
+
 def cases(rule: BaseRule) -> list[SyntheticCase]:
     """A firing and a quiet case of the rule."""
     if isinstance(rule, CounterRatioRule):
@@ -178,6 +192,8 @@ def cases(rule: BaseRule) -> list[SyntheticCase]:
         make = drift_case
     elif isinstance(rule, InputDriftRule):
         make = input_drift_case
+    elif isinstance(rule, OnlineAccuracyRule):
+        make = online_accuracy_case
     else:
         raise TypeError(f"unknown rule kind: {type(rule).__name__}")
     return [make(rule, True), make(rule, False)]
