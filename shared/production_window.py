@@ -5,7 +5,8 @@ joined with the original dataset they are the recent traffic of.
 and renamed, so no reader meets half a file). ``load_with_window`` loads ``ORIGINAL+window:FILE``: the original
 as ``load_dataset`` would, the window file confined to the datasets root like any ``csv:`` file, its labels
 mapped onto the original's classes. The joined dataset keeps both as its components, so ``split`` cuts each by
-the one rule: the original's held-out rows stay held out, and so does a held-out part of the window.
+the one rule: the original's held-out rows stay held out (a window row equal to one of them is left out), and
+so does a held-out part of the window.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.dataset_files import DatasetError, dataset_path, number, read_rows
-from shared.datasets import Dataset, fingerprint, load_dataset
+from shared.datasets import Dataset, fingerprint, load_dataset, split
 from shared.events import Task
 from shared.production_names import WindowNameError, parts_of
 
@@ -77,7 +78,7 @@ def load_with_window(
     original = load_dataset(original_name, label_column=label_column, root=root, task=task)
     if original.is_regression or original.is_text:
         raise DatasetError(name, "a production window joins a classification dataset of numeric features only")
-    recent = _load_window(name, window, root, original)
+    recent = _without_held_out(name, _load_window(name, window, root, original), original)
     features = np.concatenate([original.features, recent.features])
     labels = np.concatenate([original.labels, recent.labels])
     for array in (features, labels):
@@ -86,6 +87,22 @@ def load_with_window(
     return Dataset(
         name, features, labels, original.class_names, original.image_shape, digest, components=(original, recent)
     )
+
+
+def _without_held_out(name: str, window: Dataset, original: Dataset) -> Dataset:
+    """The window less any row equal to one of the original's held-out rows: production traffic may replay
+    them, and no trainer may read them (the judgement on the original split would flatter the new version)."""
+    held_out = {row.tobytes() for row in split(original).test.features}
+    kept = np.array([row.tobytes() not in held_out for row in window.features], dtype=bool)
+    if kept.all():
+        return window
+    if not kept.any():
+        raise DatasetError(name, "every row of the window is a row of the original's held-out split")
+    features, labels = window.features[kept], window.labels[kept]
+    for array in (features, labels):
+        array.flags.writeable = False
+    digest = fingerprint(features, labels, window.class_names)
+    return Dataset(window.name, features, labels, window.class_names, window.image_shape, digest)
 
 
 def _load_window(name: str, window: str, root: Path, original: Dataset) -> Dataset:
