@@ -44,6 +44,9 @@ def set_drift_timings(settings: FerrySettings) -> None:
     os.environ.setdefault("FERRY_MONITOR_INPUT_WINDOW_ROWS", str(WINDOW_ROWS))
     os.environ.setdefault("FERRY_MONITOR_RULES_FILE", drift_rules(settings))
     os.environ.setdefault("FERRY_EVALUATOR_RETRAIN_MIN_ROWS", "150")
+    # Learning the shifted digits costs the original ones about a point of accuracy (the end-to-end test measured
+    # 0.970 against 0.981 on 270 rows): a 2-point margin would reject it on noise, so the story allows 5.
+    os.environ.setdefault("FERRY_EVALUATOR_MARGIN", "0.05")
 
 
 class DriftLoop(Loop):

@@ -23,11 +23,17 @@ def test_the_drift_demo_quickens_the_two_retrain_rules_and_keeps_every_other(tmp
 def test_the_drift_demo_logs_every_answer_unless_the_user_said_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("FERRY_GATEWAY_LOG_SAMPLE", "FERRY_MONITOR_INPUT_WINDOW_ROWS", "FERRY_MONITOR_RULES_FILE"):
+    for name in (
+        "FERRY_GATEWAY_LOG_SAMPLE",
+        "FERRY_MONITOR_INPUT_WINDOW_ROWS",
+        "FERRY_MONITOR_RULES_FILE",
+        "FERRY_EVALUATOR_MARGIN",
+    ):
         monkeypatch.setenv(name, "recorded")  # so that the test's end restores each as it was
         monkeypatch.delenv(name)
     monkeypatch.setenv("FERRY_EVALUATOR_RETRAIN_MIN_ROWS", "400")
     set_drift_timings(FerrySettings(home=tmp_path))
     assert os.environ["FERRY_GATEWAY_LOG_SAMPLE"] == "1.0"
     assert os.environ["FERRY_MONITOR_INPUT_WINDOW_ROWS"] == str(WINDOW_ROWS)
+    assert os.environ["FERRY_EVALUATOR_MARGIN"] == "0.05"
     assert os.environ["FERRY_EVALUATOR_RETRAIN_MIN_ROWS"] == "400"  # the user's own value wins
