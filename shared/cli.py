@@ -168,6 +168,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     commands["roundtrip"] = _roundtrip
     demo = sub.add_parser("demo", help="start everything (as 'ferry up') and run the whole loop")
     demo.add_argument("--down", action="store_true", help="stop everything afterwards (as 'ferry down')")
+    demo.add_argument(
+        "--drift", action="store_true", help="the closing loop: inputs shift, drift fires, a retrain is judged"
+    )
     commands["demo"] = _demo
     commands.update(dlq_cli.register(sub))
     commands.update(datasets_cli.register(sub))

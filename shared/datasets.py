@@ -30,6 +30,7 @@ import numpy as np
 # DatasetError and dataset_path live with the file reading; importers find them here as before.
 from shared.dataset_files import DatasetError, class_ids, dataset_path, number, read_rows
 from shared.events import MAX_LABEL_CHARS, Task
+from shared.production_names import WINDOW_MARK
 from shared.text_datasets import is_text_table, text_fingerprint, text_rows
 
 SPLIT_SEED = 20240601
@@ -57,6 +58,9 @@ class Dataset:
     task: Task = "classification"
     texts: np.ndarray | None = None
     """A text dataset's one text per row (an object array of str); its ``features`` then has no columns."""
+    components: tuple[Dataset, ...] = ()
+    """A dataset made of others (an original plus a production window, ``shared/production_window.py``):
+    each is split on its own by the one rule and the parts joined, so each one's held-out rows stay held out."""
 
     @property
     def is_regression(self) -> bool:
@@ -237,6 +241,10 @@ def load_dataset(
             root = FerrySettings().resolved_datasets_root
         path = dataset_path(name, name[len("csv:") :], root)
         return _load_csv(name, path, root, label_column or DEFAULT_LABEL_COLUMN, task or "classification")
+    if WINDOW_MARK in name:
+        from shared.production_window import load_with_window
+
+        return load_with_window(name, root=root, task=task, label_column=label_column)
     if name.startswith("parquet:"):
         # Larger than memory by design: shared.parquet_datasets streams it, and split() has no part in it.
         raise DatasetError(name, "a parquet: dataset is streamed, never loaded whole (shared.parquet_datasets)")
@@ -293,6 +301,8 @@ def _strata(dataset: Dataset) -> np.ndarray:
 
 def split(dataset: Dataset, *, seed: int = SPLIT_SEED) -> Split:
     """The deterministic, stratified 70/15/15 split; every service that cuts a dataset calls this."""
+    if dataset.components:
+        return _joined_split(dataset, [split(part, seed=seed) for part in dataset.components], seed)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
     strata = _strata(dataset)
@@ -314,6 +324,25 @@ def split(dataset: Dataset, *, seed: int = SPLIT_SEED) -> Split:
     )
 
 
+def _joined_split(dataset: Dataset, cuts: list[Split], seed: int) -> Split:
+    """The parts of each component's own split, joined in order: train with train, test with test."""
+
+    def joined(parts: list[Part]) -> Part:
+        features = np.concatenate([part.features for part in parts])
+        labels = np.concatenate([part.labels for part in parts])
+        for array in (features, labels):
+            array.flags.writeable = False
+        return Part(features, labels)
+
+    return Split(
+        split_id=split_id(dataset, seed=seed),
+        dataset=dataset,
+        train=joined([cut.train for cut in cuts]),
+        validation=joined([cut.validation for cut in cuts]),
+        test=joined([cut.test for cut in cuts]),
+    )
+
+
 def _part(dataset: Dataset, rows: np.ndarray) -> Part:
     features = dataset.features[rows]
     labels = dataset.labels[rows]
@@ -329,5 +358,7 @@ def split_id(dataset: Dataset, *, seed: int = SPLIT_SEED) -> str:
     parameters = f"{_SPLIT_VERSION}|{seed}|{TRAIN_FRACTION}/{VALIDATION_FRACTION}/{TEST_FRACTION}|stratified"
     if dataset.is_regression:
         parameters += f"-by-target-{REGRESSION_GROUPS}-quantiles"
+    if dataset.components:
+        parameters += "|joined:" + ",".join(str(len(part.labels)) for part in dataset.components)
     digest = hashlib.sha256(f"{dataset.fingerprint}|{parameters}".encode()).hexdigest()
     return f"{_SPLIT_VERSION}-{digest[:24]}"

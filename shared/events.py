@@ -266,6 +266,19 @@ class Compression(Frozen):
 # --- the events --------------------------------------------------------------------------------
 
 
+class RetrainCause(Frozen):
+    """Why a retraining was requested: the alert that asked for it and the production window it carries."""
+
+    alert_id: str = Field(min_length=1, max_length=200, description="the alert event's CloudEvents id")
+    rule: str = Field(min_length=1, max_length=200)
+    version: int | None = Field(default=None, ge=1, le=INT32_MAX, description="the version the alert named")
+    fired_at: datetime = Field(description="the alert's since")
+    champion_version: int | None = Field(default=None, ge=1, le=INT32_MAX, description="whose recipe is retrained")
+    original_dataset: str = Field(min_length=1, description="the champion's dataset, before the window was added")
+    window: str = Field(min_length=1, description="the window file, relative to the datasets root")
+    window_rows: int = Field(ge=0, le=INT32_MAX, description="labelled production rows in the window")
+
+
 class TrainingRequested(Event):
     """Train this model on this dataset with these settings."""
 
@@ -292,6 +305,9 @@ class TrainingRequested(Event):
     slices: Slices = Field(
         default_factory=list,
         description="feature ranges the evaluator guards for the trained version, beside each class's recall",
+    )
+    cause: RetrainCause | None = Field(
+        default=None, description="set when an alert asked for this run (action retrain): its lineage"
     )
 
 
@@ -414,7 +430,7 @@ class AlertChanged(Event):
     state: Literal["fired", "resolved"]
     version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     severity: Literal["info", "warning", "critical"] = "warning"
-    action: Literal["notify", "rollback"] = "notify"
+    action: Literal["notify", "rollback", "retrain"] = "notify"
     value: float
     threshold: float
     labels: dict[str, str] = Field(default_factory=dict)

@@ -28,9 +28,12 @@ class Access:
     group_prefixes: tuple[str, ...]
     every_topic: bool = False
     """Read and write every topic under the prefix, dead-letter topics included."""
+    reads_by_time: tuple[str, ...] = ()
+    """Topics it reads without a group, from a time on (offsets-for-times): READ, and no dead letters."""
 
     def read_topics(self, prefix: str) -> list[str]:
-        return [f"{prefix}{name}" for name in self.reads]
+        """The topics it consumes, and those it reads by time."""
+        return [f"{prefix}{name}" for name in dict.fromkeys((*self.reads, *self.reads_by_time))]
 
     def write_topics(self, prefix: str) -> list[str]:
         """The topics it produces, and the dead-letter topic of each it consumes."""
@@ -49,7 +52,14 @@ ACCESS: dict[str, Access] = {
     "trainer": Access(
         reads=("training.requested",), writes=("training.status", "model.trained"), group_prefixes=("trainer",)
     ),
-    "evaluator": Access(reads=("model.registered", "alert"), writes=("model.decided",), group_prefixes=("evaluator",)),
+    # A retrain alert: the evaluator reads the labelled production window and its cooldown back by time, and
+    # publishes the training request.
+    "evaluator": Access(
+        reads=("model.registered", "alert"),
+        writes=("model.decided", "training.requested"),
+        group_prefixes=("evaluator",),
+        reads_by_time=("inference.logged", "inference.feedback", "training.requested"),
+    ),
     # The gateway logs a sample of what it answers, and passes on the ground truth posted to it.
     "gateway": Access(
         reads=("deployment.changed",), writes=("inference.logged", "inference.feedback"), group_prefixes=("gateway",)

@@ -5,7 +5,8 @@ killed with -9 hands over as soon as the server sees its socket close (at once o
 TCP keepalive when a host vanishes). The others try for the lock every ``retry_s``: that is the bound
 on a hand-over after the old leader's connection is gone. The registry's outbox relay takes its lock
 the same way (services/registry/adapters/outbox.py). While the database is away every replica leads
-(``AWAY``).
+(``AWAY``). ``advisory_mutex`` is the same kind of lock held for one block, waited for: what serialises
+one model's retrain decisions across the evaluator's replicas.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
+
+from shared.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +125,46 @@ def _null_pool() -> Any:
     from sqlalchemy.pool import NullPool
 
     return NullPool
+
+
+@contextmanager
+def advisory_mutex(connect: Callable[[], Any], name: str) -> Iterator[bool]:
+    """Hold the session-level advisory lock ``name`` for the block, waiting for it; yields True when held.
+
+    While the database does not answer the block runs without it (yields False), as ``AWAY`` leads: a duplicate,
+    which derived ids absorb downstream, costs less than an effect nobody performs."""
+    from sqlalchemy import text
+
+    key = lock_key(name)
+    try:
+        connection = connect()
+    except Exception as error:  # noqa: BLE001 - the database away: see AWAY
+        log.warning("lock %s: the database does not answer (%s); going on without it", name, error)
+        connection = None
+    if connection is None:
+        yield False
+        return
+    try:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    except Exception as error:
+        connection.close()
+        raise TransientError(f"lock {name}: {type(error).__name__}") from error
+    try:
+        yield True
+    finally:
+        try:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        finally:
+            connection.close()
+
+
+def database_mutex(database_url: str) -> Callable[[str], AbstractContextManager[bool]]:
+    """``advisory_mutex`` over one engine of ``database_url``: ``mutex(name)`` gives a context manager."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url, poolclass=_null_pool(), connect_args={"connect_timeout": 5})
+
+    def connect() -> Any:
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    return lambda name: advisory_mutex(connect, name)

@@ -66,7 +66,7 @@ def find_request(
         since_ms = int((time.time() - since_s) * 1000)
         logged = [
             event
-            for event in _read_from(consumer, settings.topic(InferenceLogged.topic), since_ms, needle, deadline)
+            for event in read_since(consumer, settings.topic(InferenceLogged.topic), since_ms, needle, deadline)
             if isinstance(event, InferenceLogged) and event.request_id == request_id
         ]
         if not logged:
@@ -75,7 +75,7 @@ def find_request(
         start_ms = int(answer.at.timestamp() * 1000) - 60_000  # feedback follows; a minute for clock skew
         given = [
             GivenFeedback(item, event.actor, event.at)
-            for event in _read_from(consumer, settings.topic(InferenceFeedback.topic), start_ms, needle, deadline)
+            for event in read_since(consumer, settings.topic(InferenceFeedback.topic), start_ms, needle, deadline)
             if isinstance(event, InferenceFeedback) and event.model_name == answer.model_name
             for item in event.items
             if item.request_id == request_id
@@ -85,8 +85,9 @@ def find_request(
         consumer.close()
 
 
-def _read_from(consumer: KafkaConsumer, topic: str, since_ms: int, needle: bytes, deadline: float) -> list[Any]:
-    """The events of ``topic`` from ``since_ms`` to its end now whose bytes hold ``needle``, decoded."""
+def read_since(consumer: KafkaConsumer, topic: str, since_ms: int, needle: bytes, deadline: float) -> list[Any]:
+    """The events of ``topic`` from ``since_ms`` (offsets-for-times) to its end now whose bytes hold ``needle``,
+    decoded; also what ``shared/window_reader.py`` reads a production window with."""
     partitions = [TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic) or ())]
     if not partitions:
         return []

@@ -20,17 +20,19 @@ from services.evaluator.entrypoints.api import create_app
 from services.evaluator.entrypoints.bakes import BakeRunner
 from services.evaluator.entrypoints.consumer import TOPICS, build_consumer_loop
 from services.evaluator.handlers import EvaluatorDeps, RegistryReader, Rollout
+from services.evaluator.retraining import Retraining
 from services.evaluator.settings import EvaluatorSettings
 from shared.artifacts import ArtifactStore
 from shared.kafka import ConsumerLoop, KafkaPublisher, make_consumer, make_producer
-from shared.leader import AdvisoryLeader
+from shared.leader import AdvisoryLeader, database_mutex
 from shared.registry_client import RegistryClient
 from shared.runtime import Runtime
 from shared.topics import ensure_topics
+from shared.window_reader import read_window, recent_retrains
 
 SOURCE = "ferry/evaluator"
 log = logging.getLogger("services.evaluator")
-DECISIONS = ("promote_canary", "promote", "reject", "rollback")
+DECISIONS = ("promote_canary", "promote", "reject", "rollback", "retrain")
 
 
 @dataclass
@@ -73,6 +75,7 @@ def build_deps(
     publisher: Any,
     registry: RegistryReader,
     store: ArtifactStore | None = None,
+    retraining: Retraining | None = None,
 ) -> EvaluatorDeps:
     """The handlers' dependencies from the settings."""
     store = store or ArtifactStore.from_settings(settings.ferry)
@@ -86,6 +89,24 @@ def build_deps(
         ),
         latency_runs=settings.latency_runs,
         record_decision=decision_recorder(),
+        retraining=retraining,
+        production_split_policy=settings.production_split_policy,
+    )
+
+
+def kafka_retraining(settings: EvaluatorSettings, mutex: Callable[[str], Any] | None = None) -> Retraining:
+    """Retraining over Kafka (the window and the cooldown are read back from the topics) and ``mutex`` (the
+    process passes a PostgreSQL advisory lock per model, so two replicas never both pass the cooldown)."""
+    ferry = settings.ferry
+    return Retraining(
+        read_window=lambda name, labels: read_window(
+            ferry, name, labels, since_s=settings.retrain_window_s, max_rows=settings.retrain_max_rows
+        ),
+        recent_retrains=lambda name: recent_retrains(ferry, name, since_s=settings.retrain_cooldown_s),
+        datasets_root=ferry.resolved_datasets_root,
+        cooldown_s=settings.retrain_cooldown_s,
+        min_rows=settings.retrain_min_rows,
+        mutex=mutex,
     )
 
 
@@ -97,9 +118,11 @@ def bootstrap(
     producer: KafkaProducer | None = None,
     stop: threading.Event | None = None,
     leads: Callable[[], bool] = lambda: True,
+    retraining: Retraining | None = None,
 ) -> EvaluatorService:
     """Build the evaluator from settings; tests may pass a registry reader, consumer, producer, stop event or
-    leadership (``leads``: whether this replica completes bakes; the process passes its advisory lock's)."""
+    leadership (``leads``: whether this replica completes bakes; the process passes its advisory lock's), or
+    retraining (default: over Kafka, without a cross-replica lock)."""
     settings = settings or EvaluatorSettings()
     stop = stop or threading.Event()
     producer = producer or make_producer(settings.ferry, client_id="ferry-evaluator")
@@ -109,7 +132,8 @@ def bootstrap(
         records = RegistryRecords(RegistryClient.connect(settings.registry_url, timeout_s=settings.registry_timeout_s))
         closers.append(records.close)
         registry = records
-    deps = build_deps(settings, publisher=publisher, registry=registry)
+    retraining = retraining or kafka_retraining(settings)
+    deps = build_deps(settings, publisher=publisher, registry=registry, retraining=retraining)
     # An evaluation takes about a second: ten per poll keeps far inside Kafka's poll deadline.
     consumer = consumer or make_consumer(settings.ferry, settings.consumer_group, TOPICS, max_poll_records=10)
     loop = build_consumer_loop(settings, deps, consumer=consumer, dlq_producer=producer, stop=stop)
@@ -122,7 +146,10 @@ def process(settings: EvaluatorSettings) -> Runtime:
     ensure_topics(settings.ferry)
     # One replica completes bakes: the holder of the evaluator's advisory lock (shared/leader.py).
     leader = AdvisoryLeader.for_database(settings.ferry.resolved_database_url, "evaluator.bakes")
-    service = bootstrap(settings, leads=leader.leads)
+    # One replica at a time decides a model's retrain: a per-model advisory lock around the cooldown check.
+    mutex = database_mutex(settings.ferry.resolved_database_url)
+    retraining = kafka_retraining(settings, lambda name: mutex(f"evaluator.retrain:{name}"))
+    service = bootstrap(settings, leads=leader.leads, retraining=retraining)
     service.closers.insert(0, leader.close)
     runner = service.bakes
     metrics.get_meter("ferry.evaluator").create_observable_gauge(

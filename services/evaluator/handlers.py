@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from services.evaluator.adapters.artifact_store import ModelLoader
 from services.evaluator.domain.policy import Policy, Verdict
+from services.evaluator.domain.production import ProductionPolicy
 from services.evaluator.domain.records import (
     OPEN_STATUSES,
     DeploymentRecord,
@@ -35,7 +36,9 @@ from services.evaluator.domain.rollout import (
     next_bake_step,
     plan_rollback,
 )
-from services.evaluator.service import DatasetSplits, evaluate
+from services.evaluator.retraining import Retraining, handle_retrain_alert
+from services.evaluator.service import DatasetSplits
+from services.evaluator.window_evaluation import evaluate_candidate
 from shared.datasets import Split
 from shared.envelope import EventMeta
 from shared.errors import PermanentError, TransientError
@@ -86,6 +89,10 @@ class EvaluatorDeps:
     """Per model, the version whose decision was published last and when: the next version of that model
     is judged only once the registry shows that decision (else it would meet yesterday's champion)."""
     in_flight_timeout_s: float = 60.0
+    retraining: Retraining | None = None
+    """How a ``retrain`` alert becomes a training request; None: such alerts are logged, nothing more."""
+    production_split_policy: ProductionPolicy = "both"
+    """Which held-out split must hold for a version retrained on a production window."""
 
 
 def _clip(reason: str) -> str:
@@ -118,8 +125,14 @@ def handle_model_registered(event: ModelRegistered, meta: EventMeta | None, *, d
     _await_earlier_decision(deps, name, record.version)
     deployment = deps.registry.deployment(name)
     champion = _champion(deps, name, deployment)
-    evaluation = evaluate(
-        record, champion, loader=deps.loader, splits=deps.splits, policy=deps.policy, latency_runs=deps.latency_runs
+    evaluation = evaluate_candidate(
+        record,
+        champion,
+        loader=deps.loader,
+        splits=deps.splits,
+        policy=deps.policy,
+        latency_runs=deps.latency_runs,
+        production_policy=deps.production_split_policy,
     )
     verdict = evaluation.verdict
     decided = ModelDecided(
@@ -314,5 +327,5 @@ def resync_bakes(*, deps: EvaluatorDeps) -> int:
 Handler = Callable[..., Any]
 HANDLERS: dict[type[Event], list[Handler]] = {
     ModelRegistered: [handle_model_registered],
-    AlertChanged: [handle_alert],
+    AlertChanged: [handle_alert, handle_retrain_alert],
 }

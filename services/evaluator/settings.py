@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.evaluator.domain.policy import Policy
+from services.evaluator.domain.production import ProductionPolicy
 from services.evaluator.domain.slices import SliceSpec
 from shared.events import MAX_SLICES, MODEL_NAME_PATTERN, FeatureSlice
 from shared.settings import FerrySettings
@@ -83,6 +84,11 @@ class EvaluatorSettings(BaseSettings):
     slices: list[SliceSetting] = Field(
         default_factory=list, max_length=MAX_SLICES, description="named feature ranges to guard, as JSON (SliceSetting)"
     )
+    production_split_policy: ProductionPolicy = Field(
+        default="both",
+        description="a version retrained on a production window: which held-out split must hold "
+        "(both, original, production); the other is reported",
+    )
     latency_runs: int = Field(default=1000, ge=10, le=100_000, description="timed runs at batch 1 (half at 64)")
 
     # --- progressive rollout ---
@@ -90,6 +96,14 @@ class EvaluatorSettings(BaseSettings):
     bake_s: float = Field(default=600.0, ge=0, description="how long a canary runs without alert")
     rollback_window_s: float = Field(default=3600.0, ge=0, description="alerts this long after promotion roll back")
     resync_interval_s: float = Field(default=30.0, gt=0, description="how often bakes are re-read from the registry")
+
+    # --- retraining on a retrain alert ---
+    retrain_cooldown_s: float = Field(default=3600.0, ge=0, description="at most one retrain per model this long")
+    retrain_window_s: float = Field(
+        default=3600.0, gt=0, description="how far back the labelled production window is read (logged + feedback)"
+    )
+    retrain_min_rows: int = Field(default=100, ge=1, description="fewer labelled production rows: no retrain")
+    retrain_max_rows: int = Field(default=5000, ge=1, le=1_000_000, description="the newest rows a window keeps")
 
     def policy(self) -> Policy:
         """The promotion policy these settings describe."""

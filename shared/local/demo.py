@@ -292,4 +292,8 @@ def free_model_name(registry: RegistryClient) -> str:
 
 
 def demo_command(args: Namespace, settings: FerrySettings) -> int:
+    if getattr(args, "drift", False):
+        from shared.local.demo_drift import run_drift_demo
+
+        return run_drift_demo(settings, down_after=args.down)
     return run_demo(settings, down_after=args.down)

@@ -320,6 +320,19 @@ def test_the_largest_alert_the_webhook_admits_fits_one_kafka_message() -> None:
     assert len(encode(event, source="ferry/monitor", event_id=event_id).value) < 1_000_000
 
 
+def test_an_incoming_alerts_action_label_says_rollback_retrain_or_else_notify() -> None:
+    def action(label: str) -> str:
+        labels = {"alertname": "InputDrift", "model": "digits", "version": "2", "action": label}
+        return to_event(IncomingAlert(status="firing", labels=labels), origin="alertmanager")[0].action
+
+    assert [action(label) for label in ("rollback", "retrain", "notify", "delete-everything")] == [
+        "rollback",
+        "retrain",
+        "notify",
+        "notify",
+    ]
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 

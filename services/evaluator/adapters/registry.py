@@ -68,6 +68,9 @@ def version_record(version: VersionOut) -> VersionRecord:
         split_id=version.split_id,
         compression=version.compression,
         slices=tuple(SliceSpec(item.name, item.feature, item.min, item.max) for item in version.slices),
+        arch=version.arch,
+        hyperparameters=version.hyperparameters,
+        training_request_id=version.training_request_id,
     )
 
 

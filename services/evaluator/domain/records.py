@@ -27,6 +27,10 @@ class VersionRecord:
     compression: Mapping[str, Any] = field(default_factory=dict)
     slices: tuple[SliceSpec, ...] = ()
     """The named feature ranges its training request asked to guard."""
+    arch: str = "mlp"
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    training_request_id: str | None = None
+    """Its recipe (arch, hyper-parameters) and the request that trained it: what a retraining repeats."""
 
     @property
     def compressed(self) -> bool:

@@ -71,7 +71,7 @@ class BaseRule(Strict):
     threshold: float
     for_: str = Field(default="0s", alias="for", description="how long the condition must hold before firing")
     severity: Literal["info", "warning", "critical"] = "warning"
-    action: Literal["notify", "rollback"] = "notify"
+    action: Literal["notify", "rollback", "retrain"] = "notify"
     summary: str = ""
 
     @field_validator("for_")

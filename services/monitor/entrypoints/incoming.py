@@ -20,6 +20,7 @@ from shared.events import MODEL_NAME_PATTERN, AlertChanged, utc_now
 # Labels that describe the alert rather than the thing alerted on: kept out of the event's labels.
 _META_LABELS = {"alertname", "severity", "action", "grafana_folder"}
 _SEVERITIES = {"info", "warning", "critical"}
+_ACTIONS: dict[str, Literal["notify", "rollback", "retrain"]] = {"rollback": "rollback", "retrain": "retrain"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VERSION = re.compile(r"[0-9]{1,10}")
 # Bounds that keep the largest alert event well under Kafka's 1 MB message (escaped JSON may take 12
@@ -103,7 +104,7 @@ def to_event(alert: IncomingAlert, *, origin: str) -> tuple[AlertChanged, str]:
         state="fired" if alert.status == "firing" else "resolved",
         version=int(version) if _VERSION.fullmatch(version) and 1 <= int(version) < 2**31 else None,
         severity=severity if severity in _SEVERITIES else "warning",  # type: ignore[arg-type]
-        action="rollback" if labels.get("action") == "rollback" else "notify",
+        action=_ACTIONS.get(labels.get("action", ""), "notify"),
         value=alert_value(alert),
         threshold=_number(alert.annotations.get("threshold")) or 0.0,
         labels={key: value for key, value in labels.items() if key not in _META_LABELS},
