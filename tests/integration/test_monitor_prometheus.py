@@ -218,7 +218,7 @@ RULE_KINDS = {
     "GatewayLatencyP99": (_latency, {"model": "digits", "version": "5"}, "warning", "rollback"),
     "ConsumerLag": (_lag, {"group": "evaluator"}, "warning", "notify"),
     "PredictionDrift": (_drift, {"model": "digits", "version": "5"}, "warning", "notify"),
-    "InputDrift": (_input_drift, {"model": "digits", "version": "5"}, "warning", "notify"),
+    "InputDrift": (_input_drift, {"model": "digits", "version": "5"}, "warning", "retrain"),
 }
 
 
