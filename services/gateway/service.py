@@ -258,12 +258,6 @@ class Inference:
             if held:
                 version.release()
 
-    async def _hold(self, version: LoadedVersion) -> None:
-        if self.residency is None:
-            version.acquire()
-        else:
-            await self.residency.hold(version)
-
     async def _injected(self, version: LoadedVersion, fault: Fault) -> None:
         """An injected fault's delay, then its failure (tests and the demo)."""
         if fault.delay_ms > 0:
