@@ -358,6 +358,9 @@ class ModelTrained(Event):
         description="the training split's per-feature bins, the reference of input drift; absent for a text "
         "model, and in events before it",
     )
+    cause: RetrainCause | None = Field(
+        default=None, description="the training request's cause: the alert that asked for this retraining, if any"
+    )
 
 
 class ModelRegistered(Event):

@@ -74,12 +74,13 @@ def versions_rows(versions: list[VersionOut]) -> list[tuple[Any, ...]]:
             v.dataset,
             v.artifact.sha256[:12],
             _when(v.created_at),
+            v.cause_summary(),
         )
         for v in versions
     ]
 
 
-VERSION_COLUMNS = ("version", "status", "validation", "arch", "dataset", "sha256", "created")
+VERSION_COLUMNS = ("version", "status", "validation", "arch", "dataset", "sha256", "created", "cause")
 
 
 def versions_table(client: RegistryClient, name: str, limit: int | None = None) -> Table:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shared.events import INT32_MAX, ArtifactRef, FeatureSlice, InputReference, Signature
+from shared.events import INT32_MAX, ArtifactRef, FeatureSlice, InputReference, RetrainCause, Signature
 
 VersionStatus = Literal["registered", "evaluating", "challenger", "champion", "rejected", "archived", "rolled_back"]
 VersionNumber = Annotated[int, Field(ge=1, le=INT32_MAX)]
@@ -89,6 +89,11 @@ class VersionOut(Out):
     input_reference: InputReference | None = Field(
         default=None, description="the training split's per-feature bins (input drift's reference); null if none"
     )
+    cause: RetrainCause | None = Field(
+        default=None,
+        description="the alert that asked for this version's training and the production window it added; null "
+        "when a person or a program asked",
+    )
 
     def validation_summary(self) -> str | None:
         """What the trainer measured on validation rows, for the version's task, as a person reads it:
@@ -98,6 +103,16 @@ class VersionOut(Out):
         shown = VALIDATION_METRICS[self.signature.task or "classification"]
         found = [f"{name} {self.metrics[key]:.4f}" for name, key in shown if key in self.metrics]
         return " · ".join(found) or None
+
+    def cause_summary(self) -> str | None:
+        """Why this version was trained, when an alert asked: ``alert InputDrift on v1 (id 3f2c…), +300
+        production rows``; None for a version a person or a program asked for. ``ferry versions`` and the
+        console's versions table both show this: the first link of the chain alert → request → version."""
+        cause = self.cause
+        if cause is None:
+            return None
+        on = f" on v{cause.version}" if cause.version is not None else ""
+        return f"alert {cause.rule}{on} (id {cause.alert_id}), +{cause.window_rows} production rows"
 
 
 VALIDATION_METRICS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -133,6 +133,7 @@ def stored_model(
         timings=trained.timings,
         slices=event.slices,
         input_reference=trained.input_reference,
+        cause=event.cause,
     )
 
 

@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.datasets import load_dataset, split
 from shared.local.demo import DEMO_BAKE_S, Loop, demo_token, firing, ready
 from shared.local.stack import PROJECT_ROOT
 from shared.settings import FerrySettings
+from shared.waiting import NotReady
 
 WINDOW_ROWS = 300
 DRIFT_RULES = {"InputDrift": {"for": "5s", "min_rows": 200}, "OnlineAccuracyBelowEvaluation": {"for": "5s"}}
@@ -86,6 +88,7 @@ class DriftLoop(Loop):
                 f"   the monitor: InputDrift fires for v{first}: {alert['value']:.2f} of the features drift "
                 f"(threshold {alert['threshold']}), action {alert['action']}"
             )
+            self.print_online_accuracy(first)
             return self.follow_retrain(first)
         finally:
             self.http.close()
@@ -116,6 +119,21 @@ class DriftLoop(Loop):
             ).raise_for_status()
         return right
 
+    def print_online_accuracy(self, version: int) -> None:
+        """The monitor's online accuracy of ``version`` (feedback joined to its logged answers), and its alert."""
+        rule = "OnlineAccuracyBelowEvaluation"
+        try:
+            self.wait(lambda: firing(self.monitor, rule, self.model, version), rule, 60)
+        except NotReady:
+            print(f"   the monitor: {rule} has not fired for v{version} within 60 s")
+            return
+        gauges = online_gauges(self.http.get(f"{self.monitor}/metrics").text, self.model, str(version))
+        print(
+            f"   the monitor: online accuracy of v{version} {gauges.get('accuracy', float('nan')):.3f} on "
+            f"{gauges.get('count', 0):.0f} answers with feedback, below its evaluated lower bound "
+            f"{gauges.get('bound', float('nan')):.3f}: {rule} fires too"
+        )
+
     def retrained(self, after: int) -> Any:
         return next((v for v in self.registry.versions(self.model, page_size=5) if v.version > after), None)
 
@@ -125,6 +143,11 @@ class DriftLoop(Loop):
             f"\n6. the evaluator asked for a retrain (request {version.training_request_id}): the champion's recipe "
             f"on {version.dataset}"
         )
+        if version.cause is not None:
+            print(
+                f"   its cause: {version.cause_summary()}; the window holds {version.cause.window_rows} labelled "
+                f"production rows, materialised as {version.cause.window} under the datasets root"
+            )
         evaluation = self.wait(
             lambda: next(iter(self.registry.evaluations(self.model, version.version)), None),
             f"the judgement of v{version.version}",
@@ -157,7 +180,23 @@ class DriftLoop(Loop):
             print(f"   {title:17} decision: {(part.get('decision') or {}).get('decision')}")
 
     def chain(self) -> int:
-        print(f"\n8. the chain in the deployment history of {self.model}, newest first")
+        retrained = self.retrained(1)
+        if retrained is not None and retrained.cause is not None:
+            cause = retrained.cause
+            history = reversed(list(islice(self.registry.history(self.model, page_size=6), 6)))
+            decisions = [
+                f"revision {e.revision} {e.action} (champion {e.to_champion}, canary {e.to_challenger or '-'})"
+                for e in history
+                if e.revision > 1
+            ]
+            print("\n8. the chain, as the registry records it: alert → request → version → decisions")
+            print(f"   alert     {cause.rule} on v{cause.version}, fired {cause.fired_at:%H:%M:%S} UTC")
+            print(f"             (id {cause.alert_id})")
+            print(f"   request   {retrained.training_request_id}: v{cause.champion_version}'s recipe")
+            print(f"             on {retrained.dataset}")
+            print(f"   version   v{retrained.version}, registered {retrained.created_at:%H:%M:%S} UTC")
+            print(f"   decisions {'; '.join(decisions) or 'none yet'}")
+        print(f"\n9. the deployment history of {self.model}, newest first")
         for entry in islice(self.registry.history(self.model, page_size=6), 6):
             print(
                 f"   {entry.revision:>2} {entry.action:<9} champion {entry.to_champion}, canary "
@@ -166,11 +205,25 @@ class DriftLoop(Loop):
         return 0
 
 
+def online_gauges(metrics: str, model: str, version: str) -> dict[str, float]:
+    """From the monitor's /metrics text: this version's online accuracy, the count it rests on and its bound."""
+    names = {
+        "ferry_monitor_online_accuracy": "accuracy",
+        "ferry_monitor_online_feedback_count": "count",
+        "ferry_monitor_evaluation_accuracy_low": "bound",
+    }
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name in names and sample.labels.get("model") == model and sample.labels.get("version") == version:
+                found[names[sample.name]] = sample.value
+    return found
+
+
 def run_drift_demo(settings: FerrySettings, *, down_after: bool = False) -> int:
     """``ferry demo --drift``: the system up with the drift timings, then the story."""
     from shared.local.demo import bring_up
     from shared.local.system import down
-    from shared.waiting import NotReady
 
     set_drift_timings(settings)
     try:

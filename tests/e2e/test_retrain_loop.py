@@ -161,6 +161,7 @@ def test_drift_retrains_on_the_production_window_judged_on_both_splits_once_per_
         processes.until("v2 promoted after its canary", lambda: champion() == 2, timeout_s=420)
         version = get("/versions/2")
         assert (version["dataset"], version["training_request_id"]) == (request.dataset, request.request_id)
+        assert version["cause"] == cause.model_dump(mode="json")  # the registry keeps the alert that asked
         canary = [e for e in get("/versions/2/evaluations") if e["stage"] == "canary"][0]
         production = canary["report"]["production"]
         assert production["policy"] == "both" and production["window_rows"] == WINDOW_ROWS

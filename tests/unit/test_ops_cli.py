@@ -14,7 +14,7 @@ import pytest
 
 from shared import ops_cli
 from shared.cli import build_parser
-from shared.events import ArtifactRef, Signature
+from shared.events import ArtifactRef, RetrainCause, Signature
 from shared.ops_common import NO_TOKEN, CommandError, Exit, operator_token
 from shared.registry_errors import RegistryConflict, RegistryNotFound, RegistryUnauthorized, RegistryUnavailable
 from shared.registry_models import DeploymentChangeOut, DeploymentOut, HistoryEntryOut, ModelOut, VersionOut
@@ -177,6 +177,30 @@ def test_versions_show_the_validation_metrics_of_each_versions_task(
         None,
         "RMSE 51.3785 · R² 0.5781",
         "accuracy 0.9100",
+    ]
+
+
+def test_a_retrained_version_names_the_alert_that_asked_for_it(
+    fake: FakeRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cause = RetrainCause(
+        alert_id="alert-7",
+        rule="InputDrift",
+        version=1,
+        fired_at=NOW,
+        champion_version=1,
+        original_dataset="sklearn:digits",
+        window="production/digits-alert-7.csv",
+        window_rows=300,
+    )
+    fake.listed = [version(2).model_copy(update={"cause": cause}), version(1, "champion")]
+    assert ferry(fake, "versions", "digits") == Exit.OK
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("│ v")}
+    assert "alert InputDrift on v1 (id alert-7), +300 production rows" in lines["v2"].replace("│", "")
+    assert "InputDrift" not in lines["v1"]
+    assert [row[-1] for row in ops_cli.versions_rows(fake.listed)] == [
+        "alert InputDrift on v1 (id alert-7), +300 production rows",
+        None,
     ]
 
 

@@ -64,6 +64,7 @@ def test_the_handler_sets_every_column_but_the_numbering(tmp_path: Path) -> None
         "timings",
         "slices",
         "input_reference",
+        "cause",
     }
     assert version.metrics == {"val_accuracy": 0.9} and version.tags["non_finite_metrics"] == "bad"
     assert (version.artifact_uri, version.parent_model, version.parent_version) == (store.uri("a" * 64), "digits", 4)

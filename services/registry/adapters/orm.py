@@ -103,6 +103,8 @@ class ModelVersion(Base):
     slices: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     """The training request's named feature ranges, which the evaluator guards (FeatureSlice each)."""
     input_reference: Mapped[Json | None] = mapped_column(default=None)
+    cause: Mapped[Json | None] = mapped_column(default=None)
+    """The alert that asked for this version's training (RetrainCause), or null for a request of a person's."""
 
 
 def version_columns() -> tuple[str, ...]:
