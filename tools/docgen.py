@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
+
+from shared.service_args import env_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -106,16 +108,6 @@ def default_text(field: FieldInfo) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     return f"`{value}`"
-
-
-def env_names(prefix: str, name: str, field: FieldInfo) -> list[str]:
-    """The variables a field reads, the first being the one to use."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        return [choice for choice in alias.choices if isinstance(choice, str) and choice.startswith("FERRY_")]
-    if isinstance(alias, str):
-        return [alias.upper()]
-    return [f"{prefix}{name}".upper()]
 
 
 def settings_of(cls: type[BaseSettings]) -> list[Setting]:

@@ -8,10 +8,12 @@ import sys
 from services.evaluator.bootstrap import process
 from services.evaluator.settings import EvaluatorSettings
 from shared.runtime import run
+from shared.service_args import parse_service_args
 
 
 def main() -> int:
     """Run the evaluator until SIGTERM; returns the exit status."""
+    parse_service_args("evaluator", __doc__, EvaluatorSettings, sys.argv[1:])
     settings = EvaluatorSettings()
     return run("evaluator", lambda: process(settings), log_level=settings.ferry.log_level)
 

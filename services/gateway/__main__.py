@@ -14,6 +14,7 @@ from services.gateway.bootstrap import SERVER_OPTIONS, build_app, process
 from services.gateway.entrypoints.api import GatewayApp
 from services.gateway.settings import GatewaySettings
 from shared.runtime import run, run_processes, stop_this_process
+from shared.service_args import parse_service_args
 from shared.telemetry import setup_telemetry
 
 
@@ -28,6 +29,7 @@ def app_factory() -> GatewayApp:
 
 
 def main() -> int:
+    parse_service_args("gateway", __doc__, GatewaySettings, sys.argv[1:])
     settings = GatewaySettings()
     if settings.workers > 1:
         return run_processes(

@@ -13,9 +13,11 @@ from services.monitor.bootstrap import process
 from services.monitor.settings import MonitorSettings
 from shared.credentials import InvalidTokens
 from shared.runtime import run
+from shared.service_args import parse_service_args
 
 
 def main() -> int:
+    parse_service_args("monitor", __doc__, MonitorSettings, sys.argv[1:])
     settings = MonitorSettings()
     return run(
         "monitor", lambda: process(settings), log_level=settings.ferry.log_level, refuse=(RulesFileError, InvalidTokens)

@@ -9,9 +9,11 @@ import sys
 from services.trainer.bootstrap import process
 from services.trainer.settings import TrainerSettings
 from shared.runtime import run
+from shared.service_args import parse_service_args
 
 
 def main() -> int:
+    parse_service_args("trainer", __doc__, TrainerSettings, sys.argv[1:])
     settings = TrainerSettings()
     return run("trainer", lambda: process(settings), log_level=settings.ferry.log_level)
 

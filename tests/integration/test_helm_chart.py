@@ -283,6 +283,12 @@ def test_tokens_are_generated_strong_and_never_in_a_config_map(rendered: dict[st
     assert of_kind(secured, "Secret") == {}
     registry = of_kind(secured, "Deployment")[f"{FULLNAME}-registry"]["spec"]["template"]["spec"]
     assert {"name": "tokens", "secret": {"secretName": "ferry-api-tokens", "defaultMode": 0o400}} in registry["volumes"]
+    # The gateway reads the same file for who may post feedback; the trainer and evaluator take no credential.
+    for name, mounted in (("gateway", True), ("trainer", False), ("evaluator", False)):
+        spec = of_kind(secured, "Deployment")[f"{FULLNAME}-{name}"]["spec"]["template"]["spec"]
+        assert any(volume["name"] == "tokens" for volume in spec["volumes"]) is mounted, name
+    gateway_settings = of_kind(secured, "ConfigMap")[f"{FULLNAME}-gateway-settings"]["data"]
+    assert gateway_settings["FERRY_GATEWAY_FEEDBACK_TOKENS_FILE"] == "/etc/ferry/tokens/tokens"
 
 
 def test_the_database_url_and_kafka_password_come_only_from_secrets(rendered: dict[str, Objects]) -> None:

@@ -66,6 +66,21 @@ def test_docker_builds_when_podman_is_absent(tmp_path: Path) -> None:
     assert "isolation" not in calls["docker"] and "BASE_IMAGE" not in calls["docker"]
 
 
+def test_the_hosts_ca_bundle_reaches_pip_as_a_build_secret_never_a_layer(tmp_path: Path) -> None:
+    bundle = tmp_path / "proxy-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    result, calls = build(tmp_path, ["podman"], PIP_CERT=str(bundle))
+    assert result.returncode == 0, result.stderr
+    assert f"--secret id=ca-bundle,src={bundle}" in calls["podman"]
+    (tmp_path / "none").mkdir()
+    result, calls = build(tmp_path / "none", ["podman"], CA_BUNDLE=str(tmp_path / "absent.pem"))
+    assert result.returncode == 0 and "--secret" not in calls["podman"]  # no bundle, no secret
+    # Every step that installs mounts the secret, and nothing copies or exports it into the image.
+    installing = [step for step in re.split(r"\n(?=[A-Z]+ )", CONTAINERFILE) if "pip install" in step]
+    assert installing and all("--mount=type=secret,id=ca-bundle" in step for step in installing)
+    assert "ca-bundle" not in "".join(re.findall(r"^(?:COPY|ENV|ADD) .*$", CONTAINERFILE, re.MULTILINE))
+
+
 def test_no_engine_says_what_to_install(tmp_path: Path) -> None:
     result, _ = build(tmp_path, [])
     assert result.returncode == 1 and "neither podman nor docker" in result.stderr
