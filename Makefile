@@ -23,12 +23,16 @@ demo: $(STAMP) ## 'make up', then run the whole loop; everything keeps running (
 # helm, kube-apiserver and etcd (built once from their Go modules) and the pinned Kubernetes, CRD and Compose
 # schemas are cached outside the checkout before the tests run: the chart's, the Compose file's and the
 # trainer's PyTorchJob tests use them.
+# Two pytest workers (PYTEST_WORKERS), a test file each at a time: each worker starts its own broker, database
+# and S3 store on free ports under .ferry-test/<its pid>, so the two never share a port or a topic.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) ## run every test (starts its own Kafka and PostgreSQL)
 	bash tools/system-packages.sh
 	bash tools/helm.sh
 	bash tools/kube-apiserver.sh
 	$(BIN)/python -m tools.kube_schemas
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

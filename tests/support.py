@@ -23,7 +23,7 @@ __all__ = ["ServiceProcess", "free_port", "wait_for"]
 def wait_for(
     predicate: Callable[[], Any],
     *,
-    timeout_s: float = 60.0,
+    timeout_s: float = 120.0,
     what: str = "condition",
     detail: Callable[[], str] | None = None,
     poll_s: float = 0.1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -130,10 +131,22 @@ class KafkaBroker:
         return self.settings.home.absolute() / "logs" / "kafka.log"
 
     def ensure_jars(self) -> None:
-        """Resolve the broker's jars from Maven Central into the cache, once."""
+        """Resolve the broker's jars from Maven Central into the cache, once.
+
+        Under a lock beside the cache: two processes starting at once (pytest's workers, each with its own
+        stack) resolve once, and neither runs a broker from a folder the other is rewriting.
+        """
         marker = self.lib / ".complete"
         if marker.exists() and marker.read_text() == KAFKA_POM.read_text():
             return
+        self.lib.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lib.with_name("kafka-lib.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if marker.exists() and marker.read_text() == KAFKA_POM.read_text():
+                return  # the other process resolved them while this one waited
+            self._resolve_jars(marker)
+
+    def _resolve_jars(self, marker: Path) -> None:
         if shutil.which("mvn") is None:
             raise StackError("Maven (mvn) is needed to fetch Kafka's jars: install maven and Java 17+")
         log.info("resolving Kafka jars from Maven Central into %s", self.lib)
