@@ -18,6 +18,9 @@ return) → commit the batch's finished offsets, once per batch, and on revoke a
 - Delivery attempts are marked durably once per batch (shared/delivery.py); after a crash the batch
   that was in flight is handled one message at a time, and a message that was in hand for
   ``max_attempts`` deaths of its consumer is dead-lettered unhandled.
+- ``start_offsets`` (a group of this process's own, with nothing committed) positions a partition where
+  reading it should begin, the first time it is assigned: a monitor refills its windows from the last hour
+  of a log (offsets-for-times, ``offsets_since`` in shared/kafka.py) rather than from the topic's start.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class ConsumerLoop:
         commit_timeout_s: float = 10.0,
         spans: bool | None = None,
         observed_topics: Collection[str] = (),
+        start_offsets: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         self.consumer = consumer
         self.stop_event = stop or threading.Event()
@@ -103,6 +107,7 @@ class ConsumerLoop:
         self._spans = spans_exported() if spans is None else spans
         self._commits = OffsetCommitter(consumer, timeout_ms=int(commit_timeout_s * 1000))
         self._positions: dict[TopicPartition, int] = {}  # next offset to handle, per partition (for the lag)
+        self._start_offsets = dict(start_offsets or {})  # where first reads begin; each used once
         self._poll_backoff = Backoff()
         self._idle_lag_at = 0.0
         self._closed = False
@@ -437,6 +442,10 @@ class ConsumerLoop:
         self._telemetry.forget(partitions)
 
     def partitions_came(self, partitions: set[TopicPartition]) -> None:
+        for partition in partitions & self._start_offsets.keys():
+            # Inside poll, before it fetches: the first read of the partition begins here. Once only: when the
+            # partition comes back after a rebalance, the loop's own commits say where it goes on.
+            self.consumer.seek(partition, self._start_offsets.pop(partition))
         self.joined.set()
         for partition, (first, last) in self._guard.take_over(partitions).items():
             log.warning(

@@ -217,6 +217,17 @@ def kafka_answers(settings: FerrySettings) -> bool:
         admin.close()
 
 
+def offsets_since(consumer: KafkaConsumer, topic: str, since_ms: int) -> dict[TopicPartition, int]:
+    """Per partition of ``topic`` (its full name), the first offset of a record written at or after ``since_ms``
+    (Kafka's offsets-for-times, never a scan), or the partition's end when none is that recent."""
+    partitions = [TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not partitions:
+        return {}
+    found = consumer.offsets_for_times({tp: since_ms for tp in partitions})
+    ends = consumer.end_offsets(partitions)
+    return {tp: (found[tp].offset if found.get(tp) is not None else int(ends[tp])) for tp in partitions}
+
+
 def read_up_to(
     consumer: KafkaConsumer,
     ends: dict[TopicPartition, int],

@@ -205,6 +205,7 @@ def process(settings: MonitorSettings) -> Runtime:
         consumer=consumer,
         producer=dlq_producer,
         stop=stop,
+        now_s=time.time(),
     )
     runtime = Runtime("monitor", stop=stop, shutdown_timeout_s=settings.shutdown_timeout_s)
     runtime.worker("scrape-evaluate", lambda: monitor.run(stop, settings.scrape_interval_s))

@@ -73,6 +73,13 @@ class MonitorSettings(BaseSettings):
     input_window_rows: int = Field(
         default=1000, ge=10, le=1_000_000, description="Logged input rows per version that input drift is measured on"
     )
+    input_lookback_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="At start, input drift's windows refill from the inference log of this many seconds back "
+        "(offsets-for-times), not from the topic's start",
+    )
     consumer_group: str = Field(
         default="monitor", min_length=1, description="Prefix of each process's own group <prefix>-<host>-<pid>"
     )

@@ -4,17 +4,22 @@ for online accuracy, in one group all replicas share."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
 
 from services.monitor.domain.input_window import InputWindows
 from services.monitor.domain.online_accuracy import OnlineAccuracy
 from services.monitor.handlers import HANDLERS, ONLINE_ACCURACY_HANDLERS, DeployedVersions
 from services.monitor.settings import MonitorSettings
-from shared.events import Event
-from shared.kafka import ConsumerLoop, Handler, bind_handlers
+from shared.events import Event, InferenceLogged
+from shared.kafka import ConsumerLoop, Handler, bind_handlers, offsets_since
+
+log = logging.getLogger(__name__)
 
 
 def build_consumer_loop(
@@ -25,14 +30,28 @@ def build_consumer_loop(
     consumer: KafkaConsumer,
     producer: KafkaProducer,
     stop: threading.Event,
+    now_s: float,
 ) -> ConsumerLoop:
+    """The process's own group: every deployment change from the start, the inference log from
+    ``input_lookback_s`` before ``now_s`` (a restart refills the windows without reading the whole log)."""
     return ConsumerLoop(
         consumer=consumer,
         dlq_producer=producer,
         group=settings.consumer_group,
         handlers=bind_handlers(HANDLERS, deployed=deployed, input_windows=input_windows),
         stop=stop,
+        start_offsets=input_log_starts(settings, consumer, now_s),
     )
+
+
+def input_log_starts(settings: MonitorSettings, consumer: KafkaConsumer, now_s: float) -> dict[TopicPartition, int]:
+    """Where reading ``inference.logged`` begins, per partition; empty (its start) when Kafka does not answer."""
+    since_ms = int((now_s - settings.input_lookback_s) * 1000)
+    try:
+        return offsets_since(consumer, settings.ferry.topic(InferenceLogged.topic), since_ms)
+    except KafkaError as error:
+        log.warning("offsets of the inference log not found (%s): reading it from its start", error)
+        return {}
 
 
 def online_accuracy_handlers(online: OnlineAccuracy, clock: Callable[[], float]) -> dict[type[Event], list[Handler]]:
