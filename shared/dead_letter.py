@@ -118,13 +118,23 @@ class DeadLetterWriter:
         delay = self._first_backoff_s
         copies = self._copies(original, own)
         key, value, headers = next(copies)
+        future: Any = None
         while True:
             try:
-                future = self._producer.send(dlq_topic(original.topic), key=key, value=value, headers=headers)
+                if future is None:
+                    future = self._producer.send(dlq_topic(original.topic), key=key, value=value, headers=headers)
                 future.get(timeout=self._ack_timeout_s)
                 return
             except Exception as error:  # noqa: BLE001 - sorted below: the broker may be away for any length of time
                 failure: Exception = error
+            if future is not None and not future.is_done:
+                # Not acknowledged yet, but still in the producer's hands: it goes on retrying that very record,
+                # which its idempotence writes once. A second send now could be written as well, a duplicate.
+                if self._stop.is_set():
+                    raise DeadLetterAborted(f"stopped before the dead-letter copy of {_at(original)} was acked")
+                log.warning("dead-letter copy of %s not acknowledged yet; still waiting for it", _at(original))
+                continue
+            future = None  # failed for good: the next attempt is a new send
             if not _may_pass(failure):
                 smaller = next(copies, None)
                 if smaller is None:

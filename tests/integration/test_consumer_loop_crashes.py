@@ -158,14 +158,12 @@ def test_a_broker_away_for_two_minutes_is_survived_with_nothing_lost(
             assert time.monotonic() < deadline, f"after the outage, handled only {sorted(set(handled))}"
             assert worker.is_alive(), "the consumer loop died after the outage"
             time.sleep(0.5)
-        # The group may hand the partition over again when the outage outlived the consumer's session (delivery
-        # is at-least-once): then the handler refuses the message again, and writes a second copy, as it should.
-        refusals = handled.count(8)
-        dead = read_all(settings, f"{topic}.dlq", 1 + refusals)  # the poison and the refused message: neither skipped
+        dead = read_all(settings, f"{topic}.dlq", 2)  # the poison and the refused message: neither skipped
         assert b"{broken" in [record.value for record in dead]
-        kinds = [dict(record.headers)["ferry_dlq_error_type"] for record in dead]
-        # One copy per refusal: the copy's retries into the outage never write it twice.
-        assert kinds.count(b"PermanentError") == refusals and 1 <= kinds.count(b"DecodeError") <= refusals
+        # One copy of the refusal, however long its send waited in the outage. (The poison may be copied twice:
+        # when the outage outlived the consumer's session the group hands the partition over again, and the
+        # re-read meets it anew; the refused message is then handled, not refused, as its handler says.)
+        assert [dict(record.headers)["ferry_dlq_error_type"] for record in dead].count(b"PermanentError") == 1
         ends = {p: o for p, o in end_offsets(settings, topic).items() if o}
         deadline = time.monotonic() + 60
         while {p: o for p, o in committed(settings, loops.group("outage"), topic).items() if p in ends} != ends:

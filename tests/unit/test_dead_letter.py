@@ -13,16 +13,34 @@ from shared.dead_letter import MAX_REASON_CHARS, DeadLetterAborted, DeadLetterWr
 
 
 class Acked:
+    is_done = True
+
     def get(self, timeout: float | None = None) -> None:
         return None
 
 
 class Failed:
+    is_done = True
+
     def __init__(self, error: Exception) -> None:
         self._error = error
 
     def get(self, timeout: float | None = None) -> None:
         raise self._error
+
+
+class Pending:
+    """A record still in the producer's hands: its first ``waits`` waits time out, then it is acked."""
+
+    def __init__(self, waits: int) -> None:
+        self.waits = waits
+        self.is_done = False
+
+    def get(self, timeout: float | None = None) -> None:
+        if self.waits:
+            self.waits -= 1
+            raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
+        self.is_done = True
 
 
 @dataclass
@@ -116,6 +134,34 @@ def test_failed_sends_are_retried_until_the_broker_takes_the_copy() -> None:
     producer = FakeProducer(failures=[KafkaTimeoutError("away"), ConnectionError("refused"), KafkaTimeoutError("x")])
     writer(producer).send(original(b"{}"), reason="bad", error_type="DecodeError")
     assert len(producer.sent) == 1
+
+
+@dataclass
+class SlowProducer(FakeProducer):
+    """Hands its first record to a future acked only after ``waits`` timed-out waits, later ones at once."""
+
+    waits: int = 0
+    futures: list[Pending] = field(default_factory=list)
+
+    def send(self, topic: str, *, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        self.futures.append(Pending(0 if self.futures else self.waits))
+        return self.futures[-1]
+
+
+def test_a_copy_not_acknowledged_yet_is_waited_for_never_sent_twice() -> None:
+    """The producer retries the record itself (idempotent: written once); a second send could be a duplicate."""
+    producer = SlowProducer(waits=4)
+    writer(producer).send(original(b"{}"), reason="bad", error_type="DecodeError")
+    assert len(producer.futures) == 1 and producer.futures[0].is_done
+
+
+def test_stopping_while_a_copy_waits_for_its_ack_aborts() -> None:
+    stop = threading.Event()
+    stop.set()
+    producer = SlowProducer(waits=1000)
+    with pytest.raises(DeadLetterAborted, match="acked"):
+        writer(producer, stop).send(original(b"{}"), reason="bad", error_type="DecodeError")
+    assert len(producer.futures) == 1
 
 
 def test_stopping_while_the_broker_refuses_aborts_without_pretending_it_was_sent() -> None:
