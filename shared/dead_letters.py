@@ -22,7 +22,7 @@ from kafka.structs import TopicPartition
 
 from shared.dead_letter import Headers, dlq_topic, previous_reasons, without_dlq_headers
 from shared.events import TOPICS
-from shared.kafka import read_up_to
+from shared.kafka import offsets_since, read_up_to
 from shared.settings import FerrySettings
 
 REPLAY_HEADER_PREFIX = "ferry_replay"
@@ -154,22 +154,14 @@ def read(
             return []
         consumer.assign(partitions)
         ends = {tp: int(offset) for tp, offset in consumer.end_offsets(partitions).items()}
-        _seek(consumer, partitions, ends, since)
+        if since is None:
+            consumer.seek_to_beginning(*partitions)
+        else:
+            for tp, offset in offsets_since(consumer, name, int(since.timestamp() * 1000)).items():
+                consumer.seek(tp, offset)
         return _read_until(consumer, ends, time.monotonic() + timeout_s, name)
     finally:
         consumer.close(autocommit=False)
-
-
-def _seek(
-    consumer: KafkaConsumer, partitions: list[TopicPartition], ends: dict[TopicPartition, int], since: datetime | None
-) -> None:
-    if since is None:
-        consumer.seek_to_beginning(*partitions)
-        return
-    found = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-    for tp in partitions:
-        at = found.get(tp)
-        consumer.seek(tp, at.offset if at is not None else ends[tp])
 
 
 def _read_until(

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from shared.envelope import DecodeError, decode
 from shared.events import FeedbackItem, InferenceFeedback, InferenceLogged
+from shared.kafka import offsets_since
 from shared.settings import FerrySettings
 
 
@@ -88,12 +89,11 @@ def find_request(
 def read_since(consumer: KafkaConsumer, topic: str, since_ms: int, needle: bytes, deadline: float) -> list[Any]:
     """The events of ``topic`` from ``since_ms`` (offsets-for-times) to its end now whose bytes hold ``needle``,
     decoded; also what ``shared/window_reader.py`` reads a production window with."""
-    partitions = [TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic) or ())]
-    if not partitions:
+    starts = offsets_since(consumer, topic, since_ms)
+    if not starts:
         return []
-    starts = consumer.offsets_for_times({tp: since_ms for tp in partitions})
-    ends = consumer.end_offsets(partitions)
-    wanted = {tp: found.offset for tp, found in starts.items() if found is not None and found.offset < ends[tp]}
+    ends = consumer.end_offsets(list(starts))
+    wanted = {tp: offset for tp, offset in starts.items() if offset < ends[tp]}
     if not wanted:
         return []
     consumer.assign(list(wanted))
