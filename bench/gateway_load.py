@@ -179,12 +179,11 @@ def python_load(url: str, body_file: Path, connections: int, seconds: float) -> 
     return summary(answer["ok"], answer["seconds"], answer["latencies_ms"])
 
 
-def wrk_load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
-    """wrk, one thread, against ``url``; a rate only when every request wrk counted was a checked 200."""
-    script = body_file.with_name("post.lua")
-    script.write_text(WRK_SCRIPT)
+def checked_wrk(url: str, connections: int, seconds: float, script: Path, arguments: list[str]) -> dict[str, Any] | str:
+    """wrk, one thread, running ``script`` (which prints WRK_MARK and its counts at the end) against ``url``: the
+    counts when every request wrk counted was a checked 200, else why no rate may be printed."""
     command = [WRK or "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(script)]
-    result = subprocess.run([*command, url, "--", str(body_file)], capture_output=True, text=True, timeout=seconds + 60)
+    result = subprocess.run([*command, url, "--", *arguments], capture_output=True, text=True, timeout=seconds + 60)
     lines = [line for line in result.stdout.splitlines() if line.startswith(WRK_MARK)]
     if result.returncode != 0 or not lines:
         return f"wrk failed: {(result.stderr or result.stdout).strip()[-200:]}"
@@ -192,6 +191,16 @@ def wrk_load(url: str, body_file: Path, connections: int, seconds: float) -> dic
     errors = {name: counts[name] for name in ("connect", "read", "write", "status", "timeout") if counts[name]}
     if errors or counts["bad"] or counts["ok"] != counts["requests"] or not counts["ok"]:
         return f"refused to rate: {counts['ok']} checked 200s of {counts['requests']} requests (errors {errors})"
+    return counts
+
+
+def wrk_load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, float] | str:
+    """wrk, one thread, against ``url``; a rate only when every request wrk counted was a checked 200."""
+    script = body_file.with_name("post.lua")
+    script.write_text(WRK_SCRIPT)
+    counts = checked_wrk(url, connections, seconds, script, [str(body_file)])
+    if isinstance(counts, str):
+        return counts
     return {
         "rps": counts["ok"] / (counts["duration_us"] / 1e6),
         "p50": counts["p50_us"] / 1000,

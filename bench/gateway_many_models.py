@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_load import WRK, WRK_MARK, WRK_SCRIPT  # noqa: E402
+from gateway_load import WRK_SCRIPT, checked_wrk  # noqa: E402
 
 from services.gateway.budget import estimate_bytes  # noqa: E402
 from shared.local.ports import free_port  # noqa: E402
@@ -192,16 +192,10 @@ def wrk_rate(url: str, paths: list[str], folder: Path, connections: int, seconds
     (folder / "zipf.lua").write_text(ZIPF_SCRIPT)
     (folder / "body.json").write_bytes(body())
     (folder / "paths.txt").write_text("\n".join(paths) + "\n")
-    command = [WRK or "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s"]
-    command += ["-s", str(folder / "zipf.lua"), url, "--", str(folder / "body.json"), str(folder / "paths.txt")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    lines = [line for line in result.stdout.splitlines() if line.startswith(WRK_MARK)]
-    if result.returncode != 0 or not lines:
-        return f"wrk failed: {(result.stderr or result.stdout).strip()[-200:]}"
-    counts: dict[str, Any] = json.loads(lines[-1][len(WRK_MARK) :])
-    errors = {name: counts[name] for name in ("connect", "read", "write", "status", "timeout") if counts[name]}
-    if errors or counts["bad"] or counts["ok"] != counts["requests"] or not counts["ok"]:
-        return f"refused to rate: {counts['ok']} checked 200s of {counts['requests']} (errors {errors})"
+    arguments = [str(folder / "body.json"), str(folder / "paths.txt")]
+    counts = checked_wrk(url, connections, seconds, folder / "zipf.lua", arguments)
+    if isinstance(counts, str):
+        return counts
     return float(counts["ok"] / (counts["duration_us"] / 1e6)), int(counts["ok"])
 
 
