@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from console_fakes import version as shown_version
 from evaluator_onnx import erring_classifier
 from pydantic import ValidationError
 
@@ -22,31 +23,8 @@ from shared.artifacts import ArtifactStore
 from shared.datasets import Dataset, Part, Split, fingerprint
 from shared.events import ArtifactRef, TrainingRequested
 from shared.onnx import open_session, signature_of
-from shared.registry_models import VersionOut
 
 POLICY = Policy(bootstrap_samples=1000)
-NOW = "2026-01-01T00:00:00Z"
-VERSION = {
-    "model_name": "iris",
-    "version": 2,
-    "status": "registered",
-    "dataset": "sklearn:iris",
-    "split_id": "s",
-    "artifact": {"uri": "/x", "sha256": "b" * 64, "size_bytes": 10, "format": "onnx"},
-    "signature": {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []},
-    "metrics": {},
-    "arch": "mlp",
-    "hyperparameters": {},
-    "compression": {},
-    "timings": {},
-    "training_request_id": None,
-    "parent_model": None,
-    "parent_version": None,
-    "source_event_id": None,
-    "tags": {},
-    "created_at": NOW,
-    "updated_at": NOW,
-}
 LATENCY = {"latency_b1_p50_ms": 0.02, "latency_b1_p99_ms": 0.05, "latency_b64_p50_ms": 0.1, "latency_b64_p99_ms": 0.3}
 
 
@@ -253,11 +231,9 @@ def test_a_slice_the_training_request_named_is_judged_and_wins_over_the_policys_
 
 
 def test_the_registrys_version_carries_the_requests_slices_to_the_evaluator() -> None:
-    version = VersionOut.model_validate(
-        {**VERSION, "slices": [{"name": "petal-long", "feature": 2, "min": 4.5, "max": None}]}
-    )
-    assert version_record(version).slices == (SliceSpec("petal-long", 2, low=4.5, high=None),)
-    assert version_record(VersionOut.model_validate(VERSION)).slices == ()  # a registry before slices
+    sliced = shown_version(2, slices=[{"name": "petal-long", "feature": 2, "min": 4.5, "max": None}])
+    assert version_record(sliced).slices == (SliceSpec("petal-long", 2, low=4.5, high=None),)
+    assert version_record(shown_version(2)).slices == ()  # a registry before slices
 
 
 def test_a_requests_slices_are_checked_where_they_enter() -> None:
