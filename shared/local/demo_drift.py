@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.datasets import load_dataset, split
 from shared.local.demo import DEMO_BAKE_S, Loop, demo_token, firing, ready
 from shared.local.stack import PROJECT_ROOT
+from shared.registry_models import VersionOut
 from shared.settings import FerrySettings
 from shared.waiting import NotReady
 
@@ -156,14 +157,14 @@ class DriftLoop(Loop):
         self.print_judgement(version.version, evaluation.report)
         if evaluation.decision != "promote":
             print(f"   rejected: {evaluation.reason[:300]}")
-            return self.chain()
+            return self.chain(version)
         print(f"\n7. the canary bakes {DEMO_BAKE_S} s, then the evaluator promotes v{version.version}")
         self.wait(lambda: self.champion() == version.version, f"v{version.version} to become the champion", 300)
         self.wait(lambda: ready(self.gateway, self.model, version.version), "the gateway to load it", 120)
         self.rows, self.labels = self.fresh, self.fresh_labels
         right = self.send(16.0 - self.rows, "after")
         print(f"   {WINDOW_ROWS} other shifted digits: v{version.version} answers {right} of them right")
-        return self.chain()
+        return self.chain(version)
 
     def print_judgement(self, version: int, report: dict[str, Any]) -> None:
         production = report.get("production") or {}
@@ -179,14 +180,14 @@ class DriftLoop(Loop):
                     )
             print(f"   {title:17} decision: {(part.get('decision') or {}).get('decision')}")
 
-    def chain(self) -> int:
-        retrained = self.retrained(1)
-        if retrained is not None and retrained.cause is not None:
-            cause = retrained.cause
-            history = reversed(list(islice(self.registry.history(self.model, page_size=6), 6)))
+    def chain(self, retrained: VersionOut) -> int:
+        """The retrained version's chain from the registry's records, then the deployment history it ends in."""
+        entries = list(islice(self.registry.history(self.model, page_size=6), 6))  # newest first
+        cause = retrained.cause
+        if cause is not None:
             decisions = [
                 f"revision {e.revision} {e.action} (champion {e.to_champion}, canary {e.to_challenger or '-'})"
-                for e in history
+                for e in reversed(entries)
                 if e.revision > 1
             ]
             print("\n8. the chain, as the registry records it: alert → request → version → decisions")
@@ -197,7 +198,7 @@ class DriftLoop(Loop):
             print(f"   version   v{retrained.version}, registered {retrained.created_at:%H:%M:%S} UTC")
             print(f"   decisions {'; '.join(decisions) or 'none yet'}")
         print(f"\n9. the deployment history of {self.model}, newest first")
-        for entry in islice(self.registry.history(self.model, page_size=6), 6):
+        for entry in entries:
             print(
                 f"   {entry.revision:>2} {entry.action:<9} champion {entry.to_champion}, canary "
                 f"{entry.to_challenger or '-'}: {entry.reason[:160]}"
