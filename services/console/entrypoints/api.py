@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,6 +28,7 @@ from services.console.entrypoints.pages import page_router
 from services.console.service import Console
 from shared.credentials import TokenCheck
 from shared.dead_letters import DeadLetterError, Operator, UnknownTopic, topic_of
+from shared.http_auth import bearer_user
 from shared.registry_errors import RegistryRefused
 from shared.registry_models import DeploymentAction
 from shared.runtime import Runtime
@@ -138,13 +139,7 @@ def _add_replay_route(app: FastAPI, deps: ConsoleDeps) -> None:
     check = TokenCheck(deps.replay_tokens)
 
     def operator(credentials: Credentials) -> Operator:
-        if not check:
-            raise HTTPException(403, "replays are disabled: set FERRY_REGISTRY_TOKENS_FILE")
-        if credentials is None:
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        user = check.bearer(credentials.credentials)
-        if user is None:
-            raise HTTPException(403, "invalid token")
+        user = bearer_user(check, credentials, disabled="replays are disabled: set FERRY_REGISTRY_TOKENS_FILE")
         return Operator(user, credential="bearer")
 
     @app.post("/api/v1/dead-letters/{topic}/replay", summary="Put dead letters back on their topic (same event id)")

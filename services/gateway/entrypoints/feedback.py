@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.service import Gateway
 from shared.credentials import TokenCheck
 from shared.events import MAX_FEEDBACK_ITEMS, MODEL_NAME_PATTERN, FeedbackItem, InferenceFeedback
+from shared.http_auth import bearer_user
 
 log = logging.getLogger(__name__)
 SETTING = "FERRY_GATEWAY_FEEDBACK_TOKENS_FILE"
@@ -40,14 +41,9 @@ def feedback_sender(tokens: dict[str, str]) -> Callable[..., str]:
     bearer = HTTPBearer(auto_error=False, description=f"a token of {SETTING}")
 
     def require_sender(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        if not check:
-            raise HTTPException(403, f"feedback is off: set {SETTING} (or FERRY_REGISTRY_TOKENS_FILE)")
-        if credentials is None:
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        user = check.bearer(credentials.credentials)
-        if user is None:
-            raise HTTPException(403, "invalid token")
-        return user
+        return bearer_user(
+            check, credentials, disabled=f"feedback is off: set {SETTING} (or FERRY_REGISTRY_TOKENS_FILE)"
+        )
 
     return require_sender
 

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter
@@ -36,6 +36,7 @@ from services.registry.service import artifact_of
 from services.registry.settings import RegistrySettings
 from shared.credentials import TokenCheck
 from shared.events import INT32_MAX, MODEL_NAME_PATTERN, Signature
+from shared.http_auth import bearer_user
 from shared.registry_models import (
     DeploymentAction,
     DeploymentChangeOut,
@@ -181,14 +182,9 @@ def writer_guard(tokens: Mapping[str, str]) -> Callable[..., str]:
     check = TokenCheck(tokens)
 
     def require_writer(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        if not check:
-            raise HTTPException(403, "writes are disabled: set FERRY_REGISTRY_TOKENS_FILE or FERRY_API_TOKEN")
-        if credentials is None:
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        found = check.bearer(credentials.credentials)
-        if found is None:
-            raise HTTPException(403, "invalid token")
-        return found
+        return bearer_user(
+            check, credentials, disabled="writes are disabled: set FERRY_REGISTRY_TOKENS_FILE or FERRY_API_TOKEN"
+        )
 
     return require_writer
 
